@@ -1,0 +1,18 @@
+# The two commands of the README, plus a few conveniences. Every target sets up .venv first
+# (scripts/setup-env is incremental: seconds when nothing changed).
+.PHONY: demo test env lint clean
+
+demo:   ## the main job on built-in defaults
+	scripts/in-env python -m madm_ros.doctor --demo
+
+test:   ## the whole default test suite
+	scripts/in-env python -m pytest
+
+env:    ## only create / refresh .venv and the generated interfaces
+	scripts/setup-env
+
+lint:
+	scripts/in-env python -m ruff check madm_ros madm_train tests bench
+
+clean:
+	rm -rf .venv build install log

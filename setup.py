@@ -1,0 +1,29 @@
+"""Python packaging of madm for machines without ROS 2 (pip) and the console scripts.
+
+On a ROS 2 install the same sources are built by colcon through CMakeLists.txt instead; the
+executables registered there are kept in step with ``console_scripts`` below
+(tests/madm_ros/test_packaging.py checks it).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="madm_ros",
+    version="0.1.0",
+    description="Semantic segmentation of depth, thermal and event cameras for ROS 2, adapted from RGB with MADM",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["madm_ros", "madm_ros.*", "madm_train", "madm_train.*"]),
+    package_data={"madm_ros": ["py.typed"], "madm_train": ["py.typed"]},
+    install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8"],
+    extras_require={
+        "events": ["numba>=0.59", "h5py>=3.8", "hdf5plugin>=4", "aedat>=2", "rosbags>=0.10"],
+        "train": ["torch>=2.1", "diffusers>=0.30", "transformers>=4.40", "peft>=0.10", "onnx>=1.16", "onnxruntime>=1.17", "tqdm>=4.60"],
+        "tensorrt": ["tensorrt>=10"],
+    },
+    entry_points={
+        "console_scripts": [
+            "madm_doctor=madm_ros.doctor:main",
+        ],
+    },
+)
