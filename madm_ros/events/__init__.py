@@ -1,5 +1,5 @@
 """Event cameras: decoders, edge-frame accumulation and simulation (ROS-free)."""
 
-from madm_ros.events.types import Events
+from madm_ros.events.types import DecodeStats, Events
 
-__all__ = ["Events"]
+__all__ = ["DecodeStats", "Events"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Events"]
+__all__ = ["DecodeStats", "Events"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,29 @@ class Events:
     def __getitem__(self, index: slice | np.ndarray) -> Events:
         """Select events by slice or boolean / integer index array."""
         return Events(self.x[index], self.y[index], self.t[index], self.p[index])
+
+
+@dataclass
+class DecodeStats:
+    """Counters a decoder keeps so that every dropped byte or event is accounted for.
+
+    Nodes publish them in diagnostics; the ``info`` CLI prints their sum as ``dropped``.
+    """
+
+    packets: int = 0  # payloads / chunks handed to the decoder
+    events: int = 0  # events returned to the caller
+    out_of_range: int = 0  # events dropped because x >= width or y >= height
+    bad_words: int = 0  # words with an unknown type or code, skipped
+    truncated_bytes: int = 0  # bytes at the end of a payload that did not form a whole word
+    time_backwards: int = 0  # events dropped because their time went backwards beyond the tolerance
+    duplicate_packets: int = 0  # packets seen twice (same sequence number), skipped
+    empty_packets: int = 0  # packets without any event
+
+    @property
+    def dropped_events(self) -> int:
+        """Events decoded but not returned."""
+        return self.out_of_range + self.time_backwards
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain dict for JSON reports and diagnostics."""
+        return dict(self.__dict__)
