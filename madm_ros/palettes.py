@@ -1,0 +1,167 @@
+"""Class sets, colours and label mappings as data.
+
+Three label sets matter to MADM (reference: MADM's configs, see ../shared/reference/madm_spec.md §4.1, §5):
+Cityscapes-19 (the labelled RGB source), DSEC-11 (depth and event targets) and FMB-9 (infrared).
+Index order is logits order. The 11- and 9-class colours are the Cityscapes colours of the kept
+classes, because LPLR paints labels with exactly these colours; "traffic sign" therefore wears
+Cityscapes' traffic-*light* orange.
+
+Mappings are 256-entry uint8 lookup tables, so any uint8 label image maps with one indexing
+operation and 255 (ignore) stays 255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from madm_ros.errors import ConfigError, InputError
+
+__all__ = [
+    "CITYSCAPES_19",
+    "CITYSCAPES_LABELID_TO_TRAINID",
+    "DSEC_11",
+    "FMB_9",
+    "IGNORE_INDEX",
+    "LABEL_SETS",
+    "LabelSet",
+    "colorize",
+    "get_label_set",
+    "label_mapping",
+    "remap_labels",
+]
+
+IGNORE_INDEX = 255
+"""Label value of pixels without a class, in labels and in published masks."""
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """An ordered list of classes with their display colours."""
+
+    name: str
+    class_names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != len(self.colors):
+            raise ValueError(f"label set {self.name}: {len(self.class_names)} names but {len(self.colors)} colours")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (logits channels)."""
+        return len(self.class_names)
+
+    def palette(self) -> np.ndarray:
+        """Colours as a (num_classes, 3) uint8 RGB array."""
+        return np.asarray(self.colors, dtype=np.uint8).reshape(-1, 3)
+
+    def color_lut(self, unlabelled_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+        """A (256, 3) uint8 table: class ids get their colour, every other value ``unlabelled_color``."""
+        lut = np.empty((256, 3), dtype=np.uint8)
+        lut[:] = unlabelled_color
+        lut[: self.num_classes] = self.palette()
+        return lut
+
+
+def _trainid_lut(pairs: dict[int, int]) -> np.ndarray:
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for src, dst in pairs.items():
+        lut[src] = dst
+    return lut
+
+
+CITYSCAPES_19 = LabelSet(
+    "cityscapes19",
+    ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"),
+    ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)),
+)
+
+DSEC_11 = LabelSet(
+    "dsec11",
+    ("sky", "building", "fence", "person", "pole", "road", "sidewalk", "vegetation", "car", "wall", "traffic sign"),
+    ((70, 130, 180), (70, 70, 70), (190, 153, 153), (220, 20, 60), (153, 153, 153), (128, 64, 128),
+     (244, 35, 232), (107, 142, 35), (0, 0, 142), (102, 102, 156), (250, 170, 30)),
+)
+
+FMB_9 = LabelSet(
+    "fmb9",
+    ("sky", "building", "person", "pole", "road", "sidewalk", "vegetation", "car", "traffic sign"),
+    ((70, 130, 180), (70, 70, 70), (220, 20, 60), (153, 153, 153), (128, 64, 128), (244, 35, 232),
+     (107, 142, 35), (0, 0, 142), (250, 170, 30)),
+)
+
+LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (CITYSCAPES_19, DSEC_11, FMB_9)}
+
+CITYSCAPES_LABELID_TO_TRAINID = _trainid_lut({
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+    26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+})
+"""Cityscapes full label ids (gtFine ``*_labelIds.png``) → the 19 train ids; everything else → 255."""
+
+
+def _by_name(src: LabelSet, dst: LabelSet, renames: dict[str, str | None]) -> np.ndarray:
+    """Map classes of ``src`` onto ``dst`` by name, after ``renames`` (None = ignore)."""
+    pairs = {}
+    for index, name in enumerate(src.class_names):
+        target = renames.get(name, name)
+        if target is not None:
+            pairs[index] = dst.class_names.index(target)
+    return _trainid_lut(pairs)
+
+
+_VEHICLES = {v: "car" for v in ("truck", "bus", "train", "motorcycle", "bicycle")}
+_MAPPINGS: dict[tuple[str, str], np.ndarray] = {
+    # MADM's label_convert for depth and events: traffic light joins traffic sign, terrain joins
+    # vegetation, rider joins person, every vehicle joins car.
+    ("cityscapes19", "dsec11"): _by_name(
+        CITYSCAPES_19, DSEC_11,
+        {"traffic light": "traffic sign", "terrain": "vegetation", "rider": "person", **_VEHICLES},
+    ),
+    # The same for infrared, where wall and fence are not classes and become ignore.
+    ("cityscapes19", "fmb9"): _by_name(
+        CITYSCAPES_19, FMB_9,
+        {"traffic light": "traffic sign", "terrain": "vegetation", "rider": "person", "wall": None,
+         "fence": None, **_VEHICLES},
+    ),
+}
+
+
+def get_label_set(name: str) -> LabelSet:
+    """The label set called ``name`` (``cityscapes19``, ``dsec11`` or ``fmb9``)."""
+    try:
+        return LABEL_SETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown label set {name!r}; known: {', '.join(sorted(LABEL_SETS))}") from None
+
+
+def label_mapping(source: str, target: str) -> np.ndarray:
+    """The 256-entry lookup table that maps ``source`` class ids to ``target`` ids (identity if equal)."""
+    if source == target:
+        get_label_set(source)
+        lut = np.arange(256, dtype=np.uint8)
+        lut[get_label_set(source).num_classes :] = IGNORE_INDEX
+        return lut
+    try:
+        return _MAPPINGS[(source, target)]
+    except KeyError:
+        known = ", ".join(f"{s}→{t}" for s, t in _MAPPINGS)
+        raise ConfigError(f"no label mapping from {source!r} to {target!r}; known: {known}") from None
+
+
+def remap_labels(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Apply a 256-entry lookup table to a uint8 label image."""
+    if labels.dtype != np.uint8:
+        raise InputError(f"label images must be uint8, got {labels.dtype}; read PNG labels unchanged (no scaling)")
+    return lut[labels]
+
+
+def colorize(labels: np.ndarray, label_set: LabelSet, unlabelled_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Paint a uint8 id image (H×W) with the label set's colours → H×W×3 uint8 RGB."""
+    if labels.dtype != np.uint8 or labels.ndim != 2:
+        raise InputError(f"colorize expects an H×W uint8 id image, got {labels.dtype} with shape {labels.shape}")
+    return label_set.color_lut(unlabelled_color)[labels]

@@ -1,0 +1,192 @@
+"""The one path from a sensor array to the network tensor, shared by training, bag evaluation and nodes.
+
+Two steps, both pure numpy/OpenCV:
+
+1. :func:`modality_image` turns what a sensor delivers (depth in mm or m, thermal counts, an RGB
+   image, an event edge frame) into an 8-bit image, the form MADM's data sets store on disk
+   (MADM reads every modality as an 8-bit image and repeats single channels to three). The
+   mapping is explicit and recorded in :class:`InputSpec`, which travels with the model, so a
+   node cannot silently use other ranges than its model was trained with.
+2. :func:`to_network_input` resizes that image to the network size and scales it to float32
+   [0, 1], channels first, three channels (MADM divides by 255 and maps to [-1, 1] inside the
+   model).
+
+:func:`preprocess` chains both; callers use it rather than the steps, so that trainer, bag
+evaluation and nodes cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from madm_ros.errors import ConfigError, InputError
+
+__all__ = [
+    "ENCODINGS",
+    "InputSpec",
+    "depth_to_image",
+    "modality_image",
+    "preprocess",
+    "thermal_to_image",
+    "to_network_input",
+]
+
+Modality = Literal["rgb", "depth", "thermal", "events"]
+MODALITIES: tuple[str, ...] = ("rgb", "depth", "thermal", "events")
+
+ENCODINGS: dict[str, tuple[str, ...]] = {
+    "rgb": ("rgb8", "bgr8"),
+    "depth": ("16UC1", "32FC1"),
+    "thermal": ("mono8", "mono16"),
+    "events": ("mono8",),
+}
+"""Image encodings (sensor_msgs/Image names) each modality accepts."""
+
+_DTYPES = {"rgb8": np.uint8, "bgr8": np.uint8, "16UC1": np.uint16, "32FC1": np.float32, "mono8": np.uint8,
+           "mono16": np.uint16}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model wants its input; saved with every checkpoint and exported model.
+
+    Attributes:
+        modality: ``rgb``, ``depth``, ``thermal`` or ``events``.
+        height: Network input rows (MADM: 512).
+        width: Network input columns (MADM: 512).
+        depth_min_m: Depth mapped to the brightest valid value, metres. Closer valid depth clips to it.
+        depth_max_m: Depth mapped to the darkest valid value (1), metres. Farther depth clips to it.
+        depth_mapping: ``inverse`` (1/d, default: resolution where obstacles are near, like
+            disparity), ``linear`` or ``log`` between the two limits. Valid depth becomes 1…255 with
+            near = bright; invalid depth (0, NaN, ±inf, negative) becomes 0, so "no measurement"
+            never looks like a real distance.
+        thermal_min: Raw value (counts of the camera's mono8/mono16 output) mapped to 0; with
+            ``thermal_max`` a fixed radiometric window. ``None`` for both: each frame is stretched
+            between its 1st and 99th percentile (for cameras without stable radiometry).
+        thermal_max: Raw value mapped to 255 (see ``thermal_min``).
+    """
+
+    modality: Modality
+    height: int = 512
+    width: int = 512
+    depth_min_m: float = 0.5
+    depth_max_m: float = 80.0
+    depth_mapping: Literal["inverse", "linear", "log"] = "inverse"
+    thermal_min: float | None = None
+    thermal_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if not (isinstance(self.height, int) and isinstance(self.width, int) and self.height > 0 and self.width > 0):
+            raise ConfigError(f"height and width must be positive integers, got {self.height!r}×{self.width!r}")
+        if not 0 < self.depth_min_m < self.depth_max_m:
+            raise ConfigError(
+                f"need 0 < depth_min_m < depth_max_m, got depth_min_m={self.depth_min_m}, depth_max_m={self.depth_max_m}"
+            )
+        if self.depth_mapping not in ("inverse", "linear", "log"):
+            raise ConfigError(f"depth_mapping must be inverse, linear or log, got {self.depth_mapping!r}")
+        if (self.thermal_min is None) != (self.thermal_max is None):
+            raise ConfigError("set both thermal_min and thermal_max (a fixed window) or neither (per-frame percentiles)")
+        if self.thermal_min is not None and not self.thermal_min < self.thermal_max:  # type: ignore[operator]
+            raise ConfigError(f"need thermal_min < thermal_max, got {self.thermal_min} and {self.thermal_max}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints, ONNX metadata and YAML."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> InputSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown InputSpec keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _check_array(array: np.ndarray, encoding: str, channels: int) -> None:
+    expected = _DTYPES[encoding]
+    shape_ok = array.ndim == 2 if channels == 1 else (array.ndim == 3 and array.shape[2] == channels)
+    if array.dtype != expected or not shape_ok or array.size == 0:
+        want = "H×W" if channels == 1 else f"H×W×{channels}"
+        raise InputError(
+            f"{encoding} image must be a non-empty {want} {np.dtype(expected).name} array, "
+            f"got {array.dtype} with shape {array.shape}"
+        )
+
+
+def depth_to_image(depth: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
+    """Metric depth (``16UC1`` millimetres or ``32FC1`` metres) → H×W uint8 (see :class:`InputSpec`)."""
+    _check_array(depth, encoding, 1)
+    metres = depth.astype(np.float32) * np.float32(0.001) if encoding == "16UC1" else depth.astype(np.float32)
+    valid = np.isfinite(metres) & (metres > 0)
+    clipped = np.clip(np.where(valid, metres, spec.depth_max_m), spec.depth_min_m, spec.depth_max_m)
+    near, far = np.float32(spec.depth_min_m), np.float32(spec.depth_max_m)
+    if spec.depth_mapping == "inverse":
+        closeness = (1 / clipped - 1 / far) / (1 / near - 1 / far)
+    elif spec.depth_mapping == "log":
+        closeness = (np.log(far) - np.log(clipped)) / (np.log(far) - np.log(near))
+    else:
+        closeness = (far - clipped) / (far - near)
+    image = (1 + np.rint(closeness * 254)).astype(np.uint8)
+    image[~valid] = 0
+    return image
+
+
+def thermal_to_image(raw: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
+    """Thermal ``mono8`` (used as is unless a window is set) or ``mono16`` counts → H×W uint8."""
+    _check_array(raw, encoding, 1)
+    if encoding == "mono8" and spec.thermal_min is None:
+        return raw
+    if spec.thermal_min is not None:
+        low, high = float(spec.thermal_min), float(spec.thermal_max)  # type: ignore[arg-type]
+    else:
+        low, high = (float(v) for v in np.percentile(raw, (1, 99)))
+        if high <= low:  # a flat frame (lens cap, first frames after a shutter): keep it flat, mid-grey
+            return np.full(raw.shape, 128, dtype=np.uint8)
+    scaled = (raw.astype(np.float32) - np.float32(low)) * np.float32(255 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def modality_image(array: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
+    """Step 1: a sensor array with its ``sensor_msgs/Image`` encoding → the 8-bit image of ``spec.modality``.
+
+    RGB comes back H×W×3 in RGB order; depth, thermal and event edge frames H×W.
+    """
+    accepted = ENCODINGS[spec.modality]
+    if encoding not in accepted:
+        raise InputError(
+            f"{spec.modality} input must have encoding {' or '.join(accepted)}, got {encoding!r}"
+        )
+    if spec.modality == "depth":
+        return depth_to_image(array, encoding, spec)
+    if spec.modality == "thermal":
+        return thermal_to_image(array, encoding, spec)
+    if spec.modality == "rgb":
+        _check_array(array, encoding, 3)
+        return array[:, :, ::-1] if encoding == "bgr8" else array
+    _check_array(array, encoding, 1)
+    return array
+
+
+def to_network_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Step 2: an 8-bit image (H×W or H×W×3) → float32 3×height×width in [0, 1] (bilinear resize)."""
+    import cv2
+
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise InputError(f"to_network_input expects an H×W or H×W×3 uint8 image, got {image.dtype} {image.shape}")
+    if image.shape[:2] != (spec.height, spec.width):
+        image = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255)
+
+
+def preprocess(array: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
+    """Sensor array → network tensor (3×height×width float32): the function every caller uses."""
+    return to_network_input(modality_image(array, encoding, spec), spec)

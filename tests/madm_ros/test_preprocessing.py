@@ -1,0 +1,123 @@
+import cv2
+import numpy as np
+import pytest
+
+from madm_ros.errors import ConfigError, InputError
+from madm_ros.preprocessing import InputSpec, depth_to_image, modality_image, preprocess, thermal_to_image, to_network_input
+
+
+def inverse_image_to_metres(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The exact inverse of the ``inverse`` depth mapping, for round-trip checks."""
+    closeness = (image.astype(np.float64) - 1) / 254
+    inv = 1 / spec.depth_max_m + closeness * (1 / spec.depth_min_m - 1 / spec.depth_max_m)
+    return np.where(image > 0, 1 / inv, np.nan)
+
+
+def test_invalid_depth_becomes_zero_and_valid_depth_never_does():
+    spec = InputSpec("depth")
+    depth = np.array([[np.nan, np.inf, -np.inf, -1.0, 0.0, 0.01, 0.5, 80.0, 500.0]], dtype=np.float32)
+    image = depth_to_image(depth, "32FC1", spec)
+    assert image[0, :5].tolist() == [0, 0, 0, 0, 0]
+    assert image[0, 5:].tolist() == [255, 255, 1, 1]  # clipped to the range, still valid
+
+
+def test_millimetre_and_metre_encodings_agree():
+    spec = InputSpec("depth", depth_mapping="log")
+    rng = np.random.default_rng(0)
+    mm = rng.integers(0, 60000, size=(40, 50), dtype=np.uint16)
+    metres = mm.astype(np.float32) / 1000
+    np.testing.assert_array_equal(depth_to_image(mm, "16UC1", spec), depth_to_image(metres, "32FC1", spec))
+
+
+@pytest.mark.parametrize("mapping", ["inverse", "linear", "log"])
+def test_nearer_is_brighter_for_every_mapping(mapping):
+    spec = InputSpec("depth", depth_mapping=mapping)
+    depth = np.linspace(0.5, 80, 300, dtype=np.float32)[None]
+    image = depth_to_image(depth, "32FC1", spec).astype(int)[0]
+    assert image[0] == 255 and image[-1] == 1
+    assert (np.diff(image) <= 0).all()
+
+
+def test_real_depth_round_trips_within_quantisation(shared_data):
+    raw = cv2.imread(str(shared_data / "depth_samples/nyu_mmseg/bookstore_0001d_00001_depth.png"), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16
+    spec = InputSpec("depth", depth_min_m=0.5, depth_max_m=10.0)
+    image = depth_to_image(raw, "16UC1", spec)
+    valid = raw > 0
+    assert ((image > 0) == valid).all()  # holes stay holes, measurements stay measurements
+    metres = raw / 1000.0
+    inside = valid & (metres >= 0.5) & (metres <= 10.0)
+    recovered = inverse_image_to_metres(image, spec)
+    # Half an 8-bit step of inverse depth is (1/0.5 − 1/10)/254/2 ≈ 0.0037 m⁻¹, so the relative
+    # error of a depth d is at most 0.0037·d (3.7 % at 10 m).
+    half_step = (1 / 0.5 - 1 / 10.0) / 254 / 2
+    rel = np.abs(recovered[inside] - metres[inside]) / metres[inside]
+    assert (rel <= half_step * metres[inside] + 1e-6).all()
+
+
+def test_thermal_mono16_fixed_window_and_percentile_stretch():
+    raw = np.array([[1000, 2000, 3000, 4000]], dtype=np.uint16)
+    fixed = thermal_to_image(raw, "mono16", InputSpec("thermal", thermal_min=2000, thermal_max=3000))
+    assert fixed.tolist() == [[0, 0, 255, 255]]
+    ramp = np.arange(0, 10000, dtype=np.uint16).reshape(100, 100)
+    stretched = thermal_to_image(ramp, "mono16", InputSpec("thermal"))
+    assert stretched.min() == 0 and stretched.max() == 255
+    assert (np.diff(stretched.reshape(-1).astype(int)) >= 0).all()
+
+
+def test_flat_thermal_frame_is_mid_grey_not_a_division_by_zero():
+    flat = np.full((8, 8), 1234, dtype=np.uint16)
+    assert (thermal_to_image(flat, "mono16", InputSpec("thermal")) == 128).all()
+
+
+def test_mono8_thermal_passes_unchanged_on_the_real_mfnet_frame(shared_data):
+    rgbt = cv2.imread(str(shared_data / "mfnet_rgbt/images/01477D.png"), cv2.IMREAD_UNCHANGED)
+    thermal = np.ascontiguousarray(rgbt[:, :, 3])
+    assert thermal_to_image(thermal, "mono8", InputSpec("thermal")) is thermal
+
+
+def test_network_input_is_three_channel_unit_range_at_spec_size():
+    spec = InputSpec("thermal", height=64, width=96)
+    image = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (48, 1))
+    tensor = to_network_input(image, spec)
+    assert tensor.shape == (3, 64, 96) and tensor.dtype == np.float32
+    assert tensor.min() >= 0 and tensor.max() <= 1
+    np.testing.assert_array_equal(tensor[0], tensor[2])
+
+
+def test_network_input_without_resize_is_exact():
+    spec = InputSpec("rgb", height=4, width=5)
+    rgb = np.random.default_rng(1).integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
+    tensor = to_network_input(rgb, spec)
+    np.testing.assert_array_equal(np.rint(tensor * 255).astype(np.uint8).transpose(1, 2, 0), rgb)
+
+
+def test_bgr8_and_rgb8_give_the_same_tensor():
+    spec = InputSpec("rgb", height=8, width=8)
+    rgb = np.random.default_rng(2).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess(rgb, "rgb8", spec), preprocess(rgb[:, :, ::-1].copy(), "bgr8", spec))
+
+
+def test_wrong_encoding_dtype_and_shape_are_clear_errors():
+    depth = InputSpec("depth")
+    with pytest.raises(InputError, match="depth input must have encoding 16UC1 or 32FC1, got 'mono8'"):
+        modality_image(np.zeros((2, 2), np.uint8), "mono8", depth)
+    with pytest.raises(InputError, match="16UC1 image must be a non-empty H×W uint16 array, got float32"):
+        modality_image(np.zeros((2, 2), np.float32), "16UC1", depth)
+    with pytest.raises(InputError, match="rgb8 image must be a non-empty H×W×3 uint8 array, got uint8 with shape \\(2, 2\\)"):
+        modality_image(np.zeros((2, 2), np.uint8), "rgb8", InputSpec("rgb"))
+    with pytest.raises(InputError, match="non-empty"):
+        modality_image(np.zeros((0, 4), np.uint16), "16UC1", depth)
+
+
+def test_bad_specs_are_refused_with_the_offending_values():
+    with pytest.raises(ConfigError, match="modality must be one of rgb, depth, thermal, events, got 'lidar'"):
+        InputSpec("lidar")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="depth_min_m=5.0, depth_max_m=1.0"):
+        InputSpec("depth", depth_min_m=5.0, depth_max_m=1.0)
+    with pytest.raises(ConfigError, match="set both thermal_min and thermal_max"):
+        InputSpec("thermal", thermal_min=1.0)
+    with pytest.raises(ConfigError, match="unknown InputSpec keys \\['colour'\\]"):
+        InputSpec.from_dict({"modality": "rgb", "colour": 1})
+    spec = InputSpec("events", height=440, width=640)
+    assert InputSpec.from_dict(spec.to_dict()) == spec
