@@ -1,0 +1,209 @@
+"""``python -m madm_ros.doctor``: check that this machine can run madm, and say what is missing.
+
+It checks, in order: the core Python libraries, the ROS 2 client library and middleware (a real
+publish/receive of the package's own event message between two nodes over the loopback), the
+generated interfaces, and the optional back ends (numba, torch, diffusers, ONNX Runtime,
+TensorRT). Each failure names the fix. ``--demo`` (what ``make demo`` runs) goes on to the event
+segmentation demo when its parts are built and otherwise stops, naming the parts that are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Check", "main", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+def _version(module_name: str) -> str:
+    module = importlib.import_module(module_name)
+    return str(getattr(module, "__version__", "installed"))
+
+
+def _import_check(name: str, module: str, hint: str, *, required: bool) -> Check:
+    try:
+        return Check(name, True, _version(module), required)
+    except Exception as error:  # noqa: BLE001 - any import failure is what we report
+        return Check(name, False, f"{type(error).__name__}: {error} → {hint}", required)
+
+
+def _ros_roundtrip(timeout_s: float = 10.0) -> str:
+    """Publish one PackedEvents message from one node and receive it in another; return a summary."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    import numpy as np
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from madm_ros.msg import PackedEvents
+
+    received: list[PackedEvents] = []
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        talker = rclpy.create_node("madm_doctor_talker", context=context)
+        listener = rclpy.create_node("madm_doctor_listener", context=context)
+        listener.create_subscription(PackedEvents, "madm_doctor/events", received.append, 10)
+        publisher = talker.create_publisher(PackedEvents, "madm_doctor/events", 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(talker)
+        executor.add_node(listener)
+        message = PackedEvents(width=640, height=480)
+        message.x = np.arange(100, dtype=np.uint16)
+        message.y = np.arange(100, dtype=np.uint16)
+        message.t = np.arange(100, dtype=np.int64)
+        message.polarity = np.ones(100, dtype=np.uint8)
+        deadline = time.monotonic() + timeout_s
+        while not received and time.monotonic() < deadline:
+            publisher.publish(message)
+            executor.spin_once(timeout_sec=0.1)
+        if not received:
+            raise RuntimeError(f"no message came back within {timeout_s:.0f} s over the loopback")
+        if list(received[0].x) != list(range(100)):
+            raise RuntimeError("the received message differs from the one sent")
+        executor.shutdown()
+        talker.destroy_node()
+        listener.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    rmw = os.environ.get("RMW_IMPLEMENTATION", "default rmw")
+    return f"{rmw}, discovery {os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}, domain {os.environ.get('ROS_DOMAIN_ID', '0')}"
+
+
+def _interfaces() -> str:
+    from madm_ros.msg import PackedEvents, SegmentationInfo
+
+    return f"{PackedEvents.__name__}, {SegmentationInfo.__name__}"
+
+
+def _ros_stages() -> None:
+    """Child-process body: print one JSON line per ROS stage as it passes or fails."""
+    import json
+
+    stages: list[tuple[str, Callable[[], str]]] = [
+        ("rclpy", lambda: _version("rclpy")),
+        ("interfaces", _interfaces),
+        ("middleware", _ros_roundtrip),
+    ]
+    for name, function in stages:
+        try:
+            print(json.dumps([name, True, function()]), flush=True)
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            print(json.dumps([name, False, f"{type(error).__name__}: {error}"]), flush=True)
+            return
+
+
+def _ros_checks() -> list[Check]:
+    """rclpy, interfaces and middleware, checked in a child process.
+
+    rcl terminates the whole process on some misconfigurations (an unknown RMW_IMPLEMENTATION
+    exits with code 102 at import), so the report must not depend on surviving them.
+    """
+    import json
+    import subprocess
+
+    hints = {
+        "rclpy": "run through scripts/in-env (it creates .venv) or source your ROS 2 setup.bash",
+        "interfaces": "scripts/setup-env generates msg/ (or colcon build on a ROS 2 install)",
+        "middleware": "check RMW_IMPLEMENTATION and LD_LIBRARY_PATH (scripts/in-env sets both)",
+    }
+    code = "from madm_ros.doctor import _ros_stages; _ros_stages()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    checks = []
+    for line in result.stdout.splitlines():
+        name, ok, detail = json.loads(line)
+        checks.append(Check(name, ok, detail if ok else f"{detail} → {hints[name]}"))
+    if len(checks) < len(hints) and (not checks or checks[-1].ok):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        name = list(hints)[len(checks)]
+        checks.append(Check(name, False, f"process ended: {reason} → {hints[name]}"))
+    return checks
+
+
+def run_checks() -> list[Check]:
+    """Every check, required ones first."""
+    checks = [
+        Check("python", sys.version_info >= (3, 10), sys.version.split()[0] + ("" if sys.version_info >= (3, 10) else " → need Python ≥ 3.10")),
+        _import_check("numpy", "numpy", "pip install numpy", required=True),
+        _import_check("opencv", "cv2", "pip install opencv-python-headless", required=True),
+        _import_check("pyyaml", "yaml", "pip install pyyaml", required=True),
+        *_ros_checks(),
+    ]
+    optional = [
+        ("numba", "numba", "pip install numba (event accumulation at full speed)"),
+        ("rosbags", "rosbags", "pip install rosbags (bag replay and evaluation)"),
+        ("torch", "torch", "pip install torch (training, PyTorch back end)"),
+        ("diffusers", "diffusers", "pip install diffusers (MADM teacher)"),
+        ("onnxruntime", "onnxruntime", "pip install onnxruntime (CPU inference)"),
+        ("tensorrt", "tensorrt", "pip install tensorrt on a machine with an NVIDIA GPU (or use JetPack's)"),
+    ]
+    checks += [_import_check(n, m, h, required=False) for n, m, h in optional]
+    return checks
+
+
+DEMO_PARTS = (
+    ("event decoding and edge frames", "madm_ros.events.edge_frames"),
+    ("segmentation node", "madm_ros.nodes.segmentation_node"),
+    ("default model and demo runner", "madm_ros.demo"),
+)
+"""Modules the event segmentation demo needs, in the order the project builds them."""
+
+
+def missing_demo_parts() -> list[str]:
+    """Names of demo parts whose module does not exist yet."""
+    import importlib.util
+
+    def exists(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package does not exist either
+            return False
+
+    return [name for name, module in DEMO_PARTS if not exists(module)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report; with ``--demo`` run the demo or name what it still lacks."""
+    parser = argparse.ArgumentParser(prog="python -m madm_ros.doctor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help="after the checks, run the event segmentation demo")
+    args = parser.parse_args(argv)
+
+    checks = run_checks()
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        status = "ok" if check.ok else ("FAIL" if check.required else "missing")
+        print(f"{check.name:<{width}}  {status:<7}  {check.detail}")
+    failed = [c.name for c in checks if c.required and not c.ok]
+    if failed:
+        print(f"\nmadm cannot run here: {', '.join(failed)} failed (fixes above).", file=sys.stderr)
+        return 1
+    print("\nEnvironment ready: ROS 2 middleware, interfaces and core libraries work.")
+    if not args.demo:
+        return 0
+    missing = missing_demo_parts()
+    if missing:
+        print(f"The event segmentation demo is not built yet; missing: {'; '.join(missing)}.")
+        return 0
+    from madm_ros.demo import main as demo_main  # type: ignore[import-not-found]
+
+    return int(demo_main([]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
