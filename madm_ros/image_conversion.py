@@ -8,7 +8,7 @@ and the result is always a native-endian array that owns its memory.
 
 from __future__ import annotations
 
-import array
+import array as pyarray
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ def image_to_array(message: Any) -> np.ndarray:
     height, width, step = int(message.height), int(message.width), int(message.step)
     row_bytes = width * channels * np.dtype(dtype).itemsize
     data = message.data  # bytes (tests), array.array (rclpy) or a uint8 ndarray (rosbags)
-    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview, array.array)) else (
+    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview, pyarray.array)) else (
         np.asarray(data, dtype=np.uint8).reshape(-1))
     if height == 0 or width == 0:
         raise InputError(f"{encoding} image has no pixels ({width}×{height})")
