@@ -102,9 +102,6 @@ class EdgeFrameConfig:
     neutral: float = 0.0
     rectify_map: np.ndarray | None = field(default=None, compare=False, repr=False)
     crop: tuple[int, int, int, int] | None = None
-    # Derived once here so that the hot path only indexes arrays.
-    _lut: np.ndarray = field(init=False, compare=False, repr=False)
-    _pixel_map: np.ndarray | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -139,6 +136,10 @@ class EdgeFrameConfig:
                     "with positive w and h"
                 )
             object.__setattr__(self, "crop", (int(x0), int(y0), int(w), int(h)))
+        # Derived tables, set once as plain attributes (not fields: ``asdict`` and YAML savers
+        # see only what the user configured) so that the hot path only indexes arrays.
+        self._lut: np.ndarray
+        self._pixel_map: np.ndarray | None
         object.__setattr__(self, "_lut", _make_lut(self.contribution))
         pixel_map = None
         if self.rectify_map is not None:
@@ -295,7 +296,7 @@ class EdgeFrameAccumulator:
             return []
         self.stats.events += n
         last = self._t_last if self._t_last is not None else np.iinfo(np.int64).min
-        if kernels.count_backwards(events.t, last):
+        if not kernels.is_sorted(events.t, last):
             keep = kernels.keep_monotonic(events.t, last)
             self.stats.time_backwards += int(n - np.count_nonzero(keep))
             events = events[keep]
@@ -370,7 +371,8 @@ class EdgeFrameAccumulator:
                 break
             frames.append(self._draw(self._pieces(lo, hi), lo, hi, final=False))
             self._next += 1
-        self._drop_consumed(self._slice_bounds(self._next)[0])
+        if frames:  # only then can buffered events have become unneeded
+            self._drop_consumed(self._slice_bounds(self._next)[0])
         return frames
 
     def _drop_consumed(self, lo: int) -> None:

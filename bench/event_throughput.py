@@ -1,0 +1,344 @@
+"""Event throughput on one core: our edge-frame accumulator and EVT3 decoder against dv-processing.
+
+Measures, in one run, pinned to one CPU with NUMBA_NUM_THREADS=1, at 640x480:
+
+  (a) ours        madm_ros.events.edge_frames.accumulate (ignore polarity, dv defaults)
+  (b) dv          dv.EdgeMapAccumulator accept + generateFrame on a prebuilt EventStore
+  (c) dv + load   the same, including filling the EventStore from numpy with push_back
+                  (about 1-3 Mev/s, so it runs on fewer events; see --dv-load-events)
+  (d) decode      PacketDecoder("evt3", 640, 480).decode of encode_evt3 bytes and of the real
+                  bag's payloads (../shared/data/event_camera/ros2_bags/test_events_1)
+  (e) decode+acc  EVT3 bytes -> Events -> edge frame, on the real payloads repeated (a fresh
+                  decoder per repetition, since a repeated stream goes back in time); falls back
+                  to encoded synthetic events, labelled as such, where the bag is absent
+  copy            np.copyto of a large array (GB/s copied), the memory-bandwidth reference
+
+Streams (events.md section 2): "edge" = six straight edges translating at 0.3-1.2 px/ms with
+1.5 px jitter plus 10 % uniform noise; "random" = uniform x, y, p. Timestamps are sorted at a
+nominal 10 Mev/s. Each row is the median of --repeats runs after one warm-up run.
+
+    scripts/in-env python bench/event_throughput.py            # prints a table, writes JSON
+    scripts/in-env python bench/event_throughput.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Before numba is imported anywhere: one thread, like the node's event path.
+os.environ["NUMBA_NUM_THREADS"] = "1"
+
+import numpy as np  # noqa: E402
+
+from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig, accumulate  # noqa: E402
+from madm_ros.events.types import Events  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BAG = REPO.parent / "shared" / "data" / "event_camera" / "ros2_bags" / "test_events_1"
+WIDTH, HEIGHT = 640, 480
+EVENT_PACKET_MSG = """std_msgs/Header header
+uint32 height
+uint32 width
+uint64 seq
+uint64 time_base
+string encoding
+bool is_bigendian
+uint8[] events
+"""
+
+
+# -- synthetic streams -------------------------------------------------------------------------
+
+
+def edge_stream(n: int, seed: int = 0) -> Events:
+    """Six straight edges translating at 0.3-1.2 px/ms with 1.5 px jitter, plus 10 % uniform noise."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, max(n // 10, 1), n))  # nominal 10 Mev/s: n events over n/10 µs
+    n_noise = n // 10
+    edge = rng.integers(0, 6, n)
+    angle = rng.uniform(0, np.pi, 6)[edge]
+    speed = rng.uniform(0.3, 1.2, 6)[edge] / 1000.0  # px per µs
+    offset = rng.uniform(0, 640, 6)[edge]
+    s = rng.uniform(-400, 400, n)  # position along the edge
+    d = offset + speed * t + rng.normal(0, 1.5, n)  # position across the edge
+    cx, cy = WIDTH / 2, HEIGHT / 2
+    x = cx + (d - 320) * np.cos(angle) - s * np.sin(angle)
+    y = cy + (d - 320) * np.sin(angle) + s * np.cos(angle)
+    x = np.mod(np.rint(x), WIDTH)
+    y = np.mod(np.rint(y), HEIGHT)
+    noise = rng.permutation(n)[:n_noise]
+    x[noise] = rng.integers(0, WIDTH, n_noise)
+    y[noise] = rng.integers(0, HEIGHT, n_noise)
+    return Events.from_arrays(x, y, t, rng.integers(0, 2, n))
+
+
+def random_stream(n: int, seed: int = 1) -> Events:
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, max(n // 10, 1), n))
+    return Events.from_arrays(rng.integers(0, WIDTH, n), rng.integers(0, HEIGHT, n), t, rng.integers(0, 2, n))
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up (``setup`` runs untimed before each)."""
+    if setup is not None:
+        setup()
+    fn()
+    times = []
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def dv_store(events: Events) -> object:
+    import dv_processing as dv
+
+    store = dv.EventStore()
+    for t, x, y, p in zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist()):
+        store.push_back(t, x, y, bool(p))
+    return store
+
+
+def dv_frame(store: object, *, polarity: bool = False, neutral: float = 0.0) -> np.ndarray:
+    import dv_processing as dv
+
+    accumulator = dv.EdgeMapAccumulator((WIDTH, HEIGHT), 0.25, not polarity, neutral)
+    accumulator.accept(store)
+    return accumulator.generateFrame().image
+
+
+def read_bag_payloads(bag: Path) -> list[bytes]:
+    """Raw EVT3 payloads of every EventPacket in ``bag``, in log order (rosbags, no rclpy)."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    typestore.register(get_types_from_msg(EVENT_PACKET_MSG, "event_camera_msgs/msg/EventPacket"))
+    payloads = []
+    with Reader(bag) as reader:
+        for connection, _, raw in reader.messages():
+            if connection.msgtype == "event_camera_msgs/msg/EventPacket":
+                msg = typestore.deserialize_cdr(raw, connection.msgtype)
+                if msg.encoding != "evt3":
+                    raise SystemExit(f"{bag}: expected evt3 payloads, got {msg.encoding!r}")
+                payloads.append(bytes(msg.events))
+    return payloads
+
+
+def machine_info(cpu: int) -> dict[str, object]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"numpy": np.__version__}
+    for name in ("numba", "dv_processing"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - an absent peer is reported, not fatal
+            versions[name] = None
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "pinned_cpu": cpu,
+        "numba_num_threads": os.environ["NUMBA_NUM_THREADS"],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_start": os.getloadavg(),
+        "versions": versions,
+    }
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:  # noqa: PLR0915 - a linear script
+    os.sched_setaffinity(0, {args.cpu})
+    info = machine_info(args.cpu)
+    rows: list[dict[str, object]] = []
+    notes: list[str] = []
+
+    def row(name: str, stream: str, n: int, seconds: float, unit: str = "Mev/s", amount: float | None = None) -> float:
+        rate = (amount if amount is not None else n) / seconds / (1e9 if unit == "GB/s" else 1e6)
+        rows.append({"method": name, "stream": stream, "events": n, "median_ms": seconds * 1e3, "rate": rate, "unit": unit})
+        print(f"  {name:<52} {stream:<22} {n:>10,} {seconds * 1e3:>10.2f} ms {rate:>9.1f} {unit}", flush=True)
+        return rate
+
+    config = EdgeFrameConfig(width=WIDTH, height=HEIGHT)
+    signed = EdgeFrameConfig(width=WIDTH, height=HEIGHT, polarity="signed", neutral=0.5)
+    try:
+        import dv_processing  # noqa: F401
+
+        have_dv = True
+    except ImportError:
+        have_dv = False
+        notes.append("dv_processing not importable: rows (b), (c) skipped")
+
+    headline: dict[str, float | None] = dict.fromkeys(
+        ("ours_accumulate_mev_s", "dv_accumulate_mev_s", "dv_with_load_mev_s", "evt3_decode_mev_s",
+         "decode_accumulate_mev_s", "copy_gb_s"),
+    )  # fmt: skip
+    largest = max(args.sizes)
+    print(f"{'method':<54} {'stream':<22} {'events':>10} {'median':>13} {'rate':>15}")
+    for n in args.sizes:
+        for stream_name, make in (("edge", edge_stream), ("random", random_stream)):
+            events = make(n)
+            ours = row("(a) ours accumulate (ignore polarity)", stream_name, n,
+                       median_seconds(lambda: accumulate(events, config), args.repeats))  # fmt: skip
+            row("(a') ours accumulate (signed, neutral 0.5)", stream_name, n,
+                median_seconds(lambda: accumulate(events, signed), args.repeats))  # fmt: skip
+            # The stream lasts n/10 µs: ten windows, the last one drawn by flush().
+            streaming = EdgeFrameConfig(width=WIDTH, height=HEIGHT, window_us=max(n // 100, 1))
+
+            def push_flush(events: Events = events, streaming: EdgeFrameConfig = streaming) -> None:
+                accumulator = EdgeFrameAccumulator(streaming)
+                accumulator.push(events)
+                accumulator.flush()
+
+            row("(a'') ours push()+flush(), 10 time windows", stream_name, n, median_seconds(push_flush, args.repeats))
+            if stream_name == "edge" and n == largest:
+                headline["ours_accumulate_mev_s"] = ours
+            if have_dv:
+                store = dv_store(events)
+                if not np.array_equal(dv_frame(store), accumulate(events, config)) or not np.array_equal(
+                    dv_frame(store, polarity=True, neutral=0.5), accumulate(events, signed)
+                ):
+                    raise SystemExit("ours and dv-processing disagree: the benchmark compares different things")
+                dv_rate = row("(b) dv EdgeMapAccumulator accept+generateFrame", stream_name, n,
+                              median_seconds(lambda: dv_frame(store), args.repeats))  # fmt: skip
+                row("(b') dv EdgeMapAccumulator, polarity, neutral 0.5", stream_name, n,
+                    median_seconds(lambda: dv_frame(store, polarity=True, neutral=0.5), args.repeats))  # fmt: skip
+                if stream_name == "edge" and n == largest:
+                    headline["dv_accumulate_mev_s"] = dv_rate
+                del store
+    if have_dv:
+        small = edge_stream(args.dv_load_events)
+        rate = row("(c) dv incl. EventStore fill from numpy", "edge", len(small),
+                   median_seconds(lambda: dv_frame(dv_store(small)), max(3, args.repeats // 2)))  # fmt: skip
+        headline["dv_with_load_mev_s"] = rate
+        notes.append(f"(c) runs on {len(small):,} events only: filling dv.EventStore goes through push_back per event")
+
+    try:
+        from madm_ros.events.codecs import PacketDecoder, encode_evt3
+    except ImportError as error:
+        PacketDecoder = encode_evt3 = None  # noqa: N806
+        notes.append(f"madm_ros.events.codecs not importable ({error}): rows (d), (e) skipped")
+    if PacketDecoder is not None:
+        for n in args.sizes:
+            payload = encode_evt3(edge_stream(n))
+            rate = row("(d) evt3 decode (encode_evt3 bytes)", f"edge, {len(payload) / n:.2f} B/ev", n,
+                       median_seconds(lambda: PacketDecoder("evt3", WIDTH, HEIGHT).decode(payload), args.repeats))  # fmt: skip
+        synthetic = encode_evt3(edge_stream(min(args.sizes)))
+        real: list[bytes] | None = None
+        if args.bag.is_dir():
+            try:
+                real = read_bag_payloads(args.bag)
+            except Exception as error:  # noqa: BLE001 - fall back, and say so
+                notes.append(f"could not read {args.bag} ({error}); (d)/(e) use synthetic data")
+        else:
+            notes.append(f"bag {args.bag} not found: (d)/(e) use encode_evt3 of the synthetic edge stream")
+        if real is not None:
+            blob = b"".join(real)
+            n_real = len(PacketDecoder("evt3", WIDTH, HEIGHT).decode(blob))
+            decode_rate = row("(d) evt3 decode, real bag (payloads joined)", f"bag, {len(blob) / n_real:.2f} B/ev", n_real,
+                              median_seconds(lambda: PacketDecoder("evt3", WIDTH, HEIGHT).decode(blob), args.repeats))  # fmt: skip
+
+            def per_packet() -> None:
+                decoder = PacketDecoder("evt3", WIDTH, HEIGHT)
+                for payload in real:
+                    decoder.decode(payload)
+
+            row(f"(d') evt3 decode, real bag, per packet ({len(real)})", "bag", n_real,
+                median_seconds(per_packet, args.repeats))  # fmt: skip
+            source, data = "bag (repeated)", blob
+        else:
+            decode_rate = row("(d) evt3 decode (fallback: synthetic)", "edge, synthetic", min(args.sizes),
+                              median_seconds(lambda: PacketDecoder("evt3", WIDTH, HEIGHT).decode(synthetic), args.repeats))  # fmt: skip
+            source, data = "synthetic edge (no bag)", synthetic
+        headline["evt3_decode_mev_s"] = decode_rate
+        n_once = len(PacketDecoder("evt3", WIDTH, HEIGHT).decode(data))
+        copies = max(1, args.decode_events // n_once)
+
+        def decode_accumulate() -> None:
+            for _ in range(copies):  # a fresh decoder per copy: a repeated stream would go back in time
+                accumulate(PacketDecoder("evt3", WIDTH, HEIGHT).decode(data), config)
+
+        headline["decode_accumulate_mev_s"] = row(f"(e) evt3 decode + accumulate, {copies} copies", source,
+                                                  n_once * copies, median_seconds(decode_accumulate, args.repeats))  # fmt: skip
+        if real is not None:
+
+            def node_path() -> None:
+                decoder = PacketDecoder("evt3", WIDTH, HEIGHT)
+                accumulator = EdgeFrameAccumulator(EdgeFrameConfig(width=WIDTH, height=HEIGHT, window_us=50_000))
+                for payload in real:
+                    accumulator.push(decoder.decode(payload))
+
+            row("(e') per packet decode + push(), 50 ms windows", "bag", n_real, median_seconds(node_path, args.repeats))
+
+    source_array = np.ones(args.copy_mib * 2**20 // 8, dtype=np.int64)
+    target_array = np.empty_like(source_array)
+    headline["copy_gb_s"] = row("memory bandwidth: np.copyto (bytes copied)", f"{args.copy_mib} MiB", 0,
+                                median_seconds(lambda: np.copyto(target_array, source_array), args.repeats),
+                                unit="GB/s", amount=source_array.nbytes)  # fmt: skip
+
+    info["loadavg_end"] = os.getloadavg()
+    summary = {**headline, "details": rows, "notes": notes, "machine": info, "arguments": {
+        "sizes": args.sizes, "repeats": args.repeats, "dv_load_events": args.dv_load_events,
+        "decode_events": args.decode_events, "copy_mib": args.copy_mib, "bag": str(args.bag)}}  # fmt: skip
+    ratio = None
+    if headline["ours_accumulate_mev_s"] and headline["dv_accumulate_mev_s"]:
+        ratio = headline["ours_accumulate_mev_s"] / headline["dv_accumulate_mev_s"]
+    summary["ours_over_dv"] = ratio
+    print()
+    for key, value in headline.items():
+        print(f"{key:<26} {value if value is None else round(value, 1)}")
+    print(f"{'ours_over_dv':<26} {None if ratio is None else round(ratio, 2)}")
+    for note in notes:
+        print(f"note: {note}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)), help="CPU to pin to (default: highest allowed)")
+    parser.add_argument("--sizes", type=lambda s: int(float(s)), nargs="+", default=[1_000_000, 10_000_000],
+                        help="event counts for (a), (b), (d) (default: 1e6 1e7)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per row, median reported (default 7)")
+    parser.add_argument("--dv-load-events", type=lambda s: int(float(s)), default=200_000,
+                        help="events for (c), which fills dv.EventStore per event (default 2e5)")  # fmt: skip
+    parser.add_argument("--decode-events", type=lambda s: int(float(s)), default=5_000_000,
+                        help="about this many events for (e), by repeating the real payloads (default 5e6)")  # fmt: skip
+    parser.add_argument("--bag", type=Path, default=DEFAULT_BAG, help=f"EVT3 ROS 2 bag (default {DEFAULT_BAG})")
+    parser.add_argument("--copy-mib", type=int, default=512, help="array size of the copy reference in MiB (default 512)")
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "event_throughput.json",
+                        help="JSON result file (default bench/results/event_throughput.json)")  # fmt: skip
+    args = parser.parse_args(argv)
+    summary = run(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.output.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    temporary.replace(args.output)  # atomic: a reader never sees half a file
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
