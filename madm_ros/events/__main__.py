@@ -1,0 +1,83 @@
+"""Command line: ``python -m madm_ros.events info PATH [--topic TOPIC] [--frame OUT.png] [--window-us N]``.
+
+Only argument parsing lives here; the work is done by :mod:`madm_ros.events.info`.
+Exit codes: 0 success, 2 unusable input (one line on stderr naming the file and the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from madm_ros.errors import MadmError
+
+_INFO_DESCRIPTION = """\
+Print one JSON object describing an event recording: events, width, height, t_first_us,
+t_last_us (µs, first/last event in stream order), encoding, dropped (events/bytes lost by the
+decoder: out_of_range + bad_words + truncated_bytes + time_backwards + duplicate_packets) and the
+full decoder stats. The input is read chunk by chunk, never all at once.
+
+Formats, recognised by content:
+  Prophesee RAW   '%' header lines then EVT 2.0/2.1/3.0 words (.raw)
+  AEDAT4          iniVation DV file starting with '#!AER-DAT4.0' (.aedat4); first event stream
+  DSEC events.h5  HDF5 with /events/{x,y,t,p}, /ms_to_idx, /t_offset; times include t_offset
+                  (Blosc/ZSTD-compressed files need the hdf5plugin package)
+  rosbag2         bag directory (metadata.yaml) or .db3/.mcap file holding
+                  event_camera_msgs/EventPacket messages
+
+Exit status 2 with a one-line message for a missing, unknown, empty or corrupt input."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``madm_ros.events`` argument parser (subcommand ``info``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m madm_ros.events", description="Event-camera recording tools (ROS-free)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser(
+        "info",
+        help="describe an event recording as JSON",
+        description=_INFO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    info.add_argument("path", help="Prophesee .raw, .aedat4, DSEC events.h5, or rosbag2 directory / .db3 / .mcap")
+    info.add_argument(
+        "--topic", default=None, help="rosbag2 only: event topic to read (default: the only EventPacket topic)"
+    )
+    info.add_argument(
+        "--frame",
+        metavar="OUT.png",
+        default=None,
+        help="also write the edge frame of the first --window-us of events as a PNG (atomically)",
+    )
+    info.add_argument(
+        "--window-us",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="time window of the --frame edge frame in microseconds (default: 50000)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from madm_ros.events.info import describe, first_edge_frame, write_png
+
+    try:
+        report = describe(args.path, topic=args.topic)
+        if args.frame is not None:
+            frame = first_edge_frame(args.path, topic=args.topic, window_us=args.window_us)
+            report["frame"] = {"path": str(write_png(frame, args.frame)), "window_us": args.window_us}
+    except (MadmError, OSError, ImportError) as error:
+        message = " ".join(str(error).split())  # one line, whatever the library put in it
+        print(f"madm_ros.events info: {message}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Inspect an event recording: counts, sensor size, time span, decoder losses, and one edge frame.
+
+Four inputs are recognised by their content, not their name:
+
+- Prophesee RAW (``.raw``): ASCII header lines starting with ``%``, then EVT 2.0/2.1/3.0 words
+  (:class:`madm_ros.events.raw_files.RawFile`);
+- AEDAT4 (``.aedat4``): iniVation DV files starting with ``#!AER-DAT4.0``
+  (:class:`madm_ros.events.aedat.AedatFile`);
+- DSEC ``events.h5``: HDF5 with ``/events/{x,y,t,p}``, ``/ms_to_idx``, ``/t_offset``
+  (:class:`madm_ros.events.dsec.DsecEventsFile`; times are reported with ``t_offset`` added);
+- rosbag2 (a bag directory with ``metadata.yaml``, or one ``.db3`` / ``.mcap`` file) holding
+  ``event_camera_msgs/EventPacket`` messages (:mod:`madm_ros.events.bags`).
+
+Every reader is consumed chunk by chunk, so files larger than memory can be described.
+Used by ``python -m madm_ros.events info``; the functions here are what tests call.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from madm_ros.errors import DecodeError, InputError
+from madm_ros.events.aedat import AEDAT4_MAGIC
+from madm_ros.events.dsec import HDF5_MAGIC
+from madm_ros.events.types import DecodeStats, Events
+
+__all__ = ["FORMATS", "LOSS_COUNTERS", "describe", "detect_format", "first_edge_frame", "write_png"]
+
+FORMATS: dict[str, str] = {
+    "prophesee_raw": "Prophesee RAW file (EVT 2.0/2.1/3.0 after '%' header lines)",
+    "aedat4": "AEDAT4 file (iniVation DV, '#!AER-DAT4.0'); the first event stream is read",
+    "dsec": "DSEC events.h5 (HDF5: /events/{x,y,t,p}, /ms_to_idx, /t_offset); times include t_offset",
+    "rosbag2": "rosbag2 directory or .db3/.mcap file with event_camera_msgs/EventPacket messages",
+}
+
+LOSS_COUNTERS = ("out_of_range", "bad_words", "truncated_bytes", "time_backwards", "duplicate_packets")
+"""DecodeStats counters that explain lost events or bytes; their sum is reported as ``dropped``."""
+
+_CHUNK_EVENTS = 1_000_000
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_MCAP_MAGIC = b"\x89MCAP"
+
+
+class EventSource(Protocol):
+    """What :func:`describe` needs from a reader."""
+
+    width: int
+    height: int
+    encoding: str
+    stats: DecodeStats
+
+    def chunks(self, max_events: int = ...) -> Iterator[Events]: ...
+
+
+def detect_format(path: str | Path) -> str:
+    """Name the format of ``path`` (a key of :data:`FORMATS`) from its first bytes or, for a folder, its files.
+
+    Raises:
+        InputError: If the path does not exist.
+        DecodeError: If it is empty, a folder without a bag, or no known event format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "metadata.yaml").is_file() or any(path.glob("*.db3")) or any(path.glob("*.mcap")):
+            return "rosbag2"
+        raise DecodeError(f"{path}: directory is not a rosbag2 bag (no metadata.yaml, .db3 or .mcap file inside)")
+    with path.open("rb") as file:
+        head = file.read(16)
+    if not head:
+        raise DecodeError(f"{path}: empty file")
+    if head.startswith(AEDAT4_MAGIC):
+        return "aedat4"
+    if head.startswith(HDF5_MAGIC):
+        return "dsec"
+    if head.startswith((_SQLITE_MAGIC, _MCAP_MAGIC)):
+        return "rosbag2"
+    if head.startswith(b"%"):
+        return "prophesee_raw"
+    raise DecodeError(
+        f"{path}: unknown event file format (first bytes {head[:8]!r}); expected a Prophesee RAW, AEDAT4, "
+        "DSEC events.h5 or rosbag2 file (see --help)"
+    )
+
+
+class _BagSource:
+    """A rosbag2 event topic seen through the reader interface (width, height, encoding, stats, chunks).
+
+    The topic is decoded whole by :func:`madm_ros.events.bags.read_bag_events` (bags.py offers no
+    chunked reader yet), so a bag's events must fit in memory; files of the other formats stream.
+    """
+
+    def __init__(self, path: Path, topic: str | None) -> None:
+        from madm_ros.events.bags import read_bag_events
+
+        self.path, self.topic = path, topic
+        self.events, self.stats, self.info = read_bag_events(path, topic=topic)
+        self.width, self.height = int(self.info["width"]), int(self.info["height"])
+        self.encoding = str(self.info["encoding"])
+
+    def chunks(self, max_events: int = _CHUNK_EVENTS) -> Iterator[Events]:
+        for start in range(0, len(self.events), max_events):
+            yield self.events[start : start + max_events]
+
+
+@contextmanager
+def open_event_source(path: str | Path, *, topic: str | None = None) -> Iterator[tuple[str, EventSource]]:
+    """Detect the format of ``path`` and open the matching reader; yields (format name, reader), then closes it."""
+    path = Path(path)
+    kind = detect_format(path)
+    if topic is not None and kind != "rosbag2":
+        raise InputError(f"{path}: --topic only applies to rosbag2 input, this is {FORMATS[kind]}")
+    if kind == "aedat4":
+        from madm_ros.events.aedat import AedatFile
+
+        yield kind, AedatFile(path)
+    elif kind == "dsec":
+        from madm_ros.events.dsec import DsecEventsFile
+
+        with DsecEventsFile(path) as dsec:
+            yield kind, dsec
+    elif kind == "prophesee_raw":
+        from madm_ros.events.raw_files import RawFile
+
+        yield kind, RawFile(path)
+    else:
+        yield kind, _BagSource(path, topic)
+
+
+def _extras(kind: str, source: Any) -> dict[str, Any]:
+    """Format-specific fields worth printing."""
+    if kind == "dsec":
+        return {"t_offset_us": source.t_offset_us}
+    if kind == "aedat4":
+        return {"stream": source.stream_name}
+    if kind == "prophesee_raw":
+        return {"header": dict(source.header), "geometry_source": source.geometry_source}
+    if kind == "rosbag2":
+        return {key: value for key, value in source.info.items() if key not in ("width", "height", "encoding")}
+    return {}
+
+
+def describe(path: str | Path, topic: str | None = None, *, max_events: int = _CHUNK_EVENTS) -> dict[str, Any]:
+    """Summarise an event recording in one JSON-serialisable dict, reading it ``max_events`` at a time.
+
+    Keys: ``path``, ``format``, ``encoding``, ``width``, ``height``, ``events``, ``on_events``,
+    ``t_first_us`` / ``t_last_us`` (first and last event in stream order, µs; ``None`` without
+    events), ``duration_us``, ``dropped`` (sum of :data:`LOSS_COUNTERS`), ``stats`` (all decoder
+    counters) and format-specific extras (DSEC ``t_offset_us``, AEDAT4 ``stream``, RAW ``header`` and
+    ``geometry_source``, bag ``topic``, ``msgtype``, ``messages``).
+
+    Raises:
+        InputError, DecodeError: For a missing, unknown, corrupt or truncated input (message names it).
+    """
+    path = Path(path)
+    count = on = 0
+    t_first: int | None = None
+    t_last: int | None = None
+    with open_event_source(path, topic=topic) as (kind, source):
+        for chunk in source.chunks(max_events):
+            if not len(chunk):
+                continue
+            if t_first is None:
+                t_first = int(chunk.t[0])
+            t_last = int(chunk.t[-1])
+            count += len(chunk)
+            on += int(np.count_nonzero(chunk.p))
+        stats = source.stats.as_dict()
+        extras = _extras(kind, source)
+    return {
+        "path": str(path),
+        "format": kind,
+        "encoding": source.encoding,
+        "width": int(source.width),
+        "height": int(source.height),
+        "events": count,
+        "on_events": on,
+        "t_first_us": t_first,
+        "t_last_us": t_last,
+        "duration_us": None if t_first is None or t_last is None else t_last - t_first,
+        "dropped": sum(int(stats.get(name, 0)) for name in LOSS_COUNTERS),
+        "stats": stats,
+        **extras,
+    }
+
+
+def first_edge_frame(
+    path: str | Path, *, topic: str | None = None, window_us: int = 50_000, max_events: int = _CHUNK_EVENTS
+) -> np.ndarray:
+    """Edge frame (uint8, height × width) of the events in ``[t_first, t_first + window_us)``.
+
+    Uses :func:`madm_ros.events.edge_frames.accumulate` with its default settings for a time
+    window of ``window_us``; stops reading once the window has passed.
+    """
+    from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
+
+    if window_us <= 0:
+        raise InputError(f"window_us must be positive, got {window_us}")
+    parts: list[Events] = []
+    t_end: int | None = None
+    with open_event_source(path, topic=topic) as (_, source):
+        for chunk in source.chunks(max_events):
+            if not len(chunk):
+                continue
+            if t_end is None:
+                t_end = int(chunk.t[0]) + window_us
+            parts.append(chunk[chunk.t < t_end])
+            if chunk.t[-1] >= t_end:
+                break
+        width, height = int(source.width), int(source.height)
+    config = EdgeFrameConfig(width=width, height=height, mode="time", window_us=window_us)
+    return accumulate(Events.concatenate(parts), config)
+
+
+def write_png(image: np.ndarray, out_path: str | Path) -> Path:
+    """Write ``image`` as PNG atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        InputError: If the folder does not exist or OpenCV cannot encode the image.
+    """
+    import cv2
+
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise InputError(f"{out_path}: folder {out_path.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp_name, np.ascontiguousarray(image)):
+            raise InputError(f"{out_path}: OpenCV could not write a PNG of shape {image.shape} {image.dtype}")
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a written image should be readable like any other file
+        os.replace(tmp_name, out_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return out_path

@@ -1,0 +1,226 @@
+"""``python -m madm_ros.events info``: real recordings, generated files, and unusable input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from madm_ros.errors import DecodeError, InputError
+from madm_ros.events.__main__ import main
+from madm_ros.events.info import describe, first_edge_frame, write_png
+from tests.madm_ros.events.test_event_files import T_OFFSET_US, make_events, write_aedat4, write_dsec
+
+RAW = "event_camera/files/prophesee_gen3_640x480_evt2.raw"
+BAG = "event_camera/ros2_bags/test_events_1"
+SUMMARY_KEYS = ("events", "width", "height", "t_first_us", "t_last_us", "encoding", "dropped")
+
+
+def summary(report: dict) -> dict:
+    return {key: report[key] for key in SUMMARY_KEYS}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "madm_ros.events", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# --- real recordings ----------------------------------------------------------------------------
+
+
+def test_info_on_the_real_prophesee_raw_file_reports_its_published_counts(shared_data: Path) -> None:
+    report = describe(shared_data / RAW)
+    assert summary(report) == {
+        "events": 521_252,
+        "width": 640,
+        "height": 480,
+        "t_first_us": 913_716_224,
+        "t_last_us": 913_812_095,
+        "encoding": "evt2",
+        "dropped": 0,
+    }
+    assert (report["format"], report["header"]["evt"], report["stats"]["events"]) == ("prophesee_raw", "2.0", 521_252)
+
+
+def test_info_on_the_real_bag_reports_its_evt3_events(shared_data: Path) -> None:
+    report = describe(shared_data / BAG)
+    assert {key: report[key] for key in ("events", "width", "height", "encoding", "format")} == {
+        "events": 343_474,
+        "width": 640,
+        "height": 480,
+        "encoding": "evt3",
+        "format": "rosbag2",
+    }
+    assert report["t_first_us"] < report["t_last_us"]
+    losses = ("out_of_range", "bad_words", "truncated_bytes", "time_backwards", "duplicate_packets")
+    assert report["dropped"] == sum(report["stats"][k] for k in losses)
+
+
+def test_info_on_the_real_bag_with_an_unknown_topic_exits_2_listing_the_topics(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["info", str(shared_data / BAG), "--topic", "/dvs/events"]) == 2
+    err = capsys.readouterr().err
+    assert "has no topic '/dvs/events'; it has: /event_camera/events (event_camera_msgs/msg/EventPacket)" in err
+
+
+def test_info_frame_option_writes_a_640x480_png_of_the_first_window(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "frame.png"
+    result = run_cli("info", str(shared_data / RAW), "--frame", str(out), "--window-us", "20000")
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["events"] == 521_252
+    assert report["frame"] == {"path": str(out), "window_us": 20_000}
+    image = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert (image.shape, image.dtype) == ((480, 640), np.uint8)
+    assert np.count_nonzero(image) > 1_000
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_first_edge_frame_only_draws_events_of_the_first_window(shared_data: Path) -> None:
+    short = first_edge_frame(shared_data / RAW, window_us=1_000)
+    long = first_edge_frame(shared_data / RAW, window_us=50_000)
+    assert 0 < np.count_nonzero(short) < np.count_nonzero(long)
+    assert np.all(long >= short)  # more events only ever add
+
+
+# --- generated files ----------------------------------------------------------------------------
+
+
+def test_info_on_a_generated_aedat4_file_reports_what_was_written(tmp_path: Path) -> None:
+    events = make_events(2_000, width=346, height=260, t0=1_700_000_000_000_000, duration_us=100_000, seed=7)
+    path = write_aedat4(tmp_path / "rec.aedat4", {"events": (events, (346, 260))})
+    report = describe(path)
+    assert summary(report) == {
+        "events": 2_000,
+        "width": 346,
+        "height": 260,
+        "t_first_us": int(events.t[0]),
+        "t_last_us": int(events.t[-1]),
+        "encoding": "aedat4",
+        "dropped": 0,
+    }
+    assert report["on_events"] == int(events.p.sum())
+
+
+def test_info_on_a_generated_dsec_file_reports_absolute_times(tmp_path: Path) -> None:
+    events = make_events(5_000, width=640, height=480, t0=T_OFFSET_US + 10, duration_us=80_000, seed=8)
+    path = write_dsec(tmp_path / "events.h5", events, t_offset=T_OFFSET_US, compress=False)
+    report = describe(path, max_events=1_234)  # several chunks
+    assert summary(report) == {
+        "events": 5_000,
+        "width": 640,
+        "height": 480,
+        "t_first_us": int(events.t[0]),
+        "t_last_us": int(events.t[-1]),
+        "encoding": "dsec",
+        "dropped": 0,
+    }
+    assert report["t_offset_us"] == T_OFFSET_US
+    assert report["stats"]["packets"] == 5  # ceil(5000 / 1234) chunks were read
+
+
+# --- unusable input -----------------------------------------------------------------------------
+
+
+def test_info_on_random_bytes_exits_2_naming_the_file_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "noise.bin"
+    path.write_bytes(np.random.default_rng(0).bytes(10_000))
+    result = run_cli("info", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    assert f"{path}: unknown event file format" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("empty.raw", b"", r"empty file"),
+        ("cut.h5", "truncated-h5", r"cannot open as HDF5 \(corrupt or truncated file"),
+        ("half.aedat4", "truncated-aedat4", r"corrupt or truncated AEDAT4 file"),
+        ("header_only.raw", b"% evt 2.0\n% format EVT2;height=480;width=640\n% end\n", None),
+    ],
+)
+def test_info_on_corrupt_files_exits_2_with_a_one_line_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes | str, problem: str | None
+) -> None:
+    path = tmp_path / name
+    if content == "truncated-h5":
+        events = make_events(5_000, width=640, height=480, t0=T_OFFSET_US, duration_us=80_000, seed=9)
+        full = write_dsec(tmp_path / "full.h5", events, t_offset=T_OFFSET_US, compress=False)
+        path.write_bytes(full.read_bytes()[:5_000])
+    elif content == "truncated-aedat4":
+        events = make_events(5_000, width=64, height=48, t0=0, duration_us=80_000, seed=9)
+        full = write_aedat4(tmp_path / "full.aedat4", {"events": (events, (64, 48))})
+        path.write_bytes(full.read_bytes()[:3_000])
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(content)
+
+    code = main(["info", str(path)])
+    out, err = capsys.readouterr()
+
+    if problem is None:  # a header without events is a valid, empty recording
+        assert code == 0, err
+        assert json.loads(out)["events"] == 0
+        return
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"madm_ros.events info: {path}: ")
+    assert re.search(problem, err)
+
+
+def test_info_on_a_directory_without_a_bag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("not a bag")
+    assert main(["info", str(tmp_path)]) == 2
+    assert "directory is not a rosbag2 bag (no metadata.yaml, .db3 or .mcap file inside)" in capsys.readouterr().err
+
+
+def test_info_on_a_bag_directory_with_broken_metadata_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "metadata.yaml").write_text("rosbag2_bagfile_information: [\n")
+    assert main(["info", str(tmp_path)]) == 2
+    assert f"cannot open {tmp_path} as a bag: Could not load YAML" in capsys.readouterr().err
+
+
+def test_describe_raises_typed_errors_for_missing_and_unknown_input(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.raw: no such file or directory"):
+        describe(tmp_path / "missing.raw")
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(DecodeError, match=r"x\.txt: unknown event file format"):
+        describe(tmp_path / "x.txt")
+
+
+def test_topic_option_is_refused_for_files_that_are_not_bags(tmp_path: Path) -> None:
+    events = make_events(10, width=64, height=48, t0=0, duration_us=1_000, seed=10)
+    path = write_aedat4(tmp_path / "rec.aedat4", {"events": (events, (64, 48))})
+    with pytest.raises(InputError, match=r"--topic only applies to rosbag2 input"):
+        describe(path, topic="/events")
+
+
+def test_write_png_replaces_the_target_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    out = tmp_path / "f.png"
+    out.write_bytes(b"old")
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    write_png(image, out)
+    np.testing.assert_array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), image)
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_help_explains_every_format_and_option() -> None:
+    result = run_cli("info", "--help")
+    assert result.returncode == 0
+    for phrase in ("Prophesee RAW", "AEDAT4", "DSEC events.h5", "rosbag2", "--topic", "--frame", "--window-us"):
+        assert phrase in result.stdout
