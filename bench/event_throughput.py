@@ -31,15 +31,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 # Before numba is imported anywhere: one thread, like the node's event path.
 os.environ["NUMBA_NUM_THREADS"] = "1"
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig, accumulate  # noqa: E402
-from madm_ros.events.types import Events  # noqa: E402
+from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig, accumulate
+from madm_ros.events.types import Events
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BAG = REPO.parent / "shared" / "data" / "event_camera" / "ros2_bags" / "test_events_1"
@@ -108,7 +109,7 @@ def dv_store(events: Events) -> object:
     import dv_processing as dv
 
     store = dv.EventStore()
-    for t, x, y, p in zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist()):
+    for t, x, y, p in zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=False):
         store.push_back(t, x, y, bool(p))
     return store
 
@@ -119,6 +120,46 @@ def dv_frame(store: object, *, polarity: bool = False, neutral: float = 0.0) -> 
     accumulator = dv.EdgeMapAccumulator((WIDTH, HEIGHT), 0.25, not polarity, neutral)
     accumulator.accept(store)
     return accumulator.generateFrame().image
+
+
+def dv_frame_from_numpy(events: Events) -> np.ndarray:
+    return dv_frame(dv_store(events))
+
+
+def push_flush(events: Events, config: EdgeFrameConfig) -> None:
+    accumulator = EdgeFrameAccumulator(config)
+    accumulator.push(events)
+    accumulator.flush()
+
+
+def decode(payload: bytes) -> Events:
+    from madm_ros.events.codecs import PacketDecoder
+
+    return PacketDecoder("evt3", WIDTH, HEIGHT).decode(payload)
+
+
+def decode_packets(payloads: list[bytes]) -> None:
+    from madm_ros.events.codecs import PacketDecoder
+
+    decoder = PacketDecoder("evt3", WIDTH, HEIGHT)
+    for payload in payloads:
+        decoder.decode(payload)
+
+
+def decode_accumulate(payload: bytes, copies: int, config: EdgeFrameConfig) -> None:
+    """Decode ``payload`` ``copies`` times, each with a fresh decoder (a repeated stream goes back in time)."""
+    for _ in range(copies):
+        accumulate(decode(payload), config)
+
+
+def node_path(payloads: list[bytes], config: EdgeFrameConfig) -> None:
+    """What the node does per message: decode one payload, push it, keep the frames."""
+    from madm_ros.events.codecs import PacketDecoder
+
+    decoder = PacketDecoder("evt3", WIDTH, HEIGHT)
+    accumulator = EdgeFrameAccumulator(config)
+    for payload in payloads:
+        accumulator.push(decoder.decode(payload))
 
 
 def read_bag_payloads(bag: Path) -> list[bytes]:
@@ -152,7 +193,7 @@ def machine_info(cpu: int) -> dict[str, object]:
     for name in ("numba", "dv_processing"):
         try:
             versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - an absent peer is reported, not fatal
+        except Exception:
             versions[name] = None
     return {
         "cpu_model": model,
@@ -169,7 +210,7 @@ def machine_info(cpu: int) -> dict[str, object]:
 # -- the benchmark -----------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:  # noqa: PLR0915 - a linear script
+def run(args: argparse.Namespace) -> dict[str, object]:
     os.sched_setaffinity(0, {args.cpu})
     info = machine_info(args.cpu)
     rows: list[dict[str, object]] = []
@@ -177,9 +218,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:  # noqa: PLR0915 - a lin
 
     def row(name: str, stream: str, n: int, seconds: float, unit: str = "Mev/s", amount: float | None = None) -> float:
         rate = (amount if amount is not None else n) / seconds / (1e9 if unit == "GB/s" else 1e6)
-        rows.append({"method": name, "stream": stream, "events": n, "median_ms": seconds * 1e3, "rate": rate, "unit": unit})
+        rows.append(
+            {"method": name, "stream": stream, "events": n, "median_ms": seconds * 1e3, "rate": rate, "unit": unit}
+        )
         print(f"  {name:<52} {stream:<22} {n:>10,} {seconds * 1e3:>10.2f} ms {rate:>9.1f} {unit}", flush=True)
         return rate
+
+    def timed(fn: Callable[..., object], *fn_args: object) -> float:
+        return median_seconds(partial(fn, *fn_args), args.repeats)
 
     config = EdgeFrameConfig(width=WIDTH, height=HEIGHT)
     signed = EdgeFrameConfig(width=WIDTH, height=HEIGHT, polarity="signed", neutral=0.5)
@@ -192,27 +238,32 @@ def run(args: argparse.Namespace) -> dict[str, object]:  # noqa: PLR0915 - a lin
         notes.append("dv_processing not importable: rows (b), (c) skipped")
 
     headline: dict[str, float | None] = dict.fromkeys(
-        ("ours_accumulate_mev_s", "dv_accumulate_mev_s", "dv_with_load_mev_s", "evt3_decode_mev_s",
-         "decode_accumulate_mev_s", "copy_gb_s"),
-    )  # fmt: skip
+        (
+            "ours_accumulate_mev_s",
+            "dv_accumulate_mev_s",
+            "dv_with_load_mev_s",
+            "evt3_decode_mev_s",
+            "decode_accumulate_mev_s",
+            "copy_gb_s",
+        ),
+    )
     largest = max(args.sizes)
+    sources = {
+        "ours_accumulate_mev_s": f"row (a), edge stream, {largest:,} events",
+        "dv_accumulate_mev_s": f"row (b), edge stream, {largest:,} events",
+        "dv_with_load_mev_s": f"row (c), edge stream, {args.dv_load_events:,} events",
+        "copy_gb_s": f"np.copyto of {args.copy_mib} MiB, bytes copied per second",
+    }
     print(f"{'method':<54} {'stream':<22} {'events':>10} {'median':>13} {'rate':>15}")
     for n in args.sizes:
         for stream_name, make in (("edge", edge_stream), ("random", random_stream)):
             events = make(n)
-            ours = row("(a) ours accumulate (ignore polarity)", stream_name, n,
-                       median_seconds(lambda: accumulate(events, config), args.repeats))  # fmt: skip
-            row("(a') ours accumulate (signed, neutral 0.5)", stream_name, n,
-                median_seconds(lambda: accumulate(events, signed), args.repeats))  # fmt: skip
+            ours = row("(a) ours accumulate (ignore polarity)", stream_name, n, timed(accumulate, events, config))
+            row("(a') ours accumulate (signed, neutral 0.5)", stream_name, n, timed(accumulate, events, signed))
             # The stream lasts n/10 µs: ten windows, the last one drawn by flush().
             streaming = EdgeFrameConfig(width=WIDTH, height=HEIGHT, window_us=max(n // 100, 1))
 
-            def push_flush(events: Events = events, streaming: EdgeFrameConfig = streaming) -> None:
-                accumulator = EdgeFrameAccumulator(streaming)
-                accumulator.push(events)
-                accumulator.flush()
-
-            row("(a'') ours push()+flush(), 10 time windows", stream_name, n, median_seconds(push_flush, args.repeats))
+            row("(a'') ours push()+flush(), 10 time windows", stream_name, n, timed(push_flush, events, streaming))
             if stream_name == "edge" and n == largest:
                 headline["ours_accumulate_mev_s"] = ours
             if have_dv:
@@ -221,87 +272,88 @@ def run(args: argparse.Namespace) -> dict[str, object]:  # noqa: PLR0915 - a lin
                     dv_frame(store, polarity=True, neutral=0.5), accumulate(events, signed)
                 ):
                     raise SystemExit("ours and dv-processing disagree: the benchmark compares different things")
-                dv_rate = row("(b) dv EdgeMapAccumulator accept+generateFrame", stream_name, n,
-                              median_seconds(lambda: dv_frame(store), args.repeats))  # fmt: skip
-                row("(b') dv EdgeMapAccumulator, polarity, neutral 0.5", stream_name, n,
-                    median_seconds(lambda: dv_frame(store, polarity=True, neutral=0.5), args.repeats))  # fmt: skip
+                dv_rate = row("(b) dv EdgeMapAccumulator accept+generateFrame", stream_name, n, timed(dv_frame, store))
+                dv_signed = partial(dv_frame, polarity=True, neutral=0.5)
+                row("(b') dv EdgeMapAccumulator, polarity, neutral 0.5", stream_name, n, timed(dv_signed, store))
                 if stream_name == "edge" and n == largest:
                     headline["dv_accumulate_mev_s"] = dv_rate
                 del store
     if have_dv:
         small = edge_stream(args.dv_load_events)
-        rate = row("(c) dv incl. EventStore fill from numpy", "edge", len(small),
-                   median_seconds(lambda: dv_frame(dv_store(small)), max(3, args.repeats // 2)))  # fmt: skip
+        seconds = median_seconds(partial(dv_frame_from_numpy, small), max(3, args.repeats // 2))
+        rate = row("(c) dv incl. EventStore fill from numpy", "edge", len(small), seconds)
         headline["dv_with_load_mev_s"] = rate
         notes.append(f"(c) runs on {len(small):,} events only: filling dv.EventStore goes through push_back per event")
 
     try:
-        from madm_ros.events.codecs import PacketDecoder, encode_evt3
+        from madm_ros.events.codecs import encode_evt3
     except ImportError as error:
-        PacketDecoder = encode_evt3 = None  # noqa: N806
+        encode_evt3 = None
         notes.append(f"madm_ros.events.codecs not importable ({error}): rows (d), (e) skipped")
-    if PacketDecoder is not None:
+    if encode_evt3 is not None:
         for n in args.sizes:
             payload = encode_evt3(edge_stream(n))
-            rate = row("(d) evt3 decode (encode_evt3 bytes)", f"edge, {len(payload) / n:.2f} B/ev", n,
-                       median_seconds(lambda: PacketDecoder("evt3", WIDTH, HEIGHT).decode(payload), args.repeats))  # fmt: skip
+            row("(d) evt3 decode (encode_evt3 bytes)", f"edge, {len(payload) / n:.2f} B/ev", n, timed(decode, payload))
         synthetic = encode_evt3(edge_stream(min(args.sizes)))
         real: list[bytes] | None = None
         if args.bag.is_dir():
             try:
                 real = read_bag_payloads(args.bag)
-            except Exception as error:  # noqa: BLE001 - fall back, and say so
+            except Exception as error:
                 notes.append(f"could not read {args.bag} ({error}); (d)/(e) use synthetic data")
         else:
             notes.append(f"bag {args.bag} not found: (d)/(e) use encode_evt3 of the synthetic edge stream")
         if real is not None:
             blob = b"".join(real)
-            n_real = len(PacketDecoder("evt3", WIDTH, HEIGHT).decode(blob))
-            decode_rate = row("(d) evt3 decode, real bag (payloads joined)", f"bag, {len(blob) / n_real:.2f} B/ev", n_real,
-                              median_seconds(lambda: PacketDecoder("evt3", WIDTH, HEIGHT).decode(blob), args.repeats))  # fmt: skip
-
-            def per_packet() -> None:
-                decoder = PacketDecoder("evt3", WIDTH, HEIGHT)
-                for payload in real:
-                    decoder.decode(payload)
-
-            row(f"(d') evt3 decode, real bag, per packet ({len(real)})", "bag", n_real,
-                median_seconds(per_packet, args.repeats))  # fmt: skip
+            n_real = len(decode(blob))
+            stream = f"bag, {len(blob) / n_real:.2f} B/ev"
+            decode_rate = row("(d) evt3 decode, real bag (payloads joined)", stream, n_real, timed(decode, blob))
+            row(f"(d') evt3 decode, real bag, per packet ({len(real)})", "bag", n_real, timed(decode_packets, real))
             source, data = "bag (repeated)", blob
         else:
-            decode_rate = row("(d) evt3 decode (fallback: synthetic)", "edge, synthetic", min(args.sizes),
-                              median_seconds(lambda: PacketDecoder("evt3", WIDTH, HEIGHT).decode(synthetic), args.repeats))  # fmt: skip
+            n_synthetic = min(args.sizes)
+            decode_rate = row(
+                "(d) evt3 decode (fallback: synthetic)", "edge, synthetic", n_synthetic, timed(decode, synthetic)
+            )
             source, data = "synthetic edge (no bag)", synthetic
         headline["evt3_decode_mev_s"] = decode_rate
-        n_once = len(PacketDecoder("evt3", WIDTH, HEIGHT).decode(data))
+        sources["evt3_decode_mev_s"] = "row (d) on the " + (
+            "real bag's payloads, joined" if real else "synthetic fallback"
+        )
+        sources["decode_accumulate_mev_s"] = f"row (e) on {source}"
+        n_once = len(decode(data))
         copies = max(1, args.decode_events // n_once)
 
-        def decode_accumulate() -> None:
-            for _ in range(copies):  # a fresh decoder per copy: a repeated stream would go back in time
-                accumulate(PacketDecoder("evt3", WIDTH, HEIGHT).decode(data), config)
-
-        headline["decode_accumulate_mev_s"] = row(f"(e) evt3 decode + accumulate, {copies} copies", source,
-                                                  n_once * copies, median_seconds(decode_accumulate, args.repeats))  # fmt: skip
+        name = f"(e) evt3 decode + accumulate, {copies} copies"
+        headline["decode_accumulate_mev_s"] = row(
+            name, source, n_once * copies, timed(decode_accumulate, data, copies, config)
+        )
         if real is not None:
-
-            def node_path() -> None:
-                decoder = PacketDecoder("evt3", WIDTH, HEIGHT)
-                accumulator = EdgeFrameAccumulator(EdgeFrameConfig(width=WIDTH, height=HEIGHT, window_us=50_000))
-                for payload in real:
-                    accumulator.push(decoder.decode(payload))
-
-            row("(e') per packet decode + push(), 50 ms windows", "bag", n_real, median_seconds(node_path, args.repeats))
+            node_config = EdgeFrameConfig(width=WIDTH, height=HEIGHT, window_us=50_000)
+            row("(e') per packet decode + push(), 50 ms windows", "bag", n_real, timed(node_path, real, node_config))
 
     source_array = np.ones(args.copy_mib * 2**20 // 8, dtype=np.int64)
     target_array = np.empty_like(source_array)
-    headline["copy_gb_s"] = row("memory bandwidth: np.copyto (bytes copied)", f"{args.copy_mib} MiB", 0,
-                                median_seconds(lambda: np.copyto(target_array, source_array), args.repeats),
-                                unit="GB/s", amount=source_array.nbytes)  # fmt: skip
+    seconds = timed(np.copyto, target_array, source_array)
+    name = "memory bandwidth: np.copyto (bytes copied)"
+    headline["copy_gb_s"] = row(name, f"{args.copy_mib} MiB", 0, seconds, unit="GB/s", amount=source_array.nbytes)
 
     info["loadavg_end"] = os.getloadavg()
-    summary = {**headline, "details": rows, "notes": notes, "machine": info, "arguments": {
-        "sizes": args.sizes, "repeats": args.repeats, "dv_load_events": args.dv_load_events,
-        "decode_events": args.decode_events, "copy_mib": args.copy_mib, "bag": str(args.bag)}}  # fmt: skip
+    summary = {
+        **headline,
+        "sources": sources,
+        "details": rows,
+        "notes": notes,
+        "machine": info,
+        "arguments": {
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "dv_load_events": args.dv_load_events,
+            "decode_events": args.decode_events,
+            "copy_mib": args.copy_mib,
+            "bag": str(args.bag),
+        },
+    }
     ratio = None
     if headline["ours_accumulate_mev_s"] and headline["dv_accumulate_mev_s"]:
         ratio = headline["ours_accumulate_mev_s"] / headline["dv_accumulate_mev_s"]
@@ -316,20 +368,44 @@ def run(args: argparse.Namespace) -> dict[str, object]:  # noqa: PLR0915 - a lin
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
-    parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)), help="CPU to pin to (default: highest allowed)")
-    parser.add_argument("--sizes", type=lambda s: int(float(s)), nargs="+", default=[1_000_000, 10_000_000],
-                        help="event counts for (a), (b), (d) (default: 1e6 1e7)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "--cpu", type=int, default=max(os.sched_getaffinity(0)), help="CPU to pin to (default: highest allowed)"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: int(float(s)),
+        nargs="+",
+        default=[1_000_000, 10_000_000],
+        help="event counts for (a), (b), (d) (default: 1e6 1e7)",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per row, median reported (default 7)")
-    parser.add_argument("--dv-load-events", type=lambda s: int(float(s)), default=200_000,
-                        help="events for (c), which fills dv.EventStore per event (default 2e5)")  # fmt: skip
-    parser.add_argument("--decode-events", type=lambda s: int(float(s)), default=5_000_000,
-                        help="about this many events for (e), by repeating the real payloads (default 5e6)")  # fmt: skip
+    parser.add_argument(
+        "--dv-load-events",
+        type=lambda s: int(float(s)),
+        default=200_000,
+        help="events for (c), which fills dv.EventStore per event (default 2e5)",
+    )
+    parser.add_argument(
+        "--decode-events",
+        type=lambda s: int(float(s)),
+        default=5_000_000,
+        help="about this many events for (e), by repeating the real payloads (default 5e6)",
+    )
     parser.add_argument("--bag", type=Path, default=DEFAULT_BAG, help=f"EVT3 ROS 2 bag (default {DEFAULT_BAG})")
-    parser.add_argument("--copy-mib", type=int, default=512, help="array size of the copy reference in MiB (default 512)")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "event_throughput.json",
-                        help="JSON result file (default bench/results/event_throughput.json)")  # fmt: skip
+    parser.add_argument(
+        "--copy-mib", type=int, default=512, help="array size of the copy reference in MiB (default 512)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO / "bench" / "results" / "event_throughput.json",
+        help="JSON result file (default bench/results/event_throughput.json)",
+    )
     args = parser.parse_args(argv)
     summary = run(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)

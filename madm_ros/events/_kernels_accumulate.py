@@ -33,7 +33,7 @@ MAP_CROPPED = -2
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def accumulate_direct(x, y, p, image, lut, mode, width, height, x0, y0, w, h):  # noqa: PLR0913
+def accumulate_direct(x, y, p, image, lut, mode, width, height, x0, y0, w, h):
     """Accumulate raw coordinates into ``image`` (flat uint8, ``w*h`` or ``2*w*h``) through a crop.
 
     The crop [x0, x0+w) x [y0, y0+h) lies inside the sensor [0, width) x [0, height); a crop
@@ -67,7 +67,7 @@ def accumulate_direct(x, y, p, image, lut, mode, width, height, x0, y0, w, h):  
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def accumulate_mapped(x, y, p, image, lut, mode, width, height, pixel_map, plane):  # noqa: PLR0913
+def accumulate_mapped(x, y, p, image, lut, mode, width, height, pixel_map, plane):
     """Accumulate through a precomputed raw-pixel -> output-pixel map (rectification and crop).
 
     ``pixel_map`` is int32 of length ``width*height``: the flat output index of each raw pixel,

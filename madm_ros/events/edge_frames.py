@@ -21,9 +21,11 @@ publishes a frame with the time up to which it has seen the world):
   in µs. With ``origin_us=None`` the origin is the first event's time, as in dv's slicer (verified
   against dv-processing 2.0.4); give an explicit origin (e.g. 0, or a label time stamp) to align
   windows to an absolute clock, so that a bag replayed from its middle gives the same windows as
-  the full bag. A window is emitted once an event at or past its end has arrived (dv holds the
-  trailing window the same way); windows without events are emitted as neutral frames, like dv's
-  empty callbacks. ``t_start_us``/``t_end_us`` are the window bounds (end exclusive).
+  the full bag (the first frame is then the first window that contains the first event, which
+  may start before it). A window is emitted once an event at or past its end has arrived (dv
+  holds the trailing window the same way); windows without events are emitted as neutral frames, like dv's
+  empty callbacks, so a gap of G µs in the stream yields about G / stride_us frames.
+  ``t_start_us``/``t_end_us`` are the window bounds (end exclusive).
 - ``mode="count"``: slice k is events ``[k*stride_events, k*stride_events + window_events)`` of
   the stream; ``t_start_us``/``t_end_us`` are the times of its first and last event.
 
@@ -87,6 +89,7 @@ class EdgeFrameConfig:
         crop: Optional ``(x0, y0, w, h)`` in pixels of the (rectified) image to keep; the output
             is ``h x w``. DSEC-Semantic keeps the top ``(0, 0, 640, 440)``. Events outside are
             dropped and counted in ``AccumulatorStats.cropped``. Default ``None`` = whole sensor.
+
     """
 
     width: int
@@ -188,6 +191,7 @@ class EdgeFrame:
             mode), or the last event's time (count mode).
         n_events: Events of the slice handed to the accumulator, including any dropped as out of
             range, cropped or not rectifiable (those are counted in ``AccumulatorStats``).
+
     """
 
     image: np.ndarray
@@ -230,6 +234,7 @@ def accumulate(events: Events, config: EdgeFrameConfig, *, stats: AccumulatorSta
 
     Returns:
         A new uint8 array of shape ``config.frame_shape``.
+
     """
     image = np.full(config.frame_shape, config.neutral_byte, dtype=np.uint8)
     drops = _accumulate_into(image, events, config)
@@ -258,9 +263,17 @@ def _accumulate_into(image: np.ndarray, events: Events, config: EdgeFrameConfig)
     else:
         _, _, w, h = config.crop_box
         drops = kernels.accumulate_mapped(
-            events.x, events.y, events.p, flat, config._lut, mode, config.width, config.height,
-            config._pixel_map, w * h,
-        )  # fmt: skip
+            events.x,
+            events.y,
+            events.p,
+            flat,
+            config._lut,
+            mode,
+            config.width,
+            config.height,
+            config._pixel_map,
+            w * h,
+        )
     return int(drops[0]), int(drops[1]), int(drops[2])
 
 
@@ -273,6 +286,7 @@ class EdgeFrameAccumulator:
 
     Args:
         config: Slicing, polarity and geometry (see :class:`EdgeFrameConfig`).
+
     """
 
     def __init__(self, config: EdgeFrameConfig) -> None:
@@ -350,7 +364,7 @@ class EdgeFrameAccumulator:
         return lo, lo + config.window_events
 
     def _pieces(self, lo: int, hi: int) -> list[tuple[int, Events]]:
-        """Views of the pending chunks that fall into [lo, hi), in stream order, with their stream index."""
+        """Return views of the pending chunks inside [lo, hi), in stream order, with their stream index."""
         pieces = []
         for start, chunk in self._chunks:
             if self.config.mode == "time":
@@ -422,7 +436,7 @@ def _is_int(value: object) -> bool:
 
 
 def _make_lut(contribution: float) -> np.ndarray:
-    """dv's table: ``[0:256]`` after an OFF event (signed mode), ``[256:512]`` after an ON/any event."""
+    """Dv's table: ``[0:256]`` after an OFF event (signed mode), ``[256:512]`` after an ON/any event."""
     step = int(np.ceil(np.float32(255.0) * np.float32(contribution)))
     values = np.arange(256, dtype=np.int32)
     lut = np.concatenate([np.maximum(values - step, 0), np.minimum(values + step, 255)]).astype(np.uint8)

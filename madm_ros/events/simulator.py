@@ -49,6 +49,7 @@ class EventSimulatorConfig:
         log_eps: Offset inside the logarithm, in linear intensity units (> 0), so that black
             pixels have a finite log intensity. Default 1e-3.
         seed: Seed of the threshold draw (``numpy.random.default_rng``). Default 0.
+
     """
 
     c_on: float = 0.2
@@ -66,10 +67,14 @@ class EventSimulatorConfig:
                 raise ConfigError(f"EventSimulatorConfig.{name} must be a positive number, got {value!r}")
         if not isinstance(self.sigma, (int, float)) or not self.sigma >= 0:
             raise ConfigError(f"EventSimulatorConfig.sigma must be >= 0, got {self.sigma!r}")
-        if isinstance(self.refractory_us, bool) or not isinstance(self.refractory_us, (int, np.integer)) or (
-            self.refractory_us < 0
+        if (
+            isinstance(self.refractory_us, bool)
+            or not isinstance(self.refractory_us, (int, np.integer))
+            or (self.refractory_us < 0)
         ):
-            raise ConfigError(f"EventSimulatorConfig.refractory_us must be an integer >= 0 (µs), got {self.refractory_us!r}")
+            raise ConfigError(
+                f"EventSimulatorConfig.refractory_us must be an integer >= 0 (µs), got {self.refractory_us!r}"
+            )
 
 
 class EventSimulator:
@@ -80,6 +85,7 @@ class EventSimulator:
 
     The first :meth:`step` only sets every pixel's reference level and returns no events; the
     frame size is fixed by it. Frame times must increase strictly.
+
     """
 
     def __init__(self, config: EventSimulatorConfig | None = None) -> None:
@@ -99,16 +105,24 @@ class EventSimulator:
             self._init_state(log)
             self._t_prev = t_us
             return Events.empty()
-        assert self._t_prev is not None and self._ref is not None and self._last_event is not None
+        assert self._t_prev is not None
+        assert self._ref is not None
+        assert self._last_event is not None
         if log.shape != self._log.shape:
             raise InputError(f"frame shape {log.shape} differs from the first frame's {self._log.shape}")
         if t_us <= self._t_prev:
             raise InputError(f"frame time {t_us} µs is not after the previous frame's {self._t_prev} µs")
         args = (
-            self._log.reshape(-1), log.reshape(-1), self._ref.reshape(-1), self._last_event.reshape(-1),
-            self._c_on.reshape(-1), self._c_off.reshape(-1),
-            float(self._t_prev), float(t_us), float(self.config.refractory_us),
-        )  # fmt: skip
+            self._log.reshape(-1),
+            log.reshape(-1),
+            self._ref.reshape(-1),
+            self._last_event.reshape(-1),
+            self._c_on.reshape(-1),
+            self._c_off.reshape(-1),
+            float(self._t_prev),
+            float(t_us),
+            float(self.config.refractory_us),
+        )
         counts = _count_events(*args)
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
@@ -122,9 +136,7 @@ class EventSimulator:
         order = np.argsort(t, kind="stable")
         width = log.shape[1]
         index = index[order]
-        return Events(
-            (index % width).astype(np.uint16), (index // width).astype(np.uint16), t[order], p[order]
-        )
+        return Events((index % width).astype(np.uint16), (index // width).astype(np.uint16), t[order], p[order])
 
     def _log_intensity(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
@@ -153,13 +165,15 @@ class EventSimulator:
 
 
 def simulate(
-    frames: Sequence[np.ndarray] | np.ndarray, times_us: Sequence[int] | np.ndarray, config: EventSimulatorConfig | None = None
+    frames: Sequence[np.ndarray] | np.ndarray,
+    times_us: Sequence[int] | np.ndarray,
+    config: EventSimulatorConfig | None = None,
 ) -> Events:
     """All events of an image sequence: ``frames[i]`` is the image at ``times_us[i]`` (µs)."""
     if len(frames) != len(times_us):
         raise InputError(f"got {len(frames)} frames but {len(times_us)} time stamps")
     simulator = EventSimulator(config)
-    return Events.concatenate([simulator.step(frame, t) for frame, t in zip(frames, times_us)])
+    return Events.concatenate([simulator.step(frame, t) for frame, t in zip(frames, times_us, strict=False)])
 
 
 @njit(cache=True, inline="always")

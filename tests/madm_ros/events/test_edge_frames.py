@@ -30,15 +30,16 @@ def _stream(n: int, *, seed: int = 0, width: int = W, height: int = H, duration_
 
 def _frames_equal(a: list[EdgeFrame], b: list[EdgeFrame]) -> bool:
     return len(a) == len(b) and all(
-        np.array_equal(f.image, g.image) and (f.t_start_us, f.t_end_us, f.n_events) == (g.t_start_us, g.t_end_us, g.n_events)
-        for f, g in zip(a, b)
+        np.array_equal(f.image, g.image)
+        and (f.t_start_us, f.t_end_us, f.n_events) == (g.t_start_us, g.t_end_us, g.n_events)
+        for f, g in zip(a, b, strict=False)
     )
 
 
 def _push_in_chunks(config: EdgeFrameConfig, events: Events, cuts: list[int]) -> list[EdgeFrame]:
     accumulator = EdgeFrameAccumulator(config)
     frames = []
-    for lo, hi in zip([0, *cuts], [*cuts, len(events)]):
+    for lo, hi in zip([0, *cuts], [*cuts, len(events)], strict=False):
         frames += accumulator.push(events[lo:hi])
     return frames
 
@@ -51,7 +52,7 @@ def dv_case() -> tuple[Events, object]:
     dv = pytest.importorskip("dv_processing", reason="dv-processing is the reference; without it nothing to compare")
     events = _stream(30_000, seed=3)
     store = dv.EventStore()
-    for t, x, y, p in zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist()):
+    for t, x, y, p in zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=False):
         store.push_back(t, x, y, bool(p))
     return events, store
 
@@ -78,7 +79,9 @@ def test_accumulate_is_bit_identical_to_dv_edge_map_accumulator(
     reference.accept(store)
     expected = reference.generateFrame().image
 
-    got = accumulate(events, EdgeFrameConfig(width=W, height=H, polarity=polarity, neutral=neutral, contribution=contribution))
+    got = accumulate(
+        events, EdgeFrameConfig(width=W, height=H, polarity=polarity, neutral=neutral, contribution=contribution)
+    )
 
     assert got.dtype == np.uint8
     assert got.shape == expected.shape == (H, W)
@@ -284,7 +287,10 @@ def test_rectify_then_crop_counts_cropped_events_separately() -> None:
         ({"neutral": 1.5}, r"neutral must be in \[0, 1\]"),
         ({"width": 0}, r"width must be an integer in 1\.\.65535"),
         ({"crop": (0, 0, 640, 500)}, r"crop \(0, 0, 640, 500\) must lie inside the 640x480 image"),
-        ({"rectify_map": np.zeros((480, 640), np.float32)}, r"rectify_map must be a float array of shape \(480, 640, 2\)"),
+        (
+            {"rectify_map": np.zeros((480, 640), np.float32)},
+            r"rectify_map must be a float array of shape \(480, 640, 2\)",
+        ),
     ],
 )
 def test_bad_configuration_values_raise_config_error_naming_the_field(overrides: dict, message: str) -> None:
@@ -293,5 +299,5 @@ def test_bad_configuration_values_raise_config_error_naming_the_field(overrides:
 
 
 def test_push_rejects_anything_but_events() -> None:
-    with pytest.raises(InputError, match="expects madm_ros.events.Events, got ndarray"):
+    with pytest.raises(InputError, match=r"expects madm_ros\.events\.Events, got ndarray"):
         EdgeFrameAccumulator(EdgeFrameConfig(width=W, height=H)).push(np.zeros(3))

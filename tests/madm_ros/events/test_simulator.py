@@ -94,7 +94,8 @@ def test_output_is_time_sorted_and_within_the_frame_interval() -> None:
     events = simulator.step(rng.random((H, W)), 7000)
     assert len(events) > 100
     assert np.all(np.diff(events.t) >= 0)
-    assert events.t.min() >= 5000 and events.t.max() <= 7000
+    assert events.t.min() >= 5000
+    assert events.t.max() <= 7000
     assert 0.2 < events.p.mean() < 0.8
 
 
