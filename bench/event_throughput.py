@@ -45,15 +45,6 @@ from madm_ros.events.types import Events
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BAG = REPO.parent / "shared" / "data" / "event_camera" / "ros2_bags" / "test_events_1"
 WIDTH, HEIGHT = 640, 480
-EVENT_PACKET_MSG = """std_msgs/Header header
-uint32 height
-uint32 width
-uint64 seq
-uint64 time_base
-string encoding
-bool is_bigendian
-uint8[] events
-"""
 
 
 # -- synthetic streams -------------------------------------------------------------------------
@@ -164,19 +155,13 @@ def node_path(payloads: list[bytes], config: EdgeFrameConfig) -> None:
 
 def read_bag_payloads(bag: Path) -> list[bytes]:
     """Raw EVT3 payloads of every EventPacket in ``bag``, in log order (rosbags, no rclpy)."""
-    from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    from madm_ros.events.bags import iter_event_messages
 
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    typestore.register(get_types_from_msg(EVENT_PACKET_MSG, "event_camera_msgs/msg/EventPacket"))
     payloads = []
-    with Reader(bag) as reader:
-        for connection, _, raw in reader.messages():
-            if connection.msgtype == "event_camera_msgs/msg/EventPacket":
-                msg = typestore.deserialize_cdr(raw, connection.msgtype)
-                if msg.encoding != "evt3":
-                    raise SystemExit(f"{bag}: expected evt3 payloads, got {msg.encoding!r}")
-                payloads.append(bytes(msg.events))
+    for _, _, _, msg in iter_event_messages(bag):
+        if msg.encoding != "evt3":
+            raise SystemExit(f"{bag}: expected evt3 payloads, got {msg.encoding!r}")
+        payloads.append(bytes(msg.events))
     return payloads
 
 
