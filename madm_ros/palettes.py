@@ -21,7 +21,9 @@ from madm_ros.errors import ConfigError, InputError
 __all__ = [
     "CITYSCAPES_19",
     "CITYSCAPES_LABELID_TO_TRAINID",
+    "DELIVER_25_NAMES",
     "DSEC_11",
+    "FMB_15_NAMES",
     "FMB_9",
     "IGNORE_INDEX",
     "LABEL_SETS",
@@ -104,10 +106,24 @@ CITYSCAPES_LABELID_TO_TRAINID = _trainid_lut({
 """Cityscapes full label ids (gtFine ``*_labelIds.png``) → the 19 train ids; everything else → 255."""
 
 
-def _by_name(src: LabelSet, dst: LabelSet, renames: dict[str, str | None]) -> np.ndarray:
-    """Map classes of ``src`` onto ``dst`` by name, after ``renames`` (None = ignore)."""
+DELIVER_25_NAMES = (
+    "Building", "Fence", "Other", "Pedestrian", "Pole", "RoadLine", "Road", "SideWalk", "Vegetation", "Cars", "Wall",
+    "TrafficSign", "Sky", "Ground", "Bridge", "RailTrack", "GroundRail", "TrafficLight", "Static", "Dynamic", "Water",
+    "Terrain", "TwoWheeler", "Bus", "Truck",
+)
+"""DELIVER's 25 classes in label order (after DELIVER's own minus-one shift of the stored values)."""
+
+FMB_15_NAMES = (
+    "unlabelled", "road", "sidewalk", "building", "traffic lamp", "traffic sign", "vegetation", "sky", "person", "car",
+    "truck", "bus", "motorcycle", "bicycle", "pole",
+)
+"""FMB's 15 label values in order (value 0 is unlabelled)."""
+
+
+def _by_name(src: tuple[str, ...], dst: LabelSet, renames: dict[str, str | None]) -> np.ndarray:
+    """Map class names ``src`` (index = value) onto ``dst`` by name, after ``renames`` (None = ignore)."""
     pairs = {}
-    for index, name in enumerate(src.class_names):
+    for index, name in enumerate(src):
         target = renames.get(name, name)
         if target is not None:
             pairs[index] = dst.class_names.index(target)
@@ -119,15 +135,28 @@ _MAPPINGS: dict[tuple[str, str], np.ndarray] = {
     # MADM's label_convert for depth and events: traffic light joins traffic sign, terrain joins
     # vegetation, rider joins person, every vehicle joins car.
     ("cityscapes19", "dsec11"): _by_name(
-        CITYSCAPES_19, DSEC_11,
+        CITYSCAPES_19.class_names, DSEC_11,
         {"traffic light": "traffic sign", "terrain": "vegetation", "rider": "person", **_VEHICLES},
     ),
     # The same for infrared, where wall and fence are not classes and become ignore.
     ("cityscapes19", "fmb9"): _by_name(
-        CITYSCAPES_19, FMB_9,
+        CITYSCAPES_19.class_names, FMB_9,
         {"traffic light": "traffic sign", "terrain": "vegetation", "rider": "person", "wall": None,
          "fence": None, **_VEHICLES},
     ),
+    # MADM's DELIVER depth test labels (madm_spec.md §5.3).
+    ("deliver25", "dsec11"): _by_name(DELIVER_25_NAMES, DSEC_11, {
+        "Building": "building", "Fence": "fence", "Other": None, "Pedestrian": "person", "Pole": "pole",
+        "RoadLine": "road", "Road": "road", "SideWalk": "sidewalk", "Vegetation": "vegetation", "Cars": "car",
+        "Wall": "wall", "TrafficSign": "traffic sign", "Sky": "sky", "Ground": None, "Bridge": None,
+        "RailTrack": None, "GroundRail": None, "TrafficLight": "traffic sign", "Static": None, "Dynamic": None,
+        "Water": None, "Terrain": "vegetation", "TwoWheeler": "car", "Bus": "car", "Truck": "car",
+    }),
+    # MADM's FMB infrared test labels (madm_spec.md §5.4).
+    ("fmb15", "fmb9"): _by_name(FMB_15_NAMES, FMB_9, {
+        "unlabelled": None, "traffic lamp": "traffic sign", "truck": "car", "bus": "car", "motorcycle": "car",
+        "bicycle": "car",
+    }),
 }
 
 

@@ -40,11 +40,15 @@ MODALITIES: tuple[str, ...] = ("rgb", "depth", "thermal", "events")
 
 ENCODINGS: dict[str, tuple[str, ...]] = {
     "rgb": ("rgb8", "bgr8"),
-    "depth": ("16UC1", "32FC1"),
-    "thermal": ("mono8", "mono16"),
+    "depth": ("16UC1", "32FC1", "mono8", "rgb8"),
+    "thermal": ("mono8", "mono16", "rgb8"),
     "events": ("mono8",),
 }
-"""Image encodings (sensor_msgs/Image names) each modality accepts."""
+"""Image encodings (sensor_msgs/Image names) each modality accepts.
+
+For depth, ``mono8``/``rgb8`` (and ``rgb8`` for thermal) are images already rendered to 8 bits,
+such as DELIVER's depth PNGs and FMB's infrared PNGs; they are used as they are, as MADM does.
+"""
 
 _DTYPES = {"rgb8": np.uint8, "bgr8": np.uint8, "16UC1": np.uint16, "32FC1": np.float32, "mono8": np.uint8,
            "mono16": np.uint16}
@@ -156,20 +160,20 @@ def thermal_to_image(raw: np.ndarray, encoding: str, spec: InputSpec) -> np.ndar
 def modality_image(array: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
     """Step 1: a sensor array with its ``sensor_msgs/Image`` encoding → the 8-bit image of ``spec.modality``.
 
-    RGB comes back H×W×3 in RGB order; depth, thermal and event edge frames H×W.
+    Three-channel input comes back H×W×3 in RGB order; depth, thermal and event edge frames H×W.
     """
     accepted = ENCODINGS[spec.modality]
     if encoding not in accepted:
         raise InputError(
             f"{spec.modality} input must have encoding {' or '.join(accepted)}, got {encoding!r}"
         )
-    if spec.modality == "depth":
+    if encoding in ("rgb8", "bgr8"):
+        _check_array(array, encoding, 3)
+        return array[:, :, ::-1] if encoding == "bgr8" else array
+    if spec.modality == "depth" and encoding != "mono8":
         return depth_to_image(array, encoding, spec)
     if spec.modality == "thermal":
         return thermal_to_image(array, encoding, spec)
-    if spec.modality == "rgb":
-        _check_array(array, encoding, 3)
-        return array[:, :, ::-1] if encoding == "bgr8" else array
     _check_array(array, encoding, 1)
     return array
 

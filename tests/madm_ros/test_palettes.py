@@ -6,6 +6,7 @@ from madm_ros.errors import ConfigError, InputError
 from madm_ros.palettes import (
     CITYSCAPES_19,
     CITYSCAPES_LABELID_TO_TRAINID,
+    DELIVER_25_NAMES,
     DSEC_11,
     FMB_9,
     colorize,
@@ -72,3 +73,16 @@ def test_unknown_label_set_and_mapping_are_named():
         label_mapping("dsec11", "fmb9")
     with pytest.raises(InputError, match="label images must be uint8, got int32"):
         remap_labels(np.zeros((2, 2), np.int32), CITYSCAPES_LABELID_TO_TRAINID)
+
+
+def test_deliver25_and_fmb15_follow_madm_test_label_processing():
+    deliver = label_mapping("deliver25", "dsec11")
+    names = dict(zip(DELIVER_25_NAMES, (DSEC_11.class_names[v] if v != 255 else None for v in deliver[:25])))
+    assert names["RoadLine"] == "road" and names["TrafficLight"] == "traffic sign" and names["Terrain"] == "vegetation"
+    assert names["TwoWheeler"] == names["Bus"] == names["Truck"] == "car"
+    assert [n for n, v in names.items() if v is None] == ["Other", "Ground", "Bridge", "RailTrack", "GroundRail",
+                                                           "Static", "Dynamic", "Water"]
+    fmb = label_mapping("fmb15", "fmb9")
+    got = [FMB_9.class_names[v] if v != 255 else None for v in fmb[:15]]
+    assert got == [None, "road", "sidewalk", "building", "traffic sign", "traffic sign", "vegetation", "sky", "person",
+                   "car", "car", "car", "car", "car", "pole"]

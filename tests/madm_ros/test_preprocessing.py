@@ -101,8 +101,8 @@ def test_bgr8_and_rgb8_give_the_same_tensor():
 
 def test_wrong_encoding_dtype_and_shape_are_clear_errors():
     depth = InputSpec("depth")
-    with pytest.raises(InputError, match="depth input must have encoding 16UC1 or 32FC1, got 'mono8'"):
-        modality_image(np.zeros((2, 2), np.uint8), "mono8", depth)
+    with pytest.raises(InputError, match="depth input must have encoding 16UC1 or 32FC1 or mono8 or rgb8, got 'mono16'"):
+        modality_image(np.zeros((2, 2), np.uint16), "mono16", depth)
     with pytest.raises(InputError, match="16UC1 image must be a non-empty H×W uint16 array, got float32"):
         modality_image(np.zeros((2, 2), np.float32), "16UC1", depth)
     with pytest.raises(InputError, match="rgb8 image must be a non-empty H×W×3 uint8 array, got uint8 with shape \\(2, 2\\)"):
@@ -122,3 +122,11 @@ def test_bad_specs_are_refused_with_the_offending_values():
         InputSpec.from_dict({"modality": "rgb", "colour": 1})
     spec = InputSpec("events", height=440, width=640)
     assert InputSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_pre_rendered_8bit_depth_and_thermal_are_used_as_they_are():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert modality_image(grey, "mono8", InputSpec("depth")) is grey
+    rgb = np.random.default_rng(3).integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
+    assert modality_image(rgb, "rgb8", InputSpec("depth")) is rgb
+    assert modality_image(rgb, "rgb8", InputSpec("thermal")) is rgb

@@ -1,0 +1,324 @@
+"""Data sets for MADM: labelled RGB sources and unlabelled (or test-labelled) target modalities.
+
+Every data set is a list of records (file paths) plus one loading path, so all of them yield the
+same :class:`Sample`: the network tensor made by ``madm_ros.preprocessing`` (the function the ROS
+nodes call), the label in the task's label set, the modality and metadata. They are plain
+map-style sequences (``len`` and indexing), usable directly with ``torch.utils.data.DataLoader``.
+
+Layouts, as their publishers ship them (paths relative to the root given):
+
+- Cityscapes: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with
+  ``gtFine/<split>/<city>/<stem>_gtFine_labelTrainIds.png``, or ``…_labelIds.png`` mapped to train
+  ids when the former is missing.
+- DELIVER depth (front camera): ``depth/<condition>/<split>/<map>/<frame>_depth_front.png``, labels
+  ``semantic/<condition>/<split>/<map>/<frame>_semantic_front.png`` (first channel minus one with
+  uint8 wrap, then 25 → 11 classes, as MADM's loader does).
+- FMB infrared: ``<split>/Infrared/<name>.png`` with ``<split>/Label/<name>.png`` (15 → 9 classes).
+- DSEC-Semantic events, pre-rendered edge PNGs as MADM uses them:
+  ``69mask_<split>_edges/<sequence>/<frame>.png`` with
+  ``test_semantic_labels/<sequence>/11classes/<frame>.png`` (no conversion); rendering edge frames
+  from ``events.h5`` is :class:`DsecEventsDataset`.
+- The generic folder layout of :mod:`madm_train.folder_layout` (synthetic scenes, bag-derived sets,
+  a user's own recordings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from madm_ros.errors import ConfigError, InputError
+from madm_ros.palettes import CITYSCAPES_LABELID_TO_TRAINID, IGNORE_INDEX, get_label_set, label_mapping
+from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
+from madm_train.augment import TrainAugmentation, resize_pair
+
+__all__ = [
+    "CityscapesDataset",
+    "DeliverDepthDataset",
+    "DsecEdgeDataset",
+    "FmbInfraredDataset",
+    "FolderDataset",
+    "ModalityDataset",
+    "Record",
+    "Sample",
+    "read_label_file",
+    "read_modality_file",
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training or evaluation example.
+
+    Attributes:
+        image: float32 3×H×W in [0, 1], H×W = the spec's network size.
+        label: uint8 H×W class ids of the data set's label set (255 = ignore), or None.
+        modality: ``rgb``, ``depth``, ``thermal`` or ``events``.
+        meta: ``name``, ``path`` and ``original_size`` (H, W) at least.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    modality: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one example lives on disk."""
+
+    name: str
+    image_path: Path
+    label_path: Path | None = None
+
+
+def read_modality_file(path: Path, modality: str) -> tuple[np.ndarray, str]:
+    """Read an image file unchanged and name its ``sensor_msgs`` encoding for ``modality``.
+
+    16-bit single-channel files are depth in millimetres (``16UC1``) or thermal counts
+    (``mono16``); 8-bit single-channel files are ``mono8``; colour files are ``rgb8`` (the first
+    three channels of four-channel files, as MADM reads them).
+    """
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InputError(f"cannot read image {path}: missing, unreadable or not an image file")
+    if array.ndim == 3:
+        if array.dtype != np.uint8 or array.shape[2] not in (3, 4):
+            raise InputError(f"{path}: colour images must be 8-bit with 3 or 4 channels, got {array.dtype} {array.shape}")
+        return np.ascontiguousarray(array[:, :, 2::-1]), "rgb8"
+    if array.dtype == np.uint8:
+        return array, "mono8"
+    if array.dtype == np.uint16 and modality in ("depth", "thermal"):
+        return array, "16UC1" if modality == "depth" else "mono16"
+    raise InputError(f"{path}: a {array.dtype} single-channel image is not a {modality} image this reader understands")
+
+
+def read_label_file(path: Path, lut: np.ndarray | None = None, *, channel: int = 0, shift: int = 0,
+                    source_classes: int | None = None) -> np.ndarray:
+    """Read a label PNG as uint8 ids, optionally taking one RGB channel, shifting and mapping by ``lut``.
+
+    With ``source_classes``, stored values (after the shift) outside ``0..source_classes-1`` and 255
+    are an error: a mapping table would otherwise turn them silently into "ignore".
+    """
+    import cv2
+
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise InputError(f"cannot read label {path}: missing, unreadable or not an image file")
+    if label.ndim == 3:
+        label = label[:, :, 2 - channel]  # OpenCV stores BGR; channel counts in RGB order
+    if label.dtype != np.uint8:
+        raise InputError(f"{path}: labels must be 8-bit, got {label.dtype} (read the file unchanged, do not rescale)")
+    if shift:
+        label = (label.astype(np.int16) + shift).astype(np.uint8)  # uint8 wrap: 0 - 1 → 255 (ignore)
+    if source_classes is not None:
+        bad = np.unique(label[(label >= source_classes) & (label != IGNORE_INDEX)])
+        if bad.size:
+            raise InputError(f"label {path} has values {bad[:5].tolist()} outside the data set's {source_classes} "
+                             f"classes (0..{source_classes - 1}, 255); is this the right label folder?")
+    return label if lut is None else lut[label]
+
+
+class ModalityDataset(Sequence[Sample]):
+    """Records of one modality + the shared loading path; the concrete data sets only find records.
+
+    Args:
+        records: The examples, in a fixed order.
+        spec: Network input description; its ``modality`` is the data set's.
+        label_set: Name of the label set the labels are returned in (``None`` for unlabelled data).
+        label_reader: Turns a label path into ids of ``label_set`` (data-set specific conversion).
+        augmentation: Training augmentation; ``None`` for evaluation (image and label are resized
+            to the network size, as MADM evaluates at 512×512).
+        seed: Seed of this data set's augmentation generator (independent of other data sets).
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        spec: InputSpec,
+        label_set: str | None,
+        label_reader: Callable[[Path], np.ndarray],
+        *,
+        augmentation: TrainAugmentation | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not records:
+            raise InputError(f"no {spec.modality} examples found: check the data-set root and split")
+        if augmentation is not None and augmentation.crop_hw != (spec.height, spec.width):
+            raise ConfigError(f"augmentation crop {augmentation.crop_hw} must equal the network size "
+                              f"{(spec.height, spec.width)}")
+        self.records = records
+        self.spec = spec
+        self.label_set = get_label_set(label_set) if label_set is not None else None
+        if self.label_set is None and any(r.label_path is not None for r in records):
+            raise ConfigError("labelled records need a label set")
+        self.label_reader = label_reader
+        self.augmentation = augmentation
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        return self.load(index)
+
+    def load(self, index: int, *, required_class: int | None = None, min_class_pixels: int = 0) -> Sample:
+        """Load example ``index``; with augmentation, crops may be asked to contain ``required_class``."""
+        record = self.records[index]
+        array, encoding = read_modality_file(record.image_path, self.spec.modality)
+        image = modality_image(array, encoding, self.spec)
+        label = None if record.label_path is None else self.label_reader(record.label_path)
+        if label is not None:
+            self._check_label(label, image, record)
+        original_size = image.shape[:2]
+        if self.augmentation is not None:
+            image, label = self.augmentation(image, label, self.rng, required_class=required_class,
+                                             min_class_pixels=min_class_pixels)
+        else:
+            image, label = resize_pair(image, label, (self.spec.height, self.spec.width))
+        meta = {"name": record.name, "path": str(record.image_path), "original_size": original_size}
+        return Sample(to_network_input(image, self.spec), label, self.spec.modality, meta)
+
+    def label_paths(self) -> list[Path]:
+        """Label files of the labelled records (for rare-class statistics)."""
+        return [r.label_path for r in self.records if r.label_path is not None]
+
+    def _check_label(self, label: np.ndarray, image: np.ndarray, record: Record) -> None:
+        assert self.label_set is not None  # guaranteed by __init__ for labelled records
+        if label.shape != image.shape[:2]:
+            raise InputError(f"label {record.label_path} is {label.shape[1]}×{label.shape[0]} but its image "
+                             f"{record.image_path} is {image.shape[1]}×{image.shape[0]}")
+        bad = label[(label >= self.label_set.num_classes) & (label != IGNORE_INDEX)]
+        if bad.size:
+            raise InputError(f"label {record.label_path} has values {sorted(set(bad.tolist()))[:5]} outside "
+                             f"{self.label_set.name} (0..{self.label_set.num_classes - 1}, 255); "
+                             f"check the label set or the label conversion")
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"{what} folder {path} not found; check the data-set root")
+    return path
+
+
+def _pair(images: list[Path], label_for: Callable[[Path], Path | None], name_for: Callable[[Path], str]) -> list[Record]:
+    return [Record(name_for(p), p, label_for(p)) for p in sorted(images)]
+
+
+class CityscapesDataset(ModalityDataset):
+    """Cityscapes RGB with labels in ``label_set`` (``cityscapes19``, ``dsec11`` or ``fmb9``)."""
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *, label_set: str = "dsec11",
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = Path(root)
+        image_dir = _require_dir(root / "leftImg8bit" / split, "Cityscapes leftImg8bit")
+        label_dir = root / "gtFine" / split
+
+        def label_for(image: Path) -> Path | None:
+            stem = image.name.removesuffix("_leftImg8bit.png")
+            folder = label_dir / image.parent.name
+            train_ids = folder / f"{stem}_gtFine_labelTrainIds.png"
+            if train_ids.exists():
+                return train_ids
+            label_ids = folder / f"{stem}_gtFine_labelIds.png"
+            return label_ids if label_ids.exists() else None
+
+        records = _pair(list(image_dir.glob("*/*_leftImg8bit.png")), label_for,
+                        lambda p: p.name.removesuffix("_leftImg8bit.png"))
+        to_target = label_mapping("cityscapes19", label_set)
+
+        def read(path: Path) -> np.ndarray:
+            if path.name.endswith("_labelIds.png"):
+                return to_target[read_label_file(path, CITYSCAPES_LABELID_TO_TRAINID, source_classes=34)]
+            return to_target[read_label_file(path, source_classes=19)]
+
+        if spec.modality != "rgb":
+            raise ConfigError(f"Cityscapes is an RGB data set; got an InputSpec for {spec.modality}")
+        super().__init__(records, spec, label_set, read, augmentation=augmentation, seed=seed)
+
+
+class DeliverDepthDataset(ModalityDataset):
+    """DELIVER depth, front camera, any of its five conditions; labels in DSEC-11."""
+
+    CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *, conditions: Sequence[str] = CONDITIONS,
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = Path(root)
+        unknown = sorted(set(conditions) - set(self.CONDITIONS))
+        if unknown:
+            raise ConfigError(f"unknown DELIVER conditions {unknown}; known: {', '.join(self.CONDITIONS)}")
+        images: list[Path] = []
+        for condition in conditions:
+            images += _require_dir(root / "depth" / condition / split, "DELIVER depth").glob("*/*_depth_front.png")
+
+        def label_for(image: Path) -> Path | None:
+            relative = image.relative_to(root / "depth")
+            label = root / "semantic" / relative.parent / image.name.replace("_depth_front", "_semantic_front")
+            return label if label.exists() else None
+
+        records = _pair(images, label_for, lambda p: f"{p.parts[-4]}/{p.parent.name}/{p.name.removesuffix('_depth_front.png')}")
+        lut = label_mapping("deliver25", "dsec11")
+        super().__init__(records, spec, "dsec11", lambda p: read_label_file(p, lut, channel=0, shift=-1, source_classes=25),
+                         augmentation=augmentation, seed=seed)
+
+
+class FmbInfraredDataset(ModalityDataset):
+    """FMB infrared (``<split>/Infrared``), labels (``<split>/Label``) in FMB-9."""
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *,
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = Path(root)
+        image_dir = _require_dir(root / split / "Infrared", "FMB Infrared")
+        label_dir = root / split / "Label"
+        records = _pair(list(image_dir.glob("*.png")),
+                        lambda p: (label_dir / p.name) if (label_dir / p.name).exists() else None, lambda p: p.stem)
+        lut = label_mapping("fmb15", "fmb9")
+        super().__init__(records, spec, "fmb9", lambda p: read_label_file(p, lut, source_classes=15),
+                         augmentation=augmentation, seed=seed)
+
+
+class DsecEdgeDataset(ModalityDataset):
+    """DSEC-Semantic events as pre-rendered edge PNGs (MADM's ``69mask_*_edges``), labels in DSEC-11."""
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *, edges_dir: str | None = None,
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = Path(root)
+        image_dir = _require_dir(root / (edges_dir or f"69mask_{split}_edges"), "DSEC edge-frame")
+        label_root = root / "test_semantic_labels"
+
+        def label_for(image: Path) -> Path | None:
+            label = label_root / image.parent.name / "11classes" / image.name
+            return label if label.exists() else None
+
+        records = _pair(list(image_dir.glob("*/*.png")), label_for, lambda p: f"{p.parent.name}/{p.stem}")
+        super().__init__(records, spec, "dsec11", read_label_file, augmentation=augmentation, seed=seed)
+
+
+class FolderDataset(ModalityDataset):
+    """The generic folder layout (``madm_train.folder_layout``): one modality folder, labels if present."""
+
+    def __init__(self, root: Path | str, spec: InputSpec, *, frames: Sequence[str] | None = None,
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        from madm_train.folder_layout import LABELS_DIR, FolderMeta
+
+        root = Path(root)
+        meta = FolderMeta.read(root)
+        if spec.modality not in meta.modalities:
+            raise InputError(f"{root} holds no {spec.modality} frames (it has {', '.join(meta.modalities) or 'none'})")
+        names = list(frames) if frames is not None else list(meta.frames)
+        unknown = sorted(set(names) - set(meta.frames))
+        if unknown:
+            raise InputError(f"frames {unknown[:5]} are not listed in {root / 'meta.json'}")
+        label_dir = root / LABELS_DIR
+        records = [Record(n, root / spec.modality / f"{n}.png",
+                          (label_dir / f"{n}.png") if meta.has_labels else None) for n in names]
+        self.meta = meta
+        super().__init__(records, spec, meta.label_set if meta.has_labels else None, read_label_file,
+                         augmentation=augmentation, seed=seed)
