@@ -24,7 +24,7 @@ from madm_ros.events.types import DecodeStats, Events
 if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
-__all__ = ["EVENT_MSG_DEFINITIONS", "event_typestore", "iter_event_messages", "read_bag_events"]
+__all__ = ["EVENT_MSG_DEFINITIONS", "event_typestore", "iter_bag_events", "iter_event_messages", "read_bag_events"]
 
 EVENT_PACKET = "event_camera_msgs/msg/EventPacket"
 PACKED_EVENTS = "madm_ros/msg/PackedEvents"
@@ -130,8 +130,55 @@ def iter_event_messages(bag_path: str | Path, topic: str | None = None) -> Itera
         reader.close()
 
 
+def iter_bag_events(
+    bag_path: str | Path,
+    topic: str | None = None,
+    *,
+    stats: DecodeStats | None = None,
+    info: dict[str, Any] | None = None,
+) -> Iterator[tuple[int, Events]]:
+    """Decoded events of one event topic, one message at a time: ``(log time in ns, events)``.
+
+    Streams (a long bag is never held in memory). ``stats`` and ``info`` (see
+    :func:`read_bag_events`), when given, are filled in as messages are decoded.
+
+    Raises:
+        DecodeError: as :func:`iter_event_messages`, or when ``topic`` is left out and the bag has
+            several event topics.
+
+    """
+    if topic is None:
+        topics = sorted({t for t, *_ in _event_topics(bag_path)})
+        if len(topics) > 1:
+            raise DecodeError(f"bag {bag_path} has several event topics ({', '.join(topics)}); pass topic=")
+    stats = DecodeStats() if stats is None else stats
+    info = {} if info is None else info
+    info.update({"topic": topic, "msgtype": None, "width": 0, "height": 0, "encoding": None, "messages": 0})
+    decoder: PacketDecoder | None = None
+    last_seq: int | None = None
+    for msg_topic, msgtype, timestamp, msg in iter_event_messages(bag_path, topic):
+        if info["messages"] == 0:
+            info.update(topic=msg_topic, msgtype=msgtype, width=int(msg.width), height=int(msg.height))
+            info["encoding"] = str(msg.encoding) if msgtype == EVENT_PACKET else msgtype
+        info["messages"] += 1
+        if msgtype == EVENT_PACKET:
+            if decoder is None:
+                decoder = PacketDecoder(str(msg.encoding), int(msg.width), int(msg.height))
+                decoder.stats = stats
+            yield timestamp, decode_packet(msg, decoder)
+        elif msgtype == PACKED_EVENTS:
+            if last_seq is not None and int(msg.seq) == last_seq:
+                stats.packets += 1
+                stats.duplicate_packets += 1
+                continue
+            last_seq = int(msg.seq)
+            yield timestamp, events_from_packed(msg, stats)
+        else:
+            yield timestamp, events_from_event_array(msg, stats)
+
+
 def read_bag_events(bag_path: str | Path, topic: str | None = None) -> tuple[Events, DecodeStats, dict[str, Any]]:
-    """All events of one event topic of a bag.
+    """All events of one event topic of a bag, in memory (use :func:`iter_bag_events` for long bags).
 
     Args:
         bag_path: the bag.
@@ -143,38 +190,12 @@ def read_bag_events(bag_path: str | Path, topic: str | None = None) -> tuple[Eve
         for per-event arrays and PackedEvents.
 
     Raises:
-        DecodeError: as :func:`iter_event_messages`, when ``topic`` is left out and the bag has
-            several event topics, or when a packet's encoding or size changes mid-stream.
+        DecodeError: as :func:`iter_bag_events`, or when a packet's encoding or size changes mid-stream.
 
     """
-    if topic is None:
-        topics = sorted({t for t, *_ in _event_topics(bag_path)})
-        if len(topics) > 1:
-            raise DecodeError(f"bag {bag_path} has several event topics ({', '.join(topics)}); pass topic=")
-    parts: list[Events] = []
     stats = DecodeStats()
-    info: dict[str, Any] = {"topic": topic, "msgtype": None, "width": 0, "height": 0, "encoding": None, "messages": 0}
-    decoder: PacketDecoder | None = None
-    last_seq: int | None = None
-    for msg_topic, msgtype, _, msg in iter_event_messages(bag_path, topic):
-        if info["messages"] == 0:
-            info.update(topic=msg_topic, msgtype=msgtype, width=int(msg.width), height=int(msg.height))
-            info["encoding"] = str(msg.encoding) if msgtype == EVENT_PACKET else msgtype
-        info["messages"] += 1
-        if msgtype == EVENT_PACKET:
-            if decoder is None:
-                decoder = PacketDecoder(str(msg.encoding), int(msg.width), int(msg.height))
-                stats = decoder.stats
-            parts.append(decode_packet(msg, decoder))
-        elif msgtype == PACKED_EVENTS:
-            if last_seq is not None and int(msg.seq) == last_seq:
-                stats.packets += 1
-                stats.duplicate_packets += 1
-                continue
-            last_seq = int(msg.seq)
-            parts.append(events_from_packed(msg, stats))
-        else:
-            parts.append(events_from_event_array(msg, stats))
+    info: dict[str, Any] = {}
+    parts = [events for _, events in iter_bag_events(bag_path, topic, stats=stats, info=info)]
     return Events.concatenate(parts), stats, info
 
 

@@ -17,6 +17,7 @@ Used by ``python -m madm_ros.events info``; the functions here are what tests ca
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -94,21 +95,26 @@ def detect_format(path: str | Path) -> str:
 class _BagSource:
     """A rosbag2 event topic seen through the reader interface (width, height, encoding, stats, chunks).
 
-    The topic is decoded whole by :func:`madm_ros.events.bags.read_bag_events` (bags.py offers no
-    chunked reader yet), so a bag's events must fit in memory; files of the other formats stream.
+    Messages are decoded one at a time (:func:`madm_ros.events.bags.iter_bag_events`); the first is
+    read on opening because the sensor size and encoding come from it.
     """
 
     def __init__(self, path: Path, topic: str | None) -> None:
-        from madm_ros.events.bags import read_bag_events
+        from madm_ros.events.bags import iter_bag_events
+        from madm_ros.events.types import DecodeStats
 
         self.path, self.topic = path, topic
-        self.events, self.stats, self.info = read_bag_events(path, topic=topic)
+        self.stats, self.info = DecodeStats(), {}
+        self._messages = iter_bag_events(path, topic, stats=self.stats, info=self.info)
+        self._first = next(self._messages, None)
         self.width, self.height = int(self.info["width"]), int(self.info["height"])
         self.encoding = str(self.info["encoding"])
 
     def chunks(self, max_events: int = _CHUNK_EVENTS) -> Iterator[Events]:
-        for start in range(0, len(self.events), max_events):
-            yield self.events[start : start + max_events]
+        pending = [] if self._first is None else [self._first]
+        for _, events in itertools.chain(pending, self._messages):
+            for start in range(0, len(events), max_events):
+                yield events[start : start + max_events]
 
 
 @contextmanager
