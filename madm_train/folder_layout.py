@@ -124,14 +124,18 @@ class FolderMeta:
     def __post_init__(self) -> None:
         object.__setattr__(self, "frames", tuple(self.frames))
         if self.format_version != FORMAT_VERSION:
-            raise ConfigError(f"meta.json has format_version {self.format_version!r}; this reader knows {FORMAT_VERSION}")
+            raise ConfigError(
+                f"meta.json has format_version {self.format_version!r}; this reader knows {FORMAT_VERSION}"
+            )
         if len(set(self.frames)) != len(self.frames):
             raise ConfigError("meta.json lists a frame name twice")
         for modality, encoding in self.modalities.items():
             if modality not in MODALITY_ENCODINGS:
                 raise ConfigError(f"unknown modality folder {modality!r}; known: {', '.join(MODALITY_ENCODINGS)}")
             if encoding not in ENCODINGS[modality] or encoding not in _DTYPES:
-                raise ConfigError(f"{modality} folder encoding must be {MODALITY_ENCODINGS[modality]}, got {encoding!r}")
+                raise ConfigError(
+                    f"{modality} folder encoding must be {MODALITY_ENCODINGS[modality]}, got {encoding!r}"
+                )
         if not self.modalities and not self.has_labels:
             raise ConfigError("a folder needs at least one modality or labels")
         if self.has_labels:
@@ -141,11 +145,15 @@ class FolderMeta:
             if self.class_names is None:
                 object.__setattr__(self, "class_names", names)
             elif tuple(self.class_names) != names:
-                raise ConfigError(f"class_names {list(self.class_names)} differ from label set {self.label_set}: {list(names)}")
+                raise ConfigError(
+                    f"class_names {list(self.class_names)} differ from label set {self.label_set}: {list(names)}"
+                )
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(self.class_names))
         if ("events" in self.modalities) != (self.events is not None):
-            raise ConfigError("meta.json needs an 'events' accumulation config exactly when an events folder is present")
+            raise ConfigError(
+                "meta.json needs an 'events' accumulation config exactly when an events folder is present"
+            )
         if self.events is not None:
             self.edge_frame_config()  # validates the fields
         if self.stamps_us is not None:
@@ -226,21 +234,29 @@ def _folder(modality: str) -> str:
     return modality
 
 
-def write_image(root: Path | str, modality: str, name: str, image: np.ndarray) -> Path:
+def write_image(root: Path | str, modality: str, name: str, image: np.ndarray, *, encoding: str | None = None) -> Path:
     """Write one frame of ``modality`` (or ``"labels"``) as ``root/<modality>/<name>.png``, atomically.
 
-    ``image`` must be in the folder's encoding: RGB uint8 H×W×3 (in RGB order), depth uint16 mm,
-    thermal uint16 counts, events uint8, labels uint8 ids. The subfolder is created if needed.
+    ``image`` must be in the folder's encoding: by default RGB uint8 H×W×3 (in RGB order), depth
+    uint16 mm, thermal uint16 counts, events uint8, labels uint8 ids; ``encoding`` names another
+    one the modality accepts (e.g. ``mono8`` thermal from a bag), which ``meta.json`` must then
+    record. The subfolder is created if needed.
     """
     import cv2
 
     folder = _folder(modality)
-    encoding = "mono8" if folder == LABELS_DIR else MODALITY_ENCODINGS[folder]
+    default = "mono8" if folder == LABELS_DIR else MODALITY_ENCODINGS[folder]
+    if encoding is not None and encoding != default and (folder == LABELS_DIR or encoding not in ENCODINGS[folder]
+                                                          or encoding not in _DTYPES):
+        raise InputError(f"{folder} images cannot be stored as {encoding!r}")
+    encoding = encoding or default
     channels = 3 if encoding == "rgb8" else 1
     ok = image.dtype == _DTYPES[encoding] and (image.ndim == 2 if channels == 1 else image.shape[2:] == (3,))
     if not ok or image.size == 0:
-        raise InputError(f"{folder} images must be {np.dtype(_DTYPES[encoding]).name} with {channels} channel(s), "
-                         f"got {image.dtype} {image.shape}")
+        raise InputError(
+            f"{folder} images must be {np.dtype(_DTYPES[encoding]).name} with {channels} channel(s), "
+            f"got {image.dtype} {image.shape}"
+        )
     parse_frame_name(name)
     if channels == 3:
         image = np.ascontiguousarray(image[:, :, ::-1])

@@ -1,0 +1,163 @@
+"""Bag-derived target sets: frames of a user's depth, thermal or event topic, cached in the folder layout.
+
+``extract_bag_frames`` reads a rosbag2 (sqlite3 or mcap; rosbag1 where ``rosbags`` can) with
+``rosbags`` and writes what the ROS node would see before its preprocessing: depth and thermal
+images unchanged (``image_to_array``), event topics decoded and accumulated into edge frames by the
+node's own decoder and accumulator. ``FolderDataset`` then applies the shared preprocessing, so
+training on a bag and running the node on the same bag feed the network identical tensors.
+
+The folder is a cache: it is reused when the bag (path, size, modification time), topic and
+settings are unchanged, and rewritten otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from madm_ros.errors import ConfigError, DecodeError, InputError
+from madm_train.folder_layout import FolderMeta, frame_name, write_image
+
+__all__ = ["extract_bag_frames"]
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image",)
+
+
+def _bag_identity(bag: Path) -> dict[str, Any]:
+    files = sorted(p for p in (bag.iterdir() if bag.is_dir() else [bag]) if p.is_file())
+    return {"path": str(bag.resolve()), "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
+
+
+def _image_frames(bag: Path, topic: str) -> Iterator[tuple[int, np.ndarray, str]]:
+    """``(stamp µs, array, encoding)`` of every image on ``topic`` (header stamps)."""
+    from rosbags.highlevel import AnyReader
+
+    from madm_ros.events.bags import event_typestore
+    from madm_ros.image_conversion import image_to_array
+
+    try:
+        reader = AnyReader([bag], default_typestore=event_typestore())
+        reader.open()
+    except Exception as error:  # rosbags raises several unrelated types for unreadable input
+        raise DecodeError(f"cannot open {bag} as a bag: {error}") from None
+    try:
+        connections = [c for c in reader.connections if c.topic == topic]
+        if not connections:
+            have = ", ".join(sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections}))
+            raise DecodeError(f"bag {bag} has no topic {topic!r}; it has: {have}")
+        if connections[0].msgtype not in IMAGE_TYPES:
+            raise DecodeError(f"topic {topic!r} is {connections[0].msgtype}, not sensor_msgs/msg/Image")
+        for connection, _, raw in reader.messages(connections=connections):
+            msg = reader.deserialize(raw, connection.msgtype)
+            stamp_us = int(msg.header.stamp.sec) * 1_000_000 + int(msg.header.stamp.nanosec) // 1000
+            yield stamp_us, image_to_array(msg), str(msg.encoding)
+    finally:
+        reader.close()
+
+
+def _event_frames(
+    bag: Path, topic: str, events_config: dict[str, Any], used: dict[str, Any]
+) -> Iterator[tuple[int, np.ndarray, str]]:
+    """``(slice end µs, edge frame, "mono8")`` from the node's decoder and accumulator; ``used["config"]`` is set."""
+    from madm_ros.events.bags import iter_bag_events
+    from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig
+
+    info: dict[str, Any] = {}
+    messages = iter_bag_events(bag, topic, info=info)
+    accumulator: EdgeFrameAccumulator | None = None
+    for _, events in messages:
+        if accumulator is None:
+            config = EdgeFrameConfig(width=int(info["width"]), height=int(info["height"]), **events_config)
+            if config.polarity == "split":
+                raise ConfigError("the folder layout stores one-channel edge frames; use polarity 'ignore' or 'signed'")
+            accumulator = EdgeFrameAccumulator(config)
+            used["config"] = config
+        for frame in accumulator.push(events):
+            yield frame.t_end_us, frame.image, "mono8"
+
+
+def extract_bag_frames(
+    bag: Path | str,
+    topic: str,
+    out_dir: Path | str,
+    *,
+    modality: str,
+    events_config: dict[str, Any] | None = None,
+    every: int = 1,
+    max_frames: int | None = None,
+) -> FolderMeta:
+    """Write the frames of ``topic`` into ``out_dir`` in the folder layout (reusing a matching cache).
+
+    Args:
+        bag: rosbag2 folder or file.
+        topic: A ``sensor_msgs/Image`` topic (depth ``16UC1``/``32FC1``, thermal ``mono8``/``mono16``)
+            or an event topic (any type ``madm_ros.events.bags`` reads).
+        out_dir: Cache folder; created, or replaced when the bag or settings changed.
+        modality: ``depth``, ``thermal`` or ``events``.
+        events_config: ``EdgeFrameConfig`` fields except width and height (taken from the stream);
+            defaults to the config's own defaults (50 ms windows, polarity ignored).
+        every: Keep every n-th frame (consecutive frames of a fast camera are near duplicates).
+        max_frames: Stop after this many frames.
+
+    Returns:
+        The folder's ``FolderMeta``.
+    """
+    bag, out_dir = Path(bag), Path(out_dir)
+    if modality not in ("depth", "thermal", "events"):
+        raise ConfigError(f"bag-derived sets are depth, thermal or events, got {modality!r}")
+    if every < 1:
+        raise ConfigError(f"every must be ≥ 1, got {every}")
+    if not bag.exists():
+        raise InputError(f"bag {bag} not found")
+    events_config = dict(events_config or {}) if modality == "events" else None
+    settings = {"bag": _bag_identity(bag), "topic": topic, "modality": modality, "events_config": events_config,
+                "every": every, "max_frames": max_frames}
+    generator = {"name": "madm_train.bag_target", "config": settings}
+    try:
+        cached = FolderMeta.read(out_dir)
+        if cached.generator == generator:
+            return cached
+    except InputError:
+        pass
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+    used: dict[str, Any] = {}
+    frames_source = (_event_frames(bag, topic, events_config or {}, used) if modality == "events"
+                     else _image_frames(bag, topic))
+    names: list[str] = []
+    stamps: list[int] = []
+    source_encoding = None
+    for index, (stamp, image, frame_encoding) in enumerate(frames_source):
+        if index % every:
+            continue
+        if source_encoding is None:
+            source_encoding = frame_encoding
+        elif frame_encoding != source_encoding:
+            raise DecodeError(f"topic {topic!r} changes encoding from {source_encoding} to {frame_encoding} mid-bag")
+        encoding = frame_encoding
+        if frame_encoding == "32FC1":  # stored as the 16UC1 millimetres of the layout; invalid stays 0
+            valid = np.isfinite(image) & (image > 0)
+            image = np.where(valid, np.clip(np.rint(image * 1000), 1, 65535), 0).astype(np.uint16)
+            encoding = "16UC1"
+        name = frame_name(0, len(names))
+        write_image(out_dir, modality, name, image, encoding=encoding)
+        names.append(name)
+        stamps.append(stamp)
+        if max_frames is not None and len(names) >= max_frames:
+            break
+    if not names:
+        raise InputError(f"topic {topic!r} of {bag} produced no frames")
+    events_meta = None
+    if modality == "events":
+        events_meta = {k: v for k, v in dataclasses.asdict(used["config"]).items() if k != "rectify_map"}
+    meta = FolderMeta(frames=tuple(names), modalities={modality: encoding}, events=events_meta, stamps_us=tuple(stamps),
+                      notes={modality: f"extracted from {bag} topic {topic}"}, generator=generator)
+    meta.write(out_dir)
+    return meta
