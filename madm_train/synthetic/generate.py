@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from madm_ros.errors import ConfigError
+from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
 from madm_ros.events.types import Events
 from madm_ros.palettes import DSEC_11
@@ -36,7 +36,7 @@ from madm_train.folder_layout import (
     write_image,
 )
 from madm_train.synthetic.render import Camera, render, shade
-from madm_train.synthetic.scene import make_scene
+from madm_train.synthetic.scene import Scene, make_scene
 from madm_train.synthetic.sensors import (
     BACKGROUND_HZ,
     DEPTH_MAX_M,
@@ -49,7 +49,7 @@ from madm_train.synthetic.sensors import (
     thermal_image,
 )
 
-__all__ = ["GENERATOR_NAME", "SynthConfig", "generate"]
+__all__ = ["GENERATOR_NAME", "SynthConfig", "frame_time_us", "generate", "sequence_length", "sequence_scene"]
 
 GENERATOR_NAME = "madm_train.synthetic"
 HFOV_DEG = 80.0
@@ -115,7 +115,8 @@ class SynthConfig:
         unknown = [m for m in modalities if m not in MODALITY_ENCODINGS]
         if unknown or not modalities or len(set(modalities)) != len(modalities):
             raise ConfigError(
-                f"SynthConfig.modalities must be distinct names from {', '.join(MODALITY_ENCODINGS)}, got {list(modalities)}"
+                f"SynthConfig.modalities must be distinct names from {', '.join(MODALITY_ENCODINGS)}, "
+                f"got {list(modalities)}"
             )
         object.__setattr__(self, "modalities", modalities)
 
@@ -130,16 +131,34 @@ class SynthConfig:
 
     def edge_frame_config(self) -> EdgeFrameConfig:
         """How the event windows are accumulated (recorded in ``meta.json``)."""
-        return EdgeFrameConfig(width=self.width, height=self.height, window_us=self.event_window_us,
-                               polarity="ignore", contribution=0.25)
+        return EdgeFrameConfig(
+            width=self.width, height=self.height, window_us=self.event_window_us, polarity="ignore", contribution=0.25
+        )
 
 
-def _sequence(config: SynthConfig, seq: int, out_dir: Path, on_frame: Callable[[], None] | None = None) -> list[tuple[str, int]]:
+def sequence_length(config: SynthConfig, seq: int) -> int:
+    """Frames in sequence ``seq`` (all but the last have ``frames_per_sequence``)."""
+    return min(config.frames_per_sequence, config.frames - seq * config.frames_per_sequence)
+
+
+def frame_time_us(config: SynthConfig, frame: int) -> int:
+    """Stamp of frame ``frame`` of a sequence, µs on the sequence clock (the first event window starts at 0)."""
+    return config.event_window_us + frame * config.frame_interval_us
+
+
+def sequence_scene(config: SynthConfig, seq: int) -> Scene:
+    """The street of sequence ``seq`` (depends only on the seed, the index and ``night_probability``)."""
+    duration = frame_time_us(config, sequence_length(config, seq) - 1) * 1e-6
+    return make_scene(np.random.default_rng([config.seed, seq, 0]), duration, config.night_probability)
+
+
+def _sequence(
+    config: SynthConfig, seq: int, out_dir: Path, on_frame: Callable[[], None] | None = None
+) -> list[tuple[str, int]]:
     """Render and write the frames of sequence ``seq``; returns their names and stamps (µs)."""
-    n = min(config.frames_per_sequence, config.frames - seq * config.frames_per_sequence)
-    window, interval, substeps = config.event_window_us, config.frame_interval_us, config.event_substeps
-    duration = (window + (n - 1) * interval) * 1e-6
-    scene = make_scene(np.random.default_rng([config.seed, seq, 0]), duration, config.night_probability)
+    n = sequence_length(config, seq)
+    window, substeps = config.event_window_us, config.event_substeps
+    scene = sequence_scene(config, seq)
     camera = config.camera()
     rays = camera.rays()
     thermal_camera = ThermalCamera.random(config.height, config.width, np.random.default_rng([config.seed, seq, 2]))
@@ -153,7 +172,7 @@ def _sequence(config: SynthConfig, seq: int, out_dir: Path, on_frame: Callable[[
     written = []
     for k in range(n):
         rng = np.random.default_rng([config.seed, seq, 1, k])
-        stamp = window + k * interval
+        stamp = frame_time_us(config, k)
         g = render(scene, camera, rays, stamp * 1e-6)
         radiance = shade(g, scene)
         name = frame_name(seq, k)
@@ -195,7 +214,7 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
     if not ours and (out_dir / META_FILE).is_file():
         try:
             ours = (FolderMeta.read(out_dir).generator or {}).get("name") == GENERATOR_NAME
-        except ConfigError:
+        except MadmError:  # unreadable or foreign meta.json
             ours = False
     if entries and not ours and not overwrite:
         raise ConfigError(
@@ -218,28 +237,45 @@ def _meta(config: SynthConfig, frames: list[tuple[str, int]]) -> FolderMeta:
     notes = {
         "rgb": "uint8 sRGB from a linear-radiance renderer: textures, sun/sky lighting, exposure, vignetting, noise",
         "depth": f"uint16 z-depth in millimetres, 0 = no measurement (beyond {DEPTH_MAX_M:g} m, sky, occlusion "
-                 "edges, glass, dropouts); stereo-like noise sigma = 5 mm + z^2 * 0.25 px / (fx * 0.5 m)",
+        "edges, glass, dropouts); stereo-like noise sigma = 5 mm + z^2 * 0.25 px / (fx * 0.5 m)",
         "thermal": "uint16 apparent temperature in centi-Kelvin (kelvin = counts / 100, 29315 = 20 C), with "
-                   "optics blur, vignetting, fixed-pattern noise and NETD",
+        "optics blur, vignetting, fixed-pattern noise and NETD",
         "events": f"edge frame of the events in the {config.event_window_us} us before the frame stamp "
-                  "(madm_ros.events.simulator on the rendered luminance, plus background activity and hot pixels), "
-                  "accumulated with the 'events' config",
+        "(madm_ros.events.simulator on the rendered luminance, plus background activity and hot pixels), "
+        "accumulated with the 'events' config",
     }
     return FolderMeta(
-        frames=tuple(name for name, _ in frames), stamps_us=tuple(stamp for _, stamp in frames),
-        modalities={m: MODALITY_ENCODINGS[m] for m in config.modalities}, has_labels=True, label_set=DSEC_11.name,
-        class_names=DSEC_11.class_names, notes={m: notes[m] for m in config.modalities},
+        frames=tuple(name for name, _ in frames),
+        stamps_us=tuple(stamp for _, stamp in frames),
+        modalities={m: MODALITY_ENCODINGS[m] for m in config.modalities},
+        has_labels=True,
+        label_set=DSEC_11.name,
+        class_names=DSEC_11.class_names,
+        notes={m: notes[m] for m in config.modalities},
         events={f.name: getattr(edge, f.name) for f in dataclasses.fields(edge) if f.init and f.name != "rectify_map"}
-        if "events" in config.modalities else None,
-        camera={"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy, "width": camera.width,
-                "height": camera.height},
-        generator={"name": GENERATOR_NAME, "config": dataclasses.asdict(config), "hfov_deg": HFOV_DEG,
-                   "event_simulator": dict(EVENT_SIMULATOR), "event_background_hz": list(BACKGROUND_HZ)},
+        if "events" in config.modalities
+        else None,
+        camera={
+            "fx": camera.fx,
+            "fy": camera.fy,
+            "cx": camera.cx,
+            "cy": camera.cy,
+            "width": camera.width,
+            "height": camera.height,
+        },
+        generator={
+            "name": GENERATOR_NAME,
+            "config": dataclasses.asdict(config),
+            "hfov_deg": HFOV_DEG,
+            "event_simulator": dict(EVENT_SIMULATOR),
+            "event_background_hz": list(BACKGROUND_HZ),
+        },
     )
 
 
-def generate(config: SynthConfig, out_dir: Path | str, *, overwrite: bool = False, workers: int = 1,
-             progress: bool = False) -> Path:
+def generate(
+    config: SynthConfig, out_dir: Path | str, *, overwrite: bool = False, workers: int = 1, progress: bool = False
+) -> Path:
     """Write ``config.frames`` synthetic frames into ``out_dir`` in the generic folder layout.
 
     Args:

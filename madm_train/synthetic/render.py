@@ -113,16 +113,31 @@ def value_noise(u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
 def _new_gbuffer(rays: np.ndarray, origin: np.ndarray) -> GBuffer:
     h, w = rays.shape[:2]
     return GBuffer(
-        depth=np.full((h, w), np.inf, dtype=_F32), label=np.full((h, w), SKY, dtype=np.uint8),
-        material=np.zeros((h, w), dtype=np.uint8), albedo=np.zeros((h, w, 3), dtype=_F32),
-        heat=np.zeros((h, w), dtype=_F32), normal=np.zeros((h, w, 3), dtype=_F32),
-        cell=np.zeros((h, w), dtype=_F32), clouds=np.zeros((h, w), dtype=_F32),
-        footprint=np.zeros((h, w), dtype=_F32), rays=rays, origin=origin,
+        depth=np.full((h, w), np.inf, dtype=_F32),
+        label=np.full((h, w), SKY, dtype=np.uint8),
+        material=np.zeros((h, w), dtype=np.uint8),
+        albedo=np.zeros((h, w, 3), dtype=_F32),
+        heat=np.zeros((h, w), dtype=_F32),
+        normal=np.zeros((h, w, 3), dtype=_F32),
+        cell=np.zeros((h, w), dtype=_F32),
+        clouds=np.zeros((h, w), dtype=_F32),
+        footprint=np.zeros((h, w), dtype=_F32),
+        rays=rays,
+        origin=origin,
     )
 
 
-def _write(g: GBuffer, sub: tuple[slice, slice], hit: np.ndarray, t: np.ndarray, label: int | np.ndarray,
-           material: int | np.ndarray, albedo: object, heat: float | np.ndarray, normal: object) -> np.ndarray:
+def _write(
+    g: GBuffer,
+    sub: tuple[slice, slice],
+    hit: np.ndarray,
+    t: np.ndarray,
+    label: int | np.ndarray,
+    material: int | np.ndarray,
+    albedo: object,
+    heat: float | np.ndarray,
+    normal: object,
+) -> np.ndarray:
     """Z-test ``hit`` pixels of window ``sub`` against the buffer and write the winners; returns them."""
     depth = g.depth[sub]
     win = hit & (t < depth)
@@ -152,8 +167,11 @@ def _ground(g: GBuffer, scene: Scene) -> None:
     side = ax < scene.road_half + scene.sidewalk
     grass = np.where(x < 0, scene.verge_grass[0], scene.verge_grass[1])
     label = np.where(road, 5, np.where(side | ~grass, 6, 7)).astype(np.uint8)  # road, sidewalk, vegetation
-    material = np.where(road, Material.ASPHALT, np.where(
-        ax < scene.road_half + 0.2, Material.CURB, np.where(side | ~grass, Material.PAVING, Material.GRASS)))
+    material = np.where(
+        road,
+        Material.ASPHALT,
+        np.where(ax < scene.road_half + 0.2, Material.CURB, np.where(side | ~grass, Material.PAVING, Material.GRASS)),
+    )
     marking = road & (np.abs(ax - (scene.road_half - 0.35)) < 0.07)
     if scene.centre_line:
         marking |= (ax < 0.07) & (np.mod(z, 9.0) < 3.0)
@@ -207,8 +225,14 @@ def _strips(g: GBuffer, scene: Scene) -> None:
             wp = np.where(windowed, strip.window_pitch[i], 1)
             fy, fz = np.mod(y, fh) / fh, np.mod(z - strip.z0[i], wp) / wp
             lower = (1 - strip.window_height[i]) / 2
-            pane = windowed & (fy > lower) & (fy < lower + strip.window_height[i]) & (
-                np.abs(fz - 0.5) < strip.window_width[i] / 2) & (y > 0.8) & (y < strip.height[i] - 0.8)
+            pane = (
+                windowed
+                & (fy > lower)
+                & (fy < lower + strip.window_height[i])
+                & (np.abs(fz - 0.5) < strip.window_width[i] / 2)
+                & (y > 0.8)
+                & (y < strip.height[i] - 0.8)
+            )
             material = np.where(pane, Material.GLASS, material)
             cell = np.where(pane, cell_hash(y / fh, (z - strip.z0[i]) / wp + 1000 * i, scene.texture_seed), 0)
         rows, cols = np.divmod(idx, d.shape[1])
@@ -330,6 +354,7 @@ def shade(g: GBuffer, scene: Scene) -> np.ndarray:
     ground = n[..., 1] > 0.5
     u = np.where(ground, p[..., 0], p[..., 0] + p[..., 2])
     v = np.where(ground, p[..., 2], p[..., 1])
+
     def detail(period: float) -> np.ndarray:
         """1 where texture of this period (metres) is resolved, fading to 0 where a pixel covers half of it."""
         return np.clip((period - 2 * g.footprint) / (0.5 * period), 0, 1)
@@ -340,7 +365,9 @@ def shade(g: GBuffer, scene: Scene) -> np.ndarray:
     tex = (0.88 + 0.24 * fine).astype(_F32)
     tex = np.where(m == Material.ASPHALT, 0.7 + 0.45 * fine + 0.3 * (coarse - 0.5), tex)
     tiles = (np.mod(u, 0.4) < 0.025) | (np.mod(v, 0.4) < 0.025)
-    tex = np.where(m == Material.PAVING, np.where(tiles, 0.65, 0.85 + 0.3 * fine) * detail(0.4) + 0.87 * (1 - detail(0.4)), tex)
+    tex = np.where(
+        m == Material.PAVING, np.where(tiles, 0.65, 0.85 + 0.3 * fine) * detail(0.4) + 0.87 * (1 - detail(0.4)), tex
+    )
     row = np.floor(v / 0.075)
     mortar = (np.mod(v, 0.075) < 0.012) | (np.mod(u + 0.12 * np.mod(row, 2), 0.24) < 0.012)
     brick = 0.8 + 0.4 * cell_hash(row, np.floor((u + 0.12 * np.mod(row, 2)) / 0.24), seed)
@@ -364,7 +391,9 @@ def shade(g: GBuffer, scene: Scene) -> np.ndarray:
         radiance[glass] += reflect
         if light.night:
             lit_panes = g.cell[glass] > 0.55
-            radiance[glass] += np.where(lit_panes[:, None], np.array([0.5, 0.38, 0.18], dtype=_F32) * g.cell[glass, None], 0)
+            radiance[glass] += np.where(
+                lit_panes[:, None], np.array([0.5, 0.38, 0.18], dtype=_F32) * g.cell[glass, None], 0
+            )
     lamps = m == Material.LAMP
     if lamps.any():
         radiance[lamps] += g.albedo[lamps] * (3.0 if light.night else 0.3)

@@ -25,7 +25,12 @@ def _id(name: str) -> int:
 
 SKY, BUILDING, FENCE, PERSON, POLE = _id("sky"), _id("building"), _id("fence"), _id("person"), _id("pole")
 ROAD, SIDEWALK, VEGETATION, CAR, WALL, SIGN = (
-    _id("road"), _id("sidewalk"), _id("vegetation"), _id("car"), _id("wall"), _id("traffic sign"),
+    _id("road"),
+    _id("sidewalk"),
+    _id("vegetation"),
+    _id("car"),
+    _id("wall"),
+    _id("traffic sign"),
 )
 
 
@@ -203,25 +208,52 @@ def parts_at(thing: Thing, t: float) -> list[tuple[str, np.ndarray, np.ndarray, 
     phase = np.sin(2 * np.pi * thing.gait_hz * t + thing.gait_phase) if thing.gait_hz else 0.0
     out = []
     for part in thing.parts:
-        shift = origin + (0.0, 0.0, part.swing * phase)
+        shift = origin + np.array([0.0, 0.0, part.swing * phase])
         out.append((part.shape, shift + part.lo, shift + part.hi, part))
     return out
 
 
 # -- random layout ----------------------------------------------------------------------------------
 
-_FACADE_COLORS = np.array([
-    (0.55, 0.50, 0.42), (0.60, 0.58, 0.55), (0.45, 0.22, 0.16), (0.70, 0.66, 0.58), (0.35, 0.35, 0.37),
-    (0.62, 0.52, 0.38), (0.52, 0.55, 0.60), (0.68, 0.60, 0.50), (0.40, 0.30, 0.25),
-])
-_CAR_COLORS = np.array([
-    (0.80, 0.80, 0.80), (0.05, 0.05, 0.06), (0.45, 0.46, 0.48), (0.55, 0.06, 0.05), (0.06, 0.12, 0.40),
-    (0.25, 0.27, 0.30), (0.70, 0.68, 0.60), (0.10, 0.25, 0.12), (0.75, 0.45, 0.05),
-])
-_CLOTH_COLORS = np.array([
-    (0.05, 0.05, 0.07), (0.15, 0.18, 0.35), (0.50, 0.08, 0.08), (0.60, 0.60, 0.58), (0.20, 0.30, 0.15),
-    (0.45, 0.35, 0.25), (0.08, 0.10, 0.20), (0.70, 0.55, 0.20), (0.30, 0.30, 0.32),
-])
+_FACADE_COLORS = np.array(
+    [
+        (0.55, 0.50, 0.42),
+        (0.60, 0.58, 0.55),
+        (0.45, 0.22, 0.16),
+        (0.70, 0.66, 0.58),
+        (0.35, 0.35, 0.37),
+        (0.62, 0.52, 0.38),
+        (0.52, 0.55, 0.60),
+        (0.68, 0.60, 0.50),
+        (0.40, 0.30, 0.25),
+    ]
+)
+_CAR_COLORS = np.array(
+    [
+        (0.80, 0.80, 0.80),
+        (0.05, 0.05, 0.06),
+        (0.45, 0.46, 0.48),
+        (0.55, 0.06, 0.05),
+        (0.06, 0.12, 0.40),
+        (0.25, 0.27, 0.30),
+        (0.70, 0.68, 0.60),
+        (0.10, 0.25, 0.12),
+        (0.75, 0.45, 0.05),
+    ]
+)
+_CLOTH_COLORS = np.array(
+    [
+        (0.05, 0.05, 0.07),
+        (0.15, 0.18, 0.35),
+        (0.50, 0.08, 0.08),
+        (0.60, 0.60, 0.58),
+        (0.20, 0.30, 0.15),
+        (0.45, 0.35, 0.25),
+        (0.08, 0.10, 0.20),
+        (0.70, 0.55, 0.20),
+        (0.30, 0.30, 0.32),
+    ]
+)
 _SKIN_COLORS = np.array([(0.70, 0.50, 0.38), (0.55, 0.36, 0.25), (0.35, 0.22, 0.15), (0.80, 0.62, 0.50)])
 _SIGN_COLORS = np.array([(0.65, 0.05, 0.04), (0.05, 0.15, 0.55), (0.85, 0.85, 0.82), (0.85, 0.65, 0.05)])
 
@@ -251,10 +283,16 @@ def _lighting(rng: np.random.Generator, night_probability: float) -> Lighting:
         exposure = rng.uniform(0.55, 1.25)
     sky = air - rng.uniform(25, 45) * (1 - 0.7 * clouds)
     return Lighting(
-        night=night, sun_dir=tuple(float(v) for v in sun_dir),  # type: ignore[arg-type]
-        sun_rgb=tuple(float(v) for v in sun), ambient_rgb=tuple(float(v) for v in ambient),  # type: ignore[arg-type]
-        horizon_rgb=tuple(float(v) for v in horizon), zenith_rgb=tuple(float(v) for v in zenith),  # type: ignore[arg-type]
-        clouds=clouds, exposure=float(exposure), air_k=float(air), sky_k=float(sky),
+        night=night,
+        sun_dir=tuple(float(v) for v in sun_dir),  # type: ignore[arg-type]
+        sun_rgb=tuple(float(v) for v in sun),
+        ambient_rgb=tuple(float(v) for v in ambient),  # type: ignore[arg-type]
+        horizon_rgb=tuple(float(v) for v in horizon),
+        zenith_rgb=tuple(float(v) for v in zenith),  # type: ignore[arg-type]
+        clouds=clouds,
+        exposure=float(exposure),
+        air_k=float(air),
+        sky_k=float(sky),
         sun_heating=0.0 if night else float((1 - 0.8 * clouds) * np.sin(elevation) ** 0.5),
     )
 
@@ -264,12 +302,20 @@ def _strip(x: float, rows: list[dict]) -> Strip:
         return np.array([row.get(key, default) for row in rows], dtype=np.float32)
 
     return Strip(
-        x=x, z0=col("z0"), z1=col("z1"), height=col("height"),
+        x=x,
+        z0=col("z0"),
+        z1=col("z1"),
+        height=col("height"),
         label=np.array([r["label"] for r in rows], dtype=np.uint8),
         material=np.array([r["material"] for r in rows], dtype=np.uint8),
-        color=np.array([r["color"] for r in rows], dtype=np.float32).reshape(-1, 3), heat=col("heat"),
-        slat_pitch=col("slat_pitch"), slat_fill=col("slat_fill", 1.0), floor_height=col("floor_height"),
-        window_pitch=col("window_pitch"), window_width=col("window_width"), window_height=col("window_height"),
+        color=np.array([r["color"] for r in rows], dtype=np.float32).reshape(-1, 3),
+        heat=col("heat"),
+        slat_pitch=col("slat_pitch"),
+        slat_fill=col("slat_fill", 1.0),
+        floor_height=col("floor_height"),
+        window_pitch=col("window_pitch"),
+        window_width=col("window_width"),
+        window_height=col("window_height"),
     )
 
 
@@ -282,15 +328,21 @@ def _facades(rng: np.random.Generator, x: float, z_min: float, z_max: float, far
             continue
         treeline = far and rng.random() < 0.3
         brick = rng.random() < 0.4
-        rows.append(dict(
-            z0=z, z1=z + length, height=rng.uniform(8, 16) if treeline else rng.uniform(15, 40) if far else rng.uniform(6, 24),
-            label=VEGETATION if treeline else BUILDING,
-            material=Material.FOLIAGE if treeline else Material.BRICK if brick else Material.PLASTER,
-            color=(0.08, 0.16, 0.05) if treeline else _pick(rng, _FACADE_COLORS, 0.15),
-            heat=rng.normal(0, 1.0), floor_height=0 if treeline else rng.uniform(2.8, 3.6),
-            window_pitch=0 if treeline else rng.uniform(1.6, 3.2), window_width=rng.uniform(0.35, 0.65),
-            window_height=rng.uniform(0.4, 0.65),
-        ))
+        rows.append(
+            dict(
+                z0=z,
+                z1=z + length,
+                height=rng.uniform(8, 16) if treeline else rng.uniform(15, 40) if far else rng.uniform(6, 24),
+                label=VEGETATION if treeline else BUILDING,
+                material=Material.FOLIAGE if treeline else Material.BRICK if brick else Material.PLASTER,
+                color=(0.08, 0.16, 0.05) if treeline else _pick(rng, _FACADE_COLORS, 0.15),
+                heat=rng.normal(0, 1.0),
+                floor_height=0 if treeline else rng.uniform(2.8, 3.6),
+                window_pitch=0 if treeline else rng.uniform(1.6, 3.2),
+                window_width=rng.uniform(0.35, 0.65),
+                window_height=rng.uniform(0.4, 0.65),
+            )
+        )
         z += length
     return _strip(x, rows)
 
@@ -302,14 +354,32 @@ def _barriers(rng: np.random.Generator, x: float, z_min: float, z_max: float, fo
         length = rng.uniform(3, 14)
         kind = forced if z <= forced_z < z + length else rng.choice(["none", "wall", "fence"], p=[0.4, 0.3, 0.3])
         if kind == "wall":
-            rows.append(dict(z0=z, z1=z + length, height=rng.uniform(0.8, 2.6), label=WALL, material=Material.CONCRETE,
-                             color=_pick(rng, _FACADE_COLORS[[1, 3, 4, 6]], 0.1), heat=rng.normal(0, 0.5)))
+            rows.append(
+                dict(
+                    z0=z,
+                    z1=z + length,
+                    height=rng.uniform(0.8, 2.6),
+                    label=WALL,
+                    material=Material.CONCRETE,
+                    color=_pick(rng, _FACADE_COLORS[[1, 3, 4, 6]], 0.1),
+                    heat=rng.normal(0, 0.5),
+                )
+            )
         elif kind == "fence":
             slatted = rng.random() < 0.75
-            rows.append(dict(z0=z, z1=z + length, height=rng.uniform(0.9, 2.0), label=FENCE, material=Material.SLATS,
-                             color=_pick(rng, np.array([(0.35, 0.25, 0.15), (0.2, 0.22, 0.2), (0.5, 0.5, 0.48)])),
-                             slat_pitch=rng.uniform(0.1, 0.3) if slatted else 0.0, slat_fill=rng.uniform(0.25, 0.6),
-                             heat=rng.normal(0, 0.5)))
+            rows.append(
+                dict(
+                    z0=z,
+                    z1=z + length,
+                    height=rng.uniform(0.9, 2.0),
+                    label=FENCE,
+                    material=Material.SLATS,
+                    color=_pick(rng, np.array([(0.35, 0.25, 0.15), (0.2, 0.22, 0.2), (0.5, 0.5, 0.48)])),
+                    slat_pitch=rng.uniform(0.1, 0.3) if slatted else 0.0,
+                    slat_fill=rng.uniform(0.25, 0.6),
+                    heat=rng.normal(0, 0.5),
+                )
+            )
         z += length
     return _strip(x, rows)
 
@@ -328,33 +398,100 @@ def _car(rng: np.random.Generator, x: float, z: float, vz: float, heading: int, 
     parts = [
         Part("box", (-w2, 0.3, lo_front), (w2, 0.95, hi_front), CAR, Material.PAINT, paint, engine),
         Part("box", (-w2, 0.3, lo_rear), (w2, 1.0, hi_rear), CAR, Material.PAINT, paint, rng.uniform(0, 3)),
-        Part("box", (-w2 + 0.08, 0.95, min(cab0, cab1)), (w2 - 0.08, rng.uniform(1.4, 1.55), max(cab0, cab1)), CAR,
-             Material.GLASS, (0.03, 0.035, 0.04), 0.0, top_material=Material.PAINT),
+        Part(
+            "box",
+            (-w2 + 0.08, 0.95, min(cab0, cab1)),
+            (w2 - 0.08, rng.uniform(1.4, 1.55), max(cab0, cab1)),
+            CAR,
+            Material.GLASS,
+            (0.03, 0.035, 0.04),
+            0.0,
+            top_material=Material.PAINT,
+        ),
     ]
     for side in (-1, 1):
         for end in (-1, 1):
             zc = end * (l2 - 0.8)
-            parts.append(Part("box", (side * w2 - 0.12, 0.0, zc - 0.32), (side * w2 + 0.12, 0.62, zc + 0.32), CAR,
-                              Material.TYRE, (0.03, 0.03, 0.03), tyre_heat))
+            parts.append(
+                Part(
+                    "box",
+                    (side * w2 - 0.12, 0.0, zc - 0.32),
+                    (side * w2 + 0.12, 0.62, zc + 0.32),
+                    CAR,
+                    Material.TYRE,
+                    (0.03, 0.03, 0.03),
+                    tyre_heat,
+                )
+            )
         lamp_z = front - heading * 0.02
-        parts.append(Part("box", (side * (w2 - 0.35) - 0.15, 0.7, min(lamp_z, front + heading * 0.03)),
-                          (side * (w2 - 0.35) + 0.15, 0.82, max(lamp_z, front + heading * 0.03)), CAR, Material.LAMP,
-                          (0.9, 0.9, 0.85) if heading > 0 else (0.8, 0.1, 0.05), engine * 0.5))
+        parts.append(
+            Part(
+                "box",
+                (side * (w2 - 0.35) - 0.15, 0.7, min(lamp_z, front + heading * 0.03)),
+                (side * (w2 - 0.35) + 0.15, 0.82, max(lamp_z, front + heading * 0.03)),
+                CAR,
+                Material.LAMP,
+                (0.9, 0.9, 0.85) if heading > 0 else (0.8, 0.1, 0.05),
+                engine * 0.5,
+            )
+        )
     return _thing("car", x, z, vz, parts)
 
 
 def _person(rng: np.random.Generator, x: float, z: float, vz: float, air_k: float) -> Thing:
     h = rng.uniform(1.55, 1.92)
-    shirt, trousers, skin = _pick(rng, _CLOTH_COLORS, 0.1), _pick(rng, _CLOTH_COLORS, 0.1), _pick(rng, _SKIN_COLORS, 0.05)
+    shirt, trousers, skin = (
+        _pick(rng, _CLOTH_COLORS, 0.1),
+        _pick(rng, _CLOTH_COLORS, 0.1),
+        _pick(rng, _SKIN_COLORS, 0.05),
+    )
     cloth_heat = rng.uniform(0.35, 0.6) * (306.0 - air_k)  # clothing sits between skin and air
     swing = 0.18 * min(abs(vz), 1.5) / 1.5
     w = 0.2 * h / 1.75
     parts = [
-        Part("box", (-w - 0.02, 0.0, -0.07), (-0.02, 0.47 * h, 0.07), PERSON, Material.CLOTH, trousers, cloth_heat, swing=swing),
-        Part("box", (0.02, 0.0, -0.07), (w + 0.02, 0.47 * h, 0.07), PERSON, Material.CLOTH, trousers, cloth_heat, swing=-swing),
-        Part("box", (-w - 0.02, 0.47 * h, -0.12), (w + 0.02, 0.82 * h, 0.12), PERSON, Material.CLOTH, shirt, cloth_heat),
-        Part("box", (-w - 0.11, 0.45 * h, -0.05), (-w - 0.03, 0.8 * h, 0.05), PERSON, Material.CLOTH, shirt, cloth_heat, swing=-swing),
-        Part("box", (w + 0.03, 0.45 * h, -0.05), (w + 0.11, 0.8 * h, 0.05), PERSON, Material.CLOTH, shirt, cloth_heat, swing=swing),
+        Part(
+            "box",
+            (-w - 0.02, 0.0, -0.07),
+            (-0.02, 0.47 * h, 0.07),
+            PERSON,
+            Material.CLOTH,
+            trousers,
+            cloth_heat,
+            swing=swing,
+        ),
+        Part(
+            "box",
+            (0.02, 0.0, -0.07),
+            (w + 0.02, 0.47 * h, 0.07),
+            PERSON,
+            Material.CLOTH,
+            trousers,
+            cloth_heat,
+            swing=-swing,
+        ),
+        Part(
+            "box", (-w - 0.02, 0.47 * h, -0.12), (w + 0.02, 0.82 * h, 0.12), PERSON, Material.CLOTH, shirt, cloth_heat
+        ),
+        Part(
+            "box",
+            (-w - 0.11, 0.45 * h, -0.05),
+            (-w - 0.03, 0.8 * h, 0.05),
+            PERSON,
+            Material.CLOTH,
+            shirt,
+            cloth_heat,
+            swing=-swing,
+        ),
+        Part(
+            "box",
+            (w + 0.03, 0.45 * h, -0.05),
+            (w + 0.11, 0.8 * h, 0.05),
+            PERSON,
+            Material.CLOTH,
+            shirt,
+            cloth_heat,
+            swing=swing,
+        ),
         Part("box", (-0.05, 0.82 * h, -0.05), (0.05, 0.86 * h, 0.05), PERSON, Material.SKIN, skin),
         Part("ellipsoid", (-0.09, 0.855 * h, -0.1), (0.09, h, 0.1), PERSON, Material.SKIN, skin, rng.normal(0, 0.5)),
     ]
@@ -371,11 +508,31 @@ def _thing(kind: str, x: float, z: float, vz: float, parts: list[Part], **kwargs
 def _tree(rng: np.random.Generator, x: float, z: float) -> Thing:
     trunk_h, radius = rng.uniform(1.8, 3.2), rng.uniform(1.2, 2.8)
     leaves = _pick(rng, np.array([(0.10, 0.20, 0.05), (0.16, 0.22, 0.06), (0.08, 0.14, 0.06)]), 0.15)
-    return _thing("tree", x, z, 0.0, [
-        Part("box", (-0.15, 0.0, -0.15), (0.15, trunk_h + radius * 0.5, 0.15), VEGETATION, Material.BARK, (0.15, 0.1, 0.07)),
-        Part("ellipsoid", (-radius, trunk_h, -radius), (radius, trunk_h + rng.uniform(1.6, 2.4) * radius, radius),
-             VEGETATION, Material.FOLIAGE, leaves, rng.normal(0, 0.5)),
-    ])
+    return _thing(
+        "tree",
+        x,
+        z,
+        0.0,
+        [
+            Part(
+                "box",
+                (-0.15, 0.0, -0.15),
+                (0.15, trunk_h + radius * 0.5, 0.15),
+                VEGETATION,
+                Material.BARK,
+                (0.15, 0.1, 0.07),
+            ),
+            Part(
+                "ellipsoid",
+                (-radius, trunk_h, -radius),
+                (radius, trunk_h + rng.uniform(1.6, 2.4) * radius, radius),
+                VEGETATION,
+                Material.FOLIAGE,
+                leaves,
+                rng.normal(0, 0.5),
+            ),
+        ],
+    )
 
 
 def _pole(rng: np.random.Generator, x: float, z: float, side: int, sign: bool) -> Thing:
@@ -383,18 +540,36 @@ def _pole(rng: np.random.Generator, x: float, z: float, side: int, sign: bool) -
     if not sign:
         height = rng.uniform(5.0, 8.5)
         arm = rng.uniform(1.0, 2.2)
-        return _thing("pole", x, z, 0.0, [
-            Part("box", (-0.07, 0.0, -0.07), (0.07, height, 0.07), POLE, Material.METAL, grey),
-            Part("box", (min(0.0, -side * arm), height - 0.12, -0.05), (max(0.0, -side * arm), height, 0.05), POLE,
-                 Material.METAL, grey),
-        ])
+        return _thing(
+            "pole",
+            x,
+            z,
+            0.0,
+            [
+                Part("box", (-0.07, 0.0, -0.07), (0.07, height, 0.07), POLE, Material.METAL, grey),
+                Part(
+                    "box",
+                    (min(0.0, -side * arm), height - 0.12, -0.05),
+                    (max(0.0, -side * arm), height, 0.05),
+                    POLE,
+                    Material.METAL,
+                    grey,
+                ),
+            ],
+        )
     height = rng.uniform(2.2, 3.0)
     w, h = (rng.uniform(0.5, 0.8), rng.uniform(0.5, 0.8)) if rng.random() < 0.7 else (rng.uniform(0.9, 1.6), 0.5)
     face = _pick(rng, _SIGN_COLORS, 0.05)
-    return _thing("sign", x, z, 0.0, [
-        Part("box", (-0.04, 0.0, -0.04), (0.04, height, 0.04), POLE, Material.METAL, grey),
-        Part("box", (-w / 2, height, -0.06), (w / 2, height + h, -0.03), SIGN, Material.SIGN, face),
-    ])
+    return _thing(
+        "sign",
+        x,
+        z,
+        0.0,
+        [
+            Part("box", (-0.04, 0.0, -0.04), (0.04, height, 0.04), POLE, Material.METAL, grey),
+            Part("box", (-w / 2, height, -0.06), (w / 2, height + h, -0.03), SIGN, Material.SIGN, face),
+        ],
+    )
 
 
 def make_scene(rng: np.random.Generator, duration_s: float, night_probability: float) -> Scene:
@@ -403,10 +578,17 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
     road_half, sidewalk = rng.uniform(3.5, 7.5), rng.uniform(2.0, 4.2)
     speed = rng.uniform(4.0, 14.0)
     camera = CameraPath(
-        x0=rng.uniform(0.25, 0.75) * road_half, height=rng.uniform(1.35, 1.75), speed=speed,
-        sway=rng.uniform(0, 0.25), sway_hz=rng.uniform(0.05, 0.3), yaw0=np.radians(rng.normal(0, 1.5)),
-        yaw_amp=np.radians(rng.uniform(0, 4)), yaw_hz=rng.uniform(0.05, 0.25), pitch0=np.radians(rng.normal(-1, 1.0)),
-        jitter=np.radians(rng.uniform(0.1, 0.6)), phases=tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 4)),  # type: ignore[arg-type]
+        x0=rng.uniform(0.25, 0.75) * road_half,
+        height=rng.uniform(1.35, 1.75),
+        speed=speed,
+        sway=rng.uniform(0, 0.25),
+        sway_hz=rng.uniform(0.05, 0.3),
+        yaw0=np.radians(rng.normal(0, 1.5)),
+        yaw_amp=np.radians(rng.uniform(0, 4)),
+        yaw_hz=rng.uniform(0.05, 0.25),
+        pitch0=np.radians(rng.normal(-1, 1.0)),
+        jitter=np.radians(rng.uniform(0.1, 0.6)),
+        phases=tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 4)),  # type: ignore[arg-type]
     )
     z_min, z_max = -30.0, speed * duration_s + 160.0
     curb = road_half + sidewalk
@@ -433,9 +615,24 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
         if v > 1.5 and verge_grass[(side + 1) // 2]:  # bushes
             for zb in rng.uniform(z_min, z_max, int((z_max - z_min) / 12)):
                 r = rng.uniform(0.4, 1.1)
-                things.append(_thing("bush", side * (curb + rng.uniform(0.6, v - 0.4)), zb, 0.0, [
-                    Part("ellipsoid", (-r, -0.3 * r, -r * 1.3), (r, 1.4 * r, r * 1.3), VEGETATION, Material.FOLIAGE,
-                         _pick(rng, np.array([(0.09, 0.18, 0.05), (0.14, 0.2, 0.07)]), 0.2))]))
+                things.append(
+                    _thing(
+                        "bush",
+                        side * (curb + rng.uniform(0.6, v - 0.4)),
+                        zb,
+                        0.0,
+                        [
+                            Part(
+                                "ellipsoid",
+                                (-r, -0.3 * r, -r * 1.3),
+                                (r, 1.4 * r, r * 1.3),
+                                VEGETATION,
+                                Material.FOLIAGE,
+                                _pick(rng, np.array([(0.09, 0.18, 0.05), (0.14, 0.2, 0.07)]), 0.2),
+                            )
+                        ],
+                    )
+                )
         z = z_min + rng.uniform(0, 6)
         while z < z_max:  # pedestrians on the sidewalk
             walking = rng.random() < 0.75
@@ -464,12 +661,17 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
                     things.append(_car(rng, x, zc, vz, 1 if side > 0 else -1, moving=True))
                 z += rng.uniform(10, 35)
     return Scene(
-        road_half=float(road_half), sidewalk=float(sidewalk), verge_grass=verge_grass,
+        road_half=float(road_half),
+        sidewalk=float(sidewalk),
+        verge_grass=verge_grass,
         centre_line=bool(road_half > 4.5 and rng.random() < 0.8),
         crosswalk_z=float(rng.uniform(15, 60)) if rng.random() < 0.4 else None,
         asphalt_rgb=_pick(rng, np.array([(0.09, 0.09, 0.095), (0.14, 0.135, 0.13), (0.2, 0.2, 0.2)]), 0.05),
         paving_rgb=_pick(rng, np.array([(0.35, 0.33, 0.3), (0.45, 0.42, 0.4), (0.3, 0.22, 0.2)]), 0.08),
         grass_rgb=_pick(rng, np.array([(0.12, 0.2, 0.05), (0.2, 0.22, 0.08)]), 0.1),
-        strips=tuple(strips), things=tuple(things), lighting=lighting, camera=camera,
+        strips=tuple(strips),
+        things=tuple(things),
+        lighting=lighting,
+        camera=camera,
         texture_seed=int(rng.integers(2**31)),
     )

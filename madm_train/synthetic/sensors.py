@@ -94,15 +94,24 @@ def depth_image(g: GBuffer, camera: Camera, rng: np.random.Generator) -> np.ndar
 # (emissivity, offset by day K, offset at night K, solar gain K, texture amplitude K)
 _THERMAL = np.zeros((len(Material), 5), dtype=_F32)
 for _m, _row in {
-    Material.ASPHALT: (0.95, 1.0, 3.5, 20.0, 0.8), Material.MARKING: (0.92, 0.5, 2.5, 12.0, 0.2),
-    Material.PAVING: (0.93, 0.5, 2.5, 14.0, 0.6), Material.CURB: (0.93, 0.5, 2.0, 12.0, 0.4),
-    Material.GRASS: (0.98, -1.5, -2.0, 4.0, 0.6), Material.BRICK: (0.93, 0.5, 1.5, 9.0, 0.5),
-    Material.PLASTER: (0.91, 0.5, 1.2, 8.0, 0.6), Material.GLASS: (0.84, 0.0, 1.0, 2.0, 0.2),
-    Material.CONCRETE: (0.94, 0.5, 1.5, 10.0, 0.5), Material.SLATS: (0.90, 0.0, 0.0, 7.0, 0.4),
-    Material.METAL: (0.35, 0.0, 0.0, 12.0, 0.2), Material.SIGN: (0.80, 0.0, -0.5, 9.0, 0.2),
-    Material.BARK: (0.95, 0.0, 0.0, 4.0, 0.4), Material.FOLIAGE: (0.97, -0.5, -1.0, 2.0, 1.0),
-    Material.PAINT: (0.90, 0.0, -0.5, 10.0, 0.4), Material.TYRE: (0.95, 1.0, 0.5, 6.0, 0.3),
-    Material.LAMP: (0.90, 2.0, 2.0, 3.0, 0.2), Material.SKIN: (0.98, 0.0, 0.0, 0.0, 0.5),
+    Material.ASPHALT: (0.95, 1.0, 3.5, 20.0, 0.8),
+    Material.MARKING: (0.92, 0.5, 2.5, 12.0, 0.2),
+    Material.PAVING: (0.93, 0.5, 2.5, 14.0, 0.6),
+    Material.CURB: (0.93, 0.5, 2.0, 12.0, 0.4),
+    Material.GRASS: (0.98, -1.5, -2.0, 4.0, 0.6),
+    Material.BRICK: (0.93, 0.5, 1.5, 9.0, 0.5),
+    Material.PLASTER: (0.91, 0.5, 1.2, 8.0, 0.6),
+    Material.GLASS: (0.84, 0.0, 1.0, 2.0, 0.2),
+    Material.CONCRETE: (0.94, 0.5, 1.5, 10.0, 0.5),
+    Material.SLATS: (0.90, 0.0, 0.0, 7.0, 0.4),
+    Material.METAL: (0.35, 0.0, 0.0, 12.0, 0.2),
+    Material.SIGN: (0.80, 0.0, -0.5, 9.0, 0.2),
+    Material.BARK: (0.95, 0.0, 0.0, 4.0, 0.4),
+    Material.FOLIAGE: (0.97, -0.5, -1.0, 2.0, 1.0),
+    Material.PAINT: (0.90, 0.0, -0.5, 10.0, 0.4),
+    Material.TYRE: (0.95, 1.0, 0.5, 6.0, 0.3),
+    Material.LAMP: (0.90, 2.0, 2.0, 3.0, 0.2),
+    Material.SKIN: (0.98, 0.0, 0.0, 0.0, 0.5),
     Material.CLOTH: (0.95, 0.0, 0.0, 2.0, 0.8),
 }.items():
     _THERMAL[_m] = _row
@@ -126,7 +135,8 @@ class ThermalCamera:
         return cls(
             column_offsets=(0.15 * rng.standard_normal(width)).astype(_F32),
             pixel_offsets=(0.06 * rng.standard_normal((height, width))).astype(_F32),
-            vignetting_k=float(rng.uniform(0.8, 3.0)), blur_px=float(rng.uniform(0.6, 1.1)),
+            vignetting_k=float(rng.uniform(0.8, 3.0)),
+            blur_px=float(rng.uniform(0.6, 1.1)),
             netd_k=float(rng.uniform(0.04, 0.08)),
         )
 
