@@ -40,6 +40,7 @@ __all__ = [
     "CityscapesDataset",
     "DeliverDepthDataset",
     "DsecEdgeDataset",
+    "DsecEventsDataset",
     "FmbInfraredDataset",
     "FolderDataset",
     "ModalityDataset",
@@ -69,11 +70,12 @@ class Sample:
 
 @dataclass(frozen=True)
 class Record:
-    """Where one example lives on disk."""
+    """Where one example lives on disk (``stamp_us``: its time, for inputs rendered from event streams)."""
 
     name: str
     image_path: Path
     label_path: Path | None = None
+    stamp_us: int | None = None
 
 
 def read_modality_file(path: Path, modality: str) -> tuple[np.ndarray, str]:
@@ -171,7 +173,7 @@ class ModalityDataset(Sequence[Sample]):
     def load(self, index: int, *, required_class: int | None = None, min_class_pixels: int = 0) -> Sample:
         """Load example ``index``; with augmentation, crops may be asked to contain ``required_class``."""
         record = self.records[index]
-        array, encoding = read_modality_file(record.image_path, self.spec.modality)
+        array, encoding = self.read_input(record)
         image = modality_image(array, encoding, self.spec)
         label = None if record.label_path is None else self.label_reader(record.label_path)
         if label is not None:
@@ -184,6 +186,10 @@ class ModalityDataset(Sequence[Sample]):
             image, label = resize_pair(image, label, (self.spec.height, self.spec.width))
         meta = {"name": record.name, "path": str(record.image_path), "original_size": original_size}
         return Sample(to_network_input(image, self.spec), label, self.spec.modality, meta)
+
+    def read_input(self, record: Record) -> tuple[np.ndarray, str]:
+        """The sensor array of ``record`` and its encoding (a file read; event data sets render instead)."""
+        return read_modality_file(record.image_path, self.spec.modality)
 
     def label_paths(self) -> list[Path]:
         """Label files of the labelled records (for rare-class statistics)."""
@@ -299,6 +305,60 @@ class DsecEdgeDataset(ModalityDataset):
 
         records = _pair(list(image_dir.glob("*/*.png")), label_for, lambda p: f"{p.parent.name}/{p.stem}")
         super().__init__(records, spec, "dsec11", read_label_file, augmentation=augmentation, seed=seed)
+
+
+class DsecEventsDataset(ModalityDataset):
+    """DSEC-Semantic events rendered from ``events.h5`` by the node's edge-frame accumulator.
+
+    Layout per sequence (DSEC's): ``<split>/<sequence>/events/left/events.h5`` (and
+    ``rectify_map.h5`` beside it, used when present), labels
+    ``<split>/<sequence>/semantic/left/11classes/data/<NNNNNN>.png`` and their times in
+    ``<split>/<sequence>/semantic/timestamps.txt`` (µs, one per label, same clock as the events
+    plus ``t_offset``). The input of label k is the edge frame of the ``events`` window that ends at
+    its time stamp, cropped to DSEC-Semantic's top 640×440 by default.
+
+    Args:
+        events: ``EdgeFrameConfig`` fields except width and height (DSEC's 640×480); defaults to a
+            50 ms window (the label interval), polarity ignored and the 640×440 crop.
+        every: Keep every n-th label (MADM trains on even label indices: ``every=2``).
+    """
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *, sequences: Sequence[str] | None = None,
+                 events: dict[str, Any] | None = None, every: int = 1,
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = _require_dir(Path(root) / split, "DSEC split")
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if sequences is None else list(sequences)
+        self.events_config = {"window_us": 50_000, "crop": (0, 0, 640, 440), **(events or {})}
+        records: list[Record] = []
+        for sequence in names:
+            folder = _require_dir(root / sequence, "DSEC sequence")
+            stamps_file = folder / "semantic" / "timestamps.txt"
+            if not stamps_file.is_file():
+                raise InputError(f"{stamps_file} not found: DSEC-Semantic labels need their time stamps")
+            stamps = [int(float(v)) for v in stamps_file.read_text().split()]
+            label_dir = folder / "semantic" / "left" / "11classes" / "data"
+            for index in range(0, len(stamps), every):
+                label = label_dir / f"{index:06d}.png"
+                records.append(Record(f"{sequence}/{index:06d}", folder / "events" / "left" / "events.h5",
+                                      label if label.exists() else None, stamps[index]))
+        self._files: dict[Path, Any] = {}
+        super().__init__(records, spec, "dsec11", read_label_file, augmentation=augmentation, seed=seed)
+
+    def read_input(self, record: Record) -> tuple[np.ndarray, str]:
+        """Render the edge frame of the window ending at the record's time stamp."""
+        from madm_ros.events.dsec import DsecEventsFile
+        from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
+
+        if record.image_path not in self._files:
+            rectify = record.image_path.with_name("rectify_map.h5")
+            source = DsecEventsFile(record.image_path, rectify if rectify.exists() else None)
+            config = EdgeFrameConfig(width=source.width, height=source.height, rectify_map=source.rectify_map,
+                                     **self.events_config)
+            self._files[record.image_path] = (source, config)
+        source, config = self._files[record.image_path]
+        assert record.stamp_us is not None
+        window = config.window_us
+        return accumulate(source.events_between(record.stamp_us - window, record.stamp_us), config), "mono8"
 
 
 class FolderDataset(ModalityDataset):

@@ -194,3 +194,29 @@ def test_bad_trees_and_labels_are_named(tmp_path, cityscapes_root):
     cv2.imwrite(str(tmp_path / "test/Label/a.png"), np.full((4, 4), 200, np.uint8))
     with pytest.raises(InputError, match="a.png has values \\[200\\] outside the data set's 15 classes"):
         FmbInfraredDataset(tmp_path, "test", InputSpec("thermal", height=4, width=4))[0]
+
+
+def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp_path):
+    from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
+    from tests.madm_ros.events.test_event_files import make_events, write_dsec
+    from madm_train.datasets import DsecEventsDataset
+
+    sequence = tmp_path / "test/zurich_city_13_a"
+    (sequence / "events/left").mkdir(parents=True)
+    (sequence / "semantic/left/11classes/data").mkdir(parents=True)
+    t_offset = 5_000_000
+    events = make_events(200_000, width=640, height=480, t0=t_offset, duration_us=400_000, seed=3)
+    write_dsec(sequence / "events/left/events.h5", events, t_offset=t_offset, compress=False)
+    stamps = [t_offset + 100_000, t_offset + 150_000, t_offset + 200_000, t_offset + 250_000]
+    (sequence / "semantic/timestamps.txt").write_text("\n".join(map(str, stamps)) + "\n")
+    for index in range(4):
+        cv2.imwrite(str(sequence / f"semantic/left/11classes/data/{index:06d}.png"), np.full((440, 640), index, np.uint8))
+    spec = InputSpec("events", height=440, width=640)
+    data = DsecEventsDataset(tmp_path, "test", spec, events={"window_us": 30_000}, every=2)
+    assert [s.meta["name"] for s in data] == ["zurich_city_13_a/000000", "zurich_city_13_a/000002"]
+    sample = data[1]
+    window = events[(events.t >= stamps[2] - 30_000) & (events.t < stamps[2])]
+    frame = accumulate(window, EdgeFrameConfig(width=640, height=480, window_us=30_000, crop=(0, 0, 640, 440)))
+    assert frame.shape == (440, 640) and frame.any()
+    np.testing.assert_array_equal(sample.image, preprocess(frame, "mono8", spec))
+    assert (sample.label == 2).all()
