@@ -576,9 +576,11 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
     """A random street for a sequence of ``duration_s`` seconds (layout covers the camera's view)."""
     lighting = _lighting(rng, night_probability)
     road_half, sidewalk = rng.uniform(3.5, 7.5), rng.uniform(2.0, 4.2)
+    parking = road_half > 5.0  # a parking strip along each curb, outside the driving lanes
+    drive_half = road_half - 2.3 if parking else road_half
     speed = rng.uniform(4.0, 14.0)
     camera = CameraPath(
-        x0=rng.uniform(0.25, 0.75) * road_half,
+        x0=rng.uniform(0.3, 0.7) * drive_half,
         height=rng.uniform(1.35, 1.75),
         speed=speed,
         sway=rng.uniform(0, 0.25),
@@ -641,12 +643,12 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
             z += rng.uniform(3, 11)
         z = z_min + rng.uniform(0, 8)
         while z < z_max:  # parked cars along the curb
-            if rng.random() < 0.5:
+            if parking and rng.random() < 0.5:
                 heading = 1 if side > 0 or rng.random() < 0.3 else -1
                 things.append(_car(rng, side * (road_half - 1.15), z, 0.0, heading, moving=False))
             z += rng.uniform(5.5, 9)
-    n_lanes = max(1, int(road_half // 3.0))
-    lane_w = (road_half - 2.2) / n_lanes if road_half > 5.5 else road_half / n_lanes
+    n_lanes = max(1, int(drive_half // 3.0))
+    lane_w = drive_half / n_lanes
     for lane in range(n_lanes):  # traffic: same direction on the right half, oncoming on the left
         for side in (-1, 1):
             x = side * (lane + 0.5) * lane_w
