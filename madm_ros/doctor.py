@@ -38,7 +38,7 @@ def _version(module_name: str) -> str:
 def _import_check(name: str, module: str, hint: str, *, required: bool) -> Check:
     try:
         return Check(name, True, _version(module), required)
-    except Exception as error:  # noqa: BLE001 - any import failure is what we report
+    except Exception as error:
         return Check(name, False, f"{type(error).__name__}: {error} → {hint}", required)
 
 
@@ -81,7 +81,8 @@ def _ros_roundtrip(timeout_s: float = 10.0) -> str:
     finally:
         rclpy.shutdown(context=context)
     rmw = os.environ.get("RMW_IMPLEMENTATION", "default rmw")
-    return f"{rmw}, discovery {os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}, domain {os.environ.get('ROS_DOMAIN_ID', '0')}"
+    discovery = os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+    return f"{rmw}, discovery {discovery}, domain {os.environ.get('ROS_DOMAIN_ID', '0')}"
 
 
 def _interfaces() -> str:
@@ -102,7 +103,7 @@ def _ros_stages() -> None:
     for name, function in stages:
         try:
             print(json.dumps([name, True, function()]), flush=True)
-        except Exception as error:  # noqa: BLE001 - reported to the parent
+        except Exception as error:
             print(json.dumps([name, False, f"{type(error).__name__}: {error}"]), flush=True)
             return
 
@@ -137,8 +138,9 @@ def _ros_checks() -> list[Check]:
 
 def run_checks() -> list[Check]:
     """Every check, required ones first."""
+    python_ok = sys.version_info >= (3, 10)
     checks = [
-        Check("python", sys.version_info >= (3, 10), sys.version.split()[0] + ("" if sys.version_info >= (3, 10) else " → need Python ≥ 3.10")),
+        Check("python", python_ok, sys.version.split()[0] + ("" if python_ok else " → need Python ≥ 3.10")),
         _import_check("numpy", "numpy", "pip install numpy", required=True),
         _import_check("opencv", "cv2", "pip install opencv-python-headless", required=True),
         _import_check("pyyaml", "yaml", "pip install pyyaml", required=True),

@@ -6,7 +6,11 @@ tools turn it into a one-line message and exit code 2.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DecodeError", "InputError", "MadmError"]
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ConfigError", "DecodeError", "InputError", "MadmError", "check_known_keys"]
 
 
 class MadmError(Exception):
@@ -23,3 +27,15 @@ class DecodeError(MadmError, ValueError):
 
 class ConfigError(MadmError, ValueError):
     """A configuration value or parameter is missing, unknown or out of range."""
+
+
+def check_known_keys(values: Mapping[str, Any], cls: type, what: str) -> None:
+    """Refuse keys of ``values`` that are not fields of the dataclass ``cls`` (``what`` names the source).
+
+    Configuration read from files is checked this way so that a misspelt key is an error instead
+    of a silently ignored setting.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(known)}")

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from madm_ros.errors import ConfigError, InputError
+from madm_ros.errors import ConfigError, InputError, check_known_keys
 
 __all__ = [
     "ENCODINGS",
@@ -106,10 +106,7 @@ class InputSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> InputSpec:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown InputSpec keys {unknown}; known: {sorted(known)}")
+        check_known_keys(values, cls, "InputSpec")
         return cls(**values)
 
 

@@ -35,29 +35,19 @@ def _bag_identity(bag: Path) -> dict[str, Any]:
 
 def _image_frames(bag: Path, topic: str) -> Iterator[tuple[int, np.ndarray, str]]:
     """``(stamp µs, array, encoding)`` of every image on ``topic`` (header stamps)."""
-    from rosbags.highlevel import AnyReader
-
-    from madm_ros.events.bags import event_typestore
+    from madm_ros.events.bags import describe_topics, open_bag
     from madm_ros.image_conversion import image_to_array
 
-    try:
-        reader = AnyReader([bag], default_typestore=event_typestore())
-        reader.open()
-    except Exception as error:  # rosbags raises several unrelated types for unreadable input
-        raise DecodeError(f"cannot open {bag} as a bag: {error}") from None
-    try:
+    with open_bag(bag) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         if not connections:
-            have = ", ".join(sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections}))
-            raise DecodeError(f"bag {bag} has no topic {topic!r}; it has: {have}")
+            raise DecodeError(f"bag {bag} has no topic {topic!r}; it has: {describe_topics(list(reader.connections))}")
         if connections[0].msgtype not in IMAGE_TYPES:
             raise DecodeError(f"topic {topic!r} is {connections[0].msgtype}, not sensor_msgs/msg/Image")
         for connection, _, raw in reader.messages(connections=connections):
             msg = reader.deserialize(raw, connection.msgtype)
             stamp_us = int(msg.header.stamp.sec) * 1_000_000 + int(msg.header.stamp.nanosec) // 1000
             yield stamp_us, image_to_array(msg), str(msg.encoding)
-    finally:
-        reader.close()
 
 
 def _event_frames(

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.errors import ConfigError, InputError
+from madm_ros.errors import ConfigError, InputError, check_known_keys
 from madm_ros.palettes import get_label_set
 from madm_ros.preprocessing import ENCODINGS
 
@@ -182,10 +182,7 @@ class FolderMeta:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FolderMeta:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown meta.json keys {unknown}; known: {sorted(known)}")
+        check_known_keys(values, cls, "meta.json")
         values = dict(values)
         for key in ("frames", "class_names", "stamps_us"):
             if values.get(key) is not None:

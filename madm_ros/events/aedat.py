@@ -1,4 +1,4 @@
-"""AEDAT4 files (iniVation DV software, dv-processing, DVXplorer / DAVIS recordings).
+r"""AEDAT4 files (iniVation DV software, dv-processing, DVXplorer / DAVIS recordings).
 
 Decoding is done by the ``aedat`` package (Rust, maintained by ICNS), imported on first use. It
 yields packets of one stream at a time; this module keeps the events of one event stream, checks

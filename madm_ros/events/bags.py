@@ -9,6 +9,7 @@ are registered from message text, so bags recorded without the definitions embed
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,15 @@ from madm_ros.events.types import DecodeStats, Events
 if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
-__all__ = ["EVENT_MSG_DEFINITIONS", "event_typestore", "iter_bag_events", "iter_event_messages", "read_bag_events"]
+__all__ = [
+    "EVENT_MSG_DEFINITIONS",
+    "describe_topics",
+    "event_typestore",
+    "iter_bag_events",
+    "iter_event_messages",
+    "open_bag",
+    "read_bag_events",
+]
 
 EVENT_PACKET = "event_camera_msgs/msg/EventPacket"
 PACKED_EVENTS = "madm_ros/msg/PackedEvents"
@@ -83,7 +92,30 @@ def event_typestore() -> Typestore:
     return store
 
 
-def _describe(connections: list[Any]) -> str:
+@contextmanager
+def open_bag(path: Path) -> Iterator[Any]:
+    """Open a bag with rosbags' ``AnyReader`` and the event types registered; close it afterwards.
+
+    Raises:
+        DecodeError: the path is not a readable bag (rosbags raises several unrelated exception
+            types for that; they become one error naming the path).
+
+    """
+    from rosbags.highlevel import AnyReader
+
+    try:
+        reader = AnyReader([path], default_typestore=event_typestore())
+        reader.open()
+    except Exception as exc:  # see the docstring
+        raise DecodeError(f"cannot open {path} as a bag: {exc}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def describe_topics(connections: list[Any]) -> str:
+    """``topic (type), …`` of a bag's connections, for error messages."""
     return ", ".join(sorted({f"{c.topic} ({c.msgtype})" for c in connections})) or "no topics"
 
 
@@ -99,20 +131,13 @@ def iter_event_messages(bag_path: str | Path, topic: str | None = None) -> Itera
             type, or the bag holds no event topic; the message lists the bag's topics.
 
     """
-    from rosbags.highlevel import AnyReader
-
     path = Path(bag_path)
-    try:
-        reader = AnyReader([path], default_typestore=event_typestore())
-        reader.open()
-    except Exception as exc:  # rosbags raises several unrelated types for unreadable input
-        raise DecodeError(f"cannot open {path} as a bag: {exc}") from None
-    try:
+    with open_bag(path) as reader:
         connections = list(reader.connections)
         if topic is not None:
             chosen = [c for c in connections if c.topic == topic]
             if not chosen:
-                raise DecodeError(f"bag {path} has no topic {topic!r}; it has: {_describe(connections)}")
+                raise DecodeError(f"bag {path} has no topic {topic!r}; it has: {describe_topics(connections)}")
             unsupported = [c for c in chosen if c.msgtype not in EVENT_TYPES]
             if unsupported:
                 raise DecodeError(
@@ -122,12 +147,10 @@ def iter_event_messages(bag_path: str | Path, topic: str | None = None) -> Itera
         else:
             chosen = [c for c in connections if c.msgtype in EVENT_TYPES]
             if not chosen:
-                raise DecodeError(f"bag {path} has no event topic; it has: {_describe(connections)}")
+                raise DecodeError(f"bag {path} has no event topic; it has: {describe_topics(connections)}")
         for connection, timestamp, raw in reader.messages(connections=chosen):
             msg = reader.deserialize(raw, connection.msgtype)
             yield connection.topic, connection.msgtype, timestamp, msg
-    finally:
-        reader.close()
 
 
 def iter_bag_events(
@@ -201,11 +224,5 @@ def read_bag_events(bag_path: str | Path, topic: str | None = None) -> tuple[Eve
 
 def _event_topics(bag_path: str | Path) -> list[tuple[str, str]]:
     """``(topic, msgtype)`` of the bag's event connections, without reading messages."""
-    from rosbags.highlevel import AnyReader
-
-    path = Path(bag_path)
-    try:
-        with AnyReader([path], default_typestore=event_typestore()) as reader:
-            return [(c.topic, c.msgtype) for c in reader.connections if c.msgtype in EVENT_TYPES]
-    except Exception as exc:  # as in iter_event_messages
-        raise DecodeError(f"cannot open {path} as a bag: {exc}") from None
+    with open_bag(Path(bag_path)) as reader:
+        return [(c.topic, c.msgtype) for c in reader.connections if c.msgtype in EVENT_TYPES]

@@ -19,6 +19,7 @@ this reader only loads it — rectification belongs to the edge-frame accumulato
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -39,10 +40,8 @@ def _open_h5(path: Path) -> Any:
     """Open an HDF5 file read-only, with the compression plug-ins registered when available."""
     import h5py
 
-    try:
+    with contextlib.suppress(ImportError):
         import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD and other filters with HDF5)
-    except ImportError:
-        pass
     try:
         return h5py.File(path, "r")
     except (OSError, ValueError) as error:

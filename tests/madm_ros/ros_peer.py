@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import rclpy
-
 from madm_ros.msg import PackedEvents
 
 TOPIC = "/madm_test/events"

@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 
 from madm_ros.errors import ConfigError, InputError
-from madm_ros.preprocessing import InputSpec, depth_to_image, modality_image, preprocess, thermal_to_image, to_network_input
+from madm_ros.preprocessing import (
+    InputSpec,
+    depth_to_image,
+    modality_image,
+    preprocess,
+    thermal_to_image,
+    to_network_input,
+)
 
 
 def inverse_image_to_metres(image: np.ndarray, spec: InputSpec) -> np.ndarray:

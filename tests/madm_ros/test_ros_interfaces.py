@@ -28,9 +28,9 @@ def test_two_processes_exchange_packed_events_over_loopback(ros_domain):
 
 def test_segmentation_info_carries_classes_palette_and_model_identity():
     pytest.importorskip("rclpy")
+    from madm_ros.msg import SegmentationInfo
     from rclpy.serialization import deserialize_message, serialize_message
 
-    from madm_ros.msg import SegmentationInfo
     from madm_ros.palettes import DSEC_11
 
     info = SegmentationInfo(class_names=list(DSEC_11.class_names), palette=DSEC_11.palette().reshape(-1).tolist(),

@@ -52,7 +52,8 @@ def write_image_bag(path, topic, images, encoding):
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.ROS2_HUMBLE)
-    Image, Header, Time = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    Image = store.types["sensor_msgs/msg/Image"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
     with Writer(path, version=8) as writer:
         connection = writer.add_connection(topic, Image.__msgtype__, typestore=store)
         for index, array in enumerate(images):

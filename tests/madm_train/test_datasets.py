@@ -72,7 +72,8 @@ def test_deliver_labels_are_shifted_by_one_and_mapped_to_11_classes(tmp_path):
     # 0 → 255 ignore; 1 → Building; 7 → Road; 13 → Sky; 10 → Cars; 23 → Bus → car
     decode = {0: 255, 1: 1, 7: 5, 13: 0, 10: 8, 23: 8}
     np.testing.assert_array_equal(sample.label, np.vectorize(decode.get)(raw[:, :, 2]).astype(np.uint8))
-    np.testing.assert_array_equal(sample.image, preprocess(depth[:, :, ::-1].copy(), "rgb8", InputSpec("depth", height=16, width=16)))
+    spec = InputSpec("depth", height=16, width=16)
+    np.testing.assert_array_equal(sample.image, preprocess(depth[:, :, ::-1].copy(), "rgb8", spec))
 
 
 def test_fmb_reads_real_thermal_frames_and_maps_15_to_9_classes(tmp_path, shared_data):
@@ -198,8 +199,8 @@ def test_bad_trees_and_labels_are_named(tmp_path, cityscapes_root):
 
 def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp_path):
     from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
-    from tests.madm_ros.events.test_event_files import make_events, write_dsec
     from madm_train.datasets import DsecEventsDataset
+    from tests.madm_ros.events.test_event_files import make_events, write_dsec
 
     sequence = tmp_path / "test/zurich_city_13_a"
     (sequence / "events/left").mkdir(parents=True)
