@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from madm_ros.errors import ConfigError, InputError, check_known_keys
+from madm_ros.image_conversion import IMAGE_ENCODINGS
 
 __all__ = [
     "ENCODINGS",
@@ -49,9 +50,6 @@ ENCODINGS: dict[str, tuple[str, ...]] = {
 For depth, ``mono8``/``rgb8`` (and ``rgb8`` for thermal) are images already rendered to 8 bits,
 such as DELIVER's depth PNGs and FMB's infrared PNGs; they are used as they are, as MADM does.
 """
-
-_DTYPES = {"rgb8": np.uint8, "bgr8": np.uint8, "16UC1": np.uint16, "32FC1": np.float32, "mono8": np.uint8,
-           "mono16": np.uint16}
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ class InputSpec:
 
 
 def _check_array(array: np.ndarray, encoding: str, channels: int) -> None:
-    expected = _DTYPES[encoding]
+    expected = IMAGE_ENCODINGS[encoding][0]
     shape_ok = array.ndim == 2 if channels == 1 else (array.ndim == 3 and array.shape[2] == channels)
     if array.dtype != expected or not shape_ok or array.size == 0:
         want = "H×W" if channels == 1 else f"H×W×{channels}"

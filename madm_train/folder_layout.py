@@ -69,6 +69,7 @@ DEPTH_MM_PER_M = 1000
 THERMAL_COUNTS_PER_KELVIN = 100
 """Scale of the synthetic thermal counts (centi-Kelvin); other folders state theirs in ``notes``."""
 
+# Encodings a PNG can hold (32FC1 cannot), with their dtypes.
 _DTYPES = {"rgb8": np.uint8, "16UC1": np.uint16, "mono16": np.uint16, "mono8": np.uint8}
 _NAME = re.compile(r"^s(\d{3})_f(\d{5})$")
 
