@@ -85,10 +85,9 @@ def _as_bytes(payload: object) -> np.ndarray:
 
 def _native_words(data: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray:
     """Little-endian words of ``data`` as an aligned native array (a view where possible)."""
-    itemsize = np.dtype(dtype).itemsize
-    if data.ctypes.data % itemsize:
-        data = data.copy()
     words = data.view(np.dtype(dtype).newbyteorder("<"))
+    if not words.flags.aligned:  # (flags, not ctypes.data: the latter costs ~10 µs per packet)
+        words = data.copy().view(words.dtype)
     return words if words.dtype.isnative else words.astype(dtype)
 
 
