@@ -32,6 +32,7 @@ __all__ = [
     "depth_to_image",
     "modality_image",
     "preprocess",
+    "resize_image",
     "thermal_to_image",
     "to_network_input",
 ]
@@ -173,14 +174,21 @@ def modality_image(array: np.ndarray, encoding: str, spec: InputSpec) -> np.ndar
     return array
 
 
-def to_network_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Step 2: an 8-bit image (H×W or H×W×3) → float32 3×height×width in [0, 1] (bilinear resize)."""
+def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an 8-bit image to ``size_hw`` = (height, width): the one image resize of madm."""
     import cv2
 
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise InputError(f"to_network_input expects an H×W or H×W×3 uint8 image, got {image.dtype} {image.shape}")
-    if image.shape[:2] != (spec.height, spec.width):
-        image = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+    if image.shape[:2] == tuple(size_hw):
+        return image
+    return cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def to_network_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Step 2: an 8-bit image (H×W or H×W×3) → float32 3×height×width in [0, 1] (bilinear resize)."""
+    if (image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3)
+            or image.size == 0):
+        raise InputError(f"to_network_input expects a non-empty H×W or H×W×3 uint8 image, got {image.dtype} {image.shape}")
+    image = resize_image(image, (spec.height, spec.width))
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255)

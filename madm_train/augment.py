@@ -15,19 +15,24 @@ import numpy as np
 
 from madm_ros.errors import ConfigError
 
-__all__ = ["TrainAugmentation", "resize_pair"]
+__all__ = ["TrainAugmentation", "resize_label", "resize_pair"]
 
 
-def resize_pair(image: np.ndarray, label: np.ndarray | None, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize an 8-bit image (bilinear) and its label (nearest) to ``size_hw`` = (height, width)."""
+def resize_label(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize a label image to ``size_hw`` = (height, width) with nearest neighbour (ids stay ids)."""
     import cv2
 
     height, width = size_hw
-    if image.shape[:2] != (height, width):
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    if label is not None and label.shape != (height, width):
-        label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
-    return image, label
+    if label.shape == (height, width):
+        return label
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray | None, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize an 8-bit image (bilinear, as ``to_network_input`` does) and its label (nearest)."""
+    from madm_ros.preprocessing import resize_image
+
+    return resize_image(image, size_hw), (None if label is None else resize_label(label, size_hw))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ settings are unchanged, and rewritten otherwise.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.errors import ConfigError, DecodeError, InputError
+from madm_ros.errors import ConfigError, DecodeError, InputError, MadmError
 from madm_train.folder_layout import FolderMeta, frame_name, write_image
 
 __all__ = ["extract_bag_frames"]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image",)
+GENERATOR_NAME = "madm_train.bag_target"
 
 
 def _bag_identity(bag: Path) -> dict[str, Any]:
@@ -50,10 +53,34 @@ def _image_frames(bag: Path, topic: str) -> Iterator[tuple[int, np.ndarray, str]
             yield stamp_us, image_to_array(msg), str(msg.encoding)
 
 
-def _event_frames(
-    bag: Path, topic: str, events_config: dict[str, Any], used: dict[str, Any]
-) -> Iterator[tuple[int, np.ndarray, str]]:
-    """``(slice end µs, edge frame, "mono8")`` from the node's decoder and accumulator; ``used["config"]`` is set."""
+def _frames(bag: Path, topic: str, modality: str, events_config: dict[str, Any]) -> Iterator[tuple[int, np.ndarray, str, Any]]:
+    """``(stamp µs, array, encoding, EdgeFrameConfig or None)`` of every frame of ``topic``."""
+    if modality == "events":
+        yield from _event_frames(bag, topic, events_config)
+    else:
+        for stamp, array, encoding in _image_frames(bag, topic):
+            yield stamp, array, encoding, None
+
+
+def _cached_meta(out_dir: Path) -> FolderMeta | None:
+    """The meta of an earlier extraction in ``out_dir``; None for a new or empty folder.
+
+    Anything else in ``out_dir`` (a synth output, a user's files) is refused, never deleted.
+    """
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return None
+    try:
+        meta = FolderMeta.read(out_dir)
+    except MadmError:
+        meta = None
+    if meta is None or (meta.generator or {}).get("name") != GENERATOR_NAME:
+        raise ConfigError(f"{out_dir} exists and is not a bag-derived set written by madm; "
+                          "choose a new or empty folder for the cache")
+    return meta
+
+
+def _event_frames(bag: Path, topic: str, events_config: dict[str, Any]) -> Iterator[tuple[int, np.ndarray, str, Any]]:
+    """``(slice end µs, edge frame, "mono8", config)`` from the node's decoder and accumulator."""
     from madm_ros.events.bags import iter_bag_events
     from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig
 
@@ -66,9 +93,8 @@ def _event_frames(
             if config.polarity == "split":
                 raise ConfigError("the folder layout stores one-channel edge frames; use polarity 'ignore' or 'signed'")
             accumulator = EdgeFrameAccumulator(config)
-            used["config"] = config
         for frame in accumulator.push(events):
-            yield frame.t_end_us, frame.image, "mono8"
+            yield frame.t_end_us, frame.image, "mono8", accumulator.config
 
 
 def extract_bag_frames(
@@ -87,7 +113,8 @@ def extract_bag_frames(
         bag: rosbag2 folder or file.
         topic: A ``sensor_msgs/Image`` topic (depth ``16UC1``/``32FC1``, thermal ``mono8``/``mono16``)
             or an event topic (any type ``madm_ros.events.bags`` reads).
-        out_dir: Cache folder; created, or replaced when the bag or settings changed.
+        out_dir: Cache folder: new or empty, or an earlier extraction (reused when the bag and
+            settings match, rewritten otherwise). Any other folder is refused, never deleted.
         modality: ``depth``, ``thermal`` or ``events``.
         events_config: ``EdgeFrameConfig`` fields except width and height (taken from the stream);
             defaults to the config's own defaults (50 ms windows, polarity ignored).
@@ -105,26 +132,30 @@ def extract_bag_frames(
     if not bag.exists():
         raise InputError(f"bag {bag} not found")
     events_config = dict(events_config or {}) if modality == "events" else None
+    if events_config is not None:
+        from madm_ros.events.edge_frames import check_edge_frame_fields
+
+        check_edge_frame_fields(events_config, "events_config")
     settings = {"bag": _bag_identity(bag), "topic": topic, "modality": modality, "events_config": events_config,
                 "every": every, "max_frames": max_frames}
-    generator = {"name": "madm_train.bag_target", "config": settings}
-    try:
-        cached = FolderMeta.read(out_dir)
-        if cached.generator == generator:
-            return cached
-    except InputError:
-        pass
+    # compared with what meta.json gives back, so in JSON form (tuples become lists)
+    generator = json.loads(json.dumps({"name": GENERATOR_NAME, "config": settings}))
+    cached = _cached_meta(out_dir)
+    if cached is not None and cached.generator == generator:
+        return cached
+    frames_source = _frames(bag, topic, modality, events_config or {})
+    first = next(frames_source, None)  # opens the bag and checks the topic before anything is deleted
+    if first is None:
+        raise InputError(f"topic {topic!r} of {bag} produced no frames")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
 
-    used: dict[str, Any] = {}
-    frames_source = (_event_frames(bag, topic, events_config or {}, used) if modality == "events"
-                     else _image_frames(bag, topic))
     names: list[str] = []
     stamps: list[int] = []
     source_encoding = None
-    for index, (stamp, image, frame_encoding) in enumerate(frames_source):
+    edge_config = first[3]  # the same for every frame of the stream
+    for index, (stamp, image, frame_encoding, _) in enumerate(itertools.chain([first], frames_source)):
         if index % every:
             continue
         if source_encoding is None:
@@ -142,12 +173,10 @@ def extract_bag_frames(
         stamps.append(stamp)
         if max_frames is not None and len(names) >= max_frames:
             break
-    if not names:
-        raise InputError(f"topic {topic!r} of {bag} produced no frames")
     events_meta = None
     if modality == "events":
-        events_meta = {k: v for k, v in dataclasses.asdict(used["config"]).items() if k != "rectify_map"}
+        events_meta = {k: v for k, v in dataclasses.asdict(edge_config).items() if k != "rectify_map"}
     meta = FolderMeta(frames=tuple(names), modalities={modality: encoding}, events=events_meta, stamps_us=tuple(stamps),
                       notes={modality: f"extracted from {bag} topic {topic}"}, generator=generator)
     meta.write(out_dir)
-    return meta
+    return FolderMeta.read(out_dir)  # as later reads see it (JSON turns tuples into lists)

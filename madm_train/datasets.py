@@ -24,6 +24,8 @@ Layouts, as their publishers ship them (paths relative to the root given):
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ import numpy as np
 from madm_ros.errors import ConfigError, InputError
 from madm_ros.palettes import CITYSCAPES_LABELID_TO_TRAINID, IGNORE_INDEX, get_label_set, label_mapping
 from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
-from madm_train.augment import TrainAugmentation, resize_pair
+from madm_train.augment import TrainAugmentation, resize_label
 
 __all__ = [
     "CityscapesDataset",
@@ -162,7 +164,8 @@ class ModalityDataset(Sequence[Sample]):
             raise ConfigError("labelled records need a label set")
         self.label_reader = label_reader
         self.augmentation = augmentation
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._rng: tuple[int, np.random.Generator] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -174,18 +177,38 @@ class ModalityDataset(Sequence[Sample]):
         """Load example ``index``; with augmentation, crops may be asked to contain ``required_class``."""
         record = self.records[index]
         array, encoding = self.read_input(record)
-        image = modality_image(array, encoding, self.spec)
+        try:
+            image = modality_image(array, encoding, self.spec)
+        except InputError as error:
+            raise InputError(f"{record.image_path}: {error}") from None
         label = None if record.label_path is None else self.label_reader(record.label_path)
         if label is not None:
             self._check_label(label, image, record)
         original_size = image.shape[:2]
         if self.augmentation is not None:
-            image, label = self.augmentation(image, label, self.rng, required_class=required_class,
+            image, label = self.augmentation(image, label, self._generator(), required_class=required_class,
                                              min_class_pixels=min_class_pixels)
-        else:
-            image, label = resize_pair(image, label, (self.spec.height, self.spec.width))
+        elif label is not None:  # the image is resized by to_network_input, exactly as in the node
+            label = resize_label(label, (self.spec.height, self.spec.width))
         meta = {"name": record.name, "path": str(record.image_path), "original_size": original_size}
         return Sample(to_network_input(image, self.spec), label, self.spec.modality, meta)
+
+    def _generator(self) -> np.random.Generator:
+        """The augmentation generator of this process.
+
+        DataLoader workers are forked copies of the data set; without this each of them would
+        draw the same crops. Worker k draws from ``SeedSequence([seed, k])``, the main process
+        from ``SeedSequence([seed])``, so runs stay reproducible.
+        """
+        pid = os.getpid()
+        if self._rng is None or self._rng[0] != pid:
+            worker = None
+            torch_data = sys.modules.get("torch.utils.data")
+            if torch_data is not None and torch_data.get_worker_info() is not None:
+                worker = torch_data.get_worker_info().id
+            entropy = [self.seed] if worker is None else [self.seed, worker]
+            self._rng = (pid, np.random.default_rng(np.random.SeedSequence(entropy)))
+        return self._rng[1]
 
     def read_input(self, record: Record) -> tuple[np.ndarray, str]:
         """The sensor array of ``record`` and its encoding (a file read; event data sets render instead)."""
@@ -326,8 +349,17 @@ class DsecEventsDataset(ModalityDataset):
     def __init__(self, root: Path | str, split: str, spec: InputSpec, *, sequences: Sequence[str] | None = None,
                  events: dict[str, Any] | None = None, every: int = 1,
                  augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        from madm_ros.events.edge_frames import check_edge_frame_fields
+
         root = _require_dir(Path(root) / split, "DSEC split")
         names = sorted(p.name for p in root.iterdir() if p.is_dir()) if sequences is None else list(sequences)
+        if every < 1:
+            raise ConfigError(f"every must be ≥ 1, got {every}")
+        check_edge_frame_fields(events or {}, "DSEC events config")
+        ignored = sorted({"mode", "stride_us", "window_events", "stride_events", "origin_us"} & set(events or {}))
+        if ignored:
+            raise ConfigError(f"DSEC events config: {ignored} do not apply; each label gets the window_us "
+                              "of events that ends at its time stamp")
         self.events_config = {"window_us": 50_000, "crop": (0, 0, 640, 440), **(events or {})}
         records: list[Record] = []
         for sequence in names:
@@ -335,20 +367,38 @@ class DsecEventsDataset(ModalityDataset):
             stamps_file = folder / "semantic" / "timestamps.txt"
             if not stamps_file.is_file():
                 raise InputError(f"{stamps_file} not found: DSEC-Semantic labels need their time stamps")
-            stamps = [int(float(v)) for v in stamps_file.read_text().split()]
+            try:
+                stamps = [int(float(v)) for v in stamps_file.read_text().split()]
+            except ValueError as error:
+                raise InputError(f"{stamps_file}: not a list of µs time stamps ({error})") from None
             label_dir = folder / "semantic" / "left" / "11classes" / "data"
             for index in range(0, len(stamps), every):
                 label = label_dir / f"{index:06d}.png"
                 records.append(Record(f"{sequence}/{index:06d}", folder / "events" / "left" / "events.h5",
                                       label if label.exists() else None, stamps[index]))
         self._files: dict[Path, Any] = {}
+        self._files_pid = os.getpid()
         super().__init__(records, spec, "dsec11", read_label_file, augmentation=augmentation, seed=seed)
+
+    def close(self) -> None:
+        """Close the event files this process opened."""
+        for source, _ in self._files.values():
+            source.close()
+        self._files = {}
+
+    def __enter__(self) -> DsecEventsDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def read_input(self, record: Record) -> tuple[np.ndarray, str]:
         """Render the edge frame of the window ending at the record's time stamp."""
         from madm_ros.events.dsec import DsecEventsFile
         from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
 
+        if self._files_pid != os.getpid():  # h5py handles must not cross a fork (DataLoader workers)
+            self._files, self._files_pid = {}, os.getpid()
         if record.image_path not in self._files:
             rectify = record.image_path.with_name("rectify_map.h5")
             source = DsecEventsFile(record.image_path, rectify if rectify.exists() else None)

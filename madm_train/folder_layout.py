@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError, InputError, check_known_keys
 from madm_ros.palettes import get_label_set
 from madm_ros.preprocessing import ENCODINGS
@@ -52,7 +51,6 @@ __all__ = [
     "MODALITY_ENCODINGS",
     "THERMAL_COUNTS_PER_KELVIN",
     "FolderMeta",
-    "atomic_write_bytes",
     "frame_name",
     "parse_frame_name",
     "read_image",
@@ -211,19 +209,6 @@ class FolderMeta:
         except json.JSONDecodeError as error:
             raise InputError(f"{path} is not valid JSON: {error}") from None
         return cls.from_dict(values)
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _folder(modality: str) -> str:

@@ -43,11 +43,11 @@ from typing import Literal
 
 import numpy as np
 
-from madm_ros.errors import ConfigError, InputError
+from madm_ros.errors import ConfigError, InputError, check_known_keys
 from madm_ros.events import _kernels_accumulate as kernels
 from madm_ros.events.types import Events
 
-__all__ = ["AccumulatorStats", "EdgeFrame", "EdgeFrameAccumulator", "EdgeFrameConfig", "accumulate"]
+__all__ = ["AccumulatorStats", "EdgeFrame", "EdgeFrameAccumulator", "EdgeFrameConfig", "accumulate", "check_edge_frame_fields"]
 
 _MODES = ("time", "count")
 _POLARITIES = ("ignore", "signed", "split")
@@ -178,6 +178,17 @@ class EdgeFrameConfig:
         """Shape of ``EdgeFrame.image``: ``(h, w)``, or ``(2, h, w)`` with split polarity."""
         _, _, w, h = self.crop_box
         return (2, h, w) if self.polarity == "split" else (h, w)
+
+
+def check_edge_frame_fields(values: dict[str, object], what: str) -> None:
+    """Refuse keys of a user-given accumulation config that are not ``EdgeFrameConfig`` fields.
+
+    ``width`` and ``height`` are refused too: callers take them from the event stream itself.
+    """
+    check_known_keys(values, EdgeFrameConfig, what)
+    fixed = sorted({"width", "height"} & set(values))
+    if fixed:
+        raise ConfigError(f"{what} must not set {fixed}: the sensor size comes from the event stream")
 
 
 @dataclass(frozen=True)

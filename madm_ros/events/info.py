@@ -18,8 +18,6 @@ Used by ``python -m madm_ros.events info``; the functions here are what tests ca
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -234,17 +232,13 @@ def write_png(image: np.ndarray, out_path: str | Path) -> Path:
     """
     import cv2
 
+    from madm_ros.atomic_io import atomic_write_bytes
+
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise InputError(f"{out_path}: folder {out_path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp_name, np.ascontiguousarray(image)):
-            raise InputError(f"{out_path}: OpenCV could not write a PNG of shape {image.shape} {image.dtype}")
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a written image should be readable like any other file
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise InputError(f"{out_path}: OpenCV could not encode a PNG of shape {image.shape} {image.dtype}")
+    atomic_write_bytes(out_path, data.tobytes())
     return out_path

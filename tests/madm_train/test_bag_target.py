@@ -90,3 +90,40 @@ def test_bad_bag_requests_are_named(tmp_path, shared_data):
     assert not (tmp_path / "c" / "meta.json").exists()
     with pytest.raises(Exception, match="meta.json not found"):
         FolderMeta.read(tmp_path / "c")
+
+
+def test_a_foreign_folder_is_refused_and_left_untouched(tmp_path, shared_data):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="is not a bag-derived set written by madm"):
+        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", precious, modality="events")
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    with pytest.raises(ConfigError, match="unknown events_config keys \\['windw_us'\\]"):
+        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "x", modality="events",
+                           events_config={"windw_us": 1})
+    with pytest.raises(ConfigError, match="must not set \\['width'\\]"):
+        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "x", modality="events",
+                           events_config={"width": 1})
+
+
+def test_a_cache_with_tuple_settings_is_reused(tmp_path, shared_data):
+    out = tmp_path / "cache"
+    config = {"crop": (0, 0, 640, 440)}
+    first = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events",
+                               events_config=config, max_frames=2)
+    stamp = (out / "meta.json").stat().st_mtime_ns
+    again = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events",
+                               events_config=config, max_frames=2)
+    assert again == first and (out / "meta.json").stat().st_mtime_ns == stamp
+    assert read_image(out, "events", first.frames[0]).shape == (440, 640)
+
+
+def test_a_broken_bag_fails_before_an_old_cache_is_deleted(tmp_path, shared_data):
+    out = tmp_path / "cache"
+    extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events", max_frames=1)
+    broken = tmp_path / "broken.db3"
+    broken.write_bytes(b"not a bag")
+    with pytest.raises(DecodeError, match="cannot open .*broken.db3 as a bag"):
+        extract_bag_frames(broken, "/event_camera/events", out, modality="events")
+    assert len(FolderMeta.read(out).frames) == 1

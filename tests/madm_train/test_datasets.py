@@ -221,3 +221,27 @@ def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp
     assert frame.shape == (440, 640) and frame.any()
     np.testing.assert_array_equal(sample.image, preprocess(frame, "mono8", spec))
     assert (sample.label == 2).all()
+
+
+def test_dsec_events_config_is_checked_when_the_data_set_is_made(tmp_path):
+    from madm_train.datasets import DsecEventsDataset
+
+    (tmp_path / "test/zurich_city_13_a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="unknown DSEC events config keys \\['window'\\]"):
+        DsecEventsDataset(tmp_path, "test", InputSpec("events"), events={"window": 1})
+    with pytest.raises(ConfigError, match="\\['mode'\\] do not apply"):
+        DsecEventsDataset(tmp_path, "test", InputSpec("events"), events={"mode": "count"})
+    with pytest.raises(InputError, match="timestamps.txt not found"):
+        DsecEventsDataset(tmp_path, "test", InputSpec("events"))
+
+
+def test_each_dataloader_worker_draws_its_own_crops(cityscapes_root):
+    torch_data = pytest.importorskip("torch.utils.data")
+    spec = InputSpec("rgb", height=64, width=64)
+    data = CityscapesDataset(cityscapes_root, "val", spec, augmentation=TrainAugmentation((128, 256), (64, 64)))
+    first = [s.image for s in (data[0], data[0])]
+    assert not np.array_equal(*first)  # successive draws differ
+    loader = torch_data.DataLoader(torch_data.Subset(data, [0, 0]), batch_size=None, num_workers=2,
+                                   collate_fn=lambda s: s.image)
+    a, b = list(loader)
+    assert not np.array_equal(a, b)  # worker 0 and worker 1 do not repeat each other

@@ -4,11 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
+from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError, InputError
 from madm_train.folder_layout import (
     META_FILE,
     FolderMeta,
-    atomic_write_bytes,
     frame_name,
     parse_frame_name,
     read_image,
@@ -108,11 +108,12 @@ def test_atomic_writes_leave_no_temporary_files_even_when_interrupted(tmp_path, 
     atomic_write_bytes(tmp_path / "a.bin", b"one")
     atomic_write_bytes(tmp_path / "a.bin", b"two")
     assert (tmp_path / "a.bin").read_bytes() == b"two"
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644  # readable like any other output
 
     def fail(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("madm_train.folder_layout.os.replace", fail)
+    monkeypatch.setattr("madm_ros.atomic_io.os.replace", fail)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(tmp_path / "a.bin", b"three")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
