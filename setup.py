@@ -2,7 +2,7 @@
 
 On a ROS 2 install the same sources are built by colcon through CMakeLists.txt instead; the
 executables registered there are kept in step with ``console_scripts`` below
-(tests/madm_ros/test_packaging.py checks it).
+(tests/test_packaging.py checks it).
 """
 
 from setuptools import find_packages, setup
@@ -15,10 +15,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["madm_ros", "madm_ros.*", "madm_train", "madm_train.*"]),
     package_data={"madm_ros": ["py.typed"], "madm_train": ["py.typed"]},
-    install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8"],
+    install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8", "numba>=0.59", "tqdm>=4.60"],
     extras_require={
-        "events": ["numba>=0.59", "h5py>=3.8", "hdf5plugin>=4", "aedat>=2", "rosbags>=0.10"],
-        "train": ["torch>=2.1", "diffusers>=0.30", "transformers>=4.40", "peft>=0.10", "onnx>=1.16", "onnxruntime>=1.17", "tqdm>=4.60"],
+        "events": ["h5py>=3.8", "hdf5plugin>=4", "aedat>=2", "rosbags>=0.10"],
+        "train": ["torch>=2.1", "diffusers>=0.30", "transformers>=4.40", "peft>=0.10", "onnx>=1.16", "onnxruntime>=1.17"],
         "tensorrt": ["tensorrt>=10"],
     },
     entry_points={

@@ -123,14 +123,22 @@ def _ros_checks() -> list[Check]:
         "middleware": "check RMW_IMPLEMENTATION and LD_LIBRARY_PATH (scripts/in-env sets both)",
     }
     code = "from madm_ros.doctor import _ros_stages; _ros_stages()"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        stdout, stderr, returncode = result.stdout, result.stderr, result.returncode
+    except subprocess.TimeoutExpired as expired:  # a hung middleware is a finding, not a crash
+        stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        stderr, returncode = "no answer within 60 s (hung DDS discovery or rcl)", None
     checks = []
-    for line in result.stdout.splitlines():
-        name, ok, detail = json.loads(line)
+    for line in stdout.splitlines():
+        try:
+            name, ok, detail = json.loads(line)
+        except (ValueError, TypeError):
+            continue  # a library printed to stdout; only our JSON lines are results
         checks.append(Check(name, ok, detail if ok else f"{detail} → {hints[name]}"))
     if len(checks) < len(hints) and (not checks or checks[-1].ok):
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {returncode}"
         name = list(hints)[len(checks)]
         checks.append(Check(name, False, f"process ended: {reason} → {hints[name]}"))
     return checks
@@ -144,10 +152,10 @@ def run_checks() -> list[Check]:
         _import_check("numpy", "numpy", "pip install numpy", required=True),
         _import_check("opencv", "cv2", "pip install opencv-python-headless", required=True),
         _import_check("pyyaml", "yaml", "pip install pyyaml", required=True),
+        _import_check("numba", "numba", "pip install numba (event decoding and accumulation kernels)", required=True),
         *_ros_checks(),
     ]
     optional = [
-        ("numba", "numba", "pip install numba (event accumulation at full speed)"),
         ("rosbags", "rosbags", "pip install rosbags (bag replay and evaluation)"),
         ("torch", "torch", "pip install torch (training, PyTorch back end)"),
         ("diffusers", "diffusers", "pip install diffusers (MADM teacher)"),

@@ -83,15 +83,18 @@ class ConfusionMatrix:
         """JSON-ready summary: mIoU, pixel accuracy, per-class IoU by name (None where undefined), matrix."""
         if len(class_names) != self.num_classes:
             raise InputError(f"{len(class_names)} class names for {self.num_classes} classes")
-        return {
-            "miou": self.miou(),
-            "pixel_accuracy": self.pixel_accuracy(),
+        miou, accuracy = self.miou(), self.pixel_accuracy()
+        return {  # None, not NaN, where undefined: NaN is not valid JSON
+            "miou": None if np.isnan(miou) else miou,
+            "pixel_accuracy": None if np.isnan(accuracy) else accuracy,
             "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(class_names, self.iou())},
             "confusion_matrix": self.matrix.tolist(),
         }
 
     def table(self, class_names: Sequence[str]) -> str:
         """Markdown table of per-class IoU (percent) with the mean as the last row."""
+        if len(class_names) != self.num_classes:
+            raise InputError(f"{len(class_names)} class names for {self.num_classes} classes")
         rows = ["| class | IoU (%) |", "| --- | ---: |"]
         for name, value in zip(class_names, self.iou()):
             rows.append(f"| {name} | {'–' if np.isnan(value) else f'{100 * value:.2f}'} |")

@@ -71,6 +71,7 @@ def _trainid_lut(pairs: dict[int, int]) -> np.ndarray:
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     for src, dst in pairs.items():
         lut[src] = dst
+    lut.flags.writeable = False  # shared tables: a caller must not be able to change them for everyone
     return lut
 
 
@@ -171,10 +172,7 @@ def get_label_set(name: str) -> LabelSet:
 def label_mapping(source: str, target: str) -> np.ndarray:
     """The 256-entry lookup table that maps ``source`` class ids to ``target`` ids (identity if equal)."""
     if source == target:
-        get_label_set(source)
-        lut = np.arange(256, dtype=np.uint8)
-        lut[get_label_set(source).num_classes :] = IGNORE_INDEX
-        return lut
+        return _trainid_lut({c: c for c in range(get_label_set(source).num_classes)})
     try:
         return _MAPPINGS[(source, target)]
     except KeyError:

@@ -86,10 +86,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns the exit code (2 for usage errors and ``MadmError``)."""
+    """Run one subcommand; returns the exit code (2 for usage errors, ``MadmError`` and unusable paths)."""
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
-    except MadmError as error:
+    except (MadmError, OSError) as error:  # OSError: e.g. --out on a read-only disk; one line, no traceback
         print(f"madm_train {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -151,6 +151,8 @@ class PacketDecoder:
             The new events; the arrays are owned by the caller.
 
         """
+        if not 0 <= int(time_base) <= _MAX_TIME_BASE:  # checked first: a refused packet changes no state
+            raise DecodeError(f"time_base must be in 0..2^63-1 ns, got {time_base} (encoding {self.encoding!r})")
         stats = self.stats
         stats.packets += 1
         if seq is not None:
@@ -169,8 +171,6 @@ class PacketDecoder:
             whole = len(data) - len(data) % self._word
             stats.truncated_bytes += len(data) - whole
             data = data[:whole]
-        if not 0 <= int(time_base) <= _MAX_TIME_BASE:
-            raise DecodeError(f"time_base must be in 0..2^63-1 ns, got {time_base} (encoding {self.encoding!r})")
 
         events = getattr(self, f"_decode_{self.encoding}")(data, int(time_base))
         stats.events += len(events)
