@@ -47,14 +47,15 @@ def test_event_cache_is_reused_and_rebuilt_when_settings_change(tmp_path, shared
     assert len(other.frames) == 2 and other.events["window_us"] == 10_000
 
 
-def write_image_bag(path, topic, images, encoding):
-    from rosbags.rosbag2 import Writer
+def write_image_bag(path, topic, images, encoding, storage="sqlite3"):
+    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.ROS2_HUMBLE)
     Image = store.types["sensor_msgs/msg/Image"]
     Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
-    with Writer(path, version=8) as writer:
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
         connection = writer.add_connection(topic, Image.__msgtype__, typestore=store)
         for index, array in enumerate(images):
             fields = array_to_image_fields(array, encoding)
@@ -63,12 +64,13 @@ def write_image_bag(path, topic, images, encoding):
             writer.write(connection, (100 + index) * 10**9, store.serialize_cdr(message, Image.__msgtype__))
 
 
-@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
-def test_depth_bag_frames_keep_millimetres_and_holes(tmp_path, encoding):
+@pytest.mark.parametrize(("encoding", "storage"), [("16UC1", "sqlite3"), ("32FC1", "sqlite3"), ("16UC1", "mcap")])
+def test_depth_bag_frames_keep_millimetres_and_holes(tmp_path, encoding, storage):
     rng = np.random.default_rng(0)
     mm = rng.integers(0, 20000, (4, 12, 16)).astype(np.uint16)
     images = [m if encoding == "16UC1" else np.where(m == 0, np.nan, m / 1000).astype(np.float32) for m in mm]
-    write_image_bag(tmp_path / "bag", "/camera/depth", images, encoding)
+    write_image_bag(tmp_path / "bag", "/camera/depth", images, encoding, storage)
+    assert any(p.suffix == (".mcap" if storage == "mcap" else ".db3") for p in (tmp_path / "bag").iterdir())
     meta = extract_bag_frames(tmp_path / "bag", "/camera/depth", tmp_path / "out", modality="depth", every=2)
     assert meta.modalities == {"depth": "16UC1"} and len(meta.frames) == 2
     assert meta.stamps_us == (100_000_005, 102_000_005)
@@ -127,3 +129,12 @@ def test_a_broken_bag_fails_before_an_old_cache_is_deleted(tmp_path, shared_data
     with pytest.raises(DecodeError, match="cannot open .*broken.db3 as a bag"):
         extract_bag_frames(broken, "/event_camera/events", out, modality="events")
     assert len(FolderMeta.read(out).frames) == 1
+
+
+def test_mono8_thermal_bag_keeps_its_encoding(tmp_path):
+    thermal = [np.random.default_rng(i).integers(0, 256, (6, 8), dtype=np.uint8) for i in range(2)]
+    write_image_bag(tmp_path / "bag", "/thermal/image", thermal, "mono8", "mcap")
+    meta = extract_bag_frames(tmp_path / "bag", "/thermal/image", tmp_path / "out", modality="thermal")
+    assert meta.modalities == {"thermal": "mono8"}
+    spec = InputSpec("thermal", height=6, width=8)
+    np.testing.assert_array_equal(FolderDataset(tmp_path / "out", spec)[1].image, preprocess(thermal[1], "mono8", spec))
