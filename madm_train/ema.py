@@ -42,15 +42,20 @@ class EmaTeacher:
     Args:
         modules: Student modules to average, by name (e.g. ``{"head": …, "projections": …}``;
             add ``"unet"`` for ``ema.include_unet``). The teacher holds deep copies, gradients off.
-        parameters: Loose student parameter lists to average, by name (e.g.
-            ``{"prompt": backbone.prompt_parameters()}``). The teacher holds detached clones.
+        parameters: Loose student parameters to average, by group name: a list, or a mapping by
+            name (e.g. ``{"prompt": backbone.prompt_parameters()}``). The teacher holds detached clones.
         alpha_max: Final α (0.999).
     """
 
     def __init__(self, modules: Mapping[str, nn.Module] | None = None,
-                 parameters: Mapping[str, Sequence[torch.Tensor]] | None = None, *, alpha_max: float = 0.999) -> None:
+                 parameters: Mapping[str, Sequence[torch.Tensor] | Mapping[str, torch.Tensor]] | None = None, *,
+                 alpha_max: float = 0.999) -> None:
         modules = dict(modules or {})
-        parameters = {name: list(values) for name, values in (parameters or {}).items()}
+        named: dict[str, dict[str, torch.Tensor]] = {}
+        for group, values in (parameters or {}).items():
+            items = values.items() if isinstance(values, Mapping) else ((str(i), p) for i, p in enumerate(values))
+            named[group] = dict(items)
+        parameters = named
         overlap = sorted(set(modules) & set(parameters))
         if overlap:
             raise InputError(f"EMA names {overlap} are used for both a module and a parameter list")
@@ -64,8 +69,8 @@ class EmaTeacher:
             teacher = copy.deepcopy(module)
             teacher.requires_grad_(False)
             self.modules[name] = teacher
-        self.parameters: dict[str, list[torch.Tensor]] = {
-            name: [p.detach().clone() for p in values] for name, values in parameters.items()
+        self.parameters: dict[str, dict[str, torch.Tensor]] = {
+            group: {name: p.detach().clone() for name, p in values.items()} for group, values in parameters.items()
         }
 
     def _pairs(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -74,9 +79,9 @@ class EmaTeacher:
             teacher = dict(self.modules[name].named_parameters())
             for key, param in module.named_parameters():
                 yield f"{name}.{key}", teacher[key], param
-        for name, values in self.student_parameters.items():
-            for index, param in enumerate(values):
-                yield f"{name}.{index}", self.parameters[name][index], param
+        for group, values in self.student_parameters.items():
+            for name, param in values.items():
+                yield f"{group}.{name}", self.parameters[group][name], param
 
     def _buffer_pairs(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
         for name, module in self.student_modules.items():

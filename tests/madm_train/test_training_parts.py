@@ -165,19 +165,22 @@ def test_the_teacher_copies_at_step_zero_then_tracks_the_student_slowly():
     torch.manual_seed(0)
     student = TinyNet()
     prompt = [nn.Parameter(torch.zeros(3))]
-    ema = EmaTeacher({"net": student}, {"prompt": prompt})
+    ema = EmaTeacher({"net": student}, {"prompt": prompt, "named": {"gate": nn.Parameter(torch.ones(2))}})
     with torch.no_grad():
         student.conv.weight.add_(1.0)
         prompt[0].fill_(2.0)
     ema.update(0)
     torch.testing.assert_close(ema.modules["net"].conv.weight, student.conv.weight)
-    assert ema.parameters["prompt"][0].tolist() == [2.0, 2.0, 2.0]
+    assert ema.parameters["prompt"]["0"].tolist() == [2.0, 2.0, 2.0]
+    assert sorted(ema.state_dict()) == ["named.gate", "net.conv.bias", "net.conv.weight", "net.group.bias",
+                                        "net.group.weight", "net.head.weight", "net.norm.bias", "net.norm.num_batches_tracked",
+                                        "net.norm.running_mean", "net.norm.running_var", "net.norm.weight", "prompt.0"]
     with torch.no_grad():
         prompt[0].fill_(4.0)
     assert ema.update(1) == 0.5
-    assert ema.parameters["prompt"][0].tolist() == [3.0, 3.0, 3.0]
+    assert ema.parameters["prompt"]["0"].tolist() == [3.0, 3.0, 3.0]
     ema.update(5000)
-    assert ema.parameters["prompt"][0][0].item() == pytest.approx(3.0 * 0.999 + 4.0 * 0.001)
+    assert ema.parameters["prompt"]["0"][0].item() == pytest.approx(3.0 * 0.999 + 4.0 * 0.001)
     assert not any(p.requires_grad for p in ema.modules["net"].parameters())
 
 
