@@ -1,0 +1,120 @@
+"""``MadmModel``: the SD backbone and the DAFormer head as one module, saved together with its config.
+
+A saved model is a folder with ``config.json`` (the constructor arguments of backbone and head,
+including the diffusers configs of UNet, VAE and scheduler and the LoRA adapters) and
+``model.safetensors`` (all weights and persistent buffers). :meth:`MadmModel.load` rebuilds the
+network from the config alone and loads the tensors — no pickle, nothing executed from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from madm_ros.errors import ConfigError
+from madm_train.head import DAFormerHead
+from madm_train.sd_backbone import BackboneOutput, SDBackbone, TrainMode, atomic_folder
+
+__all__ = ["CHECKPOINT_FORMAT", "MadmModel"]
+
+CHECKPOINT_FORMAT = "madm-model/1"
+"""Value of ``format`` in a saved model's ``config.json``; bumped when the layout changes."""
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class MadmModel(nn.Module):
+    """Backbone + head: ``forward(images01, timesteps, noise) -> (logits, BackboneOutput)``.
+
+    Args:
+        backbone: The SD backbone with its projections and learned prompt.
+        head: A head whose ``in_channels`` equal ``backbone.feature_channels``.
+    """
+
+    def __init__(self, backbone: SDBackbone, head: DAFormerHead) -> None:
+        super().__init__()
+        if head.in_channels != backbone.feature_channels:
+            raise ConfigError(
+                f"head in_channels {head.in_channels} differ from the backbone's features {backbone.feature_channels}"
+            )
+        self.backbone = backbone
+        self.head = head
+
+    def forward(
+        self,
+        images01: torch.Tensor,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, BackboneOutput]:
+        """Logits B×K×H'×W' at the backbone's input resolution (H' = W' = ``input_size`` if set) and the backbone output."""
+        out = self.backbone(images01, timesteps, noise)
+        return self.head(out.features), out
+
+    def trainable_parameters(self, mode: TrainMode) -> dict[str, nn.Parameter]:
+        """Backbone parameters of ``mode`` (see :meth:`SDBackbone.trainable_parameters`) plus the whole head, by name."""
+        trainable = {f"backbone.{name}": p for name, p in self.backbone.trainable_parameters(mode).items()}
+        for name, parameter in self.head.named_parameters():
+            parameter.requires_grad_(True)
+            trainable[f"head.{name}"] = parameter
+        return trainable
+
+    def config(self) -> dict[str, Any]:
+        """The JSON written beside the weights: format tag, backbone and head constructor arguments."""
+        return {"format": CHECKPOINT_FORMAT, "backbone": self.backbone.config(), "head": self.head.config()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to the folder ``path`` (replaced atomically)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        with atomic_folder(path) as temp:
+            save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+            (temp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, dtype: torch.dtype = torch.float32) -> MadmModel:
+        """Rebuild the network from ``path/config.json`` and load ``path/model.safetensors`` (strict: every tensor must match)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+        missing = [p.name for p in (config_file, weights_file) if not p.is_file()]
+        if missing:
+            raise ConfigError(f"{path} is not a saved MADM model: {', '.join(missing)} missing (MadmModel.save writes both)")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"could not read {config_file}: {error}") from None
+        if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+            found = config.get("format") if isinstance(config, dict) else type(config).__name__
+            raise ConfigError(f"{config_file} has format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+        unknown = sorted(set(config) - {"format", "backbone", "head"})
+        if unknown or "backbone" not in config or "head" not in config:
+            raise ConfigError(f"{config_file}: expected keys format, backbone, head; unknown {unknown}")
+        # Parameters are created on the meta device and replaced by the loaded tensors (assign=True),
+        # so a full SD model is not randomly initialised first only to be overwritten.
+        backbone = SDBackbone.from_config(config["backbone"], dtype=dtype, empty_weights=True)
+        try:
+            with torch.device("meta"):
+                head = DAFormerHead(**config["head"])
+        except TypeError as error:
+            raise ConfigError(f"{config_file}: bad head config: {error}") from None
+        model = cls(backbone, head)
+        try:
+            state = load_file(str(weights_file))
+        except Exception as error:  # safetensors raises its own error types for a broken file
+            raise ConfigError(f"could not read weights {weights_file}: {error}") from None
+        try:
+            model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, assign=True)
+        except RuntimeError as error:
+            raise ConfigError(f"weights {weights_file} do not fit the network of {config_file}: {error}") from None
+        left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left:
+            raise ConfigError(f"weights {weights_file} lack tensors {left[:5]}…; the checkpoint is incomplete")
+        return model
