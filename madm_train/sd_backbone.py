@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -390,7 +390,7 @@ class SDBackbone(nn.Module):
             raise ConfigError(f"backbone config: unknown keys {unknown}, missing keys {missing}")
         scheduler = DDPMScheduler.from_config(config["scheduler"])
         empty = torch.zeros(config["empty_prompt_shape"], dtype=dtype)
-        with torch.device("meta") if empty_weights else _no_context():
+        with torch.device("meta") if empty_weights else nullcontext():
             unet = UNet2DConditionModel.from_config(config["unet"])
             vae = AutoencoderKL.from_config(config["vae"])
             if dtype != torch.float32:
@@ -615,11 +615,6 @@ class SDBackbone(nn.Module):
             )
         if bool((timesteps < 0).any()) or bool((timesteps >= steps).any()):
             raise InputError(f"timesteps {timesteps.tolist()} must lie in [0, {steps})")
-
-
-@contextmanager
-def _no_context() -> Iterator[None]:
-    yield
 
 
 def _missing_weights(folder: Path) -> bool:
