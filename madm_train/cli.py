@@ -71,8 +71,60 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path,
+                        help="training YAML (config/train/*.yaml); every key maps to a field of madm_train.config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set optim.max_iter=2000 (repeatable)")
+    parser.add_argument("--resume", default=None,
+                        help="'latest' (newest checkpoint of the run folder; starts fresh if none), a checkpoint name or path")
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from madm_train.config import load_config
+    from madm_train.self_training import adapt
+
+    overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else [])
+    config = load_config(args.config, overrides)
+    run_dir = adapt(config, progress=True)
+    print(f"adapt: finished; model, checkpoints and metrics.json in {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="the training YAML of the run (names the test split)")
+    parser.add_argument("--model", required=True, type=Path, help="a saved model folder (a run's model/)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json, metrics.md and qualitative PNGs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (repeatable)")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from madm_ros.palettes import get_label_set
+    from madm_train.config import load_config
+    from madm_train.evaluate import evaluate
+    from madm_train.model import MadmModel
+    from madm_train.self_training import build_datasets
+
+    config = load_config(args.config, args.overrides)
+    _, _, test = build_datasets(config)
+    model = MadmModel.load(args.model).eval()
+    device = torch.device(config.run.device)
+    model.to(device)
+    metrics = evaluate(lambda x: model(x.to(device))[0], test, get_label_set(config.data.label_set), args.out,
+                       batch_size=config.data.batch_size, progress=True)
+    print(f"evaluate: mIoU {100 * (metrics['miou'] or 0):.2f} over {metrics['images']} images -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "synth": ("generate a synthetic multi-modal street data set with labels", _synth_arguments, _synth),
+    "adapt": ("adapt a segmenter from labelled RGB to a target modality with MADM self-training", _adapt_arguments,
+              _adapt),
+    "evaluate": ("score a saved model on the target test split of a training config", _evaluate_arguments, _evaluate),
 }
 """Subcommand name → (help, add its arguments, run it)."""
 
