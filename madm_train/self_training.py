@@ -160,6 +160,11 @@ class _Recipe:
         self.source, self.target, self.test = build_datasets(config)
         self.model = build_model(config, self.label_set.num_classes, run_dir).to(self.device).train()
         self.model.trainable_parameters(config.model.finetune)
+        self.model.backbone.enable_gradient_checkpointing(config.model.gradient_checkpointing)
+        amp_dtype = torch.float16 if config.run.amp_dtype == "float16" else torch.bfloat16
+        self.autocast = lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=config.run.amp)
+        # fp16 needs loss scaling against gradient underflow; bf16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.run.amp and amp_dtype == torch.float16)
         groups = parameter_groups([self.model], lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         self.optimizer = build_optimizer(groups, config.optim)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, config.optim)
@@ -219,7 +224,8 @@ class _Recipe:
         lplr_colour = c.lplr.unlabelled_color
 
         # 2. source forward
-        logits_s, out_s = model(source.images)
+        with self.autocast():
+            logits_s, out_s = model(source.images)
         loss_source = segmentation_loss(logits_s, source.labels)
         loss = loss_source
         scalars = {"loss_source_ce": loss_source.item()}
@@ -238,7 +244,7 @@ class _Recipe:
         if not c.dplg.fixed_noise:
             latents = backbone.encode(target.images)
             noise = teacher_noise(latents, generator=self.mixing_generator)
-        with torch.no_grad(), self.ema.swapped():
+        with torch.no_grad(), self.ema.swapped(), self.autocast():
             logits_t, _ = model(target.images, timesteps, noise)
         pseudo, confidence = pseudo_labels(logits_t, tuple(target.images.shape[-2:]))
         q = confidence_weight(confidence, c.pseudo_labels.threshold)
@@ -254,7 +260,8 @@ class _Recipe:
             blur_probability=c.mixing.blur_probability, blur_sigma=c.mixing.blur_sigma,
             blur_kernel_fraction=c.mixing.blur_kernel_fraction)
         mixed_labels = mix(masks, source.labels, pseudo)
-        logits_m, out_m = model(mixed_images)
+        with self.autocast():
+            logits_m, out_m = model(mixed_images)
         loss_mixed = segmentation_loss(logits_m, mixed_labels, mixed_pixel_weight(masks, q))
         loss = loss + loss_mixed
         scalars.update(loss_mixed_ce=loss_mixed.item(), pseudo_label_weight=q, dplg_timestep=float(k), ema_alpha=alpha)
@@ -266,10 +273,12 @@ class _Recipe:
 
         # 5. update
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # the clip norm refers to true gradients
         scalars["grad_norm"] = clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]],
                                               c.optim.grad_clip_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.lr_scheduler.step()
         scalars.update(loss=loss.item(), lr=self.optimizer.param_groups[0]["lr"])
         return scalars

@@ -104,3 +104,14 @@ def test_the_cli_refuses_a_misspelt_key_with_one_line(synth_folder, tmp_path):
                              "optim.maxiter=3"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "optim.maxiter" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_bf16_autocast_and_gradient_checkpointing_train_on_the_cpu(synth_folder, tmp_path):
+    config = tiny_config(synth_folder, tmp_path / "amp", **{"run.amp": "true", "run.amp_dtype": "bfloat16",
+                                                           "model.gradient_checkpointing": "true",
+                                                           "optim.max_iter": 2, "run.checkpoint_every": 0})
+    run_dir = adapt(config, progress=False)
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(torch.isfinite(torch.tensor(line["loss"])) for line in lines)
+    assert json.loads((run_dir / "config.json").read_text())["run"]["amp_dtype"] == "bfloat16"
