@@ -11,7 +11,9 @@ One iteration (batch = B source + B target images):
    mixed label (source pixels weight 1, target pixels q) + LPLR on the mixed label (λ_t·q);
 5. backward, gradient-norm clip, AdamW step, learning-rate schedule.
 
-The run folder receives the resolved config, ``log.jsonl`` (scalars), periodic evaluations
+The run folder receives the resolved config, ``log.jsonl`` and ``tensorboard/`` (scalars, and
+image grids at every evaluation: target, pseudo-label, mixed image and label, prediction, decoded
+palette image), periodic evaluations
 (``eval-<step>/``), numbered checkpoints from which ``run.resume`` continues bit for bit, the final
 ``model/`` (``MadmModel.save``) and ``metrics.json`` of the target evaluation split.
 """
@@ -206,8 +208,12 @@ class _Recipe:
         indices = self.index_rng.integers(len(self.target), size=self.config.data.batch_size)
         return _stack([self.target.load(int(i)) for i in indices], self.device)
 
-    def step(self, iteration: int) -> dict[str, float]:
-        """One MADM iteration; returns the scalars to log."""
+    def step(self, iteration: int, *, visuals: dict[str, Any] | None = None) -> dict[str, float]:
+        """One MADM iteration; returns the scalars to log.
+
+        If ``visuals`` is given it is filled with first-image panels (target input, pseudo-label,
+        mixed image and label, student prediction, decoded palette image) for TensorBoard.
+        """
         import torch
 
         from madm_train.dplg import dplg_timestep, draw_k0, teacher_noise
@@ -271,6 +277,10 @@ class _Recipe:
             loss = loss + reg_m
             scalars["loss_mixed_lplr"] = reg_m.item()
 
+        if visuals is not None:
+            visuals.update(target=target.images[0], pseudo_label=pseudo[0], mixed=mixed_images[0],
+                           mixed_label=mixed_labels[0], prediction=logits_m[0].argmax(0), palette=out_m.decoded[0])
+
         # 5. update
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -298,6 +308,25 @@ class _Recipe:
             self.model.train()
 
 
+def _image_grid(visuals: dict[str, Any], label_set: LabelSet) -> np.ndarray:
+    """The panels of :meth:`_Recipe.step` side by side as one H×6W×3 uint8 image (labels coloured)."""
+    import torch.nn.functional as F
+
+    from madm_ros.palettes import colorize
+
+    size = visuals["target"].shape[-2:]
+
+    def image(t: Any) -> np.ndarray:
+        t = F.interpolate(t[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        return np.rint(t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+    def label(t: Any) -> np.ndarray:
+        return colorize(t.detach().cpu().numpy().astype(np.uint8), label_set)
+
+    return np.concatenate([image(visuals["target"]), label(visuals["pseudo_label"]), image(visuals["mixed"]),
+                           label(visuals["mixed_label"]), label(visuals["prediction"]), image(visuals["palette"])], axis=1)
+
+
 def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
     """Run MADM self-training as configured; returns the run folder (see the module docstring)."""
     import torch
@@ -318,20 +347,32 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
         start = load_checkpoint(checkpoint, model=recipe.model, optimizer=recipe.optimizer,
                                 lr_scheduler=recipe.lr_scheduler, ema=recipe.ema,
                                 generators=recipe.generators()).step
+    from torch.utils.tensorboard import SummaryWriter
+
     log = (run_dir / "log.jsonl").open("a", encoding="utf-8")
+    board = SummaryWriter(str(run_dir / "tensorboard"))
     max_iter, run = config.optim.max_iter, config.run
+    image_every = run.eval_every or max_iter
     bar = tqdm(range(start, max_iter), initial=start, total=max_iter, desc="adapt", unit="it", disable=not progress)
     try:
         for iteration in bar:
-            scalars = recipe.step(iteration)
             done = iteration + 1
+            visuals: dict[str, Any] | None = {} if (done % image_every == 0 or done == max_iter) else None
+            scalars = recipe.step(iteration, visuals=visuals)
             if done % run.log_every == 0 or done == max_iter:
                 log.write(json.dumps({"iteration": done, **scalars}) + "\n")
                 log.flush()
+                for key, value in scalars.items():
+                    board.add_scalar(f"train/{key}", value, done)
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", q=f"{scalars['pseudo_label_weight']:.2f}")
+            if visuals:
+                grid = _image_grid(visuals, recipe.label_set)
+                board.add_image("train/target|pseudo|mixed|mixed_label|prediction|palette", grid, done, dataformats="HWC")
             if run.eval_every and done % run.eval_every == 0 and done != max_iter:
                 metrics = recipe.evaluate(run_dir / f"eval-{done}")
                 log.write(json.dumps({"iteration": done, "eval_miou": metrics["miou"]}) + "\n")
+                if metrics["miou"] is not None:
+                    board.add_scalar("eval/miou", metrics["miou"], done)
             if (run.checkpoint_every and done % run.checkpoint_every == 0) or done == max_iter:
                 save_checkpoint(run_dir / CHECKPOINTS, done, model=recipe.model, optimizer=recipe.optimizer,
                                 lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, config=config.to_dict(),
@@ -339,6 +380,9 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
     finally:
         log.close()
     metrics = recipe.evaluate(run_dir / "eval-final")
+    if metrics["miou"] is not None:
+        board.add_scalar("eval/miou", metrics["miou"], max_iter)
+    board.close()
     recipe.model.save(run_dir / "model")
     atomic_write_bytes(run_dir / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
     return run_dir

@@ -57,6 +57,11 @@ def test_a_short_run_writes_model_checkpoints_log_and_metrics(uninterrupted):
     assert [line["dplg_timestep"] for line in lines][-1] == 0  # DPLG ends at end_iter = 3
     assert lines[0]["ema_alpha"] == 0 and lines[1]["ema_alpha"] == 0.5
     assert (uninterrupted / "config.yaml").is_file() and (uninterrupted / "eval-final" / "metrics.md").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(uninterrupted / "tensorboard")).Reload()
+    assert {"train/loss", "train/pseudo_label_weight", "eval/miou"} <= set(board.Tags()["scalars"])
+    assert len(board.Tags()["images"]) == 1
     from madm_train.model import MadmModel
 
     model = MadmModel.load(uninterrupted / "model").eval()
@@ -82,10 +87,10 @@ def test_training_changes_the_weights(uninterrupted):
 def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(synth_folder, tmp_path, uninterrupted, monkeypatch):
     real_step = _Recipe.step
 
-    def killed(self, iteration):
+    def killed(self, iteration, **kwargs):
         if iteration == 2:
             raise KeyboardInterrupt  # after checkpoint-2 was written
-        return real_step(self, iteration)
+        return real_step(self, iteration, **kwargs)
 
     monkeypatch.setattr(_Recipe, "step", killed)
     with pytest.raises(KeyboardInterrupt):
