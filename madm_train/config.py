@@ -73,6 +73,9 @@ class DataConfig:
         target_root: Root of the target data set.
         target_split: Unlabelled target split that is adapted to.
         test_split: Labelled target split that is evaluated on.
+        test_root: Root of the labelled evaluation data when it is not ``target_root`` (e.g. your
+            own unlabelled folder to adapt to, plus a few hand-labelled frames in another folder);
+            empty: ``target_root``.
         modality: Target modality (``depth``, ``thermal`` or ``events``).
         label_set: Class set of labels and logits (``dsec11``: 11 classes, ``fmb9``: 9).
         source_resize_hw: Every source image is resized to this (height, width) before cropping.
@@ -85,6 +88,9 @@ class DataConfig:
         rare_class_min_pixels: An example counts for a class when it holds this many of its pixels.
         rare_class_min_crop_ratio: A crop is redrawn (up to 10 times) until it holds this fraction
             of ``rare_class_min_pixels`` of the sampled class.
+        synthetic_frames: With ``source_kind`` and ``target_kind`` both ``folder`` on one root, the
+            number of synthetic frames ``adapt`` generates there (at ``source_resize_hw``, seed
+            ``run.seed``) when the folder holds no data set yet; 0 never generates.
     """
 
     source_kind: Literal["cityscapes", "folder"] = "cityscapes"
@@ -94,6 +100,7 @@ class DataConfig:
     target_root: str = "/data/DELIVER"
     target_split: str = "train"
     test_split: str = "test"
+    test_root: str = ""
     modality: Literal["depth", "thermal", "events"] = "depth"
     label_set: Literal["dsec11", "fmb9"] = "dsec11"
     source_resize_hw: tuple[int, int] = (512, 1024)
@@ -105,6 +112,7 @@ class DataConfig:
     rare_class_temperature: float = 0.01
     rare_class_min_pixels: int = 3000
     rare_class_min_crop_ratio: float = 0.5
+    synthetic_frames: int = 0
 
     def __post_init__(self) -> None:
         for name in ("source_resize_hw", "target_resize_hw", "crop_hw"):
@@ -116,6 +124,11 @@ class DataConfig:
                                   "the crop must fit inside the resized image")
         _in_range("data.flip_probability", self.flip_probability, 0.0, 1.0)
         _at_least("data.batch_size", self.batch_size, 1)
+        _at_least("data.synthetic_frames", self.synthetic_frames, 0)
+        if self.synthetic_frames and not (self.source_kind == self.target_kind == "folder"
+                                          and self.source_root == self.target_root):
+            raise ConfigError("data.synthetic_frames needs source_kind and target_kind 'folder' on one root "
+                              "(the generated folder holds every modality)")
         if not self.rare_class_temperature > 0:
             raise ConfigError(f"data.rare_class_temperature must be > 0, got {self.rare_class_temperature}")
         _at_least("data.rare_class_min_pixels", self.rare_class_min_pixels, 0)

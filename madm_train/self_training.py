@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,14 @@ def build_datasets(config: AdaptConfig) -> tuple[Any, Any, Any]:
     from madm_train import datasets
 
     d = config.data
+    if d.synthetic_frames and not (Path(d.source_root) / "meta.json").exists():
+        from madm_train.synthetic import SynthConfig, generate
+
+        height, width = d.source_resize_hw
+        print(f"adapt: generating {d.synthetic_frames} synthetic frames of {height}x{width} in {d.source_root} "
+              "(once; later runs reuse them)", file=sys.stderr)
+        generate(SynthConfig(frames=d.synthetic_frames, height=height, width=width, seed=config.run.seed),
+                 d.source_root, workers=2, progress=True)
     check_data_paths(config)
     spec_source = InputSpec("rgb", height=d.crop_hw[0], width=d.crop_hw[1])
     spec_target = InputSpec(d.modality, height=d.crop_hw[0], width=d.crop_hw[1])
@@ -93,8 +102,9 @@ def build_datasets(config: AdaptConfig) -> tuple[Any, Any, Any]:
         source = datasets.FolderDataset(d.source_root, spec_source, frames=source_frames, augmentation=source_aug,
                                         seed=seed)
 
-    def target_set(split: str, augmentation: TrainAugmentation | None, frames: list[str] | None, offset: int) -> Any:
-        kind, root = d.target_kind, d.target_root
+    def target_set(split: str, augmentation: TrainAugmentation | None, frames: list[str] | None, offset: int,
+                   root: str) -> Any:
+        kind = d.target_kind
         if kind == "deliver_depth":
             return datasets.DeliverDepthDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
         if kind == "fmb_infrared":
@@ -105,8 +115,8 @@ def build_datasets(config: AdaptConfig) -> tuple[Any, Any, Any]:
             return datasets.DsecEventsDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
         return datasets.FolderDataset(root, spec_target, frames=frames, augmentation=augmentation, seed=seed + offset)
 
-    target = target_set(d.target_split, target_aug, target_frames, 1)
-    test = target_set(d.test_split, None, test_frames, 2)
+    target = target_set(d.target_split, target_aug, target_frames, 1, d.target_root)
+    test = target_set(d.test_split, None, test_frames, 2, d.test_root or d.target_root)
     if source.label_set is None or source.label_set.name != d.label_set:
         raise ConfigError(f"the source data at {d.source_root} is not labelled in {d.label_set}")
     return source, target, test
