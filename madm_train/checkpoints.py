@@ -166,6 +166,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ema: EmaTeacher | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
     config: Mapping[str, Any] | None = None,
     generators: Mapping[str, Generator] | None = None,
     total_limit: int | None = None,
@@ -180,6 +181,7 @@ def save_checkpoint(
         lr_scheduler: Its ``state_dict`` (must be JSON-serialisable, as ``LambdaLR`` with
             ``schedule.LrMultiplier`` is).
         ema: The EMA teacher.
+        grad_scaler: The AMP loss scaler (its scale and growth tracker; needed for an exact fp16 resume).
         config: The resolved configuration (``AdaptConfig.to_dict()``).
         generators: Explicit generators whose states are saved beside the global ones, by name.
         total_limit: Checkpoints to keep (``None``: all).
@@ -213,6 +215,8 @@ def save_checkpoint(
             files.append("optimizer.safetensors")
         if lr_scheduler is not None:
             state["lr_scheduler"] = _jsonable(lr_scheduler.state_dict())
+        if grad_scaler is not None:
+            state["grad_scaler"] = _jsonable(grad_scaler.state_dict())
         state["rng"], rng_tensors = capture_rng_state(generators)
         save_file(_contiguous(rng_tensors), str(partial / "rng.safetensors"))
         files.append("rng.safetensors")
@@ -322,6 +326,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ema: EmaTeacher | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
     generators: Mapping[str, Generator] | None = None,
     restore_rng: bool = True,
 ) -> CheckpointInfo:
@@ -352,6 +357,8 @@ def load_checkpoint(
             raise InputError(f"{path} holds no optimiser state")
         tensors = load_file(str(path / "optimizer.safetensors"))
         optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+    if grad_scaler is not None and state.get("grad_scaler"):
+        grad_scaler.load_state_dict(state["grad_scaler"])
     if lr_scheduler is not None:
         if "lr_scheduler" not in state:
             raise InputError(f"{path} holds no learning-rate scheduler state")

@@ -355,7 +355,7 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
     checkpoint = resolve_resume(run_dir / CHECKPOINTS, config.run.resume)
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model=recipe.model, optimizer=recipe.optimizer,
-                                lr_scheduler=recipe.lr_scheduler, ema=recipe.ema,
+                                lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, grad_scaler=recipe.scaler,
                                 generators=recipe.generators()).step
     from torch.utils.tensorboard import SummaryWriter
 
@@ -385,7 +385,8 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
                     board.add_scalar("eval/miou", metrics["miou"], done)
             if (run.checkpoint_every and done % run.checkpoint_every == 0) or done == max_iter:
                 save_checkpoint(run_dir / CHECKPOINTS, done, model=recipe.model, optimizer=recipe.optimizer,
-                                lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, config=config.to_dict(),
+                                lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, grad_scaler=recipe.scaler,
+                                config=config.to_dict(),
                                 generators=recipe.generators(), total_limit=run.checkpoints_total_limit)
     finally:
         log.close()

@@ -458,3 +458,20 @@ def test_checkpoints_hold_no_pickle(tmp_path: Path):
         "ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
     with pytest.raises(InputError, match="holds no optimiser state"):
         load_checkpoint(save_checkpoint(tmp_path, 2, model=net), model=net, optimizer=optimizer)
+
+
+def test_the_amp_loss_scale_survives_a_checkpoint(tmp_path):
+    import torch
+
+    from madm_train.checkpoints import load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    # GradScaler is only active on CUDA; its state dict is what matters here, so set it by hand.
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    saved_state = {"scale": 256.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7,
+                   "_growth_tracker": 3}
+    scaler.load_state_dict(saved_state)
+    path = save_checkpoint(tmp_path, 5, model=model, grad_scaler=scaler)
+    restored = torch.amp.GradScaler("cpu", init_scale=1.0)
+    load_checkpoint(path, model=model, grad_scaler=restored, restore_rng=False)
+    assert restored.state_dict() == scaler.state_dict()
