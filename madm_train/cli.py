@@ -9,6 +9,7 @@ message on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -87,7 +88,8 @@ def _adapt(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else [])
     config = load_config(args.config, overrides)
     run_dir = adapt(config, progress=True)
-    print(f"adapt: finished; model, checkpoints and metrics.json in {run_dir}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only the writing process reports
+        print(f"adapt: finished; model, checkpoints and metrics.json in {run_dir}", file=sys.stderr)
     return 0
 
 

@@ -35,6 +35,13 @@ from madm_ros.palettes import LabelSet, get_label_set
 from madm_ros.preprocessing import InputSpec
 from madm_train.augment import TrainAugmentation
 from madm_train.config import AdaptConfig, check_data_paths, save_config
+from madm_train.distributed import (
+    Distributed,
+    average_gradients,
+    broadcast_weights,
+    check_replicas_equal,
+    init_distributed,
+)
 
 __all__ = ["Batch", "adapt", "build_datasets", "build_model"]
 
@@ -70,12 +77,16 @@ def _split_folder_frames(root: Path) -> tuple[list[str], list[str], list[str]]:
     return pick(source), pick(target), pick(test)
 
 
-def build_datasets(config: AdaptConfig) -> tuple[Any, Any, Any]:
-    """Source (labelled RGB), target (unlabelled modality) and target test data sets of ``config``."""
+def build_datasets(config: AdaptConfig, info: Distributed | None = None) -> tuple[Any, Any, Any]:
+    """Source (labelled RGB), target (unlabelled modality) and target test data sets of ``config``.
+
+    Each process of a multi-process run augments with its own seed (``run.seed + rank``).
+    """
     from madm_train import datasets
 
+    info = info or Distributed()
     d = config.data
-    if d.synthetic_frames and not (Path(d.source_root) / "meta.json").exists():
+    if info.is_main and d.synthetic_frames and not (Path(d.source_root) / "meta.json").exists():
         from madm_train.synthetic import SynthConfig, generate
 
         height, width = d.source_resize_hw
@@ -83,12 +94,13 @@ def build_datasets(config: AdaptConfig) -> tuple[Any, Any, Any]:
               "(once; later runs reuse them)", file=sys.stderr)
         generate(SynthConfig(frames=d.synthetic_frames, height=height, width=width, seed=config.run.seed),
                  d.source_root, workers=2, progress=True)
+    _barrier(info)
     check_data_paths(config)
     spec_source = InputSpec("rgb", height=d.crop_hw[0], width=d.crop_hw[1])
     spec_target = InputSpec(d.modality, height=d.crop_hw[0], width=d.crop_hw[1])
     source_aug = TrainAugmentation(d.source_resize_hw, d.crop_hw, d.flip_probability)
     target_aug = TrainAugmentation(d.target_resize_hw, d.crop_hw, d.flip_probability)
-    seed = config.run.seed
+    seed = config.run.seed + info.rank
     shared_folder = d.source_kind == "folder" and d.target_kind == "folder" and \
         Path(d.source_root).resolve() == Path(d.target_root).resolve()
     source_frames = target_frames = test_frames = None
@@ -122,7 +134,14 @@ def build_datasets(config: AdaptConfig) -> tuple[Any, Any, Any]:
     return source, target, test
 
 
-def build_model(config: AdaptConfig, num_classes: int, run_dir: Path) -> Any:
+def _barrier(info: Distributed) -> None:
+    if info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def build_model(config: AdaptConfig, num_classes: int, run_dir: Path, info: Distributed | None = None) -> Any:
     """The MADM model of ``config.model`` (``tiny``: a random tiny SD written into the run folder)."""
     from madm_train.head import DAFormerHead
     from madm_train.model import MadmModel
@@ -132,8 +151,9 @@ def build_model(config: AdaptConfig, num_classes: int, run_dir: Path) -> Any:
     m = config.model
     if m.preset == "tiny":
         folder = run_dir / "tiny_sd"
-        if not (folder / "model_index.json").exists():
+        if (info is None or info.is_main) and not (folder / "model_index.json").exists():
             build_tiny_sd(folder, seed=config.run.seed)
+        _barrier(info or Distributed())
         model = build_tiny_model(folder, num_classes)
     else:
         backbone = SDBackbone.from_pretrained(m.pretrained)
@@ -156,21 +176,23 @@ def _stack(samples: list[Any], device: Any) -> Batch:
 class _Recipe:
     """The state of one run and its iteration; built once by :func:`adapt`."""
 
-    def __init__(self, config: AdaptConfig, run_dir: Path) -> None:
+    def __init__(self, config: AdaptConfig, run_dir: Path, info: Distributed | None = None) -> None:
         import torch
 
         from madm_train.ema import EmaTeacher
         from madm_train.rare_class import RareClassSampler, rare_class_stats
         from madm_train.schedule import build_lr_scheduler, build_optimizer, parameter_groups
 
-        self.config, self.run_dir = config, run_dir
+        self.config, self.run_dir, self.info = config, run_dir, info or Distributed()
         if config.run.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"run.device is {config.run.device!r} but no CUDA device is available; "
                               "use --set run.device=cpu run.amp=false")
-        self.device = torch.device(config.run.device)
+        self.device = torch.device(f"cuda:{self.info.local_rank}" if self.info.enabled and config.run.device.startswith("cuda")
+                                   else config.run.device)
         self.label_set: LabelSet = get_label_set(config.data.label_set)
-        self.source, self.target, self.test = build_datasets(config)
-        self.model = build_model(config, self.label_set.num_classes, run_dir).to(self.device).train()
+        self.source, self.target, self.test = build_datasets(config, self.info)
+        self.model = build_model(config, self.label_set.num_classes, run_dir, self.info).to(self.device).train()
+        broadcast_weights(self.model, self.info)
         self.model.trainable_parameters(config.model.finetune)
         self.model.backbone.enable_gradient_checkpointing(config.model.gradient_checkpointing)
         amp_dtype = torch.float16 if config.run.amp_dtype == "float16" else torch.bfloat16
@@ -185,15 +207,21 @@ class _Recipe:
         if config.ema.include_unet:
             modules["unet"] = backbone.unet
         self.ema = EmaTeacher(modules, alpha_max=config.ema.alpha)
-        seed = config.run.seed
-        self.mixing_generator = torch.Generator().manual_seed(seed)
-        self.k0_rng = random.Random(seed)
-        self.index_rng = np.random.default_rng(seed)
+        self.seed_generators(config.run.seed + self.info.rank)
         self.sampler = None
         if config.data.rare_class_sampling:
             labels = (self.source.label_reader(r.label_path) for r in self.source.records)
             stats = rare_class_stats(labels, self.label_set.num_classes, min_pixels=config.data.rare_class_min_pixels)
-            self.sampler = RareClassSampler(stats, temperature=config.data.rare_class_temperature, seed=seed)
+            self.sampler = RareClassSampler(stats, temperature=config.data.rare_class_temperature,
+                                            seed=config.run.seed + self.info.rank)
+
+    def seed_generators(self, seed: int) -> None:
+        """(Re)seed this process's explicit generators (mixing, k₀, batch indices)."""
+        import torch
+
+        self.mixing_generator = torch.Generator().manual_seed(seed)
+        self.k0_rng = random.Random(seed)
+        self.index_rng = np.random.default_rng(seed)
 
     def generators(self) -> dict[str, Any]:
         """Every explicit generator of the run, by name (saved in checkpoints for bit-exact resume)."""
@@ -294,6 +322,7 @@ class _Recipe:
         # 5. update
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.info)
         self.scaler.unscale_(self.optimizer)  # the clip norm refers to true gradients
         scalars["grad_norm"] = clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]],
                                               c.optim.grad_clip_norm)
@@ -344,19 +373,25 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
 
     from madm_train.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
 
+    info = init_distributed("cuda" if config.run.device.startswith("cuda") else "cpu")
     run_dir = Path(config.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     random.seed(config.run.seed)
     np.random.seed(config.run.seed)
-    torch.manual_seed(config.run.seed)
-    save_config(config, run_dir)
-    recipe = _Recipe(config, run_dir)
+    torch.manual_seed(config.run.seed)  # identical initial weights in every process
+    if info.is_main:
+        save_config(config, run_dir)
+    recipe = _Recipe(config, run_dir, info)
     start = 0
     checkpoint = resolve_resume(run_dir / CHECKPOINTS, config.run.resume)
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model=recipe.model, optimizer=recipe.optimizer,
                                 lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, grad_scaler=recipe.scaler,
                                 generators=recipe.generators()).step
+        if info.enabled:  # the checkpoint holds rank 0's generators; every process needs its own stream
+            recipe.seed_generators(hash((config.run.seed, info.rank, start)) % 2**31)
+    if not info.is_main:
+        return _follow(recipe, start)
     from torch.utils.tensorboard import SummaryWriter
 
     log = (run_dir / "log.jsonl").open("a", encoding="utf-8")
@@ -390,10 +425,21 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
                                 generators=recipe.generators(), total_limit=run.checkpoints_total_limit)
     finally:
         log.close()
+    check_replicas_equal(recipe.model.parameters(), info)
     metrics = recipe.evaluate(run_dir / "eval-final")
     if metrics["miou"] is not None:
         board.add_scalar("eval/miou", metrics["miou"], max_iter)
     board.close()
     recipe.model.save(run_dir / "model")
     atomic_write_bytes(run_dir / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
+    _barrier(info)
     return run_dir
+
+
+def _follow(recipe: _Recipe, start: int) -> Path:
+    """The loop of a process other than rank 0: train in step with it, write nothing."""
+    for iteration in range(start, recipe.config.optim.max_iter):
+        recipe.step(iteration)
+    check_replicas_equal(recipe.model.parameters(), recipe.info)
+    _barrier(recipe.info)  # rank 0 evaluates and saves meanwhile
+    return recipe.run_dir

@@ -120,3 +120,24 @@ def test_bf16_autocast_and_gradient_checkpointing_train_on_the_cpu(synth_folder,
     lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(torch.isfinite(torch.tensor(line["loss"])) for line in lines)
     assert json.loads((run_dir / "config.json").read_text())["run"]["amp_dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_train_identical_replicas(synth_folder, tmp_path):
+    import os
+
+    out = tmp_path / "ddp"
+    overrides = [
+        f"data.source_root={synth_folder}", f"data.target_root={synth_folder}", "data.source_resize_hw=[64, 128]",
+        "data.target_resize_hw=[64, 128]", "data.crop_hw=[64, 64]", "data.batch_size=1", "data.rare_class_min_pixels=50",
+        "optim.max_iter=3", "dplg.end_iter=2", f"run.out_dir={out}", "run.eval_every=0", "run.checkpoint_every=0",
+    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+               "-m", "madm_train", "adapt", "--config", str(YAML)] + [a for o in overrides for a in ("--set", o)]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}  # process group on the loopback only
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    # adapt() compares the replicas' weights across processes at the end and fails the run if they differ
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3]  # only rank 0 writes
+    assert json.loads((out / "metrics.json").read_text())["images"] > 0
