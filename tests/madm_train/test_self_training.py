@@ -131,6 +131,7 @@ def test_two_processes_under_torchrun_train_identical_replicas(synth_folder, tmp
         f"data.source_root={synth_folder}", f"data.target_root={synth_folder}", "data.source_resize_hw=[64, 128]",
         "data.target_resize_hw=[64, 128]", "data.crop_hw=[64, 64]", "data.batch_size=1", "data.rare_class_min_pixels=50",
         "optim.max_iter=3", "dplg.end_iter=2", f"run.out_dir={out}", "run.eval_every=0", "run.checkpoint_every=0",
+        "run.log_every=1",
     ]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
                "-m", "madm_train", "adapt", "--config", str(YAML)] + [a for o in overrides for a in ("--set", o)]
