@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ConfigError", "DecodeError", "InputError", "MadmError", "check_known_keys"]
+__all__ = ["BackendError", "ConfigError", "DecodeError", "InputError", "MadmError", "check_known_keys"]
 
 
 class MadmError(Exception):
@@ -27,6 +27,10 @@ class DecodeError(MadmError, ValueError):
 
 class ConfigError(MadmError, ValueError):
     """A configuration value or parameter is missing, unknown or out of range."""
+
+
+class BackendError(MadmError, RuntimeError):
+    """An inference backend cannot be used: library missing, model or engine file corrupt, engine built elsewhere."""
 
 
 def check_known_keys(values: Mapping[str, Any], cls: type, what: str) -> None:

@@ -19,12 +19,24 @@ from madm_ros.errors import ConfigError
 from madm_train.head import DAFormerHead
 from madm_train.sd_backbone import BackboneOutput, SDBackbone, TrainMode, atomic_folder
 
-__all__ = ["CHECKPOINT_FORMAT", "MadmModel"]
+__all__ = ["CHECKPOINT_FORMAT", "MadmModel", "read_format_config"]
 
 CHECKPOINT_FORMAT = "madm-model/1"
 """Value of ``format`` in a saved model's ``config.json``; bumped when the layout changes."""
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+def read_format_config(config_file: Path, expected_format: str) -> dict[str, Any]:
+    """Read a saved folder's ``config.json`` and check its ``format`` tag (one error type for every saved artifact)."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"could not read {config_file}: {error}") from None
+    if not isinstance(config, dict) or config.get("format") != expected_format:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ConfigError(f"{config_file} has format {found!r}, expected {expected_format!r}")
+    return config
 
 
 class MadmModel(nn.Module):
@@ -87,13 +99,7 @@ class MadmModel(nn.Module):
         missing = [p.name for p in (config_file, weights_file) if not p.is_file()]
         if missing:
             raise ConfigError(f"{path} is not a saved MADM model: {', '.join(missing)} missing (MadmModel.save writes both)")
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"could not read {config_file}: {error}") from None
-        if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
-            found = config.get("format") if isinstance(config, dict) else type(config).__name__
-            raise ConfigError(f"{config_file} has format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+        config = read_format_config(config_file, CHECKPOINT_FORMAT)
         unknown = sorted(set(config) - {"format", "backbone", "head"})
         if unknown or "backbone" not in config or "head" not in config:
             raise ConfigError(f"{config_file}: expected keys format, backbone, head; unknown {unknown}")

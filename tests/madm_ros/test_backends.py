@@ -1,0 +1,129 @@
+"""Inference backends: engine sidecar checks (no GPU needed), corrupt files, auto choice, light imports."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from madm_ros.backends import ModelMetadata, check_batch, load_backend
+from madm_ros.backends.engine_info import (
+    EngineInfo,
+    check_engine_info,
+    file_sha256,
+    read_engine_info,
+    sidecar_path,
+    write_engine_info,
+)
+from madm_ros.errors import BackendError, InputError
+from madm_ros.preprocessing import InputSpec
+
+RUNNING = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    """A stand-in engine file with a sidecar describing it as built here, from ``model.onnx``."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    path = tmp_path / "model.engine"
+    path.write_bytes(b"serialized plan")
+    metadata = ModelMetadata("dsec11", InputSpec("events", 480, 640), 8, 8).to_json()
+    info = EngineInfo(onnx_sha256=file_sha256(onnx), engine_sha256=file_sha256(path), precision="fp16", input_name="image",
+                      min_shape=(1, 3, 480, 640), max_shape=(2, 3, 480, 640), outputs={"labels": "labels", "logits": "logits"},
+                      metadata=metadata, **RUNNING)
+    write_engine_info(path, info)
+    return path, onnx, info
+
+
+def test_sidecar_round_trips_and_a_matching_engine_is_accepted(engine):
+    path, onnx, info = engine
+    assert sidecar_path(path).name == "model.engine.json"
+    assert read_engine_info(path) == info
+    check_engine_info(info, engine=path, onnx=onnx, precision="fp16", input_shape=(2, 3, 480, 640), **RUNNING)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"tensorrt_version": "11.4.0"}, "built with TensorRT 10.3.0, running 11.4.0"),
+    ({"gpu_name": "NVIDIA H100"}, r"built for Orin \(sm 8.7\), running on NVIDIA H100"),
+    ({"compute_capability": "9.0"}, "running on Orin"),
+    ({"precision": "int8"}, "built for fp16, int8 requested"),
+    ({"input_shape": (1, 3, 440, 640)}, r"input shape \(1, 3, 440, 640\) outside"),
+    ({"input_shape": (3, 3, 480, 640)}, "outside the engine's"),
+])
+def test_an_engine_built_for_something_else_is_refused(engine, change, message):
+    path, onnx, info = engine
+    arguments = {**RUNNING, "onnx": onnx, "precision": "fp16", "input_shape": (1, 3, 480, 640), **change}
+    with pytest.raises(BackendError, match=message):
+        check_engine_info(info, engine=path, **arguments)
+
+
+def test_an_engine_from_another_onnx_is_refused(engine):
+    path, onnx, info = engine
+    onnx.write_bytes(b"re-exported onnx")
+    with pytest.raises(BackendError, match="built from another ONNX"):
+        check_engine_info(info, engine=path, onnx=onnx, **RUNNING)
+
+
+def test_a_truncated_engine_is_refused_by_its_checksum(engine):
+    path, _, info = engine
+    path.write_bytes(b"serialized")
+    with pytest.raises(BackendError, match="checksum differs from its sidecar"):
+        check_engine_info(info, engine=path, **RUNNING)
+
+
+def test_every_problem_is_listed_at_once(engine):
+    path, _, info = engine
+    with pytest.raises(BackendError, match="TensorRT 10.3.0, running 11.0.0; built for Orin"):
+        check_engine_info(info, engine=path, tensorrt_version="11.0.0", gpu_name="A100", compute_capability="8.0")
+
+
+def test_missing_or_broken_sidecars_are_clear_errors(engine):
+    path, _, info = engine
+    sidecar_path(path).write_text("{not json")
+    with pytest.raises(BackendError, match="cannot read engine sidecar"):
+        read_engine_info(path)
+    sidecar_path(path).write_text('{"format": "madm-engine/1", "precision": "fp16"}')
+    with pytest.raises(BackendError, match="not a valid engine sidecar"):
+        read_engine_info(path)
+    write_engine_info(path, dataclasses.replace(info, precision="fp8"))
+    with pytest.raises(BackendError, match="precision 'fp8'"):
+        read_engine_info(path)
+    sidecar_path(path).unlink()
+    with pytest.raises(BackendError, match="has no sidecar"):
+        load_backend(path.with_suffix(".onnx"), "tensorrt", engine=path)
+
+
+def test_a_corrupt_onnx_file_is_a_backend_error(tmp_path):
+    pytest.importorskip("onnxruntime")
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    with pytest.raises(BackendError, match="cannot load ONNX model .*broken.onnx"):
+        load_backend(bad, "onnxruntime")
+    with pytest.raises(BackendError, match="not found"):
+        load_backend(tmp_path / "missing.onnx", "onnxruntime")
+
+
+def test_auto_without_any_usable_file_says_what_it_needs(tmp_path):
+    with pytest.raises(BackendError, match="no installed backend can run"):
+        load_backend(tmp_path / "model.bin")
+    with pytest.raises(BackendError, match="unknown backend 'openvino'"):
+        load_backend(tmp_path / "model.onnx", "openvino")
+
+
+def test_batches_must_be_float32_nchw_with_three_channels():
+    assert check_batch(np.zeros((1, 3, 4, 4), np.float32)).flags.c_contiguous
+    for bad in (np.zeros((3, 4, 4), np.float32), np.zeros((1, 1, 4, 4), np.float32), np.zeros((1, 3, 4, 4), np.float64)):
+        with pytest.raises(InputError, match="float32 N×3×H×W"):
+            check_batch(bad)
+
+
+def test_importing_the_backends_loads_no_inference_library():
+    code = ("import sys, madm_ros.backends, madm_ros.backends.engine_info, madm_ros.backends.ort, "
+            "madm_ros.backends.pytorch, madm_ros.backends.tensorrt_engine, madm_ros.backends.onnx_precision\n"
+            "print(sorted(m for m in ('torch', 'tensorrt', 'onnxruntime', 'onnx', 'cv2') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
