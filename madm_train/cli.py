@@ -122,11 +122,159 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, type=Path, help="the adapted MADM model folder (adapt's <run>/model)")
+    parser.add_argument("--config", required=True, type=Path,
+                        help="the training YAML of the teacher (names modality, label set and target frames)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key of the training config (repeatable)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder for student/, log.jsonl and distill.json")
+    parser.add_argument("--size", default=None, help="HEIGHTxWIDTH the student trains at (default: the config's crop size)")
+    parser.add_argument("--channels", type=int, default=32, help="student base width (32 = DDRNet-23-slim; default 32)")
+    parser.add_argument("--iterations", type=int, default=4000, help="optimiser steps (default 4000)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per step (default 8)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (default 2e-3)")
+    parser.add_argument("--temperature", type=float, default=2.0, help="τ of the pixel-wise KL (default 2)")
+    parser.add_argument("--kd-weight", type=float, default=1.0, help="weight of the pixel-wise KL (default 1)")
+    parser.add_argument("--ce-weight", type=float, default=1.0, help="weight of the pseudo-label CE (default 1)")
+    parser.add_argument("--confidence", type=float, default=0.968, help="pseudo-label confidence threshold (default 0.968)")
+    parser.add_argument("--source-weight", type=float, default=0.0,
+                        help="weight of CE on the labelled source frames (default 0: target frames only)")
+    parser.add_argument("--cache", type=Path, default=None, help="teacher-logit cache folder (default <out>/teacher_cache)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and flips")
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from madm_ros.preprocessing import InputSpec
+    from madm_train.config import load_config
+    from madm_train.distill import DistillOptions, at_size, distill
+    from madm_train.self_training import build_datasets
+
+    config = load_config(args.config, args.overrides)
+    size = parse_size(args.size) if args.size else tuple(config.data.crop_hw)
+    source, target, test = build_datasets(config)
+    options = DistillOptions(
+        teacher=args.teacher, out_dir=args.out, label_set=config.data.label_set,
+        input_spec=InputSpec(config.data.modality, height=size[0], width=size[1]), channels=args.channels,
+        iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
+        kd_weight=args.kd_weight, ce_weight=args.ce_weight, confidence=args.confidence, source_weight=args.source_weight,
+        cache_dir=args.cache, device=args.device, seed=args.seed,
+    )
+    report = distill(options, at_size(target, size), source=at_size(source, size) if args.source_weight > 0 else None,
+                     test=at_size(test, size), progress=True)
+    final = report["final"]
+    print(f"distill: student in {report['student']}; teacher agreement {100 * report['initial']['teacher_agreement']:.1f} % "
+          f"-> {100 * final['teacher_agreement']:.1f} %" +
+          (f", test mIoU {100 * (report['test_miou'] or 0):.2f}" if "test_miou" in report else ""), file=sys.stderr)
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--student", required=True, type=Path, help="a distilled student folder (distill's <out>/student)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the ONNX files, engines and export.json")
+    parser.add_argument("--size", default=None, help="HEIGHTxWIDTH of the static ONNX (default: the student's size)")
+    parser.add_argument("--argmax-stride", type=int, default=8, choices=(1, 2, 4, 8),
+                        help="resolution divisor of the in-graph arg-max (8: cheapest, 1: full resolution; default 8)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="training YAML whose target frames are the real inputs of the parity check and INT8 calibration")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key of that config (repeatable)")
+    parser.add_argument("--frames", type=int, default=16, help="real frames for parity and calibration (default 16)")
+    parser.add_argument("--tensorrt", default="", help="comma-separated engine precisions to build: fp32, fp16, int8")
+    parser.add_argument("--builder", default="onnx", choices=("onnx", "torch2trt"),
+                        help="TensorRT's ONNX parser (default) or torch2trt from the PyTorch student")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+
+
+def _export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from madm_train.export import ExportOptions, export
+
+    size = parse_size(args.size) if args.size else None
+    precisions = tuple(p.strip() for p in args.tensorrt.split(",") if p.strip())
+    frames = None
+    if args.config is not None:
+        from madm_ros.backends.pytorch import load_graph
+        from madm_train.config import load_config
+        from madm_train.distill import at_size
+        from madm_train.self_training import build_datasets
+
+        spec = load_graph(args.student)[1].input_spec
+        _, target, _ = build_datasets(load_config(args.config, args.overrides))
+        target = at_size(target, size or (spec.height, spec.width))
+        frames = np.stack([target[i].image for i in range(min(args.frames, len(target)))])
+    report = export(ExportOptions(student=args.student, out_dir=args.out, size=size, argmax_stride=args.argmax_stride,
+                                  opset=args.opset, frames=frames, tensorrt=precisions, builder=args.builder,
+                                  simplify=not args.no_simplify))
+    print(f"export: done; report in {args.out / 'export.json'} ({len(report['engines'])} engines)", file=sys.stderr)
+    return 0
+
+
+def _prior_arguments(parser: argparse.ArgumentParser) -> None:
+    from madm_train.prior import PriorConfig
+
+    d = PriorConfig()
+    parser.add_argument("--data", required=True, type=Path,
+                        help="a synthetic folder (python -m madm_train synth); generate it with another seed than the "
+                             "evaluation data so the prior never sees a test scene")
+    parser.add_argument("--out", required=True, type=Path, help="diffusers folder to write (replaced atomically); "
+                        "use it as model.pretrained with model.preset=tiny")
+    parser.add_argument("--crop", type=int, default=d.crop, help=f"side of the square training crops (default {d.crop})")
+    parser.add_argument("--vae-steps", type=int, default=d.vae_steps, help=f"autoencoder steps (default {d.vae_steps})")
+    parser.add_argument("--unet-steps", type=int, default=d.unet_steps,
+                        help=f"latent-denoiser steps (default {d.unet_steps})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the initial weights and draws (default {d.seed})")
+
+
+def _prior(args: argparse.Namespace) -> int:
+    from madm_train.prior import PriorConfig, pretrain_prior
+
+    config = PriorConfig(crop=args.crop, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+                         batch_size=args.batch_size, seed=args.seed)
+    out = pretrain_prior(args.data, args.out, config)
+    print(f"pretrain-prior: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    from madm_train.benchmark import MODALITIES, PRESETS
+
+    parser.add_argument("--suite", required=True, choices=["synthetic"],
+                        help="which benchmark: synthetic = MADM vs source-only with ablations on generated scenes")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for data, prior, runs, results.json, results.md and figures; finished runs in it "
+                             "are reused, so a stopped benchmark continues")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                        help="tiny: the 2-core CPU run (about 1.5 h); gpu: larger scenes and longer runs on one GPU")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
+    parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES),
+                        help="target modalities (default all three)")
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from madm_train.benchmark import run_benchmark
+
+    run_benchmark(args.out, preset=args.preset, seeds=args.seeds, modalities=args.modalities)
+    print((args.out / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "synth": ("generate a synthetic multi-modal street data set with labels", _synth_arguments, _synth),
     "adapt": ("adapt a segmenter from labelled RGB to a target modality with MADM self-training", _adapt_arguments,
               _adapt),
     "evaluate": ("score a saved model on the target test split of a training config", _evaluate_arguments, _evaluate),
+    "distill": ("train a real-time student on target frames labelled by the adapted MADM teacher", _distill_arguments,
+                _distill),
+    "export": ("export a student to ONNX (parity-checked) and optionally TensorRT engines", _export_arguments, _export),
+    "pretrain-prior": ("train the tiny preset's diffusion prior (VAE, then latent denoiser) on synthetic frames",
+                       _prior_arguments, _prior),
+    "benchmark": ("MADM vs source-only with ablations on regenerable synthetic scenes: a table over seeds",
+                  _benchmark_arguments, _benchmark),
 }
 """Subcommand name → (help, add its arguments, run it)."""
 
