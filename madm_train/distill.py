@@ -45,7 +45,7 @@ class DistillOptions:
         out_dir: Run folder (student, logs, report).
         label_set: Label set of teacher and student.
         input_spec: Modality and network size (height, width) of the student.
-        channels: Student base width (32 = DDRNet-23-slim; 24 fits the 2-core CPU budget, see bench).
+        channels: Student base width (32 = DDRNet-23-slim; the default 24 fits the 2-core CPU budget, see bench/inference.py).
         iterations: Optimiser steps.
         batch_size: Frames per step.
         lr: AdamW peak learning rate (poly decay, power 0.9).
@@ -67,7 +67,7 @@ class DistillOptions:
     out_dir: Path
     label_set: str
     input_spec: InputSpec
-    channels: int = 32
+    channels: int = 24
     iterations: int = 4000
     batch_size: int = 8
     lr: float = 2e-3

@@ -45,7 +45,8 @@ class ExportOptions:
         student: Saved student folder (written by ``distill``).
         out_dir: Output folder (created).
         size: Static input (height, width); ``None``: the student's training size.
-        argmax_stride: Resolution divisor of the in-graph arg-max (1, 2, 4 or 8; 8 = the logits' own).
+        argmax_stride: Resolution divisor of the in-graph arg-max (1, 2, 4 or 8; 8 = the logits' own; see
+            :data:`~madm_train.graph.DEFAULT_ARGMAX_STRIDE`).
         opset: ONNX opset (≥ 17).
         frames: Target frames for the parity check and INT8 calibration, float32 N×3×H×W at ``size``
             (``None``: random inputs only).
@@ -58,7 +59,7 @@ class ExportOptions:
     student: Path
     out_dir: Path
     size: tuple[int, int] | None = None
-    argmax_stride: int = 8
+    argmax_stride: int = 4
     opset: int = 17
     frames: np.ndarray | None = None
     tensorrt: tuple[str, ...] = ()

@@ -23,7 +23,8 @@ Shape of the network (``c`` = ``channels``; strides relative to the input):
   first fused high-resolution map helps training and is left out of exported graphs.
 
 ``channels=32`` is DDRNet-23-slim (5.7 M parameters with 19 classes); smaller widths trade
-accuracy for CPU speed (bench/inference.py measures them).
+accuracy for CPU speed: 24 is the project default because it meets 50 ms per 480×640 frame with
+ONNX Runtime on 2 CPU cores where the slim width does not (bench/inference.py measures both).
 """
 
 from __future__ import annotations

@@ -22,10 +22,12 @@ __all__ = ["PyTorchBackend", "load_graph"]
 def load_graph(path: str | Path, *, argmax_stride: int | None = None) -> tuple[Any, ModelMetadata]:
     """The :class:`~madm_train.graph.SegmentationGraph` (eval, CPU) of a saved student or MADM folder, and its metadata.
 
+    ``argmax_stride`` applies to students (default :data:`~madm_train.graph.DEFAULT_ARGMAX_STRIDE`, as ``export``).
+
     Students carry their label set and input spec; a MADM teacher folder carries neither, so its
     metadata says ``unknown`` label set and an RGB spec of its logits size (the caller knows the task).
     """
-    from madm_train.graph import SegmentationGraph
+    from madm_train.graph import DEFAULT_ARGMAX_STRIDE, SegmentationGraph
     from madm_train.student import OUTPUT_STRIDE, STUDENT_FORMAT, load_student
 
     path = Path(path)
@@ -36,7 +38,7 @@ def load_graph(path: str | Path, *, argmax_stride: int | None = None) -> tuple[A
     try:
         if found == STUDENT_FORMAT:
             model, config = load_student(path)
-            stride = argmax_stride or int(config.get("argmax_stride", OUTPUT_STRIDE))
+            stride = argmax_stride or DEFAULT_ARGMAX_STRIDE
             metadata = ModelMetadata(config["label_set"], InputSpec.from_dict(config["input_spec"]), OUTPUT_STRIDE, stride)
             return SegmentationGraph(model, logits_stride=OUTPUT_STRIDE, argmax_stride=stride).eval(), metadata
         from madm_train.model import MadmModel

@@ -54,7 +54,7 @@ def test_onnx_runtime_matches_pytorch_on_random_and_real_camera_size_inputs(expo
         assert values["max_abs_logit_error"] < 1e-2
 
 
-def test_exported_files_describe_themselves_and_run_at_other_sizes(exported):
+def test_exported_files_describe_themselves_and_run_at_other_sizes(exported, caplog):
     folder, report = exported
     static = OnnxRuntimeBackend.load(report["onnx"]["static"], threads=1)
     assert static.metadata.label_set == "dsec11" and static.metadata.argmax_stride == 4
@@ -62,7 +62,10 @@ def test_exported_files_describe_themselves_and_run_at_other_sizes(exported):
     assert json.loads((folder / "out" / "export.json").read_text())["opset"] == 17
     model = onnx.load(report["onnx"]["dynamic"])
     assert model.opset_import[0].version >= 17
-    out = load_backend(report["onnx"]["dynamic"]).infer(np.random.default_rng(0).random((2, 3, 440, 640), np.float32))
+    with caplog.at_level("INFO", logger="madm_ros.backends"):
+        backend = load_backend(report["onnx"]["dynamic"])
+    assert "backend auto: using onnxruntime" in caplog.text
+    out = backend.infer(np.random.default_rng(0).random((2, 3, 440, 640), np.float32))
     assert out.labels.shape == (2, 440, 640) and out.labels.dtype == np.uint8
     assert out.logits.shape == (2, 11, 55, 80) and out.labels.max() < 11
 
@@ -71,8 +74,7 @@ def test_pytorch_backend_runs_the_same_graph(exported, real_frames):
     folder, report = exported
     ort_out = load_backend(report["onnx"]["static"]).infer(real_frames[:1])
     torch_out = load_backend(folder / "student", "pytorch", device="cpu").infer(real_frames[:1])
-    # The saved student says nothing about the export's arg-max stride: the PyTorch graph uses the native 8.
-    assert torch_out.labels.shape == ort_out.labels.shape
+    assert (torch_out.labels == ort_out.labels).mean() >= 0.999  # both arg-max at the default 1/4
     np.testing.assert_allclose(torch_out.logits, ort_out.logits, atol=1e-2)
 
 
