@@ -141,8 +141,13 @@ class ModelConfig:
 
     Attributes:
         pretrained: Local Stable Diffusion v1.x (diffusers folder or single checkpoint file);
-            never downloaded. Ignored by the ``tiny`` preset, which builds a random tiny model.
+            never downloaded. Required by the ``sd`` preset. With the ``tiny`` preset: a tiny SD
+            folder such as the prior ``python -m madm_train pretrain-prior`` writes, or empty for
+            random tiny weights.
         preset: ``sd`` (Stable Diffusion v1.x sizes) or ``tiny`` (same classes at toy size, CPU).
+        init_weights: A saved model folder (a run's ``model/``) whose weights initialise the whole
+            network, e.g. a source-only run to adapt from; it must match the preset and classes.
+            Empty: ``pretrained`` for the backbone and a random head (the reference).
         finetune: ``full`` (the released configs: the whole UNet is trained) or ``lora`` (peft
             LoRA on to_q/to_k/to_v/to_out.0, UNet frozen otherwise; fits one 24 GB GPU).
         lora_rank: LoRA rank r (``finetune: lora`` only).
@@ -152,8 +157,9 @@ class ModelConfig:
             about a third more compute); off in the reference.
     """
 
-    pretrained: str = "/models/stable-diffusion-v1-4"
+    pretrained: str = ""
     preset: Literal["sd", "tiny"] = "sd"
+    init_weights: str = ""
     finetune: Literal["full", "lora"] = "full"
     lora_rank: int = 8
     lora_alpha: float = 8.0
@@ -369,9 +375,12 @@ class AdaptConfig:
 
     Attributes:
         task: ``depth``, ``infrared`` or ``events``: selects the released per-task defaults.
+        method: ``madm`` (the recipe) or ``source_only``: the source cross-entropy alone — no
+            teacher, mixing, pseudo-labels or LPLR — the baseline adaptation is measured against.
     """
 
     task: Task = "depth"
+    method: Literal["madm", "source_only"] = "madm"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dplg: DplgConfig = field(default_factory=DplgConfig)
@@ -385,6 +394,8 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.method not in ("madm", "source_only"):
+            raise ConfigError(f"method must be madm or source_only, got {self.method!r}")
         if self.model.finetune == "lora" and self.ema.include_unet:
             raise ConfigError("ema.include_unet=true averages UNet weights, but model.finetune=lora trains only the "
                               "adapters: set ema.include_unet=false")

@@ -51,6 +51,7 @@ __all__ = [
     "PromptConditioning",
     "SDBackbone",
     "atomic_folder",
+    "empty_prompt_embedding",
 ]
 
 LORA_TARGET_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -621,7 +622,7 @@ def _missing_weights(folder: Path) -> bool:
     return not any((folder / name).is_file() for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
 
 
-def _empty_prompt_embedding(text_encoder: nn.Module, tokenizer: Any) -> torch.Tensor:
+def empty_prompt_embedding(text_encoder: nn.Module, tokenizer: Any) -> torch.Tensor:
     """CLIP text embedding of "" padded to the context length, after the final layer norm (1×77×768 for SD-1.x)."""
     ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -658,7 +659,7 @@ def _load_folder(path: Path, dtype: torch.dtype) -> tuple[Any, Any, Any, torch.T
 
             tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
             text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
-            empty = _empty_prompt_embedding(text_encoder, tokenizer)
+            empty = empty_prompt_embedding(text_encoder, tokenizer)
             del text_encoder  # used once; the embedding is all MADM needs from it
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ConfigError(f"could not load Stable Diffusion folder {path}: {error}") from None
@@ -711,6 +712,6 @@ def _load_single_file(path: Path, config_dir: str | Path | None, dtype: torch.dt
         scheduler = DDPMScheduler.from_pretrained(config_dir, subfolder="scheduler", local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ConfigError(f"could not load {path} with the configs of {config_dir}: {error}") from None
-    empty = _empty_prompt_embedding(text_encoder, tokenizer)
+    empty = empty_prompt_embedding(text_encoder, tokenizer)
     del text_encoder, checkpoint
     return unet, vae, scheduler, empty

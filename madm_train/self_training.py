@@ -142,20 +142,32 @@ def _barrier(info: Distributed) -> None:
 
 
 def build_model(config: AdaptConfig, num_classes: int, run_dir: Path, info: Distributed | None = None) -> Any:
-    """The MADM model of ``config.model`` (``tiny``: a random tiny SD written into the run folder)."""
+    """The MADM model of ``config.model``.
+
+    ``init_weights`` loads a whole saved model; otherwise the backbone comes from ``pretrained``
+    (``tiny`` without it: a random tiny SD written into the run folder) and the head is random.
+    """
     from madm_train.head import DAFormerHead
     from madm_train.model import MadmModel
     from madm_train.sd_backbone import SDBackbone
     from madm_train.tiny_sd import build_tiny_model, build_tiny_sd
 
     m = config.model
-    if m.preset == "tiny":
-        folder = run_dir / "tiny_sd"
-        if (info is None or info.is_main) and not (folder / "model_index.json").exists():
+    if m.init_weights:
+        model = MadmModel.load(m.init_weights)
+        if model.head.num_classes != num_classes:
+            raise ConfigError(f"model.init_weights {m.init_weights} predicts {model.head.num_classes} classes, "
+                              f"data.label_set {config.data.label_set} has {num_classes}")
+    elif m.preset == "tiny":
+        folder = Path(m.pretrained) if m.pretrained else run_dir / "tiny_sd"
+        if not m.pretrained and (info is None or info.is_main) and not (folder / "unet" / "config.json").exists():
             build_tiny_sd(folder, seed=config.run.seed)
         _barrier(info or Distributed())
         model = build_tiny_model(folder, num_classes)
     else:
+        if not m.pretrained:
+            raise ConfigError("model.pretrained is empty: the sd preset needs a local Stable Diffusion v1.x diffusers "
+                              "folder or .safetensors/.ckpt file (--set model.pretrained=PATH); nothing is downloaded")
         backbone = SDBackbone.from_pretrained(m.pretrained)
         model = MadmModel(backbone, DAFormerHead(backbone.feature_channels, num_classes))
     if m.finetune == "lora":
@@ -258,12 +270,10 @@ class _Recipe:
         from madm_train.lplr import latent_target, lplr_loss
         from madm_train.mixing import classmix_masks, mix, strong_augment
         from madm_train.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
-        from madm_train.schedule import clip_gradients
 
         c = self.config
         model, backbone = self.model, self.model.backbone
-        alpha = self.ema.update(iteration) if iteration > 0 else 0.0
-        source, target = self.source_batch(), self.target_batch()
+        source = self.source_batch()
         assert source.labels is not None
         lplr_colour = c.lplr.unlabelled_color
 
@@ -273,13 +283,17 @@ class _Recipe:
         loss_source = segmentation_loss(logits_s, source.labels)
         loss = loss_source
         scalars = {"loss_source_ce": loss_source.item()}
+        if c.method == "source_only":
+            return self._update(loss, scalars)
         if c.lplr.source_weight > 0:
             z_s = latent_target(source.labels, backbone.encode, self.label_set, unlabelled_color=lplr_colour)
             reg_s = lplr_loss(out_s.unet_output, z_s, source.labels, weight=c.lplr.source_weight)
             loss = loss + reg_s
             scalars["loss_source_lplr"] = reg_s.item()
 
-        # 3. teacher on the clean target, DPLG-noised early in training
+        # 1. and 3. EMA update; teacher on the clean target, DPLG-noised early in training
+        alpha = self.ema.update(iteration) if iteration > 0 else 0.0
+        target = self.target_batch()
         k = 0
         if c.dplg.enabled:
             k = dplg_timestep(iteration, k0=draw_k0(c.dplg.k0_choices, self.k0_rng), end_iter=c.dplg.end_iter)
@@ -319,7 +333,13 @@ class _Recipe:
             visuals.update(target=target.images[0], pseudo_label=pseudo[0], mixed=mixed_images[0],
                            mixed_label=mixed_labels[0], prediction=logits_m[0].argmax(0), palette=out_m.decoded[0])
 
-        # 5. update
+        return self._update(loss, scalars)
+
+    def _update(self, loss: Any, scalars: dict[str, float]) -> dict[str, float]:
+        """Step 5: backward, gradient all-reduce and clip, optimiser and schedule step; adds loss, lr, grad_norm."""
+        from madm_train.schedule import clip_gradients
+
+        c = self.config
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.info)
@@ -409,7 +429,7 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
                 log.flush()
                 for key, value in scalars.items():
                     board.add_scalar(f"train/{key}", value, done)
-                bar.set_postfix(loss=f"{scalars['loss']:.3f}", q=f"{scalars['pseudo_label_weight']:.2f}")
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", q=f"{scalars.get('pseudo_label_weight', 0.0):.2f}")
             if visuals:
                 grid = _image_grid(visuals, recipe.label_set)
                 board.add_image("train/target|pseudo|mixed|mixed_label|prediction|palette", grid, done, dataformats="HWC")

@@ -142,3 +142,33 @@ def test_two_processes_under_torchrun_train_identical_replicas(synth_folder, tmp
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3]  # only rank 0 writes
     assert json.loads((out / "metrics.json").read_text())["images"] > 0
+
+
+@pytest.mark.slow
+def test_source_only_starts_from_saved_weights_and_never_touches_the_target(synth_folder, tmp_path, uninterrupted,
+                                                                            monkeypatch):
+    config = tiny_config(synth_folder, tmp_path / "so", **{"method": "source_only",
+                                                           "model.init_weights": str(uninterrupted / "model")})
+    recipe = _Recipe(config, tmp_path / "so")
+    start = weights(uninterrupted)
+    state = recipe.model.state_dict()
+    assert [k for k in start if not torch.equal(start[k], state[k])] == []  # the whole saved network, head included
+
+    def no_target(*args, **kwargs):
+        raise AssertionError("source-only drew a target batch")
+
+    monkeypatch.setattr(recipe, "target_batch", no_target)
+    scalars = recipe.step(0)
+    assert set(scalars) == {"loss_source_ce", "loss", "lr", "grad_norm"}  # no teacher, mixing, LPLR
+    assert scalars["loss"] == scalars["loss_source_ce"]
+
+
+def test_an_sd_model_without_weights_and_a_model_of_other_classes_are_refused(synth_folder, tmp_path, uninterrupted):
+    from madm_ros.errors import ConfigError
+    from madm_train.self_training import build_model
+
+    with pytest.raises(ConfigError, match="model.pretrained is empty"):
+        build_model(tiny_config(synth_folder, tmp_path / "sd", **{"model.preset": "sd"}), 11, tmp_path)
+    with pytest.raises(ConfigError, match="predicts 11 classes"):
+        build_model(tiny_config(synth_folder, tmp_path / "nine", **{"model.init_weights": str(uninterrupted / "model")}),
+                    9, tmp_path)

@@ -1,0 +1,349 @@
+"""``benchmark --suite synthetic``: MADM against source-only, with ablations, on data anyone can regenerate.
+
+Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
+
+1. Data: a synthetic folder for training and evaluation (generator defaults, seed 0) and a second
+   one with another seed for the prior, so the prior never sees an evaluation scene.
+2. Prior: ``pretrain_prior`` on the second folder (see ``madm_train.prior``).
+3. Per seed, twice — from the prior and from random tiny weights ("no prior"): a source-only
+   **warm-up** run on labelled RGB. Every method then continues from that warm-up's weights for
+   the same number of iterations with the same schedule, so the methods differ only in what
+   they train on:
+
+   - ``source_only``: the source cross-entropy alone (one run, scored on every modality);
+   - ``madm``: the full recipe (the task's released DPLG k₀ and end fraction, LPLR weights);
+   - ``madm_no_dplg``: the teacher sees clean target latents (``dplg.enabled=false``);
+   - ``madm_no_lplr``: no latent regression (``lplr.source_weight=lplr.target_weight=0``).
+
+   Starting adaptation from a source-only model, rather than jointly from scratch as the
+   reference does over 10k iterations, is this benchmark's departure: at a CPU budget of a few
+   hundred iterations a teacher that has not yet learnt the source classes gives no pseudo-labels
+   above the 0.968 confidence threshold, and the comparison would measure nothing.
+4. Every model is scored on the held-out target sequences (dataset-level mIoU, per-class IoU).
+
+``DIR/results.json`` holds ``{modality: {method: {"miou_mean", "miou_std", "seeds", ...}}}``;
+``DIR/results.md`` the table; ``DIR/figure_<modality>.png`` input | ground truth | source-only |
+MADM for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
+interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from madm_ros.atomic_io import atomic_write_bytes
+from madm_ros.errors import ConfigError
+from madm_train.prior import PriorConfig
+
+__all__ = ["METHODS", "MODALITIES", "PRESETS", "Preset", "run_benchmark"]
+
+MODALITIES: tuple[str, ...] = ("depth", "thermal", "events")
+METHODS: tuple[str, ...] = ("source_only", "madm", "madm_no_dplg", "madm_no_lplr", "source_only_no_prior", "madm_no_prior")
+TASK_OF_MODALITY = {"depth": "depth", "thermal": "infrared", "events": "events"}
+"""The released task whose per-task values (k₀, DPLG end fraction, LPLR weights) each modality uses."""
+_VARIANTS: dict[str, dict[str, Any]] = {
+    "madm": {},
+    "madm_no_dplg": {"dplg": {"enabled": False}},
+    "madm_no_lplr": {"lplr": {"source_weight": 0.0, "target_weight": 0.0}},
+    "madm_no_prior": {},
+}
+"""Config changes of each adapted method against the full recipe."""
+FIGURE_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every number of one benchmark size.
+
+    Attributes:
+        frames: Synthetic frames of the training/evaluation folder (20 % of its sequences are held out).
+        prior_frames: Frames of the prior's own folder.
+        generate_hw: Size the synthetic folders are generated at.
+        network_hw: Size images are resized to; training crop and evaluation size alike.
+        batch_size: Source and target images per iteration (1 + 1 in the reference).
+        warmup_iters: Source-only iterations every method starts from.
+        adapt_iters: Iterations of every method after the warm-up.
+        lr: Learning rate of warm-up and methods (the released 5e-6 moves a short run too little).
+        device: Torch device.
+        amp: bf16 autocast (GPU presets).
+        prior: Settings of the prior's pretraining.
+        seeds: Default seeds.
+    """
+
+    frames: int
+    prior_frames: int
+    generate_hw: tuple[int, int]
+    network_hw: tuple[int, int]
+    batch_size: int
+    warmup_iters: int
+    adapt_iters: int
+    lr: float
+    device: str
+    amp: bool
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(frames=200, prior_frames=150, generate_hw=(128, 256), network_hw=(64, 128), batch_size=1,
+                   warmup_iters=400, adapt_iters=300, lr=1e-4, device="cpu", amp=False,
+                   prior=PriorConfig(crop=64, vae_steps=1000, unet_steps=1000, batch_size=16)),
+    "gpu": Preset(frames=1000, prior_frames=1000, generate_hw=(256, 512), network_hw=(256, 512), batch_size=2,
+                  warmup_iters=2000, adapt_iters=2000, lr=6e-5, device="cuda", amp=True,
+                  prior=PriorConfig(crop=128, vae_steps=10_000, unet_steps=10_000, batch_size=32)),
+}
+"""``tiny``: the committed CPU run (about 1.5 h on 2 cores); ``gpu``: larger scenes and longer runs on one GPU."""
+
+
+@dataclass
+class _Plan:
+    """Paths and settings of one benchmark folder."""
+
+    out: Path
+    preset: Preset
+    seeds: tuple[int, ...]
+    modalities: tuple[str, ...]
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data" / "scenes"
+
+    @property
+    def prior_data(self) -> Path:
+        return self.out / "data" / "prior_scenes"
+
+    @property
+    def prior(self) -> Path:
+        return self.out / "prior"
+
+    def run_dir(self, seed: int, *parts: str) -> Path:
+        return self.out / "runs" / f"seed{seed}" / Path(*parts)
+
+
+def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, changes: dict[str, dict[str, Any]], *,
+            method: str = "madm") -> Any:
+    """The adapt config of one run: the modality's released task values scaled to the preset, then ``changes``."""
+    from madm_train.config import config_from_dict, task_defaults
+
+    p, task = plan.preset, TASK_OF_MODALITY[modality]
+    released = task_defaults(task)
+    end_fraction = released.dplg.end_iter / released.optim.max_iter
+    values: dict[str, dict[str, Any]] = {
+        "data": {"source_kind": "folder", "source_root": str(plan.data), "target_kind": "folder",
+                 "target_root": str(plan.data), "modality": modality, "label_set": "dsec11",
+                 "source_resize_hw": list(p.network_hw), "target_resize_hw": list(p.network_hw),
+                 "crop_hw": list(p.network_hw), "batch_size": p.batch_size,
+                 "rare_class_min_pixels": max(1, round(3000 * p.network_hw[0] * p.network_hw[1] / 512**2))},
+        "model": {"preset": "tiny", "finetune": "full"},
+        "dplg": {"end_iter": max(1, round(end_fraction * p.adapt_iters))},
+        "optim": {"lr": p.lr, "max_iter": p.adapt_iters},
+        "run": {"out_dir": str(out_dir), "seed": seed, "device": p.device, "amp": p.amp, "amp_dtype": "bfloat16",
+                "log_every": 10, "eval_every": 0, "checkpoint_every": 0, "checkpoints_total_limit": 1,
+                "resume": "latest"},
+    }
+    for section, fields in changes.items():
+        values.setdefault(section, {}).update(fields)
+    return config_from_dict({"task": task, "method": method, **values})
+
+
+def _train(config: Any, label: str) -> dict[str, Any]:
+    """Run ``adapt`` unless the run folder already holds its ``metrics.json``; returns that file's content."""
+    from madm_train.self_training import adapt
+
+    out_dir = Path(config.run.out_dir)
+    if not (out_dir / "metrics.json").exists():
+        start = time.perf_counter()
+        adapt(config, progress=False)
+        seconds = time.perf_counter() - start
+        atomic_write_bytes(out_dir / "seconds.json", json.dumps({"seconds": seconds}).encode())
+        print(f"benchmark: {label}: {seconds:.0f} s", file=sys.stderr)
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _seconds(out_dir: Path) -> float:
+    file = out_dir / "seconds.json"
+    return float(json.loads(file.read_text())["seconds"]) if file.exists() else 0.0
+
+
+def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
+    """Metrics of a saved model on the test split of ``config`` (cached in ``out_dir/metrics.json``)."""
+    from madm_ros.palettes import get_label_set
+    from madm_train.evaluate import evaluate
+    from madm_train.model import MadmModel
+    from madm_train.self_training import build_datasets
+
+    if not (out_dir / "metrics.json").exists():
+        _, _, test = build_datasets(config)
+        model = MadmModel.load(model_dir).eval()
+        evaluate(lambda x: model(x)[0], test, get_label_set(config.data.label_set), out_dir,
+                 batch_size=config.data.batch_size)
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _prepare(plan: _Plan) -> None:
+    """Generate both synthetic folders and pretrain the prior, each only if absent."""
+    from madm_train.prior import pretrain_prior
+    from madm_train.synthetic import SynthConfig, generate
+
+    p = plan.preset
+    height, width = p.generate_hw
+    for folder, frames, seed in ((plan.data, p.frames, 0), (plan.prior_data, p.prior_frames, 1)):
+        if not (folder / "meta.json").exists():
+            print(f"benchmark: generating {frames} synthetic frames of {height}x{width} (seed {seed}) in {folder}",
+                  file=sys.stderr)
+            generate(SynthConfig(frames=frames, height=height, width=width, seed=seed), folder, workers=2, progress=True)
+    if not (plan.prior / "prior.json").exists():
+        start = time.perf_counter()
+        pretrain_prior(plan.prior_data, plan.prior, p.prior)
+        atomic_write_bytes(plan.out / "prior_seconds.json", json.dumps({"seconds": time.perf_counter() - start}).encode())
+
+
+def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every run of one seed; returns {modality: {method: metrics}}."""
+    p = plan.preset
+    results: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in plan.modalities}
+    # The source-only runs never see target images: any modality's config trains them; each is scored on all.
+    anchor = plan.modalities[0]
+    for prior, suffix in ((str(plan.prior), ""), ("", "_no_prior")):
+        warmup_dir = plan.run_dir(seed, f"warmup{suffix}")
+        warmup = _config(plan, anchor, seed, warmup_dir, {"model": {"pretrained": prior},
+                                                          "optim": {"max_iter": p.warmup_iters}}, method="source_only")
+        _train(warmup, f"seed {seed} warm-up{suffix}")
+        source_dir = plan.run_dir(seed, f"source_only{suffix}")
+        source = _config(plan, anchor, seed, source_dir, {"model": {"init_weights": str(warmup_dir / "model")}},
+                         method="source_only")
+        _train(source, f"seed {seed} source_only{suffix}")
+        for modality in plan.modalities:
+            scored = _config(plan, modality, seed, source_dir, {})
+            results[modality][f"source_only{suffix}"] = _score(source_dir / "model", scored,
+                                                              source_dir / f"eval-{modality}")
+        methods = ["madm", "madm_no_dplg", "madm_no_lplr"] if not suffix else ["madm_no_prior"]
+        for modality in plan.modalities:
+            for method in methods:
+                run_dir = plan.run_dir(seed, modality, method)
+                changes = {**_VARIANTS[method], "model": {"init_weights": str(warmup_dir / "model")}}
+                results[modality][method] = _train(_config(plan, modality, seed, run_dir, changes),
+                                                   f"seed {seed} {modality} {method}")
+    return results
+
+
+def _summary(per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], plan: _Plan) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of mIoU and per-class IoU, by modality and method."""
+    summary: dict[str, Any] = {}
+    seeds = sorted(per_seed)
+    for modality in plan.modalities:
+        summary[modality] = {}
+        for method in METHODS:
+            runs = [per_seed[s][modality][method] for s in seeds if method in per_seed[s][modality]]
+            if not runs:
+                continue
+            mious = [100 * (r["miou"] or 0.0) for r in runs]
+            classes = runs[0]["class_names"]
+            per_class = {name: float(np.mean([100 * (r["per_class_iou"][name] or 0.0) for r in runs])) for name in classes}
+            summary[modality][method] = {
+                "miou_mean": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else 0.0,
+                "seeds": seeds, "miou_per_seed": mious, "per_class_iou_mean": per_class}
+    return summary
+
+
+_LABELS = {"source_only": "Source only", "madm": "MADM (DPLG + LPLR)", "madm_no_dplg": "MADM without DPLG",
+           "madm_no_lplr": "MADM without LPLR", "source_only_no_prior": "Source only, no prior",
+           "madm_no_prior": "MADM, no prior"}
+
+
+def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) -> str:
+    """The ablation table (mIoU mean ± std over seeds, in %) and the per-class IoU of source-only and MADM."""
+    mods = [m for m in plan.modalities if m in summary]
+    lines = [f"# Synthetic modality-adaptation benchmark (preset {settings['preset']})", "",
+             f"Dataset-level mIoU (%) on the held-out target sequences, mean ± standard deviation over seeds "
+             f"{', '.join(map(str, plan.seeds))}; RGB labels only, no target labels.", "",
+             "| Method | DPLG | LPLR | prior | " + " | ".join(mods) + " |",
+             "|---|---|---|---|" + "---|" * len(mods)]
+    marks = {"source_only": ("", "", "✓"), "madm": ("✓", "✓", "✓"), "madm_no_dplg": ("", "✓", "✓"),
+             "madm_no_lplr": ("✓", "", "✓"), "source_only_no_prior": ("", "", ""), "madm_no_prior": ("✓", "✓", "")}
+    for method in METHODS:
+        cells = [f"{summary[m][method]['miou_mean']:.1f} ± {summary[m][method]['miou_std']:.1f}"
+                 if method in summary[m] else "–" for m in mods]
+        lines.append(f"| {_LABELS[method]} | " + " | ".join(marks[method]) + " | " + " | ".join(cells) + " |")
+    for modality in mods:
+        if not {"source_only", "madm"} <= set(summary[modality]):
+            continue
+        names = list(summary[modality]["madm"]["per_class_iou_mean"])
+        lines += ["", f"Per-class IoU (%), {modality}, mean over seeds:", "",
+                  "| Method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for method in ("source_only", "madm"):
+            values = summary[modality][method]["per_class_iou_mean"]
+            lines.append(f"| {_LABELS[method]} | " + " | ".join(f"{values[n]:.1f}" for n in names) + " |")
+    lines += ["", "Settings: " + json.dumps(settings, sort_keys=True), ""]
+    return "\n".join(lines)
+
+
+def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
+    """Input | ground truth | source-only | MADM for the first test frames of ``modality`` (one seed's models)."""
+    import cv2
+    import torch
+
+    from madm_ros.palettes import colorize, get_label_set
+    from madm_train.model import MadmModel
+    from madm_train.self_training import build_datasets
+
+    config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), {})
+    _, _, test = build_datasets(config)
+    label_set = get_label_set(config.data.label_set)
+    models = [MadmModel.load(plan.run_dir(seed, name, "model") if name == "source_only"
+                             else plan.run_dir(seed, modality, name, "model")).eval() for name in ("source_only", "madm")]
+    step = max(1, len(test) // FIGURE_FRAMES)
+    rows = []
+    for index in range(0, step * FIGURE_FRAMES, step):
+        sample = test[index]
+        image = torch.from_numpy(sample.image[None])
+        with torch.no_grad():
+            predictions = [m(image)[0].argmax(1)[0].numpy().astype(np.uint8) for m in models]
+        rgb = np.rint(sample.image.transpose(1, 2, 0) * 255).astype(np.uint8)
+        rows.append(np.concatenate([rgb, colorize(sample.label, label_set), *[colorize(p, label_set) for p in predictions]],
+                                   axis=1))
+    figure = np.concatenate(rows, axis=0)
+    figure = cv2.resize(figure, (figure.shape[1] * 2, figure.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(figure[:, :, ::-1]))
+    if not ok:
+        raise ConfigError(f"could not encode {out_file}")
+    atomic_write_bytes(out_file, data.tobytes())
+
+
+def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int] | None = None,
+                  modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
+    """Run (or continue) the synthetic benchmark in ``out``; writes results.json, results.md and figures."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown or not modalities:
+        raise ConfigError(f"modalities must be among {', '.join(MODALITIES)}, got {list(modalities)}")
+    p = PRESETS[preset]
+    plan = _Plan(Path(out), p, tuple(seeds if seeds is not None else p.seeds), tuple(modalities))
+    if not plan.seeds:
+        raise ConfigError("give at least one seed")
+    start = time.perf_counter()
+    _prepare(plan)
+    per_seed = {seed: _run_seed(plan, seed) for seed in plan.seeds}
+    summary = _summary(per_seed, plan)
+    runs = sorted(plan.out.glob("runs/seed*/**/seconds.json"))
+    prior_file = plan.out / "prior_seconds.json"
+    settings = {"preset": preset, **{k: v for k, v in asdict(p).items() if k != "seeds"}, "seeds": list(plan.seeds),
+                "modalities": list(plan.modalities),
+                "training_seconds": round(sum(_seconds(f.parent) for f in runs)),
+                "prior_seconds": round(json.loads(prior_file.read_text())["seconds"]) if prior_file.exists() else None,
+                "this_call_seconds": round(time.perf_counter() - start)}
+    result = {**summary, "settings": settings}
+    atomic_write_bytes(plan.out / "results.json", (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_bytes(plan.out / "results.md", _markdown(summary, plan, settings).encode())
+    for modality in plan.modalities:
+        _figure(plan, modality, plan.seeds[0], plan.out / f"figure_{modality}.png")
+    return result

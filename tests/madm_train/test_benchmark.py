@@ -1,0 +1,99 @@
+"""The synthetic benchmark end to end at micro size: every method and seed trained, scored, tabulated, reusable."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from madm_ros.errors import ConfigError  # noqa: E402
+from madm_train import benchmark  # noqa: E402
+from madm_train.benchmark import METHODS, Preset, run_benchmark  # noqa: E402
+from madm_train.prior import PriorConfig  # noqa: E402
+
+MICRO = Preset(frames=30, prior_frames=6, generate_hw=(64, 128), network_hw=(64, 64), batch_size=1, warmup_iters=2,
+               adapt_iters=2, lr=1e-4, device="cpu", amp=False,
+               prior=PriorConfig(crop=64, vae_steps=2, unet_steps=2, batch_size=2), seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(benchmark.PRESETS, "micro", MICRO)
+        result = run_benchmark(out, preset="micro", modalities=["events"])
+    return out, result
+
+
+def _config(run_dir):
+    return json.loads((run_dir / "config.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_method_is_reported_with_mean_spread_and_seeds(finished):
+    out, result = finished
+    assert set(result) == {"events", "settings"} and set(result["events"]) == set(METHODS)
+    for entry in result["events"].values():
+        assert entry["seeds"] == [0, 1] and len(entry["miou_per_seed"]) == 2
+        assert entry["miou_mean"] == pytest.approx(np.mean(entry["miou_per_seed"]))
+        assert entry["miou_std"] == pytest.approx(np.std(entry["miou_per_seed"], ddof=1))
+        assert 0 <= entry["miou_mean"] <= 100
+    # the numbers are the runs' own metrics (source-only scored on the modality, MADM by its run)
+    madm = json.loads((out / "runs/seed1/events/madm/metrics.json").read_text())
+    assert result["events"]["madm"]["miou_per_seed"][1] == pytest.approx(100 * madm["miou"])
+    source = json.loads((out / "runs/seed0/source_only/eval-events/metrics.json").read_text())
+    assert result["events"]["source_only"]["miou_per_seed"][0] == pytest.approx(100 * source["miou"])
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(result))
+
+
+@pytest.mark.slow
+def test_methods_differ_only_in_what_they_switch_off(finished):
+    out, _ = finished
+    runs = out / "runs/seed0"
+    warmup, warmup_no_prior = _config(runs / "warmup"), _config(runs / "warmup_no_prior")
+    assert warmup["method"] == "source_only" and warmup["model"]["pretrained"] == str(out / "prior")
+    assert warmup_no_prior["model"]["pretrained"] == ""  # random tiny weights
+    full, no_dplg, no_lplr = (_config(runs / "events" / m) for m in ("madm", "madm_no_dplg", "madm_no_lplr"))
+    assert full["method"] == "madm" and full["dplg"]["enabled"] and full["lplr"]["source_weight"] == 20.0
+    assert full["dplg"]["end_iter"] == 2  # the events task's released 8k of 10k, scaled to 2 iterations
+    assert no_dplg["dplg"]["enabled"] is False and no_dplg["lplr"] == full["lplr"]
+    assert no_lplr["lplr"]["source_weight"] == 0 and no_lplr["lplr"]["target_weight"] == 0
+    for config in (full, no_dplg, no_lplr, _config(runs / "source_only")):
+        assert config["model"]["init_weights"] == str(runs / "warmup" / "model")
+        assert config["optim"]["max_iter"] == 2
+    assert _config(runs / "events" / "madm_no_prior")["model"]["init_weights"] == str(runs / "warmup_no_prior" / "model")
+
+
+@pytest.mark.slow
+def test_table_and_figure_are_written(finished):
+    import cv2
+
+    out, result = finished
+    table = (out / "results.md").read_text()
+    assert "| MADM (DPLG + LPLR) | ✓ | ✓ | ✓ |" in table and "events" in table
+    assert f"{result['events']['madm']['miou_mean']:.1f} ± {result['events']['madm']['miou_std']:.1f}" in table
+    figure = cv2.imread(str(out / "figure_events.png"))
+    assert figure.shape == (2 * 3 * 64, 2 * 4 * 64, 3)  # three test frames; input | GT | source-only | MADM, 2× upscaled
+
+
+@pytest.mark.slow
+def test_a_second_call_reuses_finished_runs(finished, monkeypatch):
+    out, result = finished
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("madm_train.self_training.adapt", no_training)
+    monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
+    again = run_benchmark(out, preset="micro", modalities=["events"])
+    assert again["events"] == result["events"]
+
+
+def test_unknown_presets_and_modalities_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        run_benchmark(tmp_path, preset="huge")
+    with pytest.raises(ConfigError, match="modalities"):
+        run_benchmark(tmp_path, modalities=["sonar"])
+    with pytest.raises(ConfigError, match="seed"):
+        run_benchmark(tmp_path, seeds=[])
