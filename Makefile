@@ -2,8 +2,10 @@
 # (scripts/setup-env is incremental: seconds when nothing changed).
 .PHONY: demo test env lint clean
 
-demo:   ## the main job on built-in defaults
-	scripts/in-env python -m madm_ros.doctor --demo
+OUT ?= demo_out
+
+demo:   ## the main job on built-in defaults: event segmentation demo, results in $(OUT)/ (make demo OUT=dir ARGS="--bag B")
+	scripts/in-env python -m madm_ros.doctor --demo --out $(OUT) $(ARGS)
 
 test:   ## the whole default test suite
 	scripts/in-env python -m pytest

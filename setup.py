@@ -5,6 +5,8 @@ executables registered there are kept in step with ``console_scripts`` below
 (tests/test_packaging.py checks it).
 """
 
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -15,6 +17,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["madm_ros", "madm_ros.*", "madm_train", "madm_train.*"]),
     package_data={"madm_ros": ["py.typed"], "madm_train": ["py.typed"]},
+    # node parameter files, RViz config and launch files where `python -m madm_ros.launch` looks for them
+    # (<prefix>/share/madm_ros/...), as colcon installs them on ROS
+    data_files=[("share/madm_ros/config", sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
+                ("share/madm_ros/launch", sorted(glob("launch/*.launch.py")))],
     install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8", "numba>=0.59", "tqdm>=4.60"],
     extras_require={
         "events": ["h5py>=3.8", "hdf5plugin>=4", "aedat>=2", "rosbags>=0.10"],
@@ -24,6 +30,8 @@ setup(
     entry_points={
         "console_scripts": [
             "madm_doctor=madm_ros.doctor:main",
+            "image_segmentation=madm_ros.nodes.image_segmentation:main",
+            "event_segmentation=madm_ros.nodes.event_segmentation:main",
         ],
     },
 )

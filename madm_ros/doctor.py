@@ -4,7 +4,7 @@ It checks, in order: the core Python libraries, the ROS 2 client library and mid
 publish/receive of the package's own event message between two nodes over the loopback), the
 generated interfaces, and the optional back ends (numba, torch, diffusers, ONNX Runtime,
 TensorRT). Each failure names the fix. ``--demo`` (what ``make demo`` runs) goes on to the event
-segmentation demo when its parts are built and otherwise stops, naming the parts that are not.
+segmentation demo (:mod:`madm_ros.demo`) when every required check passed.
 """
 
 from __future__ import annotations
@@ -166,33 +166,16 @@ def run_checks() -> list[Check]:
     return checks
 
 
-DEMO_PARTS = (
-    ("event decoding and edge frames", "madm_ros.events.edge_frames"),
-    ("segmentation node", "madm_ros.nodes.segmentation_node"),
-    ("default model and demo runner", "madm_ros.demo"),
-)
-"""Modules the event segmentation demo needs, in the order the project builds them."""
-
-
-def missing_demo_parts() -> list[str]:
-    """Names of demo parts whose module does not exist yet."""
-    import importlib.util
-
-    def exists(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # its parent package does not exist either
-            return False
-
-    return [name for name, module in DEMO_PARTS if not exists(module)]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print the report; with ``--demo`` run the demo or name what it still lacks."""
     parser = argparse.ArgumentParser(prog="python -m madm_ros.doctor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", action="store_true", help="after the checks, run the event segmentation demo")
-    args = parser.parse_args(argv)
+    parser.add_argument("--demo", action="store_true",
+                        help="after the checks, run the event segmentation demo (python -m madm_ros.demo); "
+                             "arguments after --demo go to the demo (e.g. --out DIR, --bag BAG)")
+    args, demo_args = parser.parse_known_args(argv)
+    if demo_args and not args.demo:
+        parser.error(f"unrecognized arguments: {' '.join(demo_args)}")
 
     checks = run_checks()
     width = max(len(c.name) for c in checks)
@@ -206,13 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nEnvironment ready: ROS 2 middleware, interfaces and core libraries work.")
     if not args.demo:
         return 0
-    missing = missing_demo_parts()
-    if missing:
-        print(f"The event segmentation demo is not built yet; missing: {'; '.join(missing)}.")
-        return 0
-    from madm_ros.demo import main as demo_main  # type: ignore[import-not-found]
+    from madm_ros.demo import main as demo_main
 
-    return int(demo_main([]))
+    print()
+    return int(demo_main(demo_args))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,55 @@ def ros_domain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return domain
+
+
+TINY_MODEL_LABEL_SETS = {"events": "dsec11", "depth": "dsec11", "thermal": "fmb9"}
+TINY_MODEL_SIZE = (64, 128)  # (height, width) of the static ONNX input
+
+
+class _TinyOnnxModels(Mapping[str, Path]):
+    """Modality → static ONNX of a tiny random student, exported on first access (about 6 s each)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._paths: dict[str, Path] = {}
+
+    def __getitem__(self, modality: str) -> Path:
+        if modality not in TINY_MODEL_LABEL_SETS:
+            raise KeyError(modality)
+        if modality not in self._paths:
+            import torch
+
+            from madm_ros.palettes import get_label_set
+            from madm_ros.preprocessing import InputSpec
+            from madm_train.export import ExportOptions, export
+            from madm_train.student import DDRNetStudent, save_student
+
+            labels = TINY_MODEL_LABEL_SETS[modality]
+            torch.manual_seed(0)
+            folder = self._root / f"{modality}_student"
+            save_student(DDRNetStudent(get_label_set(labels).num_classes, channels=8), folder, label_set=labels,
+                         input_spec=InputSpec(modality, *TINY_MODEL_SIZE))
+            with open(os.devnull, "w") as quiet:
+                report = export(ExportOptions(student=folder, out_dir=self._root / modality, argmax_stride=4, simplify=False),
+                                log=quiet)
+            self._paths[modality] = Path(report["onnx"]["static"])
+        return self._paths[modality]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TINY_MODEL_LABEL_SETS)
+
+    def __len__(self) -> int:
+        return len(TINY_MODEL_LABEL_SETS)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_models(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
+    """Modality (``events``, ``depth``, ``thermal``) → a static 64×128 ONNX of a tiny random DDRNet student.
+
+    Made through the project's own save and export code (labels: DSEC-11 for events and depth,
+    FMB-9 for thermal), each on first use; skipped where torch, onnx or onnxruntime is missing.
+    """
+    for module in ("torch", "onnx", "onnxruntime"):
+        pytest.importorskip(module)
+    return _TinyOnnxModels(tmp_path_factory.mktemp("tiny_onnx_models"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -49,7 +49,10 @@ from madm_train.synthetic.sensors import (
     thermal_image,
 )
 
-__all__ = ["GENERATOR_NAME", "SynthConfig", "frame_time_us", "generate", "sequence_length", "sequence_scene"]
+__all__ = [
+    "GENERATOR_NAME", "RenderedFrame", "SynthConfig", "frame_time_us", "generate", "render_sequence", "sequence_length",
+    "sequence_scene",
+]
 
 GENERATOR_NAME = "madm_train.synthetic"
 HFOV_DEG = 80.0
@@ -152,10 +155,27 @@ def sequence_scene(config: SynthConfig, seq: int) -> Scene:
     return make_scene(np.random.default_rng([config.seed, seq, 0]), duration, config.night_probability)
 
 
-def _sequence(
-    config: SynthConfig, seq: int, out_dir: Path, on_frame: Callable[[], None] | None = None
-) -> list[tuple[str, int]]:
-    """Render and write the frames of sequence ``seq``; returns their names and stamps (µs)."""
+@dataclass
+class RenderedFrame:
+    """One rendered frame of a sequence: what ``synth`` writes, plus the raw events of its window.
+
+    Attributes:
+        name: File stem (``frame_name``).
+        stamp_us: Frame time on the sequence clock, µs.
+        label: uint8 label image (``LABELS_DIR``).
+        images: Modality → the image written to that modality's folder.
+        events: The simulated events of the window before ``stamp_us`` (``None`` without events).
+    """
+
+    name: str
+    stamp_us: int
+    label: np.ndarray
+    images: dict[str, np.ndarray]
+    events: Events | None
+
+
+def render_sequence(config: SynthConfig, seq: int) -> Iterator[RenderedFrame]:
+    """Render the frames of sequence ``seq`` in order (the event camera's state carries over between frames)."""
     n = sequence_length(config, seq)
     window, substeps = config.event_window_us, config.event_substeps
     scene = sequence_scene(config, seq)
@@ -169,20 +189,19 @@ def _sequence(
         events = EventCamera(config.height, config.width, sim_seed, scene.lighting.night)
         edge_config = config.edge_frame_config()
     last_step: int | None = None
-    written = []
     for k in range(n):
         rng = np.random.default_rng([config.seed, seq, 1, k])
         stamp = frame_time_us(config, k)
         g = render(scene, camera, rays, stamp * 1e-6)
         radiance = shade(g, scene)
-        name = frame_name(seq, k)
-        write_image(out_dir, LABELS_DIR, name, g.label)
+        images: dict[str, np.ndarray] = {}
         if "rgb" in wants:
-            write_image(out_dir, "rgb", name, rgb_image(radiance, scene, rng))
+            images["rgb"] = rgb_image(radiance, scene, rng)
         if "depth" in wants:
-            write_image(out_dir, "depth", name, depth_image(g, camera, rng))
+            images["depth"] = depth_image(g, camera, rng)
         if "thermal" in wants:
-            write_image(out_dir, "thermal", name, thermal_image(g, scene, thermal_camera, rng))
+            images["thermal"] = thermal_image(g, scene, thermal_camera, rng)
+        window_events = None
         if events is not None:
             start = stamp - window
             if last_step != start:  # (re)sync the pixels' reference levels at the window start
@@ -196,9 +215,21 @@ def _sequence(
             parts.append(events.noise(start, stamp, rng))
             window_events = Events.concatenate(parts)
             window_events = window_events[np.argsort(window_events.t, kind="stable")]
-            write_image(out_dir, "events", name, accumulate(window_events, edge_config))
+            images["events"] = accumulate(window_events, edge_config)
             last_step = stamp
-        written.append((name, stamp))
+        yield RenderedFrame(frame_name(seq, k), stamp, g.label, images, window_events)
+
+
+def _sequence(
+    config: SynthConfig, seq: int, out_dir: Path, on_frame: Callable[[], None] | None = None
+) -> list[tuple[str, int]]:
+    """Render and write the frames of sequence ``seq``; returns their names and stamps (µs)."""
+    written = []
+    for frame in render_sequence(config, seq):
+        write_image(out_dir, LABELS_DIR, frame.name, frame.label)
+        for modality, image in frame.images.items():
+            write_image(out_dir, modality, frame.name, image)
+        written.append((frame.name, frame.stamp_us))
         if on_frame is not None:
             on_frame()
     return written

@@ -4,8 +4,6 @@ import sys
 
 import pytest
 
-from madm_ros.doctor import DEMO_PARTS, missing_demo_parts
-
 pytestmark = pytest.mark.ros
 
 
@@ -14,14 +12,16 @@ def run_doctor(*args, **env):
                           timeout=120, env={**os.environ, **env})
 
 
-def test_doctor_passes_here_and_names_the_demo_parts_not_built_yet(ros_domain):
-    result = run_doctor("--demo")
+def test_doctor_passes_here(ros_domain):
+    result = run_doctor()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "middleware   ok" in result.stdout and "interfaces   ok" in result.stdout
-    missing = missing_demo_parts()
-    if missing:
-        assert f"not built yet; missing: {'; '.join(missing)}" in result.stdout
-    assert set(missing) <= {name for name, _ in DEMO_PARTS}
+    assert "Environment ready" in result.stdout
+
+
+def test_demo_arguments_need_demo(ros_domain):
+    result = run_doctor("--out", "x")
+    assert result.returncode == 2 and "unrecognized arguments: --out x" in result.stderr
 
 
 def test_doctor_reports_a_broken_middleware_with_its_fix(ros_domain):

@@ -1,0 +1,415 @@
+"""``make demo`` / ``python -m madm_ros.demo``: the event segmentation pipeline, end to end, on any machine.
+
+Without arguments it renders a few synthetic street scenes with the project's event camera
+simulator, plays their events in real time as ``event_camera_msgs/EventPacket`` (evt3, as a
+Prophesee driver would) into the event segmentation node running the built-in default model, and
+records what the node publishes. It stops after ``--seconds`` and leaves in ``--out``:
+
+- ``edge_frames/``, ``masks/`` (class ids), ``colored/``, ``overlays/``: PNGs of the first
+  ``--max-images`` frames, named by frame stamp;
+- ``summary.json``: frames in and masks out, drops, latency percentiles (slice end → mask
+  received), the node's processing time, and the mIoU against the scenes' labels.
+
+The same command runs on recorded or live data: ``--bag BAG`` plays a bag into the node (as
+``python -m madm_ros.bag_play`` does) and ``--topic T`` listens to a live topic; neither has labels,
+so their summary has no mIoU. Everything stays on the loopback in a private ROS domain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from madm_ros.atomic_io import atomic_write_bytes
+from madm_ros.errors import MadmError
+
+__all__ = ["DemoConfig", "main", "run_demo"]
+
+LABEL_TOLERANCE_US = 25_000
+"""A node frame is scored against the scene label whose stamp is nearest, if within this (half a window)."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs (see ``--help``)."""
+
+    out: Path = Path("demo_out")
+    seconds: float = 8.0
+    bag: Path | None = None
+    topic: str | None = None
+    model: str = ""
+    backend: str = "auto"
+    message_type: str = "event_packet"
+    scene_frames: int = 24
+    seed: int = 7
+    max_images: int = 40
+    threads: int = 0
+
+
+@dataclass
+class SceneFrame:
+    """One label interval of the built-in source: its events and the label at its end."""
+
+    t_end_us: int
+    label: np.ndarray
+    events: Any  # madm_ros.events.types.Events
+
+
+def render_scenes(frames: int, seed: int) -> tuple[list[SceneFrame], tuple[int, int]]:
+    """Synthetic scenes at the default model's training resolution, one 50 ms event window per label.
+
+    Frames follow each other without gaps (``frame_interval_us`` = ``event_window_us``), and
+    sequences are laid end to end on one clock, so the events form one continuous stream.
+    """
+    from tqdm import tqdm
+
+    from madm_train.synthetic.generate import SynthConfig, render_sequence, sequence_length
+
+    per_sequence = 12
+    config = SynthConfig(frames=frames, height=128, width=256, frames_per_sequence=per_sequence, seed=seed,
+                         frame_interval_us=50_000, event_window_us=50_000, modalities=("events",))
+    scenes: list[SceneFrame] = []
+    offset = 0
+    with tqdm(total=frames, desc="demo: rendering synthetic scenes", unit="frame", file=sys.stderr) as progress:
+        for seq in range((frames + per_sequence - 1) // per_sequence):
+            for frame in render_sequence(config, seq):
+                events = frame.events
+                events.t[:] += offset
+                scenes.append(SceneFrame(frame.stamp_us + offset, frame.label, events))
+                progress.update()
+            offset += sequence_length(config, seq) * config.frame_interval_us  # the next window starts where this ended
+    return scenes, (config.height, config.width)
+
+
+class SyntheticEventSource:
+    """Publishes the rendered scenes in real time as event packets (10 ms each), looping until stopped."""
+
+    def __init__(self, node: Any, scenes: list[SceneFrame], size_hw: tuple[int, int], message_type: str) -> None:
+        from madm_ros.nodes.event_segmentation import message_class
+
+        self.node, self.scenes, self.size_hw, self.message_type = node, scenes, size_hw, message_type
+        self.publisher = node.create_publisher(message_class(message_type), "events", 1000)
+        self.period_us = scenes[-1].t_end_us  # one loop of the scenes; the next loop's first window follows on
+        self.labels: dict[int, np.ndarray] = {}  # t_end_us on the played clock → label
+        self.events_sent = 0
+        self.start_wall = 0.0
+        self.base_ns = 0
+        self._stop = threading.Event()
+
+    def _message(self, chunk: Any, seq: int) -> Any:
+        from madm_ros.events.codecs import encode_evt3, packed_fields
+        from madm_ros.nodes.event_segmentation import message_class
+
+        cls = message_class(self.message_type)
+        height, width = self.size_hw
+        reference = int(chunk.t[0] if self.message_type == "event_packet" else chunk.t[-1])
+        if self.message_type == "event_packet":
+            message = cls(height=height, width=width, seq=seq, time_base=0, encoding="evt3", is_bigendian=False,
+                          events=encode_evt3(chunk))
+        else:
+            message = cls(height=height, width=width, seq=seq, **packed_fields(chunk, kind="array"))
+        stamp = self.base_ns + reference * 1000
+        message.header.stamp.sec, message.header.stamp.nanosec = stamp // 1_000_000_000, stamp % 1_000_000_000
+        message.header.frame_id = "demo_event_camera"
+        return message
+
+    def run(self, seconds: float) -> None:
+        """Play for ``seconds`` of wall time (call from a thread)."""
+        self.start_wall = time.monotonic()
+        self.base_ns = time.time_ns()
+        seq = 0
+        loop = 0
+        while not self._stop.is_set():
+            for scene in self.scenes:
+                shift = loop * self.period_us
+                self.labels[scene.t_end_us + shift] = scene.label
+                events = scene.events
+                for lo in range(scene.t_end_us - 50_000, scene.t_end_us, 10_000):
+                    chunk = events[(events.t >= lo) & (events.t < lo + 10_000)]
+                    due = self.start_wall + (lo + 10_000 + shift) / 1e6
+                    while (wait := due - time.monotonic()) > 0 and not self._stop.is_set():
+                        time.sleep(min(wait, 0.005))
+                    if self._stop.is_set() or time.monotonic() - self.start_wall > seconds:
+                        return
+                    if len(chunk):  # (boolean indexing copied the events: shifting leaves the scene intact)
+                        chunk.t[:] += shift
+                        self.publisher.publish(self._message(chunk, seq))
+                        self.events_sent += len(chunk)
+                        seq += 1
+            loop += 1
+
+    def stop(self) -> None:
+        """End playback early."""
+        self._stop.set()
+
+
+@dataclass
+class Received:
+    """Messages of one output topic, with their arrival times (monotonic seconds)."""
+
+    messages: list[tuple[float, Any]] = field(default_factory=list)
+
+
+class DemoRecorder:
+    """Subscribes to the event node's outputs and keeps what arrives."""
+
+    TOPICS = ("edge_frame", "raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay")
+
+    def __init__(self, node: Any, node_name: str) -> None:
+        from sensor_msgs.msg import Image
+
+        self.received = {topic: Received() for topic in self.TOPICS}
+        self._lock = threading.Lock()
+        for topic in self.TOPICS:
+            node.create_subscription(Image, f"/{node_name}/{topic}", self._callback(topic), 1000)
+
+    def _callback(self, topic: str) -> Any:
+        def keep(message: Any) -> None:
+            with self._lock:
+                self.received[topic].messages.append((time.monotonic(), message))
+        return keep
+
+    def snapshot(self) -> dict[str, list[tuple[float, Any]]]:
+        """A copy of everything received so far."""
+        with self._lock:
+            return {topic: list(r.messages) for topic, r in self.received.items()}
+
+
+def _stamp_ns(message: Any) -> int:
+    return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    ok, data = cv2.imencode(".png", image[:, :, ::-1] if image.ndim == 3 else image)
+    if not ok:
+        raise MadmError(f"could not encode {path.name} as PNG")
+    atomic_write_bytes(path, data.tobytes())
+
+
+def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_images: int) -> dict[str, int]:
+    from madm_ros.image_conversion import image_to_array
+
+    folders = {"edge_frame": "edge_frames", "raw_segmentation_mask": "masks", "colored_segmentation_mask": "colored",
+               "segmentation_overlay": "overlays"}
+    written = {}
+    for topic, folder in folders.items():
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        messages = received[topic][:max_images]
+        for _, message in messages:
+            image = image_to_array(message)
+            if message.encoding == "bgr8":
+                image = image[:, :, ::-1]
+            _write_png(out / folder / f"{_stamp_ns(message)}.png", image)
+        written[folder] = len(messages)
+    return written
+
+
+def _score(source: SyntheticEventSource, masks: list[tuple[float, Any]], num_classes: int,
+           class_names: list[str]) -> tuple[dict[str, Any], list[float]]:
+    """MIoU of the masks against the scene labels, and latency from slice end to mask arrival (ms)."""
+    from madm_ros.image_conversion import image_to_array
+    from madm_ros.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(num_classes)
+    stamps = np.array(sorted(source.labels))
+    latencies = []
+    scored = 0
+    for arrived, message in masks:
+        t_end_us = (_stamp_ns(message) - source.base_ns) // 1000
+        latencies.append((arrived - (source.start_wall + t_end_us / 1e6)) * 1e3)
+        nearest = int(stamps[np.argmin(np.abs(stamps - t_end_us))]) if len(stamps) else None
+        if nearest is None or abs(nearest - t_end_us) > LABEL_TOLERANCE_US:
+            continue
+        matrix.update(image_to_array(message), source.labels[nearest])
+        scored += 1
+    scores = matrix.as_dict(class_names) if scored else {"miou": None}
+    scores["frames_scored"] = scored
+    return scores, latencies
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run the demo and return the summary (also written to ``config.out / "summary.json"``)."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from madm_ros.bag_play import BagPlayer
+    from madm_ros.metrics import latency_summary
+    from madm_ros.nodes.event_segmentation import EventSegmentationNode, message_class
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if config.seconds <= 0:
+        raise MadmError(f"--seconds must be positive, got {config.seconds}")
+    config.out.mkdir(parents=True, exist_ok=True)
+    scenes: list[SceneFrame] = []
+    message_type = config.message_type
+    if config.bag is None and config.topic is None:
+        try:
+            message_class(message_type)
+        except MadmError as error:
+            print(f"demo: {error}; publishing madm_ros/PackedEvents instead", file=sys.stderr)
+            message_type = "packed"
+        scenes, size_hw = render_scenes(config.scene_frames, config.seed)
+    source_topic = "events" if config.bag is None and config.topic is None else None
+
+    rclpy.init()
+    node_name = "event_segmentation"
+    try:
+        remap = [] if source_topic else ["-r", f"events:={config.topic or '/event_camera/events'}"]
+        if config.bag is not None and config.topic is None:
+            from madm_ros.events.bags import read_bag_events  # noqa: F401 - fails early on a missing rosbags
+            remap = ["-r", f"events:={_bag_event_topic(config.bag)}"]
+        segmenter = EventSegmentationNode(node_name, cli_args=["--ros-args", *remap], parameter_overrides=[
+            Parameter("model_file_path", value=config.model), Parameter("backend", value=config.backend),
+            Parameter("threads", value=config.threads), Parameter("message_type", value=message_type),
+            Parameter("input_qos", value="DEFAULT")])
+        if segmenter.segmenter is None:
+            raise MadmError(f"the event segmentation node could not start: {segmenter.failure}")
+        harness = rclpy.create_node("demo")
+        recorder = DemoRecorder(harness, node_name)
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(segmenter)
+        executor.add_node(harness)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        source = None
+        started = time.monotonic()
+        if scenes:
+            source = SyntheticEventSource(harness, scenes, size_hw, message_type)
+            _wait_for_match(source.publisher)
+            print(f"demo: playing {len(scenes)} synthetic frames in a loop for {config.seconds:g} s", file=sys.stderr)
+            source.run(config.seconds)
+        elif config.bag is not None:
+            player = BagPlayer(harness, config.bag, topics=[_bag_event_topic(config.bag)])
+            player.wait_for_subscribers(10)
+            print(f"demo: playing {config.bag} for at most {config.seconds:g} s", file=sys.stderr)
+            timer = threading.Timer(config.seconds, player.stop)
+            timer.start()
+            player.play()
+            timer.cancel()
+        else:
+            print(f"demo: listening to {config.topic} for {config.seconds:g} s", file=sys.stderr)
+            time.sleep(config.seconds)
+        _wait_until_idle(segmenter, recorder)
+        elapsed = time.monotonic() - started
+        received = recorder.snapshot()
+        counters = segmenter.counters()
+        labels = segmenter.segmenter.label_set if segmenter.segmenter else None
+        executor.shutdown(timeout_sec=5)
+        described = segmenter.segmenter.backend.describe() if segmenter.segmenter else {}
+        segmenter.destroy_node()
+        harness.destroy_node()
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+
+    masks = received["raw_segmentation_mask"]
+    summary: dict[str, Any] = {
+        "source": "synthetic scenes" if scenes else (str(config.bag) if config.bag else config.topic),
+        "message_type": message_type,
+        "model": described.get("path"), "backend": described.get("backend"),
+        "seconds": round(elapsed, 3),
+        "events_in": counters.get("events_decode_events", 0),
+        "edge_frames": len(received["edge_frame"]), "frames_in": counters.get("frames_in", 0),
+        "masks_out": len(masks), "dropped_frames": counters.get("total_dropped_frames", 0),
+        "node_processing_ms": {"p50": counters.get("processing_time_ms"), "p99": counters.get("processing_time_p99_ms")},
+        "inference_ms_p50": counters.get("inference_time_ms"),
+        "problems": {k: v for k, v in counters.items() if k.startswith("problem_")},
+    }
+    if source is not None and labels is not None:
+        scores, latencies = _score(source, masks, labels.num_classes, list(labels.class_names))
+        summary["latency_ms"] = latency_summary(latencies)
+        summary["miou"] = scores["miou"]
+        summary["frames_scored"] = scores["frames_scored"]
+        summary["per_class_iou"] = scores.get("per_class_iou")
+        summary["events_published"] = source.events_sent
+    else:
+        latencies = [(arrived - received_edge) * 1e3 for (arrived, _), (received_edge, _)
+                     in _pair_by_stamp(masks, received["edge_frame"])]
+        summary["latency_ms"] = latency_summary(latencies)  # edge frame seen → mask seen, both at the recorder
+        summary["miou"] = None
+    summary["images"] = _save_images(config.out, received, config.max_images)
+    atomic_write_bytes(config.out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def _bag_event_topic(bag: Path) -> str:
+    from madm_ros.events.bags import _event_topics
+
+    topics = _event_topics(bag)
+    if not topics:
+        raise MadmError(f"{bag} has no event topic (EventPacket, dvs/dv EventArray or PackedEvents)")
+    return topics[0][0]
+
+
+def _pair_by_stamp(masks: list[tuple[float, Any]], edges: list[tuple[float, Any]]) -> list[tuple[Any, Any]]:
+    by_stamp = {_stamp_ns(m): (t, m) for t, m in edges}
+    return [((t, m), by_stamp[_stamp_ns(m)]) for t, m in masks if _stamp_ns(m) in by_stamp]
+
+
+def _wait_for_match(publisher: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _wait_until_idle(node: Any, recorder: DemoRecorder, timeout: float = 10.0) -> None:
+    """Let the last frames through the node and to the recorder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counters = node.counters()
+        done = counters["frames_out"] + counters["total_dropped_frames"] + counters["skipped_no_subscribers"]
+        if done >= counters["frames_in"] and len(recorder.snapshot()["raw_segmentation_mask"]) >= counters["frames_out"]:
+            return
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; exit code 2 names a problem with the input or setup."""
+    parser = argparse.ArgumentParser(prog="python -m madm_ros.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DemoConfig.out, help="output folder (default: demo_out)")
+    parser.add_argument("--seconds", type=float, default=DemoConfig.seconds, help="how long to play (default 8)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--bag", type=Path, help="play this bag's event topic instead of the synthetic scenes")
+    source.add_argument("--topic", help="segment this live event topic instead (no source is started)")
+    parser.add_argument("--model", default="", help="ONNX model (default: the built-in models/events_student.onnx)")
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or pytorch (default auto)")
+    parser.add_argument("--message-type", default="event_packet", choices=("event_packet", "packed", "dvs", "dv"),
+                        help="event message type of --topic, or the one the synthetic source publishes (default "
+                             "event_packet: evt3)")
+    parser.add_argument("--scene-frames", type=int, default=DemoConfig.scene_frames,
+                        help="synthetic 50 ms frames rendered before playing, then looped (default 24)")
+    parser.add_argument("--max-images", type=int, default=DemoConfig.max_images,
+                        help="PNGs kept per output (default 40)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default 0: one per core)")
+    args = parser.parse_args(argv)
+    config = DemoConfig(out=args.out, seconds=args.seconds, bag=args.bag, topic=args.topic, model=args.model,
+                        backend=args.backend, message_type=args.message_type, scene_frames=args.scene_frames,
+                        max_images=args.max_images, threads=args.threads)
+    try:
+        summary = run_demo(config)
+    except MadmError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
+    miou = summary.get("miou")
+    print(f"demo: {summary['events_in']} events → {summary['edge_frames']} edge frames → {summary['masks_out']} masks "
+          f"({summary['dropped_frames']} dropped), latency p50 {summary['latency_ms']['p50']:.1f} ms"
+          + (f", mIoU {100 * miou:.1f} % on {summary['frames_scored']} labelled frames" if miou is not None else ""))
+    print(f"demo: wrote {config.out / 'summary.json'} and PNGs in {config.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

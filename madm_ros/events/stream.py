@@ -1,0 +1,207 @@
+"""Event messages of one topic → stamped edge frames, surviving what live streams and bags do.
+
+:class:`EventFrameStream` is the ROS-free heart of the event segmentation node: it decodes each
+message with the decoder of its type (one stateful decoder per stream), feeds the streaming
+accumulator, and maps each frame's sensor-time end to ROS time. It never raises on bad input;
+instead it counts the problem by kind and reports it once per kind through ``on_warning``:
+
+- an undecodable message (unknown encoding, malformed payload, arrays of different lengths) is
+  skipped and counted as ``decode_error``;
+- a change of sensor size or encoding restarts the stream (``size_change``);
+- time jumping backwards by more than ``restart_after_us`` (a bag played in a loop, a driver
+  restart) restarts the stream (``time_jump``); smaller steps back are dropped event by event by
+  the accumulator and counted there;
+- empty messages, duplicate packets, out-of-range coordinates and truncated payloads are counted
+  by the decoder (:class:`~madm_ros.events.types.DecodeStats`).
+
+Stamps: ``EventPacket`` and ``PackedEvents`` carry sensor time, so the offset between the first
+message's header stamp and its sensor time (its first event for ``EventPacket``, its last for
+``PackedEvents``, as their definitions say) maps sensor time to ROS time, as
+event_camera_renderer does; it is measured again after every restart. ``EventArray`` events
+already carry ROS time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from madm_ros.errors import ConfigError, MadmError
+from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array, events_from_packed
+from madm_ros.events.edge_frames import AccumulatorStats, EdgeFrameAccumulator, EdgeFrameConfig, check_edge_frame_fields
+from madm_ros.events.types import DecodeStats, Events
+
+__all__ = ["MESSAGE_TYPES", "EventFrameStream", "StampedFrame"]
+
+MESSAGE_TYPES: dict[str, str] = {
+    "event_packet": "event_camera_msgs/msg/EventPacket",
+    "dvs": "dvs_msgs/msg/EventArray",
+    "dv": "dv_ros2_msgs/msg/EventArray",
+    "packed": "madm_ros/msg/PackedEvents",
+}
+"""``message_type`` parameter value → ROS message type the event node subscribes to."""
+
+
+@dataclass(frozen=True)
+class StampedFrame:
+    """An edge frame with its ROS stamp (ns) and the header ``frame_id`` of the message that completed it."""
+
+    image: np.ndarray
+    stamp_ns: int
+    frame_id: str
+    t_end_us: int
+    n_events: int
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class EventFrameStream:
+    """Decode, accumulate and stamp the messages of one event topic.
+
+    Args:
+        message_type: A key of :data:`MESSAGE_TYPES`.
+        edge_fields: :class:`EdgeFrameConfig` fields except ``width`` and ``height``, which come
+            from the messages.
+        on_warning: Called with ``(kind, message)`` the first time each kind of problem occurs.
+        restart_after_us: A step back in time larger than this restarts the stream.
+    """
+
+    def __init__(self, message_type: str, edge_fields: dict[str, Any],
+                 on_warning: Callable[[str, str], None] | None = None, restart_after_us: int = 1_000_000) -> None:
+        if message_type not in MESSAGE_TYPES:
+            raise ConfigError(f"message_type must be one of {', '.join(MESSAGE_TYPES)}, got {message_type!r}")
+        check_edge_frame_fields(edge_fields, "event accumulation parameters")
+        if edge_fields.get("polarity") == "split":
+            raise ConfigError("polarity 'split' makes two-channel frames; segmentation models take one (ignore or signed)")
+        EdgeFrameConfig(width=65535, height=65535, **edge_fields)  # validate now, not at the first message
+        if restart_after_us <= 0:
+            raise ConfigError(f"restart_after_us must be positive, got {restart_after_us}")
+        self.message_type = message_type
+        self.edge_fields = dict(edge_fields)
+        self.restart_after_us = int(restart_after_us)
+        self._on_warning = on_warning
+        self.problems: Counter[str] = Counter()
+        self.decode_stats = DecodeStats()  # summed over restarts
+        self.accumulator_stats = AccumulatorStats()
+        self.messages = 0
+        self._warned: set[str] = set()
+        self._key: tuple[str, int, int] | None = None  # (encoding, width, height) of the running stream
+        self._decoder: PacketDecoder | None = None
+        self._accumulator: EdgeFrameAccumulator | None = None
+        self._offset_ns: int | None = None
+        self._last_t: int | None = None
+        self._last_stamp_ns: int | None = None
+
+    @property
+    def sensor_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the running stream, ``None`` before the first message."""
+        return None if self._key is None else (self._key[2], self._key[1])
+
+    def counters(self) -> dict[str, int]:
+        """Every counter, flat, for diagnostics and summaries."""
+        decoder = self._decoder.stats.as_dict() if self._decoder is not None else {}
+        decoded = {k: v + decoder.get(k, 0) for k, v in self.decode_stats.as_dict().items()}
+        accumulated = self._accumulator.stats.as_dict() if self._accumulator is not None else {}
+        summed = {k: v + accumulated.get(k, 0) for k, v in self.accumulator_stats.as_dict().items()}
+        return {"messages": self.messages, **{f"decode_{k}": v for k, v in decoded.items()},
+                **{f"accumulate_{k}": v for k, v in summed.items()}, **dict(self.problems)}
+
+    def push(self, message: Any) -> list[StampedFrame]:
+        """Add one message; return the frames it completed (oldest first). Never raises on bad input."""
+        self.messages += 1
+        try:
+            key = self._stream_key(message)
+            stamp_ns = _stamp_ns(message.header)
+        except (AttributeError, TypeError, ValueError) as error:
+            self._problem("decode_error", f"malformed {self.message_type} message skipped ({error})")
+            return []
+        if key != self._key:
+            try:
+                parts = self._make(key)
+            except MadmError as error:  # unknown encoding, impossible size: the running stream is kept
+                self._problem("decode_error", f"{self.message_type} message of an unusable stream skipped: {error}")
+                return []
+            if self._key is not None:
+                self._problem("size_change", f"event stream changed from {self._describe(self._key)} to "
+                              f"{self._describe(key)}; restarting accumulation")
+                self._restart()
+            self._key, (self._decoder, self._accumulator) = key, parts
+        elif self._last_stamp_ns is not None and stamp_ns + self.restart_after_us * 1000 < self._last_stamp_ns:
+            self._problem("time_jump", "header stamps jumped back (bag loop or driver restart); restarting accumulation")
+            self._restart()
+            self._key, (self._decoder, self._accumulator) = key, self._make(key)
+        self._last_stamp_ns = stamp_ns
+        try:
+            events = self._decode(message)
+        except (MadmError, ValueError, TypeError) as error:
+            self._problem("decode_error", f"undecodable {self.message_type} message skipped: {error}")
+            return []
+        if not len(events):
+            return []
+        if self._last_t is not None and abs(int(events.t[0]) - self._last_t) > self.restart_after_us:
+            backwards = int(events.t[0]) < self._last_t
+            if backwards:
+                self._problem("time_jump", "event time jumped back (bag loop or sensor restart); restarting accumulation")
+            else:  # a long silence: start afresh rather than emit a run of empty frames
+                self.problems["time_gaps"] += 1
+            self._reset_accumulation()
+        if self._offset_ns is None:
+            reference = int(events.t[-1] if self.message_type == "packed" else events.t[0])
+            self._offset_ns = 0 if self.message_type in ("dvs", "dv") else stamp_ns - reference * 1000
+        self._last_t = int(events.t[-1])
+        assert self._accumulator is not None
+        frame_id = str(message.header.frame_id)
+        return [StampedFrame(f.image, self._offset_ns + f.t_end_us * 1000, frame_id, f.t_end_us, f.n_events)
+                for f in self._accumulator.push(events)]
+
+    # ------------------------------------------------------------------ internals
+    def _stream_key(self, message: Any) -> tuple[str, int, int]:
+        encoding = str(message.encoding) if self.message_type == "event_packet" else self.message_type
+        return encoding, int(message.width), int(message.height)
+
+    @staticmethod
+    def _describe(key: tuple[str, int, int]) -> str:
+        return f"{key[0]} {key[1]}x{key[2]}"
+
+    def _make(self, key: tuple[str, int, int]) -> tuple[PacketDecoder | None, EdgeFrameAccumulator]:
+        """Decoder and accumulator for a stream (``MadmError`` for an unknown encoding or bad size)."""
+        encoding, width, height = key
+        decoder = PacketDecoder(encoding, width, height) if self.message_type == "event_packet" else None
+        return decoder, EdgeFrameAccumulator(EdgeFrameConfig(width=width, height=height, **self.edge_fields))
+
+    def _restart(self) -> None:
+        """Forget the stream (its partial frame is dropped) but keep its counters."""
+        if self._decoder is not None:
+            for name, value in self._decoder.stats.as_dict().items():
+                setattr(self.decode_stats, name, getattr(self.decode_stats, name) + value)
+        self._reset_accumulation()
+        self._key = self._decoder = self._accumulator = None
+        self._last_stamp_ns = None
+        self.problems["restarts"] += 1
+
+    def _reset_accumulation(self) -> None:
+        """A new accumulator and time offset, keeping the decoder (whose state the next packets need)."""
+        if self._accumulator is not None:
+            for name, value in self._accumulator.stats.as_dict().items():
+                setattr(self.accumulator_stats, name, getattr(self.accumulator_stats, name) + value)
+            self._accumulator = EdgeFrameAccumulator(self._accumulator.config)
+        self._offset_ns = self._last_t = None
+
+    def _decode(self, message: Any) -> Events:
+        if self.message_type == "event_packet":
+            return decode_packet(message, self._decoder)
+        if self.message_type == "packed":
+            return events_from_packed(message, self.decode_stats)
+        return events_from_event_array(message, self.decode_stats)
+
+    def _problem(self, kind: str, text: str) -> None:
+        self.problems[kind] += 1
+        if kind not in self._warned and self._on_warning is not None:
+            self._warned.add(kind)
+            self._on_warning(kind, text)

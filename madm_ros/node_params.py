@@ -1,0 +1,178 @@
+"""The parameters of the segmentation nodes, as typed dataclasses (ROS-free).
+
+The nodes declare one ROS parameter per field (same name, type and default), so ``ros2 param``,
+``config/<modality>.yaml`` and ``python -m madm_ros.launch`` all speak the same vocabulary, which
+follows the Isaac ROS / Autoware names users know (``model_file_path``, ``engine_file_path``,
+``input_qos`` ...). Depth and thermal ranges are deliberately not parameters: they travel inside
+the model (:class:`madm_ros.preprocessing.InputSpec`), so a node cannot silently normalise
+differently from training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from madm_ros.errors import ConfigError, check_known_keys
+
+__all__ = ["QOS_PRESETS", "EventParams", "ImageParams", "SegmentationParams", "edge_fields"]
+
+QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT")
+"""Accepted ``input_qos`` / ``output_qos`` values (Isaac ROS style)."""
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """Parameters every segmentation node has.
+
+    Attributes:
+        model_file_path: ONNX model (or saved PyTorch model folder); empty = the built-in default
+            model for the node's modality (``models/<modality>_student.onnx``).
+        engine_file_path: TensorRT engine; used by ``backend`` ``auto``/``tensorrt`` when present.
+        backend: ``auto`` (fastest installed: TensorRT > ONNX Runtime > PyTorch), ``tensorrt``,
+            ``onnxruntime`` or ``pytorch``.
+        threads: CPU threads of ONNX Runtime (0 = one per core).
+        mask_width: Width of the published masks; 0 = the input's width (camera resolution).
+        mask_height: Height of the published masks; 0 = the input's height.
+        color_segmentation_mask_encoding: ``rgb8`` (Isaac default) or ``bgr8``.
+        overlay_alpha: Weight of the colour mask in ``segmentation_overlay``.
+        input_qos: QoS preset of the input subscriptions (``SENSOR_DATA``: best effort, receives
+            from reliable and best-effort publishers alike).
+        input_qos_depth: History depth of the input subscriptions.
+        output_qos: QoS preset of the outputs (``DEFAULT``: reliable, what RViz expects).
+        output_qos_depth: History depth of the outputs.
+        diagnostics_period_s: Seconds between two ``diagnostics`` messages.
+        autostart: Configure and activate on start (a plain node); false leaves the lifecycle
+            node unconfigured until a manager or ``ros2 lifecycle set`` drives it.
+    """
+
+    model_file_path: str = ""
+    engine_file_path: str = ""
+    backend: str = "auto"
+    threads: int = 0
+    mask_width: int = 0
+    mask_height: int = 0
+    color_segmentation_mask_encoding: str = "rgb8"
+    overlay_alpha: float = 0.5
+    input_qos: str = "SENSOR_DATA"
+    input_qos_depth: int = 5
+    output_qos: str = "DEFAULT"
+    output_qos_depth: int = 5
+    diagnostics_period_s: float = 1.0
+    autostart: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "tensorrt", "onnxruntime", "pytorch"):
+            raise ConfigError(f"backend must be auto, tensorrt, onnxruntime or pytorch, got {self.backend!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be ≥ 0 (0 = one per core), got {self.threads}")
+        if self.mask_width < 0 or self.mask_height < 0 or (self.mask_width == 0) != (self.mask_height == 0):
+            raise ConfigError(f"set mask_width and mask_height both (> 0) or both 0 (camera resolution), "
+                              f"got {self.mask_width}×{self.mask_height}")
+        if self.color_segmentation_mask_encoding not in ("rgb8", "bgr8"):
+            raise ConfigError(f"color_segmentation_mask_encoding must be rgb8 or bgr8, "
+                              f"got {self.color_segmentation_mask_encoding!r}")
+        if not 0.0 <= self.overlay_alpha <= 1.0:
+            raise ConfigError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
+        for name in ("input_qos", "output_qos"):
+            if getattr(self, name) not in QOS_PRESETS:
+                raise ConfigError(f"{name} must be one of {', '.join(QOS_PRESETS)}, got {getattr(self, name)!r}")
+        if self.input_qos_depth < 1 or self.output_qos_depth < 1:
+            raise ConfigError("input_qos_depth and output_qos_depth must be ≥ 1")
+        if self.diagnostics_period_s <= 0:
+            raise ConfigError(f"diagnostics_period_s must be positive, got {self.diagnostics_period_s}")
+
+    @property
+    def mask_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the masks, ``None`` for the camera resolution."""
+        return (self.mask_height, self.mask_width) if self.mask_width else None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        """Build from a parameter dict; unknown keys are an error, not ignored."""
+        check_known_keys(values, cls, cls.__name__)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field name → value."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageParams(SegmentationParams):
+    """Parameters of the image (depth/thermal) node.
+
+    Attributes:
+        modality: ``depth`` or ``thermal``: picks the default model and must match the model's own.
+    """
+
+    modality: str = "depth"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.modality not in ("depth", "thermal"):
+            raise ConfigError(f"modality must be depth or thermal, got {self.modality!r}")
+
+
+@dataclass(frozen=True)
+class EventParams(SegmentationParams):
+    """Parameters of the event segmentation node (``input_qos_depth`` defaults to 1000 like event drivers).
+
+    Attributes:
+        message_type: ``event_packet`` (event_camera_msgs/EventPacket, any encoding), ``dvs``
+            (dvs_msgs/EventArray), ``dv`` (dv_ros2_msgs/EventArray) or ``packed``
+            (madm_ros/PackedEvents); checked against the topic's type at start.
+        slice_method: ``time`` (a frame every ``accumulation_time_ms``) or ``count`` (every
+            ``accumulation_number`` events).
+        accumulation_time_ms: Time window of a frame (time slicing).
+        accumulation_number: Events per frame (count slicing).
+        event_contribution: Brightness step per event as a fraction of 255 (dv's ``EdgeMapAccumulator``).
+        neutral_level: Start value of each pixel as a fraction of 255 (0.5 with ``signed`` polarity).
+        polarity: ``ignore`` (every event adds) or ``signed`` (OFF subtracts).
+        crop: ``[x0, y0, width, height]`` of the sensor to keep, empty = whole sensor.
+        restart_after_ms: A jump of event or header time by more than this restarts accumulation
+            (bag loops, driver restarts).
+    """
+
+    input_qos_depth: int = 1000
+    message_type: str = "event_packet"
+    slice_method: str = "time"
+    accumulation_time_ms: float = 50.0
+    accumulation_number: int = 100_000
+    event_contribution: float = 0.25
+    neutral_level: float = 0.0
+    polarity: str = "ignore"
+    crop: tuple[int, ...] = ()
+    restart_after_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from madm_ros.events.stream import MESSAGE_TYPES
+
+        if self.message_type not in MESSAGE_TYPES:
+            raise ConfigError(f"message_type must be one of {', '.join(MESSAGE_TYPES)}, got {self.message_type!r}")
+        if self.polarity not in ("ignore", "signed"):
+            raise ConfigError(f"polarity must be ignore or signed (models take one channel), got {self.polarity!r}")
+        if len(self.crop) not in (0, 4):
+            raise ConfigError(f"crop must be empty or [x0, y0, width, height], got {list(self.crop)}")
+        if self.restart_after_ms <= 0:
+            raise ConfigError(f"restart_after_ms must be positive, got {self.restart_after_ms}")
+        object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        edge_fields(self)  # validates the accumulation values through EdgeFrameConfig
+
+
+def edge_fields(params: EventParams) -> dict[str, Any]:
+    """The :class:`~madm_ros.events.edge_frames.EdgeFrameConfig` fields (less the sensor size) of ``params``."""
+    from madm_ros.events.edge_frames import EdgeFrameConfig
+
+    if params.slice_method not in ("time", "count"):
+        raise ConfigError(f"slice_method must be time or count, got {params.slice_method!r}")
+    window_us = round(params.accumulation_time_ms * 1000)
+    fields: dict[str, Any] = {
+        "mode": params.slice_method, "window_us": window_us, "window_events": params.accumulation_number,
+        "polarity": params.polarity, "contribution": params.event_contribution, "neutral": params.neutral_level,
+        "crop": params.crop or None,
+    }
+    EdgeFrameConfig(width=65535, height=65535, **fields)  # the real sensor size comes with the first message
+    return fields

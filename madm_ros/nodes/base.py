@@ -1,0 +1,414 @@
+"""What the image and event segmentation nodes share: parameters, lifecycle, inference thread, outputs, diagnostics.
+
+Lifecycle: ``configure`` reads the parameters and loads the model (a missing or corrupt model
+fails the transition with a message naming the fix, and the node stays up reporting ERROR in
+diagnostics); ``activate`` runs one blank frame so the backend allocates its buffers, starts the
+inference thread and subscribes; ``deactivate`` unsubscribes and stops the thread; ``cleanup``
+releases the model. With ``autostart`` (the default) the node configures and activates itself.
+
+Outputs are private topics (``~/raw_segmentation_mask``, ``~/colored_segmentation_mask``,
+``~/segmentation_overlay``, ``~/camera_info`` scaled to the masks, latched ``~/label_info``), so
+the scaled camera info sits beside the masks where RViz's Camera display looks for it and never
+collides with the ``camera_info`` input.
+
+Every problem with the input is counted by kind in diagnostics and logged once per kind; none
+stops the node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+
+from madm_ros.errors import ConfigError, MadmError
+from madm_ros.metrics import latency_summary
+from madm_ros.node_params import SegmentationParams
+from madm_ros.nodes.image_messages import array_to_image_msg
+from madm_ros.nodes.worker import LatestSlot
+from madm_ros.segmenter import UNLABELLED, Segmenter, scale_camera_matrix
+
+__all__ = ["FrameJob", "SegmentationNode", "qos_profile", "stamp_to_ns"]
+
+OUTPUT_TOPICS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay")
+
+
+def qos_profile(preset: str, depth: int) -> QoSProfile:
+    """``SENSOR_DATA`` (best effort), ``DEFAULT`` (reliable, volatile) or ``SYSTEM_DEFAULT``, with ``depth``."""
+    if preset == "SENSOR_DATA":
+        profile = QoSProfile(depth=depth, reliability=qos_profile_sensor_data.reliability,
+                             durability=qos_profile_sensor_data.durability)
+    elif preset == "SYSTEM_DEFAULT":
+        profile = QoSProfile(depth=depth, reliability=qos_profile_system_default.reliability,
+                             durability=qos_profile_system_default.durability)
+    else:
+        profile = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    return profile
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass
+class FrameJob:
+    """A frame handed from a callback to the inference thread."""
+
+    array: np.ndarray
+    encoding: str
+    header: Any  # std_msgs/Header copied to every output
+    received: float  # time.perf_counter() when the input arrived
+    camera_info: Any = None
+
+
+class SegmentationNode(LifecycleNode):
+    """Base of the segmentation nodes; subclasses add inputs (``_subscribe``) and their parameter class."""
+
+    PARAMS: type[SegmentationParams] = SegmentationParams
+    MODALITY: str | None = None  # the modality the node serves (``None``: taken from a parameter)
+
+    def __init__(self, node_name: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params: Any = None
+        self.segmenter: Segmenter | None = None
+        self._lock = threading.Lock()
+        self.problems: Counter[str] = Counter()
+        self._warned: set[str] = set()
+        self._failure = "not configured yet"
+        self._slot = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._outputs: dict[str, Any] = {}
+        self._inputs: list[Any] = []
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self.frames_in = self.frames_out = self.skipped = 0
+        self._recent: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("processing", "inference", "pipeline")}
+        self._out_times: deque[float] = deque(maxlen=200)
+        self._last_camera_info: Any = None
+        self._declare_parameters()
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = float(self.get_parameter("diagnostics_period_s").value)
+        self._diagnostics_timer = self.create_timer(max(period, 0.05), self._publish_diagnostics,
+                                                    callback_group=MutuallyExclusiveCallbackGroup(),
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
+        if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    @property
+    def failure(self) -> str:
+        """Why the node is not running (empty while it runs)."""
+        return self._failure
+
+    # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> None:
+        for field in dataclasses.fields(self.PARAMS):
+            default = field.default
+            # Dynamic typing: YAML files write 50 for 50.0; read_params converts to the field's type.
+            descriptor = ParameterDescriptor(description=f"see {self.PARAMS.__module__}.{self.PARAMS.__name__}",
+                                             dynamic_typing=not isinstance(default, tuple))
+            if isinstance(default, tuple):  # an empty list has no ROS type of its own
+                self.declare_parameter(field.name, Parameter.Type.INTEGER_ARRAY, descriptor)
+            else:
+                self.declare_parameter(field.name, default, descriptor)
+
+    def read_params(self) -> Any:
+        """The current parameters as the node's dataclass (``ConfigError`` on a bad value)."""
+        hints = get_type_hints(self.PARAMS)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(self.PARAMS):
+            try:
+                parameter = self.get_parameter(field.name)
+            except ParameterUninitializedException:  # an array parameter nobody set: keep the default
+                continue
+            value = parameter.value
+            kind = hints[field.name]
+            try:
+                if kind is float:
+                    value = float(value)
+                elif kind is int and not isinstance(value, bool):
+                    value = int(value)
+                elif kind is bool and not isinstance(value, bool):
+                    raise ConfigError(f"parameter {field.name} must be true or false, got {value!r}")
+                elif kind is str and not isinstance(value, str):
+                    raise ConfigError(f"parameter {field.name} must be a string, got {value!r}")
+                elif str(kind).startswith("tuple"):
+                    value = tuple(int(v) for v in value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"parameter {field.name}: {value!r} is not a {getattr(kind, '__name__', kind)}") from None
+            values[field.name] = value
+        return self.PARAMS.from_dict(values)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read parameters, load the model, create the publishers."""
+        try:
+            self.params = self.read_params()
+            self.segmenter = self._load_segmenter()
+        except MadmError as error:
+            self._failure = str(error)
+            self.problems["configure_failed"] += 1
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as error:
+            self._failure = f"unexpected {type(error).__name__}: {error}"
+            self.problems["configure_failed"] += 1
+            self.get_logger().error(f"configure failed: {self._failure}")
+            return TransitionCallbackReturn.FAILURE
+        self._create_publishers()
+        described = self.segmenter.backend.describe()
+        self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
+                               f"{self.segmenter.modality}, {self.segmenter.label_set.name}, "
+                               f"network {self.segmenter.spec.width}x{self.segmenter.spec.height}")
+        self._failure = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Allocate the backend's buffers, start inference, subscribe."""
+        assert self.segmenter is not None
+        try:
+            self.segmenter.warm_up()
+        except MadmError as error:
+            self.get_logger().error(f"activate failed: the model does not run ({error})")
+            self.problems["activate_failed"] += 1
+            return TransitionCallbackReturn.FAILURE
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._inference_loop, name=f"{self.get_name()}-inference", daemon=True)
+        self._worker.start()
+        self._subscribe()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the inference thread (a frame in flight is finished first)."""
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+            self._worker = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model and the publishers."""
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        self.segmenter = None
+        self._failure = "not configured (cleaned up)"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything whatever the state."""
+        if self._worker is not None:
+            self.on_deactivate(state)
+        return self.on_cleanup(state)
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread before the node's handles go away."""
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+        super().destroy_node()
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _modality(self) -> str:
+        assert self.MODALITY is not None
+        return self.MODALITY
+
+    def _subscribe(self) -> None:
+        raise NotImplementedError
+
+    def _load_segmenter(self) -> Segmenter:
+        from pathlib import Path
+
+        from madm_ros.default_models import default_model_path
+
+        params = self.params
+        model = params.model_file_path or str(default_model_path(self._modality()))
+        if not Path(model).exists():
+            raise ConfigError(f"model_file_path {model} does not exist; point it to an exported .onnx "
+                              f"(python -m madm_train export) or leave it empty for the built-in default")
+        options: dict[str, Any] = {}
+        engine = params.engine_file_path or None
+        if params.backend in ("auto", "onnxruntime") and Path(model).suffix == ".onnx":
+            options["threads"] = params.threads
+        segmenter = Segmenter.load(model, params.backend, engine=engine, mask_size=params.mask_size, **options)
+        if segmenter.modality != self._modality():
+            raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this node serves "
+                              f"{self._modality()}; use a {self._modality()} model")
+        return segmenter
+
+    # ------------------------------------------------------------------ publishing
+    def _create_publishers(self) -> None:
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from madm_ros.msg import SegmentationInfo
+
+        qos = qos_profile(self.params.output_qos, self.params.output_qos_depth)
+        for topic in (*OUTPUT_TOPICS, *self._extra_image_outputs()):
+            self._outputs[topic] = self.create_publisher(Image, f"~/{topic}", qos)
+        self._outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
+        self._outputs["label_info"].publish(self._label_info())
+
+    def _extra_image_outputs(self) -> tuple[str, ...]:
+        return ()
+
+    def _label_info(self) -> Any:
+        import hashlib
+        from pathlib import Path
+
+        from madm_ros.msg import SegmentationInfo
+
+        assert self.segmenter is not None
+        described = self.segmenter.backend.describe()
+        path = Path(str(described.get("path", "")))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        labels = self.segmenter.label_set
+        info = SegmentationInfo(class_names=list(labels.class_names), palette=labels.palette().reshape(-1).tolist(),
+                                unlabelled_id=UNLABELLED, modality=self.segmenter.modality, model_name=path.name,
+                                model_sha256=digest)
+        info.header.stamp = self.get_clock().now().to_msg()
+        return info
+
+    def wanted(self, topic: str) -> bool:
+        """Whether anyone subscribes to an output (outputs nobody reads are not computed)."""
+        publisher = self._outputs.get(topic)
+        return publisher is not None and publisher.get_subscription_count() > 0
+
+    def submit(self, job: FrameJob) -> None:
+        """Hand a frame to the inference thread (never blocks; a frame still waiting is dropped)."""
+        with self._lock:
+            self.frames_in += 1
+        self._slot.put(job)
+
+    def _inference_loop(self) -> None:
+        slot = self._slot
+        while True:
+            job = slot.take()
+            if job is None:
+                return
+            try:
+                self._process(job)
+            except MadmError as error:
+                self.report_problem(f"bad_input:{type(error).__name__}", f"frame skipped: {error}")
+            except Exception as error:
+                self.report_problem(f"internal:{type(error).__name__}", f"frame skipped after an unexpected error: {error!r}")
+
+    def _process(self, job: FrameJob) -> None:
+        if not any(self.wanted(topic) for topic in (*OUTPUT_TOPICS, "camera_info")):
+            with self._lock:
+                self.skipped += 1
+            return
+        assert self.segmenter is not None
+        segmentation = self.segmenter.segment(job.array, job.encoding)
+        params = self.params
+        header = job.header
+        self._outputs["raw_segmentation_mask"].publish(array_to_image_msg(segmentation.labels, "mono8", header))
+        if self.wanted("colored_segmentation_mask"):
+            colored = segmentation.colored(params.color_segmentation_mask_encoding)
+            self._outputs["colored_segmentation_mask"].publish(
+                array_to_image_msg(colored, params.color_segmentation_mask_encoding, header))
+        if self.wanted("segmentation_overlay"):
+            overlay = segmentation.overlay(params.overlay_alpha, params.color_segmentation_mask_encoding)
+            self._outputs["segmentation_overlay"].publish(
+                array_to_image_msg(overlay, params.color_segmentation_mask_encoding, header))
+        camera_info = job.camera_info if job.camera_info is not None else self._last_camera_info
+        if camera_info is not None:
+            self._outputs["camera_info"].publish(self._scaled_camera_info(camera_info, segmentation.labels.shape, header))
+        done = time.perf_counter()
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
+        with self._lock:
+            self.frames_out += 1
+            self._recent["processing"].append((done - job.received) * 1e3)
+            self._recent["inference"].append(segmentation.timings_ms["inference"])
+            self._recent["pipeline"].append(latency_ms)
+            self._out_times.append(done)
+
+    def _scaled_camera_info(self, info: Any, mask_hw: tuple[int, ...], header: Any) -> Any:
+        """``info`` cropped (event crop) and scaled to the mask resolution, with the frame's header."""
+        import copy
+
+        out = copy.deepcopy(info)
+        out.header = header
+        x0, y0, width, height = self._camera_window(info)
+        sx, sy = mask_hw[1] / width, mask_hw[0] / height
+        k, p = list(out.k), list(out.p)
+        k[2] -= x0
+        k[5] -= y0
+        p[2] -= x0
+        p[6] -= y0
+        out.k = scale_camera_matrix(k, sx, sy, 3)
+        out.p = scale_camera_matrix(p, sx, sy, 4)
+        out.width, out.height = int(mask_hw[1]), int(mask_hw[0])
+        out.binning_x = out.binning_y = 0
+        out.roi.x_offset = out.roi.y_offset = out.roi.width = out.roi.height = 0
+        out.roi.do_rectify = False
+        return out
+
+    def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
+        """``(x0, y0, width, height)`` of the camera image the masks cover."""
+        return 0, 0, int(info.width) or 1, int(info.height) or 1
+
+    # ------------------------------------------------------------------ problems and diagnostics
+    def report_problem(self, kind: str, text: str) -> None:
+        """Count a problem of ``kind`` and log it the first time that kind occurs."""
+        with self._lock:
+            self.problems[kind] += 1
+            first = kind not in self._warned
+            self._warned.add(kind)
+        if first:
+            self.get_logger().warning(f"{text} (further '{kind}' problems are only counted in diagnostics)")
+
+    def counters(self) -> dict[str, Any]:
+        """Everything diagnostics report, as a flat dict (also used by the demo's summary)."""
+        with self._lock:
+            recent = {k: list(v) for k, v in self._recent.items()}
+            times = list(self._out_times)
+            values: dict[str, Any] = {
+                "frames_in": self.frames_in, "frames_out": self.frames_out,
+                "total_dropped_frames": self._slot.dropped, "skipped_no_subscribers": self.skipped,
+                **{f"problem_{k}": v for k, v in self.problems.items()},
+            }
+        intervals = np.diff(times) if len(times) > 2 else np.empty(0)
+        processing = latency_summary(recent["processing"])
+        values.update({
+            "frame_rate_node": float(1 / np.mean(intervals)) if intervals.size else 0.0,
+            "jitter_ms": float(np.std(intervals) * 1e3) if intervals.size else 0.0,
+            "processing_time_ms": processing["p50"],
+            "processing_time_p99_ms": processing["p99"],
+            "inference_time_ms": latency_summary(recent["inference"])["p50"],
+            "current_delay_from_realtime_ms": recent["pipeline"][-1] if recent["pipeline"] else float("nan"),
+        })
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        values = self.counters()
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation", hardware_id=self.get_name())
+        if self._failure:
+            status.level, status.message = DiagnosticStatus.ERROR, self._failure
+        elif any(k.startswith("problem_") for k in values) or values["total_dropped_frames"]:
+            status.level, status.message = DiagnosticStatus.WARN, "running; see counters for dropped or bad input"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "running"
+        status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)

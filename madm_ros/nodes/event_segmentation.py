@@ -1,0 +1,137 @@
+"""Event segmentation node: ``events`` in, edge frames accumulated in real time, masks out.
+
+The subscription callback decodes and accumulates (:class:`madm_ros.events.stream.EventFrameStream`),
+publishes every completed edge frame on ``~/edge_frame`` (mono8: exactly the image the network
+sees) and hands the newest frame to the inference thread; it never waits for inference, so a slow
+model drops frames (counted) instead of events. Frames are stamped with the end of their slice
+in ROS time and keep the packets' ``frame_id``.
+
+The message type is a parameter (``message_type``: event_packet, dvs, dv, packed). Until the first
+message arrives the node compares it with the type of the publishers on ``events`` and reports
+a mismatch, which would otherwise look like silence.
+
+Run alone: ``ros2 run madm_ros event_segmentation --ros-args -r events:=/event_camera/events``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from typing import Any
+
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Header
+
+from madm_ros.errors import ConfigError
+from madm_ros.events.stream import MESSAGE_TYPES, EventFrameStream, StampedFrame
+from madm_ros.node_params import EventParams, edge_fields
+from madm_ros.nodes.base import FrameJob, SegmentationNode, qos_profile
+from madm_ros.nodes.image_messages import array_to_image_msg
+
+__all__ = ["EventSegmentationNode", "main", "message_class"]
+
+
+def message_class(message_type: str) -> Any:
+    """The Python class of a ``message_type`` parameter value (``ConfigError`` naming the package to install)."""
+    if message_type not in MESSAGE_TYPES:
+        raise ConfigError(f"message_type must be one of {', '.join(MESSAGE_TYPES)}, got {message_type!r}")
+    package, _, name = MESSAGE_TYPES[message_type].split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except ImportError:
+        raise ConfigError(f"message_type {message_type} needs the ROS package {package}; install it "
+                          f"(apt install ros-$ROS_DISTRO-{package.replace('_', '-')}) or run scripts/setup-env, "
+                          f"which builds it where ROS is not installed") from None
+
+
+class EventSegmentationNode(SegmentationNode):
+    """Accumulates ``events`` into edge frames and segments the newest one."""
+
+    PARAMS = EventParams
+    MODALITY = "events"
+
+    def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
+        self.stream: EventFrameStream | None = None
+        self._received_any = False
+        super().__init__(node_name, **kwargs)
+
+    def _extra_image_outputs(self) -> tuple[str, ...]:
+        return ("edge_frame",)
+
+    def _subscribe(self) -> None:
+        from sensor_msgs.msg import CameraInfo
+
+        params = self.params
+        try:
+            cls = message_class(params.message_type)
+        except ConfigError as error:
+            self._failure = str(error)
+            self.get_logger().error(str(error))
+            return
+        self.stream = EventFrameStream(params.message_type, edge_fields(params), self._on_stream_warning,
+                                       restart_after_us=round(params.restart_after_ms * 1000))
+        qos = qos_profile(params.input_qos, params.input_qos_depth)
+        self._inputs = [
+            self.create_subscription(cls, "events", self._on_events, qos, callback_group=self._input_group),
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile(params.input_qos, 5),
+                                     callback_group=self._input_group),
+        ]
+
+    def _on_stream_warning(self, kind: str, text: str) -> None:
+        self.report_problem(f"events_{kind}", text)
+
+    def _on_camera_info(self, message: Any) -> None:
+        self._last_camera_info = message
+
+    def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
+        crop = self.params.crop
+        return tuple(crop) if crop else super()._camera_window(info)  # type: ignore[return-value]
+
+    def _on_events(self, message: Any) -> None:
+        received = time.perf_counter()
+        self._received_any = True
+        assert self.stream is not None
+        frames = self.stream.push(message)
+        for frame in frames:  # older frames completed by the same message replace each other (counted drops)
+            self._publish_edge_frame(frame)
+            self.submit(FrameJob(frame.image, "mono8", self._header(frame), received))
+
+    def _header(self, frame: StampedFrame) -> Header:
+        stamp = Time(sec=frame.stamp_ns // 1_000_000_000, nanosec=frame.stamp_ns % 1_000_000_000)
+        return Header(stamp=stamp, frame_id=frame.frame_id)
+
+    def _publish_edge_frame(self, frame: StampedFrame) -> None:
+        if self.wanted("edge_frame"):
+            self._outputs["edge_frame"].publish(array_to_image_msg(frame.image, "mono8", self._header(frame)))
+
+    def counters(self) -> dict[str, Any]:
+        """The base counters plus the event stream's (decode and accumulation drops, restarts)."""
+        values = super().counters()
+        if self.stream is not None:
+            values.update({f"events_{k}": v for k, v in self.stream.counters().items()})
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        if not self._received_any and self._inputs:
+            self._check_topic_type()
+        super()._publish_diagnostics()
+
+    def _check_topic_type(self) -> None:
+        wanted = MESSAGE_TYPES[self.params.message_type]
+        topic = self._inputs[0].topic_name
+        for name, types in self.get_topic_names_and_types():
+            if name == topic and wanted not in types:
+                self.report_problem("events_type_mismatch", f"{topic} carries {', '.join(types)} but message_type is "
+                                    f"{self.params.message_type} ({wanted}); set message_type to match")
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run madm_ros event_segmentation``: one node, spun until Ctrl-C."""
+    from madm_ros.nodes.spin import spin_nodes
+
+    return spin_nodes([EventSegmentationNode], sys.argv if args is None else args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

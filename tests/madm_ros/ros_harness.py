@@ -1,0 +1,66 @@
+"""In-process rclpy helpers for node tests: an executor thread and topic collectors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class Collector:
+    """Keeps every message of one topic (reliable, depth 100 unless told otherwise)."""
+
+    def __init__(self, node: Any, msg_type: Any, topic: str, qos: Any = 100) -> None:
+        self.messages: list[Any] = []
+        self._lock = threading.Lock()
+        self.subscription = node.create_subscription(msg_type, topic, self._add, qos)
+
+    def _add(self, message: Any) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Any]:
+        """The messages once at least ``count`` arrived (or all there are after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            return list(self.messages)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` every 20 ms until it holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@contextmanager
+def spinning(*nodes: Any) -> Iterator[Any]:
+    """Spin ``nodes`` on a multi-threaded executor in a background thread for the ``with`` block."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    executor = MultiThreadedExecutor(num_threads=4)
+    for node in nodes:
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield executor
+    finally:
+        executor.shutdown(timeout_sec=5)
+        thread.join(timeout=5)
+
+
+def publish_until_matched(publisher: Any, timeout: float = 10.0) -> None:
+    """Wait until ``publisher`` sees a subscriber (DDS discovery takes a moment)."""
+    if not wait_until(lambda: publisher.get_subscription_count() > 0, timeout):
+        raise TimeoutError(f"no subscriber on {publisher.topic_name} after {timeout} s")

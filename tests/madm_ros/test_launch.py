@@ -1,0 +1,445 @@
+"""Launch files, parameter files, the RViz config and ``python -m madm_ros.launch`` agree with each other and with the nodes."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from madm_ros.launch import LAUNCHES, node_specs
+from madm_ros.node_params import EventParams, ImageParams
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+CONFIG_FILES = sorted((REPO / "config").glob("*.yaml"))
+NODE_PARAMETER_FILES = {spec.config: spec for spec in LAUNCHES.values()}
+
+
+def console_scripts() -> dict[str, str]:
+    block = re.search(r'"console_scripts": \[(.*?)\]', (REPO / "setup.py").read_text(), re.S)
+    assert block
+    return dict(entry.split("=", 1) for entry in re.findall(r'"([^"]+)"', block.group(1)))
+
+
+def module_constants(path: Path) -> dict[str, Any]:
+    """Module-level ``NAME = <literal>`` assignments of a Python file, read without running it."""
+    constants: dict[str, Any] = {}
+    for statement in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+            with contextlib.suppress(ValueError):  # not a literal
+                constants[statement.targets[0].id] = ast.literal_eval(statement.value)
+    return constants
+
+
+def node_calls(path: Path) -> list[dict[str, Any]]:
+    """Keyword arguments of every ``Node(...)`` call whose values are literals or module constants."""
+    constants = module_constants(path)
+    calls = []
+    for call in ast.walk(ast.parse(path.read_text())):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Node":
+            keywords = {}
+            for keyword in call.keywords:
+                if isinstance(keyword.value, ast.Constant):
+                    keywords[keyword.arg] = keyword.value.value
+                elif isinstance(keyword.value, ast.Name) and keyword.value.id in constants:
+                    keywords[keyword.arg] = constants[keyword.value.id]
+            calls.append(keywords)
+    return calls
+
+
+def node_params_class(spec: Any) -> type:
+    """The parameter dataclass of a launch's node (ROS-free)."""
+    return EventParams if spec.node_name == "event_segmentation" else ImageParams
+
+
+def run_launch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "madm_ros.launch", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------- launch files
+def test_there_is_one_launch_file_per_launch():
+    assert sorted(p.name for p in LAUNCH_FILES) == sorted(f"{name}.launch.py" for name in LAUNCHES)
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_names_real_executables_parameter_files_and_the_runners_arguments(path):
+    constants = module_constants(path)
+    spec = LAUNCHES[path.name.removesuffix(".launch.py")]
+    scripts = console_scripts()
+    ours = [call for call in node_calls(path) if call.get("package") == "madm_ros"]
+    assert len(ours) == 1
+    assert ours[0]["executable"] in scripts
+    assert ours[0]["executable"] == spec.executable
+    assert scripts[spec.executable] == spec.factory.split(":")[0] + ":main"
+    assert ours[0]["name"] == spec.node_name
+    assert (REPO / "config" / constants["PARAMS_FILE"]).is_file()
+    assert constants["PARAMS_FILE"] == spec.config
+    assert (REPO / "config" / constants["RVIZ_CONFIG"]).is_file()
+    declared = [(name, default) for name, default, _ in constants["ARGUMENTS"]]
+    assert declared == [(a.name, a.default) for a in spec.arguments]
+    assert constants["PARAMETER_ARGUMENTS"] == tuple(a.name for a in spec.arguments if a.parameter)
+    assert all(a.parameter in (None, a.name) for a in spec.arguments)
+    assert constants["REMAPPINGS"] == {a.remap: a.name for a in spec.arguments if a.remap}
+    assert constants["FIXED_PARAMETERS"] == dict(spec.fixed_parameters)
+
+
+class _Recorded:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self, context: Any) -> str:
+        return context.launch_configurations[self.name]
+
+
+class _ParameterValue:
+    def __init__(self, value: Any, value_type: type | None = None) -> None:
+        self.value, self.value_type = value, value_type
+
+
+def fake_launch_api(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
+    """Just enough of launch, launch_ros and ament_index_python (not on PyPI) to run a launch file's functions."""
+    modules = {
+        "launch": {"LaunchDescription": lambda entities: types.SimpleNamespace(entities=list(entities))},
+        "launch.actions": {"DeclareLaunchArgument": _Recorded, "OpaqueFunction": _Recorded},
+        "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": _Recorded},
+        "launch_ros.parameter_descriptions": {"ParameterValue": _ParameterValue},
+        "ament_index_python": {},
+        "ament_index_python.packages": {"get_package_share_directory": lambda package: str(share)},
+    }
+    for name, attributes in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def launch_file_nodes(path: Path, arguments: dict[str, str]) -> list[_Recorded]:
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    declared = {e.args[0]: e.kwargs["default_value"] for e in description.entities if "default_value" in e.kwargs}
+    unknown = set(arguments) - set(declared)
+    assert not unknown, unknown
+    context = types.SimpleNamespace(launch_configurations={**declared, **arguments})
+    (opaque,) = [e for e in description.entities if "function" in e.kwargs]
+    return opaque.kwargs["function"](context)
+
+
+def runner_view(cli_args: list[str]) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(params file, -p overrides parsed as rcl parses them, -r remaps) of a NodeSpec's cli_args."""
+    assert cli_args[:2] == ["--ros-args", "--params-file"]
+    overrides, remaps = {}, {}
+    for flag, value in zip(cli_args[3::2], cli_args[4::2]):
+        key, _, text = value.partition(":=")
+        if flag == "-p":
+            overrides[key] = yaml.safe_load(text)
+        else:
+            assert flag == "-r"
+            remaps[key] = text
+    return cli_args[2], overrides, remaps
+
+
+@pytest.mark.parametrize(("launch", "arguments"), [
+    ("event_seg", {}),
+    ("event_seg", {"events_topic": "/event_camera/events", "message_type": "dvs", "namespace": "front",
+                   "use_sim_time": "true", "model_file_path": "/opt/m/123", "rviz": "true"}),
+    ("depth_seg", {"image_topic": "/cam/depth", "camera_info_topic": "/cam/info", "backend": "onnxruntime"}),
+    ("thermal_seg", {"engine_file_path": "/tmp/e.engine", "params_file": str(REPO / "config" / "depth.yaml")}),
+])
+def test_launch_files_start_the_same_node_as_the_runner(monkeypatch, launch, arguments):
+    fake_launch_api(monkeypatch, REPO)
+    nodes = launch_file_nodes(REPO / "launch" / f"{launch}.launch.py", arguments)
+    (spec,) = node_specs(launch, arguments)
+    ours = nodes[0].kwargs
+    assert (ours["package"], ours["executable"], ours["name"]) == ("madm_ros", spec.executable, spec.node_name)
+    assert ours["namespace"] == spec.namespace
+    params_file, overrides, remaps = runner_view(spec.cli_args)
+    assert Path(ours["parameters"][0]).resolve() == Path(params_file)
+    launched = {k: v.value if isinstance(v, _ParameterValue) else v for k, v in ours["parameters"][1].items()}
+    assert all(v.value_type is str for v in ours["parameters"][1].values() if isinstance(v, _ParameterValue))
+    assert launched == {k: str(v) if k != "use_sim_time" else v for k, v in overrides.items()}
+    assert dict(ours["remappings"]) == remaps
+    rviz = [n.kwargs for n in nodes[1:]]
+    if arguments.get("rviz") == "true":
+        assert [n["executable"] for n in rviz] == ["rviz2"]
+        assert Path(rviz[0]["arguments"][1]).resolve() == REPO / "config" / "madm.rviz"
+    else:
+        assert rviz == []
+
+
+# ---------------------------------------------------------------------------------------------- parameter files
+def test_every_node_parameter_file_belongs_to_a_launch():
+    assert sorted(p.name for p in CONFIG_FILES) == sorted(NODE_PARAMETER_FILES)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_parameter_file_lists_every_parameter_of_its_node_with_its_default(path):
+    spec = NODE_PARAMETER_FILES[path.name]
+    params_class = node_params_class(spec)
+    document = yaml.safe_load(path.read_text())
+    assert list(document) == [f"/**/{spec.node_name}"]
+    (section,) = document.values()
+    assert list(section) == ["ros__parameters"]
+    values = section["ros__parameters"]
+    fields = {f.name: f for f in dataclasses.fields(params_class)}
+    assert set(values) - {"use_sim_time"} <= set(fields)
+    missing = {name for name in fields if name not in values}
+    assert missing <= {"crop"}, f"{path.name} lacks {sorted(missing)}"  # an empty list cannot be written for rcl
+    assert "# crop:" in path.read_text() or "crop" not in fields
+    params = params_class.from_dict(values)
+    expected = params_class(**dict(spec.fixed_parameters))
+    assert params == expected, "the file's values are the dataclass defaults (and the launch's fixed parameters)"
+    for name, value in values.items():  # written with the field's own type (floats as floats)
+        assert type(value) is type(fields[name].default), name
+
+
+def test_event_defaults_are_the_edge_frames_the_default_event_model_was_trained_on():
+    pytest.importorskip("madm_train.synthetic.generate")
+    from madm_ros.node_params import edge_fields
+    from madm_train.synthetic.generate import SynthConfig
+
+    values = yaml.safe_load((REPO / "config" / "events.yaml").read_text())["/**/event_segmentation"]["ros__parameters"]
+    ours = edge_fields(EventParams.from_dict(values))
+    trained = SynthConfig().edge_frame_config()
+    assert ours["mode"] == trained.mode
+    assert ours["window_us"] == trained.window_us
+    assert ours["polarity"] == trained.polarity
+    assert ours["contribution"] == trained.contribution
+    assert ours["neutral"] == trained.neutral
+    assert ours["crop"] == trained.crop
+
+
+@pytest.mark.ros
+def test_parameter_files_reach_nodes_in_any_namespace_and_launch_overrides_win(ros_domain, tmp_path):
+    """rcl matches a plain ``name:`` key only at the root namespace; ``/**/name`` and -p precedence, checked for real."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.node import Node
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for launch, namespace in (("depth_seg", "front"), ("thermal_seg", ""), ("event_seg", "a/b")):
+            spec = LAUNCHES[launch]
+            params = tmp_path / f"{launch}.yaml"
+            params.write_text(yaml.safe_dump({f"/**/{spec.node_name}": {"ros__parameters": {
+                "overlay_alpha": 0.25, "backend": "pytorch", "modality": "depth"}}}))
+            (node_spec,) = node_specs(launch, {"namespace": namespace, "params_file": str(params), "backend": "onnxruntime"})
+            node = Node(node_spec.node_name, **node_spec.node_kwargs(context))  # a plain node: no model needed
+            try:
+                for name, default in (("overlay_alpha", 0.5), ("backend", "auto"), ("modality", "x")):
+                    node.declare_parameter(name, default)  # use_sim_time: every rclpy node declares it
+                got = {name: node.get_parameter(name).value for name in ("overlay_alpha", "backend", "modality", "use_sim_time")}
+                assert got["overlay_alpha"] == 0.25
+                assert got["backend"] == "onnxruntime"
+                assert got["modality"] == dict(spec.fixed_parameters).get("modality", "depth")
+                assert got["use_sim_time"] is False
+                assert node.get_fully_qualified_name() == (f"/{namespace}" if namespace else "") + f"/{spec.node_name}"
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+# ---------------------------------------------------------------------------------------------- RViz
+@pytest.mark.ros
+def test_rviz_config_shows_topics_the_nodes_publish():
+    pytest.importorskip("rclpy")
+    from madm_ros.nodes.base import OUTPUT_TOPICS
+    from madm_ros.nodes.event_segmentation import EventSegmentationNode
+
+    config = yaml.safe_load((REPO / "config" / "madm.rviz").read_text())
+    assert {"Panels", "Visualization Manager", "Window Geometry"} <= set(config)
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"]
+    displays = [d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
+    published = set()
+    for spec in LAUNCHES.values():
+        extra = EventSegmentationNode._extra_image_outputs(None) if spec.node_name == "event_segmentation" else ()  # type: ignore[arg-type]
+        published |= {f"/{spec.node_name}/{topic}" for topic in (*OUTPUT_TOPICS, *extra)}
+    topics = [d["Topic"]["Value"] for d in displays]
+    assert set(topics) <= published, set(topics) - published
+    assert {"/event_segmentation/colored_segmentation_mask", "/event_segmentation/segmentation_overlay",
+            "/event_segmentation/edge_frame", "/depth_segmentation/segmentation_overlay",
+            "/depth_segmentation/colored_segmentation_mask"} <= set(topics)
+    for display in displays:
+        assert {"Value", "Depth", "Reliability Policy", "History Policy", "Durability Policy"} <= set(display["Topic"])
+        assert display["Topic"]["Reliability Policy"] == "Reliable"  # the nodes' default output_qos (DEFAULT)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def test_dry_run_prints_each_launchs_node_and_ros_arguments():
+    result = run_launch("depth_seg", "model_file_path:=/m/depth.onnx", "image_topic:=/cam/depth", "namespace:=front",
+                        "use_sim_time:=True", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    (node,) = plan["nodes"]
+    assert (node["node_name"], node["namespace"], node["executable"]) == ("depth_segmentation", "front", "image_segmentation")
+    assert node["factory"] == "madm_ros.nodes.image_segmentation:ImageSegmentationNode"
+    assert node["cli_args"] == [
+        "--ros-args", "--params-file", str(REPO / "config" / "depth.yaml"), "-p", "use_sim_time:=true",
+        "-p", "modality:=depth", "-p", "model_file_path:=/m/depth.onnx", "-r", "image:=/cam/depth",
+        "-r", "camera_info:=camera_info"]
+    assert plan["rviz"] is None
+
+    result = run_launch("event_seg", "events_topic:=/event_camera/events", "message_type:=packed", "backend:=onnxruntime",
+                        "--params-file", str(REPO / "config" / "events.yaml"), "rviz:=true", "--dry-run",
+                        "--ros-args", "-p", "overlay_alpha:=0.3")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["nodes"][0]["cli_args"] == [
+        "--ros-args", "--params-file", str(REPO / "config" / "events.yaml"), "-p", "use_sim_time:=false",
+        "-p", "backend:=onnxruntime", "-p", "message_type:=packed", "-r", "events:=/event_camera/events",
+        "-r", "camera_info:=camera_info", "-p", "overlay_alpha:=0.3"]
+    assert plan["rviz"][:3] == ["rviz2", "-d", str(REPO / "config" / "madm.rviz")]
+
+    result = run_launch("thermal_seg", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"][0]["cli_args"] == [
+        "--ros-args", "--params-file", str(REPO / "config" / "thermal.yaml"), "-p", "use_sim_time:=false",
+        "-p", "modality:=thermal", "-r", "image:=image", "-r", "camera_info:=camera_info"]
+
+
+def test_string_parameters_stay_strings_for_rcl():
+    (spec,) = node_specs("depth_seg", {"model_file_path": "123", "engine_file_path": "a: b"})
+    _, overrides, _ = runner_view(spec.cli_args)
+    assert overrides["model_file_path"] == "123"
+    assert overrides["engine_file_path"] == "a: b"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("lidar_seg",), "unknown launch 'lidar_seg'; choose from event_seg, depth_seg, thermal_seg"),
+    (("depth_seg", "events_topic:=/x"), "launch depth_seg has no argument events_topic"),
+    (("event_seg", "backend:=cuda"), "backend must be one of auto, tensorrt, onnxruntime, pytorch"),
+    (("event_seg", "use_sim_time:=maybe"), "use_sim_time must be true or false"),
+    (("depth_seg", "params_file:=/no/such.yaml"), "params_file /no/such.yaml does not exist"),
+    (("depth_seg", "image_topic:="), "image_topic must name a topic"),
+    (("depth_seg", "image_topic"), "launch arguments are written name:=value"),
+    (("depth_seg", "--bogus"), "unknown option --bogus"),
+    ((), "usage: python -m madm_ros.launch"),
+])
+def test_bad_command_lines_exit_2_with_a_message(args, message):
+    result = run_launch(*args, "--dry-run") if args else run_launch()
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_launch_and_argument_with_its_default():
+    result = run_launch("--help")
+    assert result.returncode == 0
+    for spec in LAUNCHES.values():
+        assert f"\n{spec.name}: " in result.stdout
+        for argument in spec.arguments:
+            assert f"{argument.name}:={argument.default!r}" in result.stdout
+
+
+def test_message_type_choices_are_the_nodes_message_types():
+    from madm_ros.events.stream import MESSAGE_TYPES
+
+    assert LAUNCHES["event_seg"].argument("message_type").choices == tuple(MESSAGE_TYPES)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+class _Listener:
+    """Publishes a 16UC1 image on /cam/depth until a mask arrives on /depth_segmentation/raw_segmentation_mask."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("madm_test_depth_camera", context=self.context)
+        self.masks: list[Any] = []
+        self.images_sent = 0
+        self.node.create_subscription(Image, "/depth_segmentation/raw_segmentation_mask", self.masks.append, 5)
+        self.publisher = self.node.create_publisher(Image, "/cam/depth", 5)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def image(self) -> Any:
+        import numpy as np
+        from sensor_msgs.msg import Image
+
+        depth = (np.arange(48 * 80, dtype=np.uint16).reshape(48, 80) % 5000 + 500).astype("<u2")
+        message = Image(height=48, width=80, encoding="16UC1", is_bigendian=0, step=160, data=depth.tobytes())
+        message.header.frame_id = "depth_camera_optical"
+        message.header.stamp.sec, message.header.stamp.nanosec = 1234, 567_000_000
+        return message
+
+    def exchange(self, deadline: float) -> Any:
+        message = self.image()
+        while not self.masks and time.monotonic() < deadline:
+            if self.publisher.get_subscription_count() > 0:
+                self.publisher.publish(message)
+                self.images_sent += 1
+            self.executor.spin_once(timeout_sec=0.2)
+        return self.masks[0] if self.masks else None
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_runner_segments_a_depth_image_and_stops_cleanly_on_sigint(ros_domain, tiny_onnx_models, tmp_path):
+    pytest.importorskip("rclpy")
+    model = tiny_onnx_models["depth"]
+    log = (tmp_path / "launch.log").open("w+")
+    process = subprocess.Popen([sys.executable, "-m", "madm_ros.launch", "depth_seg", f"model_file_path:={model}",
+                                "image_topic:=/cam/depth"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()
+
+    listener = _Listener()
+    try:
+        mask = listener.exchange(time.monotonic() + 90)
+        assert mask is not None, (f"no mask within 90 s ({listener.publisher.get_subscription_count()} subscribers to the "
+                                  f"image, {listener.images_sent} images sent); node output:\n{output()}")
+        assert process.poll() is None, output()
+    finally:
+        listener.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"the runner did not stop within 10 s of SIGINT:\n{output()}") from None
+    assert (mask.header.stamp.sec, mask.header.stamp.nanosec, mask.header.frame_id) == (1234, 567_000_000,
+                                                                                        "depth_camera_optical")
+    assert (mask.encoding, mask.height, mask.width) == ("mono8", 48, 80)
+    assert code == 0, output()
+    assert "Traceback" not in output(), output()

@@ -1,0 +1,269 @@
+"""The segmentation nodes over real rclpy on the loopback: masks equal the offline pipeline's, bad input survives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig  # noqa: E402
+from madm_ros.events.types import Events  # noqa: E402
+from madm_ros.image_conversion import array_to_image_fields, image_to_array  # noqa: E402
+from madm_ros.segmenter import Segmenter  # noqa: E402
+from tests.madm_ros.ros_harness import Collector, publish_until_matched, spinning, wait_until  # noqa: E402
+
+HEIGHT, WIDTH = 100, 150
+
+
+@pytest.fixture
+def ros(ros_domain):
+    rclpy.init()
+    probe = rclpy.create_node("probe")
+    yield probe
+    probe.destroy_node()
+    rclpy.shutdown()
+
+
+def image_msg(array: np.ndarray, encoding: str, sec: int = 7, frame_id: str = "camera_optical") -> Image:
+    message = Image(**array_to_image_fields(array, encoding))
+    message.header.stamp.sec, message.header.stamp.nanosec = sec, 250
+    message.header.frame_id = frame_id
+    return message
+
+
+def image_node(model, **params):
+    from madm_ros.nodes.image_segmentation import ImageSegmentationNode
+
+    overrides = [Parameter("model_file_path", value=str(model)), Parameter("threads", value=1),
+                 *(Parameter(k, value=v) for k, v in params.items())]
+    return ImageSegmentationNode("seg", parameter_overrides=overrides)
+
+
+def sensor_arrays():
+    rng = np.random.default_rng(0)
+    depth_mm = rng.integers(300, 60_000, (HEIGHT, WIDTH)).astype(np.uint16)
+    depth_m = rng.uniform(0.2, 90.0, (HEIGHT, WIDTH)).astype(np.float32)
+    depth_m[:5] = np.nan
+    depth_m[5:10] = np.inf
+    depth_m[10:12] = 0
+    thermal = rng.integers(7000, 9000, (HEIGHT, WIDTH)).astype(np.uint16)
+    return {"16UC1": ("depth", depth_mm), "32FC1": ("depth", depth_m), "mono16": ("thermal", thermal)}
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "mono16"])
+def test_images_give_the_offline_masks_exactly_with_the_input_header(ros, tiny_onnx_models, encoding):
+    modality, array = sensor_arrays()[encoding]
+    node = image_node(tiny_onnx_models[modality], modality=modality)
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    colored = Collector(ros, Image, "/seg/colored_segmentation_mask")
+    overlays = Collector(ros, Image, "/seg/segmentation_overlay")
+    infos = Collector(ros, CameraInfo, "/seg/camera_info")
+    images = ros.create_publisher(Image, "image", 10)
+    camera = ros.create_publisher(CameraInfo, "camera_info", 10)
+    with spinning(node, ros):
+        publish_until_matched(images)
+        info = CameraInfo(width=WIDTH, height=HEIGHT, k=[100.0, 0, 75, 0, 100, 50, 0, 0, 1],
+                          p=[100.0, 0, 75, 0, 0, 100, 50, 0, 0, 0, 1, 0])
+        camera.publish(info)
+        wait_until(lambda: node._last_camera_info is not None, 5)
+        message = image_msg(array, encoding)
+        assert wait_until(lambda: (images.publish(message), len(masks.messages) > 0 and len(overlays.messages) > 0)[1], 20)
+    offline = Segmenter.load(tiny_onnx_models[modality], threads=1).segment(array, encoding)
+    mask = masks.messages[0]
+    assert (mask.encoding, mask.height, mask.width) == ("mono8", HEIGHT, WIDTH)
+    assert (mask.header.stamp.sec, mask.header.stamp.nanosec, mask.header.frame_id) == (7, 250, "camera_optical")
+    assert np.array_equal(image_to_array(mask), offline.labels)
+    assert np.array_equal(image_to_array(colored.messages[0]), offline.colored("rgb8"))
+    assert np.array_equal(image_to_array(overlays.messages[0]), offline.overlay(0.5))
+    scaled = infos.messages[0]
+    assert (scaled.width, scaled.height, list(scaled.k)) == (WIDTH, HEIGHT, list(info.k))
+    node.destroy_node()
+
+
+def test_masks_and_camera_info_follow_mask_size(ros, tiny_onnx_models):
+    _, array = sensor_arrays()["16UC1"]
+    node = image_node(tiny_onnx_models["depth"], mask_width=75, mask_height=25)
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    infos = Collector(ros, CameraInfo, "/seg/camera_info")
+    images = ros.create_publisher(Image, "image", 10)
+    camera = ros.create_publisher(CameraInfo, "camera_info", 10)
+    with spinning(node, ros):
+        publish_until_matched(images)
+        camera.publish(CameraInfo(width=WIDTH, height=HEIGHT, k=[100.0, 0, 75, 0, 100, 50, 0, 0, 1]))
+        wait_until(lambda: node._last_camera_info is not None, 5)
+        assert wait_until(lambda: (images.publish(image_msg(array, "16UC1")), bool(infos.messages))[1], 20)
+    mask = masks.wait_for(1)[0]
+    assert (mask.height, mask.width) == (25, 75)
+    assert list(infos.messages[0].k) == [50.0, 0, 37.5, 0, 25.0, 12.5, 0, 0, 1]
+    node.destroy_node()
+
+
+def test_bad_images_are_logged_counted_and_survived(ros, tiny_onnx_models):
+    _, depth = sensor_arrays()["16UC1"]
+    node = image_node(tiny_onnx_models["depth"])
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    diagnostics = Collector(ros, DiagnosticArray, "/diagnostics")
+    images = ros.create_publisher(Image, "image", 10)
+    truncated = image_msg(depth, "16UC1")
+    truncated.data = bytes(truncated.data)[:-100]
+    unknown = image_msg(depth.view(np.uint8).reshape(HEIGHT, WIDTH * 2), "mono8")
+    unknown.encoding = "yuv422_yuy2"
+    bad = [image_msg(depth, "mono16"), truncated, unknown, image_msg(depth[:50, :60], "16UC1")]
+    with spinning(node, ros):
+        publish_until_matched(images)
+        for message in bad:
+            images.publish(message)
+        assert wait_until(lambda: node.counters()["frames_in"] >= 2 and sum(
+            v for k, v in node.counters().items() if k.startswith("problem_")) >= 3, 20)
+        good = image_msg(depth, "16UC1", sec=99)
+        assert wait_until(lambda: (images.publish(good), any(m.header.stamp.sec == 99 for m in masks.messages))[1], 20)
+        assert wait_until(lambda: any(s.level == DiagnosticStatus.WARN for d in diagnostics.messages for s in d.status), 5)
+    counters = node.counters()
+    assert counters["problem_bad_image:16UC1"] == 1 and counters["problem_bad_image:yuv422_yuy2"] == 1
+    assert counters["problem_bad_input:InputError"] == 1  # mono16 into a depth model
+    assert counters["problem_size_change"] >= 1
+    keys = {kv.key for s in diagnostics.messages[-1].status for kv in s.values}
+    assert {"frame_rate_node", "total_dropped_frames", "processing_time_ms", "current_delay_from_realtime_ms"} <= keys
+    node.destroy_node()
+
+
+def test_a_missing_model_fails_configure_and_the_node_reports_it(ros, tmp_path):
+    from madm_ros.nodes.image_segmentation import ImageSegmentationNode
+
+    missing = tmp_path / "nowhere.onnx"
+    node = ImageSegmentationNode("seg", parameter_overrides=[Parameter("model_file_path", value=str(missing))])
+    diagnostics = Collector(ros, DiagnosticArray, "/diagnostics")
+    with spinning(node, ros):
+        errors = lambda: [s for d in diagnostics.messages for s in d.status if s.level == DiagnosticStatus.ERROR]  # noqa: E731
+        assert wait_until(lambda: bool(errors()), 10)
+    assert node.segmenter is None and str(missing) in errors()[0].message
+    assert node.counters()["problem_configure_failed"] == 1
+    node.destroy_node()
+
+
+def test_lifecycle_loads_on_configure_subscribes_on_activate_and_releases_on_cleanup(ros, tiny_onnx_models):
+    _, depth = sensor_arrays()["16UC1"]
+    node = image_node(tiny_onnx_models["depth"], autostart=False)
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    images = ros.create_publisher(Image, "image", 10)
+    with spinning(node, ros):
+        assert node.segmenter is None and images.get_subscription_count() == 0
+        node.trigger_configure()
+        assert node.segmenter is not None and images.get_subscription_count() == 0
+        node.trigger_activate()
+        publish_until_matched(images)
+        assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1")), bool(masks.messages))[1], 20)
+        node.trigger_deactivate()
+        assert wait_until(lambda: images.get_subscription_count() == 0, 5)
+        node.trigger_cleanup()
+        assert node.segmenter is None
+    node.destroy_node()
+
+
+def test_outputs_nobody_reads_are_not_computed(ros, tiny_onnx_models):
+    _, depth = sensor_arrays()["16UC1"]
+    node = image_node(tiny_onnx_models["depth"])
+    images = ros.create_publisher(Image, "image", 10)
+    with spinning(node, ros):
+        publish_until_matched(images)
+        assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1")), node.counters()["skipped_no_subscribers"] > 0)[1])
+    assert node.counters()["frames_out"] == 0
+    node.destroy_node()
+
+
+def test_event_node_turns_packed_events_into_the_offline_edge_frames_and_masks(ros, tiny_onnx_models):
+    from madm_ros.msg import PackedEvents
+
+    from madm_ros.nodes.event_segmentation import EventSegmentationNode
+
+    rng = np.random.default_rng(1)
+    n, width, height = 60_000, 128, 96
+    events = Events(rng.integers(0, width, n).astype(np.uint16), rng.integers(0, height, n).astype(np.uint16),
+                    np.sort(rng.integers(0, 300_000, n)).astype(np.int64), rng.integers(0, 2, n).astype(np.uint8))
+    node = EventSegmentationNode("events_seg", parameter_overrides=[
+        Parameter("model_file_path", value=str(tiny_onnx_models["events"])), Parameter("threads", value=1),
+        Parameter("message_type", value="packed"), Parameter("accumulation_time_ms", value=20),
+        Parameter("input_qos", value="DEFAULT")])
+    edges = Collector(ros, Image, "/events_seg/edge_frame", 1000)
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 1000)
+    publisher = ros.create_publisher(PackedEvents, "events", 1000)
+    config = EdgeFrameConfig(width=width, height=height, window_us=20_000)
+    offline = EdgeFrameAccumulator(config).push(events)
+    base_ns = 1_000 * 10**9
+    with spinning(node, ros):
+        publish_until_matched(publisher)
+        for i, part in enumerate(np.array_split(np.arange(n), 40)):
+            chunk = events[part]
+            message = PackedEvents(width=width, height=height, seq=i, x=chunk.x, y=chunk.y, t=chunk.t, polarity=chunk.p)
+            stamp = base_ns + int(chunk.t[-1]) * 1000
+            message.header.stamp.sec, message.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+            message.header.frame_id = "dvs"
+            publisher.publish(message)
+        got = edges.wait_for(len(offline))
+        mask_list = masks.wait_for(1)
+        assert wait_until(lambda: node.counters()["frames_out"] + node.counters()["total_dropped_frames"] >= len(offline))
+    assert len(got) == len(offline) == 14
+    segmenter = Segmenter.load(tiny_onnx_models["events"], threads=1)
+    by_stamp = {}
+    for message, frame in zip(got, offline, strict=True):
+        stamp = message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
+        assert stamp == base_ns + frame.t_end_us * 1000 and message.header.frame_id == "dvs"
+        assert np.array_equal(image_to_array(message), frame.image)
+        by_stamp[stamp] = frame.image
+    for mask in mask_list:
+        stamp = mask.header.stamp.sec * 10**9 + mask.header.stamp.nanosec
+        assert (mask.height, mask.width, mask.header.frame_id) == (height, width, "dvs")
+        assert np.array_equal(image_to_array(mask), segmenter.segment(by_stamp[stamp], "mono8").labels)
+    counters = node.counters()
+    assert counters["events_decode_events"] == n and not math.isnan(counters["processing_time_ms"])
+    node.destroy_node()
+
+
+def test_the_real_evt3_bag_played_from_another_process_gives_the_offline_frames(ros, tiny_onnx_models, shared_data):
+    import subprocess
+    import sys
+
+    from madm_ros.events.bags import iter_event_messages, read_bag_events
+    from madm_ros.nodes.event_segmentation import EventSegmentationNode
+
+    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
+    events, _, _ = read_bag_events(bag)
+    offline = EdgeFrameAccumulator(EdgeFrameConfig(width=640, height=480, window_us=50_000)).push(events)
+    _, _, _, first = next(iter_event_messages(bag))
+    first_ns = first.header.stamp.sec * 10**9 + first.header.stamp.nanosec
+    node = EventSegmentationNode("events_seg", parameter_overrides=[
+        Parameter("model_file_path", value=str(tiny_onnx_models["events"])), Parameter("threads", value=1),
+        Parameter("input_qos", value="DEFAULT")], cli_args=["--ros-args", "-r", "events:=/event_camera/events"])
+    edges = Collector(ros, Image, "/events_seg/edge_frame", 1000)
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 1000)
+    player = subprocess.Popen([sys.executable, "-m", "madm_ros.bag_play", str(bag), "--wait-for-subscribers", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with spinning(node, ros):
+            _, err = player.communicate(timeout=90)
+            got = edges.wait_for(len(offline))
+            assert wait_until(lambda: node.counters()["frames_out"] + node.counters()["total_dropped_frames"]
+                              + node.counters()["skipped_no_subscribers"] >= len(offline))
+    finally:
+        player.kill()
+    assert player.returncode == 0, err
+    assert len(got) == len(offline) >= 30
+    offset_ns = first_ns - int(events.t[0]) * 1000
+    for message, frame in zip(got, offline, strict=True):
+        assert np.array_equal(image_to_array(message), frame.image)
+        assert message.header.stamp.sec * 10**9 + message.header.stamp.nanosec == offset_ns + frame.t_end_us * 1000
+        assert message.header.frame_id == first.header.frame_id
+    mask_list = masks.messages
+    assert len(mask_list) >= len(offline) // 2  # frames may be dropped under load, never most of them
+    assert all((m.height, m.width, m.encoding) == (480, 640, "mono8") for m in mask_list)
+    stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in got}
+    assert all(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec in stamps for m in mask_list)
+    node.destroy_node()
