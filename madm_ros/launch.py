@@ -1,7 +1,8 @@
 """Start the segmentation nodes where ``ros2 launch`` is not installed: ``python -m madm_ros.launch NAME [name:=value ...]``.
 
 The launch names and arguments are those of ``launch/<NAME>.launch.py``; this module holds the
-one table of them (:data:`LAUNCHES`, the launch files repeat it and a test checks they agree)::
+one table of them (:data:`LAUNCHES`), and the launch files build their ``ros2 launch`` description
+from it with :func:`ros2_launch_description`::
 
     python -m madm_ros.launch event_seg events_topic:=/event_camera/events
     python -m madm_ros.launch depth_seg image_topic:=/camera/depth/image_rect_raw model_file_path:=student.onnx
@@ -15,7 +16,8 @@ process on a multi-threaded executor until Ctrl-C (exit code 0). ROS arguments a
 ``--ros-args`` are passed to every node as well (``--ros-args -p overlay_alpha:=0.3``).
 
 Programs (the demo) use :func:`node_specs` and :meth:`NodeSpec.create` inside their own rclpy
-context. Importing this module needs neither rclpy nor ROS.
+context. Importing this module needs neither rclpy nor ROS (:func:`ros2_launch_description` imports
+``launch``, ``launch_ros`` and ``ament_index_python`` when called).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from madm_ros.errors import ConfigError
 
 __all__ = ["LAUNCHES", "LaunchArgument", "LaunchSpec", "NodeFactory", "NodeSpec", "config_dirs", "find_config",
-           "main", "node_specs", "parse_launch_arguments", "rviz_command"]
+           "main", "node_specs", "parse_launch_arguments", "ros2_launch_description", "rviz_command"]
 
 PACKAGE = "madm_ros"
 RVIZ_CONFIG = "madm.rviz"
@@ -159,7 +161,7 @@ LAUNCHES: dict[str, LaunchSpec] = {
              _camera_info("thermal camera"))),
     ),
 }
-"""Launch name → what it starts; ``launch/<name>.launch.py`` declares the same arguments."""
+"""Launch name → what it starts; ``launch/<name>.launch.py`` is ``ros2_launch_description(name)``."""
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -314,6 +316,58 @@ def rviz_command(launch_name: str, arguments: dict[str, str] | None = None) -> l
     if values["rviz"] != "true":
         return None
     return ["rviz2", "-d", str(find_config(RVIZ_CONFIG)), "--ros-args", "-p", f"use_sim_time:={values['use_sim_time']}"]
+
+
+# ---------------------------------------------------------------------------------------------- ros2 launch
+def ros2_launch_description(name: str) -> Any:
+    """The ``LaunchDescription`` of ``launch/<name>.launch.py``: what ``ros2 launch madm_ros <name>.launch.py`` runs.
+
+    Declares every argument of ``LAUNCHES[name]`` (``params_file`` defaults to the installed package's
+    ``config/<config>``); once their values are known it starts the node with the params file, then the
+    fixed parameters and the non-empty parameter arguments as string overrides and ``use_sim_time``,
+    its input topics remapped, and with ``rviz:=true`` rviz2 with ``config/madm.rviz`` as well. The
+    same node and ROS arguments as :func:`node_specs` (a test checks). Needs ``launch``, ``launch_ros``
+    and ``ament_index_python`` (imported here, so that importing this module does not).
+    """
+    import os
+
+    from ament_index_python.packages import get_package_share_directory
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    # a group of its own only because ruff takes `launch` for this checkout's launch/ folder
+    from launch import LaunchDescription
+
+    spec = LAUNCHES[name]
+    config = os.path.join(get_package_share_directory(PACKAGE), "config")
+
+    def nodes(context: Any) -> list[Any]:
+        value = {a.name: LaunchConfiguration(a.name).perform(context) for a in spec.arguments}
+        strings = dict(spec.fixed_parameters, **{a.parameter: value[a.name] for a in spec.arguments
+                                                 if a.parameter and value[a.name]})
+        overrides: dict[str, Any] = {key: ParameterValue(text, value_type=str)  # "123" stays a str
+                                     for key, text in strings.items()}
+        overrides["use_sim_time"] = value["use_sim_time"].strip().lower() in TRUE_WORDS
+        started = [Node(
+            package=PACKAGE, executable=spec.executable, name=spec.node_name, namespace=value["namespace"],
+            parameters=[value["params_file"] or os.path.join(config, spec.config), overrides],
+            remappings=[(a.remap, value[a.name]) for a in spec.arguments if a.remap],
+            output="screen", emulate_tty=True,
+        )]
+        if value["rviz"].strip().lower() in TRUE_WORDS:
+            started.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                                arguments=["-d", os.path.join(config, RVIZ_CONFIG)],
+                                parameters=[{"use_sim_time": overrides["use_sim_time"]}]))
+        return started
+
+    defaults = {"params_file": os.path.join(config, spec.config)}
+    return LaunchDescription([
+        *(DeclareLaunchArgument(a.name, default_value=defaults.get(a.name, a.default), description=a.description)
+          for a in spec.arguments),
+        OpaqueFunction(function=nodes),
+    ])
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from madm_ros.launch import LAUNCHES, node_specs
+from madm_ros.launch import LAUNCHES, RVIZ_CONFIG, node_specs
 from madm_ros.node_params import EventParams, ImageParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,32 +32,6 @@ def console_scripts() -> dict[str, str]:
     block = re.search(r'"console_scripts": \[(.*?)\]', (REPO / "setup.py").read_text(), re.S)
     assert block
     return dict(entry.split("=", 1) for entry in re.findall(r'"([^"]+)"', block.group(1)))
-
-
-def module_constants(path: Path) -> dict[str, Any]:
-    """Module-level ``NAME = <literal>`` assignments of a Python file, read without running it."""
-    constants: dict[str, Any] = {}
-    for statement in ast.parse(path.read_text(), str(path)).body:
-        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
-            with contextlib.suppress(ValueError):  # not a literal
-                constants[statement.targets[0].id] = ast.literal_eval(statement.value)
-    return constants
-
-
-def node_calls(path: Path) -> list[dict[str, Any]]:
-    """Keyword arguments of every ``Node(...)`` call whose values are literals or module constants."""
-    constants = module_constants(path)
-    calls = []
-    for call in ast.walk(ast.parse(path.read_text())):
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Node":
-            keywords = {}
-            for keyword in call.keywords:
-                if isinstance(keyword.value, ast.Constant):
-                    keywords[keyword.arg] = keyword.value.value
-                elif isinstance(keyword.value, ast.Name) and keyword.value.id in constants:
-                    keywords[keyword.arg] = constants[keyword.value.id]
-            calls.append(keywords)
-    return calls
 
 
 def node_params_class(spec: Any) -> type:
@@ -77,25 +50,36 @@ def test_there_is_one_launch_file_per_launch():
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_file_names_real_executables_parameter_files_and_the_runners_arguments(path):
-    constants = module_constants(path)
-    spec = LAUNCHES[path.name.removesuffix(".launch.py")]
+def test_launch_file_is_the_runners_launch_of_its_own_name(path):
+    name = path.name.removesuffix(".launch.py")
+    tree = ast.parse(path.read_text(), str(path))
+    imports = [(getattr(s, "module", None), [a.name for a in s.names]) for s in tree.body
+               if isinstance(s, (ast.Import, ast.ImportFrom))]
+    assert imports == [("madm_ros.launch", ["ros2_launch_description"])]
+    (function,) = [s for s in tree.body if isinstance(s, ast.FunctionDef)]
+    assert function.name == "generate_launch_description"
+    assert not function.args.args
+    assert isinstance(function.body[-1], ast.Return)
+    assert ast.unparse(function.body[-1].value) == f"ros2_launch_description({name!r})"
+    usage = [line.strip() for line in (ast.get_docstring(tree) or "").splitlines() if line.strip().startswith("ros2 launch")]
+    assert usage and all(line.startswith(f"ros2 launch madm_ros {path.name}") for line in usage)
+    assert {word for line in usage for word in re.findall(r"(\w+):=", line)} <= set(LAUNCHES[name].defaults())
+
+
+@pytest.mark.parametrize("spec", LAUNCHES.values(), ids=lambda s: s.name)
+def test_launch_names_real_executables_and_parameter_files(spec):
     scripts = console_scripts()
-    ours = [call for call in node_calls(path) if call.get("package") == "madm_ros"]
-    assert len(ours) == 1
-    assert ours[0]["executable"] in scripts
-    assert ours[0]["executable"] == spec.executable
+    assert spec.executable in scripts
     assert scripts[spec.executable] == spec.factory.split(":")[0] + ":main"
-    assert ours[0]["name"] == spec.node_name
-    assert (REPO / "config" / constants["PARAMS_FILE"]).is_file()
-    assert constants["PARAMS_FILE"] == spec.config
-    assert (REPO / "config" / constants["RVIZ_CONFIG"]).is_file()
-    declared = [(name, default) for name, default, _ in constants["ARGUMENTS"]]
-    assert declared == [(a.name, a.default) for a in spec.arguments]
-    assert constants["PARAMETER_ARGUMENTS"] == tuple(a.name for a in spec.arguments if a.parameter)
-    assert all(a.parameter in (None, a.name) for a in spec.arguments)
-    assert constants["REMAPPINGS"] == {a.remap: a.name for a in spec.arguments if a.remap}
-    assert constants["FIXED_PARAMETERS"] == dict(spec.fixed_parameters)
+    assert (REPO / "config" / spec.config).is_file()
+    assert (REPO / "config" / RVIZ_CONFIG).is_file()
+
+
+def test_importing_the_runner_loads_no_ros():
+    code = ("import sys, madm_ros.launch\n"
+            "print(sorted(m for m in ('rclpy', 'launch', 'launch_ros', 'ament_index_python') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 class _Recorded:
@@ -134,12 +118,17 @@ def fake_launch_api(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
         monkeypatch.setitem(sys.modules, name, module)
 
 
-def launch_file_nodes(path: Path, arguments: dict[str, str]) -> list[_Recorded]:
+def launch_file_description(path: Path) -> types.SimpleNamespace:
+    """What the launch file's ``generate_launch_description()`` returns (the fake launch API must be in place)."""
     spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    return module.generate_launch_description()
+
+
+def launch_file_nodes(path: Path, arguments: dict[str, str]) -> list[_Recorded]:
+    description = launch_file_description(path)
     declared = {e.args[0]: e.kwargs["default_value"] for e in description.entities if "default_value" in e.kwargs}
     unknown = set(arguments) - set(declared)
     assert not unknown, unknown
@@ -160,6 +149,16 @@ def runner_view(cli_args: list[str]) -> tuple[str, dict[str, Any], dict[str, str
             assert flag == "-r"
             remaps[key] = text
     return cli_args[2], overrides, remaps
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_files_declare_the_runners_arguments(monkeypatch, tmp_path, path):
+    fake_launch_api(monkeypatch, tmp_path)
+    spec = LAUNCHES[path.name.removesuffix(".launch.py")]
+    declared = [e for e in launch_file_description(path).entities if "default_value" in e.kwargs]
+    assert [(e.args[0], e.kwargs["description"]) for e in declared] == [(a.name, a.description) for a in spec.arguments]
+    defaults = {e.args[0]: e.kwargs["default_value"] for e in declared}
+    assert defaults == {**spec.defaults(), "params_file": str(tmp_path / "config" / spec.config)}
 
 
 @pytest.mark.parametrize(("launch", "arguments"), [
