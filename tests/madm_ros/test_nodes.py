@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -266,4 +267,117 @@ def test_the_real_evt3_bag_played_from_another_process_gives_the_offline_frames(
     assert all((m.height, m.width, m.encoding) == (480, 640, "mono8") for m in mask_list)
     stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in got}
     assert all(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec in stamps for m in mask_list)
+    node.destroy_node()
+
+
+def event_node(model, **params):
+    from madm_ros.nodes.event_segmentation import EventSegmentationNode
+
+    overrides = [Parameter("model_file_path", value=str(model)), Parameter("threads", value=1),
+                 *(Parameter(k, value=v) for k, v in params.items())]
+    return EventSegmentationNode("events_seg", parameter_overrides=overrides)
+
+
+def evt3_packet(chunk: Events, seq: int, stamp_ns: int, width: int = 128, height: int = 96, **changes):
+    from event_camera_msgs.msg import EventPacket
+
+    from madm_ros.events.codecs import encode_evt3
+
+    message = EventPacket(width=width, height=height, seq=seq, time_base=0, encoding="evt3", events=encode_evt3(chunk))
+    message.header.stamp.sec, message.header.stamp.nanosec = stamp_ns // 10**9, stamp_ns % 10**9
+    message.header.frame_id = "evk4"
+    for name, value in changes.items():
+        setattr(message, name, value)
+    return message
+
+
+def random_events(n: int, t0: int, t1: int, seed: int, width: int = 128, height: int = 96) -> Events:
+    rng = np.random.default_rng(seed)
+    return Events(rng.integers(0, width, n).astype(np.uint16), rng.integers(0, height, n).astype(np.uint16),
+                  np.sort(rng.integers(t0, t1, n)).astype(np.int64), rng.integers(0, 2, n).astype(np.uint8))
+
+
+def test_bad_event_packets_are_counted_and_the_node_keeps_segmenting(ros, tiny_onnx_models):
+    pytest.importorskip("event_camera_msgs")
+    from event_camera_msgs.msg import EventPacket
+
+    node = event_node(tiny_onnx_models["events"], input_qos="DEFAULT", restart_after_ms=100.0)
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 1000)
+    diagnostics = Collector(ros, DiagnosticArray, "/diagnostics")
+    publisher = ros.create_publisher(EventPacket, "events", 1000)
+    good = random_events(20_000, 0, 400_000, seed=2)
+    parts = [good[i:i + 1000] for i in range(0, len(good), 1000)]
+    base = 50 * 10**9
+    bad = [
+        evt3_packet(Events.empty(), 100, base),  # empty
+        evt3_packet(parts[0], 101, base, encoding="evt9"),  # unknown encoding
+        evt3_packet(parts[0], 102, base, width=0),  # impossible size
+        evt3_packet(parts[0], 103, base, events=bytes(evt3_packet(parts[0], 0, base).events)[:-1]),  # truncated word
+        evt3_packet(random_events(500, 0, 1000, seed=3, width=300), 104, base, width=300),  # size change
+    ]
+    with spinning(node, ros):
+        publish_until_matched(publisher)
+        for message in bad:
+            publisher.publish(message)
+        for seq, part in enumerate(parts[:10]):  # a loop: the stream starts again at t = 0
+            publisher.publish(evt3_packet(part, seq, base + int(part.t[0]) * 1000))
+        for seq, part in enumerate(parts):
+            publisher.publish(evt3_packet(part, 1000 + seq, base + int(part.t[0]) * 1000))
+        assert wait_until(lambda: len(masks.messages) >= 3, 30)
+        assert wait_until(lambda: any(s.level == DiagnosticStatus.WARN for d in diagnostics.messages for s in d.status), 5)
+    counters = node.counters()
+    assert counters["events_decode_error"] == 2  # evt9 and width 0
+    assert counters["events_size_change"] >= 2 and counters["events_time_jump"] == 1
+    assert counters["events_decode_empty_packets"] >= 1
+    assert all((m.width, m.height) == (128, 96) for m in masks.messages[-3:])
+    keys = {kv.key for s in diagnostics.messages[-1].status for kv in s.values}
+    assert {"events_decode_error", "events_time_jump", "total_dropped_frames"} <= keys
+    node.destroy_node()
+
+
+def test_an_event_flood_drops_frames_not_memory(ros, tiny_onnx_models):
+    from madm_ros.msg import PackedEvents
+
+    node = event_node(tiny_onnx_models["events"], message_type="packed", accumulation_time_ms=1.0)
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)
+    publisher = ros.create_publisher(PackedEvents, "events", 1000)
+    with spinning(node, ros):
+        publish_until_matched(publisher)
+        t = 0
+        for seq in range(150):  # 150 × 40 000 events covering 10 ms each: 1500 frames of 1 ms, far beyond inference
+            chunk = random_events(40_000, t, t + 10_000, seed=seq)
+            message = PackedEvents(width=128, height=96, seq=seq, x=chunk.x, y=chunk.y, t=chunk.t, polarity=chunk.p)
+            message.header.stamp.sec = 100
+            publisher.publish(message)
+            t += 10_000
+        assert wait_until(lambda: node.counters()["frames_in"] > 500, 60)
+        time.sleep(1.0)
+        counters = node.counters()
+        accumulator = node.stream._accumulator
+        pending = sum(len(chunk) for _, chunk in accumulator._chunks)
+    assert counters["total_dropped_frames"] > counters["frames_out"] > 0
+    in_flight = counters["frames_in"] - counters["frames_out"] - counters["total_dropped_frames"] - counters["skipped_no_subscribers"]
+    assert 0 <= in_flight <= 1  # one slot: every frame not segmented is counted as dropped
+    assert pending <= 2 * 40_000  # the accumulator keeps only the events of the unfinished slice
+    assert masks.messages
+    node.destroy_node()
+
+
+def test_use_sim_time_measures_delay_on_the_simulated_clock(ros, tiny_onnx_models):
+    from rosgraph_msgs.msg import Clock
+
+    _, depth = sensor_arrays()["16UC1"]
+    node = image_node(tiny_onnx_models["depth"], use_sim_time=True)
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    clock = ros.create_publisher(Clock, "/clock", 10)
+    images = ros.create_publisher(Image, "image", 10)
+    with spinning(node, ros):
+        publish_until_matched(images)
+        tick = Clock()
+        tick.clock.sec = 1000
+        assert wait_until(lambda: (clock.publish(tick), node.get_clock().now().nanoseconds == 1000 * 10**9)[1], 10)
+        message = image_msg(depth, "16UC1", sec=999)
+        assert wait_until(lambda: (images.publish(message), bool(masks.messages))[1], 20)
+    delay = node.counters()["current_delay_from_realtime_ms"]
+    assert delay == pytest.approx(999.99975, abs=1e-4)  # sim now 1000 s minus stamp 999 s + 250 ns, not wall time
     node.destroy_node()

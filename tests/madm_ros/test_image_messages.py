@@ -1,0 +1,81 @@
+"""Node-side image conversion: real rclpy messages through the numpy path, and cv_bridge parity where installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from madm_ros.errors import InputError  # noqa: E402
+from madm_ros.image_conversion import IMAGE_ENCODINGS, image_to_array  # noqa: E402
+from madm_ros.nodes import image_messages  # noqa: E402
+from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array  # noqa: E402
+
+
+def hand_built(array: np.ndarray, encoding: str, *, pad: int = 0, big_endian: bool = False) -> Image:
+    """An rclpy Image filled field by field (rows padded by ``pad`` bytes, optionally big-endian)."""
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    height, width = array.shape[:2]
+    row = width * channels * np.dtype(dtype).itemsize
+    pixels = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder(">" if big_endian else "<"))
+    rows = np.zeros((height, row + pad), np.uint8)
+    rows[:, :row] = pixels.view(np.uint8).reshape(height, row)
+    return Image(height=height, width=width, encoding=encoding, is_bigendian=int(big_endian), step=row + pad,
+                 data=rows.tobytes())
+
+
+def sample(encoding: str) -> np.ndarray:
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    rng = np.random.default_rng(len(encoding))
+    shape = (6, 9) if channels == 1 else (6, 9, channels)
+    if dtype == np.float32:
+        values = rng.uniform(0.1, 80, shape).astype(np.float32)
+        values.flat[:3] = (np.nan, np.inf, 0)
+        return values
+    return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+
+
+@pytest.fixture
+def numpy_path(monkeypatch):
+    monkeypatch.setattr(image_messages, "cv_bridge_or_none", lambda: None)
+
+
+@pytest.mark.parametrize("encoding", sorted(IMAGE_ENCODINGS))
+@pytest.mark.parametrize(("pad", "big_endian"), [(0, False), (5, False), (3, True)])
+def test_numpy_path_reads_hand_built_rclpy_messages(numpy_path, encoding, pad, big_endian):
+    array = sample(encoding)
+    got = image_msg_to_array(hand_built(array, encoding, pad=pad, big_endian=big_endian))
+    assert got.dtype == array.dtype and got.shape == array.shape
+    np.testing.assert_array_equal(got, array)
+
+
+@pytest.mark.parametrize("encoding", sorted(IMAGE_ENCODINGS))
+def test_numpy_path_writes_messages_with_the_header_copied(numpy_path, encoding):
+    array = sample(encoding)
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 3, 4
+    message = array_to_image_msg(array, encoding, header)
+    assert (message.header.frame_id, message.header.stamp.sec, message.header.stamp.nanosec) == ("cam", 3, 4)
+    np.testing.assert_array_equal(image_to_array(message), array)
+
+
+def test_unsupported_and_truncated_messages_are_input_errors(numpy_path):
+    with pytest.raises(InputError, match="yuv422"):
+        image_msg_to_array(Image(height=1, width=1, encoding="yuv422", step=2, data=b"ab"))
+    truncated = hand_built(sample("16UC1"), "16UC1")
+    truncated.data = bytes(truncated.data)[:-1]
+    with pytest.raises(InputError, match="truncated"):
+        image_msg_to_array(truncated)
+
+
+@pytest.mark.parametrize("encoding", sorted(IMAGE_ENCODINGS))
+@pytest.mark.parametrize(("pad", "big_endian"), [(0, False), (5, False), (3, True)])
+def test_cv_bridge_and_the_numpy_path_give_the_same_arrays(monkeypatch, encoding, pad, big_endian):
+    pytest.importorskip("cv_bridge", reason="cv_bridge comes with real ROS installs only")
+    message = hand_built(sample(encoding), encoding, pad=pad, big_endian=big_endian)
+    with_bridge = image_msg_to_array(message)
+    monkeypatch.setattr(image_messages, "cv_bridge_or_none", lambda: None)
+    np.testing.assert_array_equal(with_bridge, image_msg_to_array(message))
