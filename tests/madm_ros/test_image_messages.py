@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
-from madm_ros.errors import InputError  # noqa: E402
-from madm_ros.image_conversion import IMAGE_ENCODINGS, image_to_array  # noqa: E402
-from madm_ros.nodes import image_messages  # noqa: E402
-from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array  # noqa: E402
+from madm_ros.errors import InputError
+from madm_ros.image_conversion import IMAGE_ENCODINGS, image_to_array
+from madm_ros.nodes import image_messages
+from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array
 
 
 def hand_built(array: np.ndarray, encoding: str, *, pad: int = 0, big_endian: bool = False) -> Image:
