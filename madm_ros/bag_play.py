@@ -6,6 +6,12 @@ same bytes ``ros2 bag play`` would send). Like ``ros2 bag play`` it offers each 
 recorded reliability and durability, keeps the recorded timing scaled by ``--rate``, and with
 ``--clock HZ`` publishes ``/clock`` from the bag's time for nodes running with ``use_sim_time``.
 
+With ``--monitor TOPIC`` (a node output such as ``/event_segmentation/raw_segmentation_mask``) it
+also reports ros2_benchmark-style figures when playback ends: playback and output frame rates,
+missed frames (image inputs without a mask), latency from sending the input to receiving its mask
+(matched by header stamp; event masks, stamped with the end of their slice, are matched to the
+send time interpolated at that stamp) and output jitter.
+
 Message types must be importable (``event_camera_msgs`` etc.: on machines without ROS,
 ``scripts/setup-env`` builds them); a topic whose type is not is skipped with a message naming
 the package.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import threading
 import time
@@ -23,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import DecodeError, MadmError
 
-__all__ = ["BagPlayer", "main", "message_class_of", "recorded_qos"]
+__all__ = ["BagPlayer", "Monitor", "header_stamp_ns", "main", "message_class_of", "recorded_qos"]
 
 
 def message_class_of(msgtype: str) -> Any:
@@ -92,6 +100,7 @@ class BagPlayer:
             raise MadmError(f"--clock must be ≥ 0 Hz, got {clock_hz}")
         self.node, self.bag, self.rate, self.clock_hz, self.loop = node, Path(bag), rate, clock_hz, loop
         self.stats = PlayStats()
+        self.sent: list[tuple[float, str, int | None]] | None = None  # (wall, topic, header stamp) when monitored
         self._stop = threading.Event()
         with open_bag(self.bag) as reader:
             available = {c.topic for c in reader.connections}
@@ -119,6 +128,11 @@ class BagPlayer:
             from rosgraph_msgs.msg import Clock
 
             self._clock = node.create_publisher(Clock, "/clock", 10)
+
+    @property
+    def plays_images(self) -> bool:
+        """Whether every played topic carries ``sensor_msgs/Image`` (inputs and masks then share stamps)."""
+        return all(p.msg_type.__name__ == "Image" for p in self._publishers.values())
 
     @property
     def topics(self) -> list[str]:
@@ -160,8 +174,11 @@ class BagPlayer:
                     if self._clock is not None and time.monotonic() - last_clock >= 1 / self.clock_hz:
                         self._publish_clock(timestamp)
                         last_clock = time.monotonic()
-                    self._publishers[connection.topic].publish(bytes(raw))
+                    data = bytes(raw)
+                    self._publishers[connection.topic].publish(data)
                     self.stats.messages += 1
+                    if self.sent is not None:
+                        self.sent.append((time.monotonic(), connection.topic, header_stamp_ns(data)))
             self.stats.loops += 1
             if not self.loop:
                 break
@@ -174,6 +191,74 @@ class BagPlayer:
 
         assert self._clock is not None
         self._clock.publish(Clock(clock=Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)))
+
+
+def header_stamp_ns(cdr: bytes) -> int | None:
+    """The header stamp of a serialized message whose first field is ``std_msgs/Header`` (``None`` if unreadable).
+
+    CDR starts with a 4-byte encapsulation (byte 1: 1 = little endian), then ``stamp.sec`` (int32) and
+    ``stamp.nanosec`` (uint32): reading them directly saves deserializing every message.
+    """
+    if len(cdr) < 12 or cdr[1] not in (0, 1):
+        return None
+    order = "little" if cdr[1] == 1 else "big"
+    sec = int.from_bytes(cdr[4:8], order, signed=True)
+    nanosec = int.from_bytes(cdr[8:12], order)
+    return sec * 1_000_000_000 + nanosec
+
+
+class Monitor:
+    """Receives a node's output while a bag plays, and turns send and arrival times into benchmark figures."""
+
+    def __init__(self, node: Any, topic: str) -> None:
+        from rclpy.qos import QoSProfile
+        from sensor_msgs.msg import Image
+
+        self.topic = topic
+        self.arrivals: list[tuple[float, int]] = []  # (wall, header stamp ns)
+        self._lock = threading.Lock()
+        node.create_subscription(Image, topic, self._on_message, QoSProfile(depth=1000))
+
+    def _on_message(self, message: Any) -> None:
+        stamp = int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+        with self._lock:
+            self.arrivals.append((time.monotonic(), stamp))
+
+    def report(self, sent: list[tuple[float, str, int | None]], input_is_image: bool) -> dict[str, Any]:
+        """Rates, missed frames, latency and jitter; ``sent`` as recorded by :class:`BagPlayer`."""
+        import numpy as np
+
+        from madm_ros.metrics import latency_summary
+
+        with self._lock:
+            arrivals = sorted(self.arrivals)
+        stamped = sorted((stamp, wall) for wall, _, stamp in sent if stamp is not None)
+        send_walls = [wall for wall, _, _ in sent]
+        span = (send_walls[-1] - send_walls[0]) if len(send_walls) > 1 else 0.0
+        latencies: list[float] = []
+        if stamped:
+            stamps = np.array([s for s, _ in stamped], dtype=np.float64)
+            walls = np.array([w for _, w in stamped])
+            exact = dict(stamped)
+            for wall, stamp in arrivals:
+                if input_is_image and stamp in exact:
+                    latencies.append((wall - exact[stamp]) * 1e3)
+                elif not input_is_image and stamps[0] <= stamp <= stamps[-1]:
+                    latencies.append((wall - float(np.interp(stamp, stamps, walls))) * 1e3)
+        intervals = np.diff([wall for wall, _ in arrivals]) if len(arrivals) > 2 else np.empty(0)
+        out_span = (arrivals[-1][0] - arrivals[0][0]) if len(arrivals) > 1 else 0.0
+        report: dict[str, Any] = {
+            "monitored_topic": self.topic,
+            "messages_sent": len(sent),
+            "outputs_received": len(arrivals),
+            "mean_playback_rate_hz": (len(sent) - 1) / span if span > 0 else 0.0,
+            "mean_output_rate_hz": (len(arrivals) - 1) / out_span if out_span > 0 else 0.0,
+            "latency_ms": latency_summary(latencies),
+            "jitter_ms": float(np.std(intervals) * 1e3) if intervals.size else 0.0,
+        }
+        if input_is_image:
+            report["missed_frames"] = len({s for _, _, s in sent if s is not None} - {s for _, s in arrivals})
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SEC",
                         help="wait up to SEC seconds for a subscriber on every topic before playing (default 0)")
+    parser.add_argument("--monitor", metavar="TOPIC",
+                        help="an output topic of the nodes (sensor_msgs/Image, e.g. /event_segmentation/raw_segmentation_mask): "
+                             "report rates, missed frames, latency and jitter when playback ends")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the monitor's report to PATH")
+    parser.add_argument("--settle", type=float, default=2.0, metavar="SEC",
+                        help="with --monitor, wait SEC seconds after the last message for the last outputs (default 2)")
     args = parser.parse_args(argv)
+    if args.json and not args.monitor:
+        parser.error("--json needs --monitor TOPIC")
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -203,11 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     spinner.start()
     try:
         player = BagPlayer(node, args.bag, topics=args.topics, rate=args.rate, clock_hz=args.clock, loop=args.loop)
+        monitor = Monitor(node, args.monitor) if args.monitor else None
+        if monitor is not None:
+            player.sent = []
         if args.wait_for_subscribers and not player.wait_for_subscribers(args.wait_for_subscribers):
             print(f"bag_play: no subscriber on every topic after {args.wait_for_subscribers} s; playing anyway", file=sys.stderr)
         print(f"bag_play: playing {', '.join(player.topics)} from {args.bag} at rate {args.rate}", file=sys.stderr)
         stats = player.play()
         print(f"bag_play: sent {stats.messages} messages in {stats.seconds:.2f} s", file=sys.stderr)
+        if monitor is not None and player.sent is not None:
+            time.sleep(args.settle)
+            report = monitor.report(player.sent, input_is_image=player.plays_images)
+            text = json.dumps(report, indent=2)
+            print(text)
+            if args.json:
+                atomic_write_bytes(args.json, (text + "\n").encode())
         return 0
     except MadmError as error:
         print(f"bag_play: {error}", file=sys.stderr)
