@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ros
 
 
 def test_header_stamps_are_read_from_serialized_messages():
-    rclpy = pytest.importorskip("rclpy")  # noqa: F841 - the message classes need it
+    pytest.importorskip("rclpy")
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
