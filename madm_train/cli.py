@@ -9,12 +9,14 @@ message on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from madm_ros.errors import ConfigError, MadmError
 
@@ -72,6 +74,42 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(path: Path, overrides: Sequence[str], command: str, *, wait: bool = False) -> Any:
+    """``load_config`` plus the bag-derived target set of ``data.target_bag`` (extracted, or reused)."""
+    from madm_train.bag_target import prepare_bag_target
+    from madm_train.config import load_config
+
+    def say(text: str) -> None:
+        print(f"{command}: {text}", file=sys.stderr)
+
+    config = load_config(path, overrides)
+    target = prepare_bag_target(config, wait=wait, log=None if wait else say)
+    if target is None or wait:
+        return config
+    d = config.data
+    kind = f" ({target.message_type})" if target.message_type else ""
+    say(f"target set: {target.frames} frames of {d.target_topic}{kind} from {d.target_bag} in {target.target}")
+    if target.test is not None:
+        unmatched = (f"; {target.unmatched_labels} of {target.labels} labels matched no frame within "
+                     f"{target.tolerance_us / 1000:g} ms") if target.unmatched_labels else ""
+        say(f"evaluation split: {target.labelled} frames labelled by {d.target_label_topic} in {target.test}{unmatched}")
+        if target.transductive:
+            say("every frame of the bag is labelled: adapting to the evaluation frames too (transductive; "
+                "their labels are never trained on)")
+    elif Path(d.test_root) == target.target:
+        say("no label topic (--target-label-topic): no target evaluation; metrics will hold no mIoU")
+    else:
+        say(f"evaluation split: {d.test_root}")
+    return config
+
+
+def _bag_overrides(args: argparse.Namespace) -> list[str]:
+    """``--target-bag`` and friends as the ``--set data.…=`` overrides they stand for (quoted: any text stays text)."""
+    pairs = (("target_bag", args.target_bag), ("target_topic", args.target_topic),
+             ("target_label_topic", args.target_label_topic))
+    return [f"data.{key}={json.dumps(str(value))}" for key, value in pairs if value is not None]
+
+
 def _adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path,
                         help="training YAML (config/train/*.yaml); every key maps to a field of madm_train.config")
@@ -79,14 +117,21 @@ def _adapt_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key, e.g. --set optim.max_iter=2000 (repeatable)")
     parser.add_argument("--resume", default=None,
                         help="'latest' (newest checkpoint of the run folder; starts fresh if none), a checkpoint name or path")
+    parser.add_argument("--target-bag", default=None, metavar="BAG",
+                        help="adapt to the frames of a rosbag2 (folder or file): same as --set data.target_bag=BAG")
+    parser.add_argument("--target-topic", default=None, metavar="TOPIC",
+                        help="the bag's depth/thermal image or event topic (data.target_topic); frames are extracted "
+                             "through the nodes' own decoding into <run>/bag_target (data.target_bag_cache)")
+    parser.add_argument("--target-label-topic", default=None, metavar="TOPIC",
+                        help="mono8 label images (class ids, 255 ignore) matched to frames by header stamp "
+                             "(data.target_label_topic): those frames are the evaluation split")
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from madm_train.config import load_config
-    from madm_train.self_training import adapt
+    overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else []) + _bag_overrides(args)
+    config = _load_config(args.config, overrides, "adapt", wait=os.environ.get("LOCAL_RANK", "0") != "0")
+    from madm_train.self_training import adapt  # torch: after the config and target set are known to be usable
 
-    overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else [])
-    config = load_config(args.config, overrides)
     run_dir = adapt(config, progress=True)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the writing process reports
         print(f"adapt: finished; model, checkpoints and metrics.json in {run_dir}", file=sys.stderr)
@@ -105,12 +150,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from madm_ros.palettes import get_label_set
-    from madm_train.config import load_config
     from madm_train.evaluate import evaluate
     from madm_train.model import MadmModel
     from madm_train.self_training import build_datasets
 
-    config = load_config(args.config, args.overrides)
+    config = _load_config(args.config, args.overrides, "evaluate")
     _, _, test = build_datasets(config)
     model = MadmModel.load(args.model).eval()
     device = torch.device(config.run.device)
@@ -148,11 +192,10 @@ def _distill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _distill(args: argparse.Namespace) -> int:
     from madm_ros.preprocessing import InputSpec
-    from madm_train.config import load_config
     from madm_train.distill import DistillOptions, at_size, distill
     from madm_train.self_training import build_datasets
 
-    config = load_config(args.config, args.overrides)
+    config = _load_config(args.config, args.overrides, "distill")
     size = parse_size(args.size) if args.size else tuple(config.data.crop_hw)
     source, target, test = build_datasets(config)
     options = DistillOptions(
@@ -199,12 +242,11 @@ def _export(args: argparse.Namespace) -> int:
     frames = None
     if args.config is not None:
         from madm_ros.backends.pytorch import load_graph
-        from madm_train.config import load_config
         from madm_train.distill import at_size
         from madm_train.self_training import build_datasets
 
         spec = load_graph(args.student)[1].input_spec
-        _, target, _ = build_datasets(load_config(args.config, args.overrides))
+        _, target, _ = build_datasets(_load_config(args.config, args.overrides, "export"))
         target = at_size(target, size or (spec.height, spec.width))
         frames = np.stack([target[i].image for i in range(min(args.frames, len(target)))])
     report = export(ExportOptions(student=args.student, out_dir=args.out, size=size, argmax_stride=args.argmax_stride,

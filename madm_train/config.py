@@ -88,9 +88,31 @@ class DataConfig:
         rare_class_min_pixels: An example counts for a class when it holds this many of its pixels.
         rare_class_min_crop_ratio: A crop is redrawn (up to 10 times) until it holds this fraction
             of ``rare_class_min_pixels`` of the sampled class.
-        synthetic_frames: With ``source_kind`` and ``target_kind`` both ``folder`` on one root, the
-            number of synthetic frames ``adapt`` generates there (at ``source_resize_hw``, seed
-            ``run.seed``) when the folder holds no data set yet; 0 never generates.
+        synthetic_frames: With ``source_kind`` and ``target_kind`` both ``folder`` on one root (or a
+            ``folder`` source and a ``target_bag``), the number of synthetic frames ``adapt``
+            generates there (at ``source_resize_hw``, seed ``run.seed``) when the folder holds no
+            data set yet; 0 never generates.
+        target_bag: A rosbag2 (folder or file) to adapt to: the frames of ``target_topic`` are
+            extracted into ``target_bag_cache`` by ``madm_train.bag_target`` (through the nodes'
+            own decoding and, for events, the event node's ``EventFrameStream``) and read as a
+            folder; ``target_kind`` and ``target_root`` are then set to that cache, and ``test_root``
+            to its labelled frames (with ``target_label_topic``), else it is kept (a labelled folder
+            of your own) or, when empty, set to the unlabelled frames: no target evaluation.
+            Empty: no bag (``--target-bag``).
+        target_topic: The bag's depth or thermal ``sensor_msgs/Image`` topic, or its event topic
+            (any ``message_type`` of the event node; the type is taken from the bag) (``--target-topic``).
+        target_label_topic: Optional ``sensor_msgs/Image`` topic of the bag with ``mono8`` class
+            ids of ``label_set`` (255 = ignore); each label goes to the frame nearest its header
+            stamp, and those frames are the evaluation split, held out of the frames adapted to
+            unless every frame is labelled. Empty: no target evaluation (``--target-label-topic``).
+        target_label_tolerance_ms: Largest |label stamp − frame stamp| of a label match; null: as
+            ``madm_ros.bag_eval`` (1 ms for images, half the accumulation window for events).
+        target_bag_every: Keep every n-th unlabelled frame of the bag (near-duplicates of a fast camera).
+        target_bag_cache: Folder of the extracted frames (``target/``, ``test/``); reused while the
+            bag and settings are unchanged. Empty: ``<run.out_dir>/bag_target``.
+        target_events_params: Event node parameter file (``config/events.yaml`` form) whose
+            accumulation parameters make the bag's edge frames; empty: the node's defaults. Use
+            the file the node will run with, so training and deployment see the same frames.
     """
 
     source_kind: Literal["cityscapes", "folder"] = "cityscapes"
@@ -113,6 +135,13 @@ class DataConfig:
     rare_class_min_pixels: int = 3000
     rare_class_min_crop_ratio: float = 0.5
     synthetic_frames: int = 0
+    target_bag: str = ""
+    target_topic: str = ""
+    target_label_topic: str = ""
+    target_label_tolerance_ms: float | None = None
+    target_bag_every: int = 1
+    target_bag_cache: str = ""
+    target_events_params: str = ""
 
     def __post_init__(self) -> None:
         for name in ("source_resize_hw", "target_resize_hw", "crop_hw"):
@@ -125,14 +154,31 @@ class DataConfig:
         _in_range("data.flip_probability", self.flip_probability, 0.0, 1.0)
         _at_least("data.batch_size", self.batch_size, 1)
         _at_least("data.synthetic_frames", self.synthetic_frames, 0)
-        if self.synthetic_frames and not (self.source_kind == self.target_kind == "folder"
-                                          and self.source_root == self.target_root):
+        if self.synthetic_frames and not (self.source_kind == "folder" and (self.target_bag or (
+                self.target_kind == "folder" and self.source_root == self.target_root))):
             raise ConfigError("data.synthetic_frames needs source_kind and target_kind 'folder' on one root "
-                              "(the generated folder holds every modality)")
+                              "(the generated folder holds every modality), or a folder source and data.target_bag")
+        self._check_bag()
         if not self.rare_class_temperature > 0:
             raise ConfigError(f"data.rare_class_temperature must be > 0, got {self.rare_class_temperature}")
         _at_least("data.rare_class_min_pixels", self.rare_class_min_pixels, 0)
         _in_range("data.rare_class_min_crop_ratio", self.rare_class_min_crop_ratio, 0.0, 1.0)
+
+    def _check_bag(self) -> None:
+        if self.target_bag and not self.target_topic:
+            raise ConfigError("data.target_bag needs data.target_topic (--target-topic): the bag's depth, thermal or "
+                              "event topic")
+        if not self.target_bag:
+            given = [k for k in ("target_topic", "target_label_topic", "target_events_params") if getattr(self, k)]
+            if given:
+                raise ConfigError(f"data.{given[0]} needs data.target_bag (--target-bag): the bag it is read from")
+        if self.target_label_topic and self.target_label_topic == self.target_topic:
+            raise ConfigError(f"data.target_label_topic must differ from data.target_topic {self.target_topic!r}")
+        if self.target_label_tolerance_ms is not None and not self.target_label_tolerance_ms >= 0:
+            raise ConfigError(f"data.target_label_tolerance_ms must be ≥ 0, got {self.target_label_tolerance_ms}")
+        _at_least("data.target_bag_every", self.target_bag_every, 1)
+        if self.target_events_params and self.modality != "events":
+            raise ConfigError(f"data.target_events_params is for event topics; data.modality is {self.modality}")
 
 
 @dataclass(frozen=True)
@@ -402,6 +448,13 @@ class AdaptConfig:
         if self.run.amp and self.run.device == "cpu" and self.run.amp_dtype == "float16":
             raise ConfigError("run.amp with float16 needs a CUDA device; on the CPU use --set run.amp_dtype=bfloat16 "
                               "or run.amp=false")
+        if self.data.target_bag:  # the bag's frames are read from its cache folder (madm_train.bag_target)
+            cache = Path(self.data.target_bag_cache or Path(self.run.out_dir) / "bag_target")
+            # the labelled frames of the bag; without a label topic a test_root of your own, else none
+            test = cache / "test" if self.data.target_label_topic else Path(self.data.test_root or cache / "target")
+            object.__setattr__(self, "data", dataclasses.replace(
+                self.data, target_kind="folder", target_bag_cache=str(cache), target_root=str(cache / "target"),
+                test_root=str(test)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists): what ``config.yaml``/``config.json`` hold."""
@@ -489,6 +542,10 @@ def save_config(config: AdaptConfig, folder: Path | str) -> tuple[Path, Path]:
 
 def check_data_paths(config: AdaptConfig) -> None:
     """Refuse data roots that do not exist, naming the key to set for each (call before building data sets)."""
+    if config.data.target_bag and not (Path(config.data.target_bag_cache) / "bag_target.json").is_file():
+        raise ConfigError(f"the frames of data.target_bag {config.data.target_bag} are not extracted into "
+                          f"{config.data.target_bag_cache} yet: call madm_train.bag_target.prepare_bag_target(config) "
+                          "first (python -m madm_train adapt does)")
     missing = [(key, value) for key, value in (("data.source_root", config.data.source_root),
                                                ("data.target_root", config.data.target_root))
                if not Path(value).is_dir()]

@@ -94,6 +94,10 @@ def build_datasets(config: AdaptConfig, info: Distributed | None = None) -> tupl
               "(once; later runs reuse them)", file=sys.stderr)
         generate(SynthConfig(frames=d.synthetic_frames, height=height, width=width, seed=config.run.seed),
                  d.source_root, workers=2, progress=True)
+    if info.is_main and d.target_bag:  # the bag's frames, into the cache that data.target_root points at
+        from madm_train.bag_target import prepare_bag_target
+
+        prepare_bag_target(config)
     _barrier(info)
     check_data_paths(config)
     spec_source = InputSpec("rgb", height=d.crop_hw[0], width=d.crop_hw[1])
@@ -358,6 +362,8 @@ class _Recipe:
 
         from madm_train.evaluate import evaluate
 
+        if not self.test.label_paths():  # e.g. a bag without a label topic: nothing to score against
+            return {"miou": None, "images": 0, "note": "the target evaluation split has no labels: not evaluated"}
         self.model.eval()
         try:
             return evaluate(lambda x: self.model(x.to(self.device))[0], self.test, self.label_set, out_dir,

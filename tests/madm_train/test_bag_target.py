@@ -1,17 +1,20 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from madm_ros.errors import ConfigError, DecodeError
+from madm_ros.errors import ConfigError, DecodeError, InputError
 from madm_ros.events.bags import iter_event_messages
 from madm_ros.events.codecs import PacketDecoder, decode_packet
 from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig
 from madm_ros.image_conversion import array_to_image_fields
 from madm_ros.preprocessing import InputSpec, preprocess
-from madm_train.bag_target import extract_bag_frames
+from madm_train.bag_target import default_tolerance_us, event_settings, extract_bag_frames, extract_bag_target
 from madm_train.datasets import FolderDataset
 from madm_train.folder_layout import FolderMeta, read_image
 
 EVENT_BAG = "event_camera/ros2_bags/test_events_1"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_event_bag_frames_equal_the_accumulator_fed_with_the_same_packets(tmp_path, shared_data):
@@ -25,9 +28,10 @@ def test_event_bag_frames_equal_the_accumulator_fed_with_the_same_packets(tmp_pa
         accumulator = accumulator or EdgeFrameAccumulator(EdgeFrameConfig(width=640, height=480, **config))
         frames += accumulator.push(decode_packet(msg, decoder))
     assert len(frames) == len(meta.frames) > 50
-    for name, frame, stamp in zip(meta.frames, frames, meta.stamps_us):
+    for name, frame in zip(meta.frames, frames):
         np.testing.assert_array_equal(read_image(tmp_path / "cache", "events", name), frame.image)
-        assert stamp == frame.t_end_us
+    # stamps are the node's ROS stamps: sensor time plus one offset (first header stamp − first event time)
+    assert len({stamp - frame.t_end_us for stamp, frame in zip(meta.stamps_us, frames)}) == 1
     assert meta.edge_frame_config() == EdgeFrameConfig(width=640, height=480, **config)
     # and the data set hands the network exactly what preprocess() makes of the node's frame
     spec = InputSpec("events", height=480, width=640)
@@ -138,3 +142,188 @@ def test_mono8_thermal_bag_keeps_its_encoding(tmp_path):
     assert meta.modalities == {"thermal": "mono8"}
     spec = InputSpec("thermal", height=6, width=8)
     np.testing.assert_array_equal(FolderDataset(tmp_path / "out", spec)[1].image, preprocess(thermal[1], "mono8", spec))
+
+
+def test_event_bag_frames_are_exactly_the_event_nodes_frames(tmp_path, shared_data):
+    """bag_target runs the event node's pipeline (EventFrameStream with the node's edge_fields), stamps included."""
+    from madm_ros.events.stream import EventFrameStream
+    from madm_ros.node_params import EventParams, edge_fields
+
+    params = EventParams(accumulation_time_ms=20.0, polarity="signed", neutral_level=0.5, restart_after_ms=500.0)
+    fields, restart_us = edge_fields(params), round(params.restart_after_ms * 1000)
+    stream = EventFrameStream(params.message_type, fields, restart_after_us=restart_us)
+    node = [f for *_, msg in iter_event_messages(shared_data / EVENT_BAG, "/event_camera/events") for f in stream.push(msg)]
+    meta = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "frames", modality="events",
+                              events_config=fields, restart_after_us=restart_us)
+    target = extract_bag_target(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "target", modality="events",
+                                events_config=fields, restart_after_us=restart_us)
+    target_meta = FolderMeta.read(target.target)
+    assert len(node) == len(meta.frames) == len(target_meta.frames) == target.frames > 50
+    assert target.message_type == "event_packet" and target.test is None
+    for folder, folder_meta in ((tmp_path / "frames", meta), (target.target, target_meta)):
+        assert folder_meta.stamps_us == tuple(f.stamp_ns // 1000 for f in node)
+        for name, frame in zip(folder_meta.frames, node):
+            np.testing.assert_array_equal(read_image(folder, "events", name), frame.image)
+        assert folder_meta.edge_frame_config() == EdgeFrameConfig(width=640, height=480, **fields)
+
+
+def test_default_label_tolerances_are_bag_evals():
+    assert default_tolerance_us("depth", None) == 1_000
+    assert default_tolerance_us("events", {}) == 25_000
+    assert default_tolerance_us("events", {"window_us": 20_000}) == 10_000
+    assert default_tolerance_us("events", {"mode": "count"}) == 25_000
+
+
+def test_event_settings_are_the_node_parameter_files(tmp_path):
+    from madm_ros.node_params import EventParams, edge_fields
+
+    assert event_settings("") == (edge_fields(EventParams()), 1_000_000)
+    assert event_settings(str(REPO / "config" / "events.yaml")) == (edge_fields(EventParams()), 1_000_000)
+    mine = tmp_path / "events.yaml"
+    mine.write_text("event_segmentation:\n  ros__parameters:\n    accumulation_time_ms: 20.0\n    crop: [0, 0, 640, 440]\n"
+                    "    restart_after_ms: 250.0\n    use_sim_time: true\n")
+    fields, restart = event_settings(str(mine))
+    assert fields["window_us"] == 20_000 and fields["crop"] == (0, 0, 640, 440) and restart == 250_000
+    mine.write_text("accumulation_tim_ms: 20.0\n")
+    with pytest.raises(ConfigError, match="accumulation_tim_ms"):
+        event_settings(str(mine))
+    with pytest.raises(ConfigError, match="cannot read"):
+        event_settings(str(tmp_path / "nope.yaml"))
+
+
+# ------------------------------------------------------------------------- labelled target sets
+
+FRAME_STAMPS_US = [100_000_000 + 100_000 * k for k in range(6)]
+
+
+def write_bag(path, topics, storage="sqlite3"):
+    """``topics``: topic → list of (header stamp µs, array, encoding) images, or "std_msgs/msg/String"."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    Image, String = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/String"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    messages = []
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
+        for topic, items in topics.items():
+            if items == "std_msgs/msg/String":
+                connection = writer.add_connection(topic, String.__msgtype__, typestore=store)
+                messages.append((0, connection, store.serialize_cdr(String(data="hi"), String.__msgtype__)))
+                continue
+            connection = writer.add_connection(topic, Image.__msgtype__, typestore=store)
+            for stamp, array, encoding in items:
+                fields = array_to_image_fields(array, encoding)
+                fields["data"] = np.frombuffer(fields["data"], np.uint8)
+                header = Header(stamp=Time(sec=stamp // 1_000_000, nanosec=stamp % 1_000_000 * 1000), frame_id="cam")
+                messages.append((stamp * 1000, connection, store.serialize_cdr(Image(header=header, **fields),
+                                                                               Image.__msgtype__)))
+        for time_ns, connection, data in sorted(messages, key=lambda m: m[0]):
+            writer.write(connection, time_ns, data)
+
+
+def depth_frames(n=6, shape=(8, 12)):
+    rng = np.random.default_rng(1)
+    return [rng.integers(1, 20000, shape).astype(np.uint16) for _ in range(n)]
+
+
+def labels_for(indices, shape=(8, 12), offset_us=500):
+    rng = np.random.default_rng(2)
+    labels = {}
+    for i in indices:
+        label = rng.integers(0, 11, shape).astype(np.uint8)
+        label[0, 0] = 255
+        labels[i] = (FRAME_STAMPS_US[i] + offset_us, label, "mono8")
+    return labels
+
+
+def test_labelled_frames_become_the_evaluation_split_and_are_held_out(tmp_path):
+    depth = depth_frames()
+    labels = labels_for([1, 4])
+    far = (FRAME_STAMPS_US[2] + 40_000, labels[1][1], "mono8")  # 40 ms from any frame: unmatched
+    write_bag(tmp_path / "bag", {"/depth": [(s, d, "16UC1") for s, d in zip(FRAME_STAMPS_US, depth)],
+                                 "/labels": [labels[1], far, labels[4]]})
+    result = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels",
+                                label_tolerance_us=10_000)
+    assert (result.frames, result.labelled, result.labels, result.unmatched_labels) == (4, 2, 3, 1)
+    assert not result.transductive and result.test == tmp_path / "out" / "test"
+    target, test = FolderMeta.read(result.target), FolderMeta.read(result.test)
+    assert not target.has_labels and test.has_labels and test.label_set == "dsec11"
+    assert target.stamps_us == tuple(FRAME_STAMPS_US[i] for i in (0, 2, 3, 5))
+    assert test.stamps_us == (FRAME_STAMPS_US[1], FRAME_STAMPS_US[4])
+    spec = InputSpec("depth", height=8, width=12)
+    evaluation = FolderDataset(result.test, spec)
+    for k, i in enumerate((1, 4)):
+        np.testing.assert_array_equal(read_image(result.test, "depth", test.frames[k]), depth[i])
+        np.testing.assert_array_equal(evaluation[k].label, labels[i][1])
+    assert sorted(p.stem for p in (result.target / "depth").iterdir()) == list(target.frames)  # nothing left behind
+    # every=2 thins the unlabelled frames only; the labelled ones stay in the evaluation split
+    thinned = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels",
+                                 every=2)
+    assert FolderMeta.read(thinned.target).stamps_us == (FRAME_STAMPS_US[0], FRAME_STAMPS_US[2])
+    assert thinned.labelled == 2 and sorted(p.stem for p in (thinned.target / "depth").iterdir()) == \
+        list(FolderMeta.read(thinned.target).frames)
+
+
+def test_the_target_cache_is_reused_and_rebuilt_when_settings_change(tmp_path):
+    write_bag(tmp_path / "bag", {"/depth": [(s, d, "16UC1") for s, d in zip(FRAME_STAMPS_US, depth_frames())],
+                                 "/labels": list(labels_for([2]).values())})
+    first = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels")
+    marker = tmp_path / "out" / "bag_target.json"
+    before = marker.stat().st_mtime_ns
+    assert extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth",
+                              label_topic="/labels") == first
+    assert marker.stat().st_mtime_ns == before
+    assert first.tolerance_us == 1_000 and first.labelled == 1  # bag_eval's default for images
+    with pytest.raises(InputError, match="none of the 1 labels on '/labels' lies within 0.1 ms"):
+        extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels",
+                           label_tolerance_us=100)
+    assert not (tmp_path / "out").exists()  # the stale cache was replaced, the failed one not left half-written
+    unlabelled = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth")
+    assert unlabelled.test is None and unlabelled.frames == 6 and not (tmp_path / "out" / "test").exists()
+
+
+def test_a_fully_labelled_bag_is_adapted_to_transductively(tmp_path):
+    write_bag(tmp_path / "bag", {"/depth": [(s, d, "16UC1") for s, d in zip(FRAME_STAMPS_US, depth_frames())],
+                                 "/labels": list(labels_for(range(6), offset_us=0).values())})
+    result = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels",
+                                label_tolerance_us=0)
+    assert result.transductive and result.frames == result.labelled == 6
+    assert FolderMeta.read(result.target).frames == FolderMeta.read(result.test).frames
+    assert not FolderMeta.read(result.target).has_labels
+
+
+def test_bad_label_topics_are_named(tmp_path):
+    depth = [(s, d, "16UC1") for s, d in zip(FRAME_STAMPS_US, depth_frames())]
+    wide = list(labels_for([1], shape=(8, 13)).values())
+    bad_values = [(FRAME_STAMPS_US[1], np.full((8, 12), 11, np.uint8), "mono8")]
+    mono16 = [(FRAME_STAMPS_US[1], np.zeros((8, 12), np.uint16), "mono16")]
+    write_bag(tmp_path / "bag", {"/depth": depth, "/wide": wide, "/bad": bad_values, "/mono16": mono16,
+                                 "/chatter": "std_msgs/msg/String"})
+
+    def extract(label_topic, topic="/depth"):
+        return extract_bag_target(tmp_path / "bag", topic, tmp_path / "out", modality="depth", label_topic=label_topic)
+
+    with pytest.raises(DecodeError, match=r"has no label topic '/nope'; it has: /bad \(sensor_msgs/msg/Image\), "
+                                          r"/chatter \(std_msgs/msg/String\)"):
+        extract("/nope")
+    with pytest.raises(DecodeError, match="label topic '/chatter' is std_msgs/msg/String, not sensor_msgs/msg/Image"):
+        extract("/chatter")
+    with pytest.raises(DecodeError, match="topic '/chatter' is std_msgs/msg/String, not sensor_msgs/msg/Image"):
+        extract("", topic="/chatter")
+    with pytest.raises(DecodeError, match="carries mono16 images; labels are mono8 class ids"):
+        extract("/mono16")
+    with pytest.raises(InputError, match="is 13×8 but its frame is 12×8"):
+        extract("/wide")
+    with pytest.raises(InputError, match=r"values \[11\] outside dsec11"):
+        extract("/bad")
+    with pytest.raises(ConfigError, match="must differ from the frame topic"):
+        extract("/depth")
+    assert not (tmp_path / "out").exists()
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="is not a bag-derived target set written by madm"):
+        extract_bag_target(tmp_path / "bag", "/depth", precious, modality="depth")
+    assert (precious / "thesis.tex").read_text() == "years of work"
