@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.atomic_io import atomic_write_bytes
+from madm_ros.atomic_io import atomic_write_bytes, atomic_write_png
 from madm_ros.errors import MadmError
 
 __all__ = ["DemoConfig", "main", "run_demo"]
@@ -188,15 +188,6 @@ def _stamp_ns(message: Any) -> int:
     return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    ok, data = cv2.imencode(".png", image[:, :, ::-1] if image.ndim == 3 else image)
-    if not ok:
-        raise MadmError(f"could not encode {path.name} as PNG")
-    atomic_write_bytes(path, data.tobytes())
-
-
 def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_images: int) -> dict[str, int]:
     from madm_ros.image_conversion import image_to_array
 
@@ -210,7 +201,7 @@ def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_im
             image = image_to_array(message)
             if message.encoding == "bgr8":
                 image = image[:, :, ::-1]
-            _write_png(out / folder / f"{_stamp_ns(message)}.png", image)
+            atomic_write_png(out / folder / f"{_stamp_ns(message)}.png", image)
         written[folder] = len(messages)
     return written
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
 from madm_ros.errors import ConfigError, check_known_keys
 
-__all__ = ["QOS_PRESETS", "EventParams", "ImageParams", "SegmentationParams", "edge_fields"]
+__all__ = ["QOS_PRESETS", "EventParams", "ImageParams", "SegmentationParams", "edge_fields", "params_from_values"]
 
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT")
 """Accepted ``input_qos`` / ``output_qos`` values (Isaac ROS style)."""
@@ -176,3 +176,30 @@ def edge_fields(params: EventParams) -> dict[str, Any]:
     }
     EdgeFrameConfig(width=65535, height=65535, **fields)  # the real sensor size comes with the first message
     return fields
+
+
+def params_from_values(cls: type, values: dict[str, Any], source: str) -> Any:
+    """``cls.from_dict`` after the conversions the node applies to ROS parameters (50 → 50.0, lists → tuples)."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = hints.get(name) if name in known else None
+        try:
+            if kind is float and not isinstance(value, bool):
+                value = float(value)
+            elif kind is int and not isinstance(value, bool):
+                value = int(value)
+            elif kind is bool and not isinstance(value, bool):
+                raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+            elif kind is str and not isinstance(value, str):
+                raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+            elif kind is not None and str(kind).startswith("tuple"):
+                value = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {name}: {value!r} is not a {getattr(kind, '__name__', kind)}") from None
+        converted[name] = value
+    try:
+        return cls.from_dict(converted)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None

@@ -23,7 +23,7 @@ from madm_ros.errors import ConfigError, InputError
 from madm_ros.palettes import LabelSet, colorize, get_label_set
 from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
 
-__all__ = ["UNLABELLED", "Segmentation", "Segmenter", "resize_labels", "scale_camera_matrix"]
+__all__ = ["UNLABELLED", "Segmentation", "Segmenter", "load_segmenter", "resize_labels", "scale_camera_matrix"]
 
 UNLABELLED = 255
 """Id of pixels without a class in ``raw_segmentation_mask``."""
@@ -145,3 +145,25 @@ class Segmenter:
         timings = {"preprocess": (inferred - start) * 1e3, "inference": (done - inferred) * 1e3,
                    "postprocess": (finished - done) * 1e3}
         return Segmentation(labels, image, self.label_set, timings)
+
+
+def load_segmenter(params: Any, modality: str | None) -> Segmenter:
+    """Load the model a node's parameters name (the built-in default when empty), checked against ``modality``.
+
+    ``modality`` is the one the model must have (``None``: any; then ``params.model_file_path`` must be set).
+    """
+    from madm_ros.default_models import default_model_path
+
+    model = params.model_file_path or str(default_model_path(modality or "events"))
+    if not Path(model).exists():
+        raise ConfigError(f"model {model} does not exist; give an exported .onnx (python -m madm_train export) "
+                          "or leave it out for the built-in default")
+    options: dict[str, Any] = {}
+    if params.backend in ("auto", "onnxruntime") and Path(model).suffix == ".onnx":
+        options["threads"] = params.threads
+    segmenter = Segmenter.load(model, params.backend, engine=params.engine_file_path or None, mask_size=params.mask_size,
+                               **options)
+    if modality is not None and segmenter.modality != modality:
+        raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this input is {modality}; "
+                          f"use a {modality} model")
+    return segmenter

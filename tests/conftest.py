@@ -37,6 +37,17 @@ def ros_domain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return domain
 
 
+@pytest.fixture
+def ros(ros_domain: int) -> Iterator[object]:
+    """rclpy initialised in the test's private domain, and a probe node for test publishers and collectors."""
+    rclpy = pytest.importorskip("rclpy")
+    rclpy.init()
+    probe = rclpy.create_node("probe")
+    yield probe
+    probe.destroy_node()
+    rclpy.shutdown()
+
+
 TINY_MODEL_LABEL_SETS = {"events": "dsec11", "depth": "dsec11", "thermal": "fmb9"}
 TINY_MODEL_SIZE = (64, 128)  # (height, width) of the static ONNX input
 

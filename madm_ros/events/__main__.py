@@ -64,13 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from madm_ros.events.info import describe, first_edge_frame, write_png
+    from madm_ros.atomic_io import atomic_write_png
+    from madm_ros.events.info import describe, first_edge_frame
 
     try:
         report = describe(args.path, topic=args.topic)
         if args.frame is not None:
             frame = first_edge_frame(args.path, topic=args.topic, window_us=args.window_us)
-            report["frame"] = {"path": str(write_png(frame, args.frame)), "window_us": args.window_us}
+            report["frame"] = {"path": str(atomic_write_png(args.frame, frame)), "window_us": args.window_us}
     except (MadmError, OSError, ImportError) as error:
         message = " ".join(str(error).split())  # one line, whatever the library put in it
         print(f"madm_ros.events info: {message}", file=sys.stderr)

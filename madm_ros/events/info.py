@@ -30,7 +30,7 @@ from madm_ros.events.aedat import AEDAT4_MAGIC
 from madm_ros.events.dsec import HDF5_MAGIC
 from madm_ros.events.types import DecodeStats, Events
 
-__all__ = ["FORMATS", "LOSS_COUNTERS", "describe", "detect_format", "first_edge_frame", "write_png"]
+__all__ = ["FORMATS", "LOSS_COUNTERS", "describe", "detect_format", "first_edge_frame"]
 
 FORMATS: dict[str, str] = {
     "prophesee_raw": "Prophesee RAW file (EVT 2.0/2.1/3.0 after '%' header lines)",
@@ -222,23 +222,3 @@ def first_edge_frame(
         width, height = int(source.width), int(source.height)
     config = EdgeFrameConfig(width=width, height=height, mode="time", window_us=window_us)
     return accumulate(Events.concatenate(parts), config)
-
-
-def write_png(image: np.ndarray, out_path: str | Path) -> Path:
-    """Write ``image`` as PNG atomically (temporary file in the same folder, then rename).
-
-    Raises:
-        InputError: If the folder does not exist or OpenCV cannot encode the image.
-    """
-    import cv2
-
-    from madm_ros.atomic_io import atomic_write_bytes
-
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise InputError(f"{out_path}: folder {out_path.parent} does not exist")
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(image))
-    if not ok:
-        raise InputError(f"{out_path}: OpenCV could not encode a PNG of shape {image.shape} {image.dtype}")
-    atomic_write_bytes(out_path, data.tobytes())
-    return out_path

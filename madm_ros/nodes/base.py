@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
@@ -33,12 +33,12 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
-from madm_ros.errors import ConfigError, MadmError
+from madm_ros.errors import MadmError
 from madm_ros.metrics import latency_summary
-from madm_ros.node_params import SegmentationParams
+from madm_ros.node_params import SegmentationParams, params_from_values
 from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.nodes.worker import LatestSlot
-from madm_ros.segmenter import UNLABELLED, Segmenter, scale_camera_matrix
+from madm_ros.segmenter import UNLABELLED, Segmenter, load_segmenter, scale_camera_matrix
 
 __all__ = ["FrameJob", "SegmentationNode", "qos_profile", "stamp_to_ns"]
 
@@ -127,30 +127,13 @@ class SegmentationNode(LifecycleNode):
 
     def read_params(self) -> Any:
         """The current parameters as the node's dataclass (``ConfigError`` on a bad value)."""
-        hints = get_type_hints(self.PARAMS)
         values: dict[str, Any] = {}
         for field in dataclasses.fields(self.PARAMS):
             try:
-                parameter = self.get_parameter(field.name)
+                values[field.name] = self.get_parameter(field.name).value
             except ParameterUninitializedException:  # an array parameter nobody set: keep the default
                 continue
-            value = parameter.value
-            kind = hints[field.name]
-            try:
-                if kind is float:
-                    value = float(value)
-                elif kind is int and not isinstance(value, bool):
-                    value = int(value)
-                elif kind is bool and not isinstance(value, bool):
-                    raise ConfigError(f"parameter {field.name} must be true or false, got {value!r}")
-                elif kind is str and not isinstance(value, str):
-                    raise ConfigError(f"parameter {field.name} must be a string, got {value!r}")
-                elif str(kind).startswith("tuple"):
-                    value = tuple(int(v) for v in value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"parameter {field.name}: {value!r} is not a {getattr(kind, '__name__', kind)}") from None
-            values[field.name] = value
-        return self.PARAMS.from_dict(values)
+        return params_from_values(self.PARAMS, values, "parameter")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -233,24 +216,7 @@ class SegmentationNode(LifecycleNode):
         raise NotImplementedError
 
     def _load_segmenter(self) -> Segmenter:
-        from pathlib import Path
-
-        from madm_ros.default_models import default_model_path
-
-        params = self.params
-        model = params.model_file_path or str(default_model_path(self._modality()))
-        if not Path(model).exists():
-            raise ConfigError(f"model_file_path {model} does not exist; point it to an exported .onnx "
-                              f"(python -m madm_train export) or leave it empty for the built-in default")
-        options: dict[str, Any] = {}
-        engine = params.engine_file_path or None
-        if params.backend in ("auto", "onnxruntime") and Path(model).suffix == ".onnx":
-            options["threads"] = params.threads
-        segmenter = Segmenter.load(model, params.backend, engine=engine, mask_size=params.mask_size, **options)
-        if segmenter.modality != self._modality():
-            raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this node serves "
-                              f"{self._modality()}; use a {self._modality()} model")
-        return segmenter
+        return load_segmenter(self.params, self._modality())
 
     # ------------------------------------------------------------------ publishing
     def _create_publishers(self) -> None:

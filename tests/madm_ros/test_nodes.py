@@ -24,15 +24,6 @@ from tests.madm_ros.ros_harness import Collector, publish_until_matched, spinnin
 HEIGHT, WIDTH = 100, 150
 
 
-@pytest.fixture
-def ros(ros_domain):
-    rclpy.init()
-    probe = rclpy.create_node("probe")
-    yield probe
-    probe.destroy_node()
-    rclpy.shutdown()
-
-
 def image_msg(array: np.ndarray, encoding: str, sec: int = 7, frame_id: str = "camera_optical") -> Image:
     message = Image(**array_to_image_fields(array, encoding))
     message.header.stamp.sec, message.header.stamp.nanosec = sec, 250

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from madm_ros.atomic_io import atomic_write_png
 from madm_ros.errors import DecodeError, InputError
 from madm_ros.events.__main__ import main
-from madm_ros.events.info import describe, first_edge_frame, write_png
+from madm_ros.events.info import describe, first_edge_frame
 from tests.madm_ros.events.test_event_files import T_OFFSET_US, make_events, write_aedat4, write_dsec
 
 RAW = "event_camera/files/prophesee_gen3_640x480_evt2.raw"
@@ -210,11 +211,11 @@ def test_topic_option_is_refused_for_files_that_are_not_bags(tmp_path: Path) -> 
         describe(path, topic="/events")
 
 
-def test_write_png_replaces_the_target_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+def test_png_writes_replace_the_target_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     out = tmp_path / "f.png"
     out.write_bytes(b"old")
     image = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    write_png(image, out)
+    atomic_write_png(out, image)
     np.testing.assert_array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), image)
     assert list(tmp_path.iterdir()) == [out]
 

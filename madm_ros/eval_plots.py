@@ -1,0 +1,139 @@
+"""The figures of an evaluation report, drawn with OpenCV: per-class IoU bars, confusion matrix, latency histogram.
+
+OpenCV is already a core dependency (the nodes and preprocessing need it); matplotlib is not, and
+adding it for three charts would grow every install, including the Jetson's. The charts are plain
+PNGs readable in any viewer and embedded by ``report.md``. ``cv2`` is imported inside the
+functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["confusion_figure", "iou_bars_figure", "latency_figure"]
+
+WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (120, 120, 120), (225, 225, 225)
+FONT_SCALE = 0.45
+
+
+def _text(image: np.ndarray, text: str, xy: tuple[int, int], color: tuple[int, int, int] = BLACK,
+          scale: float = FONT_SCALE, anchor: str = "left") -> None:
+    """Draw ``text`` with its baseline at ``xy``; ``anchor`` left, right or centre (of the text's width)."""
+    import cv2
+
+    (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x = xy[0] - (width if anchor == "right" else width // 2 if anchor == "centre" else 0)
+    cv2.putText(image, text, (int(x), int(xy[1])), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def _text_width(text: str, scale: float = FONT_SCALE) -> int:
+    import cv2
+
+    return int(cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0])
+
+
+def iou_bars_figure(class_names: Sequence[str], iou: Sequence[float | None], colors: np.ndarray, title: str) -> np.ndarray:
+    """Horizontal bars of per-class IoU in percent (classes without pixels are marked "–"), as an RGB image."""
+    import cv2
+
+    row, left, bar_width = 24, 12 + max(_text_width(n) for n in class_names), 400
+    height, width = 50 + row * len(class_names) + 30, left + bar_width + 90
+    image = np.full((height, width, 3), WHITE, np.uint8)
+    _text(image, title, (10, 24), scale=0.55)
+    top = 40
+    for tick in range(0, 101, 20):
+        x = left + 8 + bar_width * tick // 100
+        cv2.line(image, (x, top), (x, top + row * len(class_names)), LIGHT, 1)
+        _text(image, f"{tick}", (x, top + row * len(class_names) + 18), GREY, anchor="centre")
+    for i, (name, value) in enumerate(zip(class_names, iou)):
+        y = top + i * row
+        _text(image, name, (left - 4, y + 17), anchor="right")
+        if value is None or not np.isfinite(value):
+            _text(image, "-", (left + 14, y + 17), GREY)
+            continue
+        x1 = left + 8 + round(bar_width * float(value))
+        cv2.rectangle(image, (left + 8, y + 4), (max(x1, left + 9), y + row - 4), tuple(int(c) for c in colors[i]), -1)
+        cv2.rectangle(image, (left + 8, y + 4), (max(x1, left + 9), y + row - 4), GREY, 1)
+        _text(image, f"{100 * float(value):.1f}", (x1 + 6, y + 17))
+    return image
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> np.ndarray:
+    """Row-normalised confusion matrix (ground truth rows, prediction columns, last column "unlabelled") as RGB."""
+    import cv2
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    k = len(class_names)
+    columns = [*class_names, "unlabelled"][: matrix.shape[1]]
+    cell = 34
+    left = 12 + max(_text_width(n) for n in class_names)
+    label_height = 12 + max(_text_width(n) for n in columns)
+    top = 40 + label_height
+    image = np.full((top + cell * k + 40, left + cell * len(columns) + 20, 3), WHITE, np.uint8)
+    _text(image, title, (10, 24), scale=0.55)
+    totals = matrix.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals > 0, matrix / np.maximum(totals, 1), np.nan)
+    for r in range(k):
+        _text(image, class_names[r], (left - 4, top + r * cell + cell // 2 + 5), anchor="right")
+        for c in range(len(columns)):
+            x, y = left + c * cell, top + r * cell
+            value = share[r, c]
+            shade = 255 if not np.isfinite(value) else round(255 * (1 - float(value)))
+            color = (shade, shade, 255) if c == r else (255, shade, shade) if c == len(columns) - 1 else (shade, shade, shade)
+            cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), color, -1)
+            cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), LIGHT, 1)
+            if np.isfinite(value) and value >= 0.005:
+                _text(image, f"{round(100 * value)}", (x + cell // 2, y + cell // 2 + 4),
+                      WHITE if value > 0.55 else BLACK, scale=0.35, anchor="centre")
+    for c, name in enumerate(columns):  # column labels: drawn horizontally on a strip, then turned upright
+        strip = np.full((cell, label_height, 3), WHITE, np.uint8)
+        _text(strip, name, (label_height - 6, cell // 2 + 5), anchor="right")
+        upright = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        image[top - label_height - 4: top - 4, left + c * cell: left + (c + 1) * cell] = upright
+    _text(image, "rows: ground truth, columns: prediction, % of the row's pixels", (10, image.shape[0] - 14), GREY)
+    return image
+
+
+def latency_figure(latencies_ms: Sequence[float], title: str, bins: int = 30) -> np.ndarray:
+    """Histogram of per-frame processing times with the p50 and p99 marked, as RGB."""
+    import cv2
+
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    width, height, left, bottom, top = 640, 320, 56, 44, 40
+    image = np.full((height, width, 3), WHITE, np.uint8)
+    _text(image, title, (10, 24), scale=0.55)
+    plot_w, plot_h = width - left - 20, height - top - bottom
+    if values.size == 0:
+        _text(image, "no frames", (left + plot_w // 2, top + plot_h // 2), GREY, anchor="centre")
+        return image
+    hi = float(values.max()) if values.max() > values.min() else float(values.min()) + 1.0
+    lo = float(values.min()) if values.max() > values.min() else max(0.0, float(values.min()) - 1.0)
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    peak = max(int(counts.max()), 1)
+
+    def x_of(v: float) -> int:
+        return left + round((float(v) - lo) / (hi - lo) * plot_w)
+
+    for i, count in enumerate(counts):
+        if count:
+            y = top + plot_h - round(float(count) / peak * plot_h)
+            cv2.rectangle(image, (x_of(edges[i]), y), (max(x_of(edges[i + 1]) - 1, x_of(edges[i])), top + plot_h),
+                          (70, 130, 180), -1)
+    cv2.line(image, (left, top + plot_h), (left + plot_w, top + plot_h), BLACK, 1)
+    cv2.line(image, (left, top), (left, top + plot_h), BLACK, 1)
+    for v in np.linspace(lo, hi, 5):
+        _text(image, f"{v:.1f}", (x_of(v), top + plot_h + 18), GREY, anchor="centre")
+    _text(image, "ms per frame", (left + plot_w // 2, height - 8), GREY, anchor="centre")
+    _text(image, f"{peak}", (left - 6, top + 10), GREY, anchor="right")
+    _text(image, "0", (left - 6, top + plot_h), GREY, anchor="right")
+    legend_x = width - 10
+    for name, color in (("p99", (200, 0, 0)), ("p50", (0, 140, 0))):  # legend right of the title, lines in the plot
+        v = float(np.percentile(values, int(name[1:])))
+        cv2.line(image, (x_of(v), top), (x_of(v), top + plot_h), color, 1)
+        label = f"{name} {v:.1f} ms"
+        _text(image, label, (legend_x, 24), color, anchor="right")
+        legend_x -= _text_width(label) + 16
+    return image

@@ -1,0 +1,383 @@
+"""Offline bag evaluation: generated bags score like the in-memory pipeline, output bags hold every frame, bad bags survive."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from madm_ros.bag_eval import EvalOptions, evaluate_bag, load_node_config, main, simulate_realtime_drops
+from madm_ros.errors import ConfigError, DecodeError
+from madm_ros.events.types import Events
+from madm_ros.metrics import ConfusionMatrix
+from madm_ros.node_params import EventParams, ImageParams, edge_fields, params_from_values
+from madm_ros.palettes import DSEC_11, FMB_9, FMB_15_NAMES
+from madm_ros.segmenter import Segmenter
+from tests.bag_writer import event_packet, image_message, write_bag, write_ros1_image_bag
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_NS = 1_700_000_000 * 10**9  # bag clock: the scene clock (µs from 0) shifted to a plausible epoch
+LABELS = "/labels"
+INPUTS = {"depth": ("/camera/depth/image_raw", "16UC1"), "thermal": ("/thermal/image_raw", "mono16"),
+          "events": ("/event_camera/events", None)}
+OUTPUTS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Eight synthetic frames, 64×128, with back-to-back 50 ms event windows (a continuous event stream)."""
+    from madm_train.synthetic.generate import SynthConfig, render_sequence
+
+    config = SynthConfig(frames=8, height=64, width=128, seed=3, frames_per_sequence=8, frame_interval_us=50_000,
+                         event_window_us=50_000, modalities=("depth", "thermal", "events"))
+    return list(render_sequence(config, 0))
+
+
+def names_lut(target: tuple[str, ...], unknown: int = 255) -> np.ndarray:
+    """DSEC-11 ids → ``target`` ids by class name (classes ``target`` lacks → ``unknown``)."""
+    lut = np.full(256, 255, np.uint8)
+    for index, name in enumerate(DSEC_11.class_names):
+        lut[index] = target.index(name) if name in target else unknown
+    return lut
+
+
+def scene_label(frame, modality: str) -> np.ndarray:
+    """The scene's label in the tiny model's label set (DSEC-11, or FMB-9 for thermal)."""
+    return names_lut(FMB_9.class_names)[frame.label] if modality == "thermal" else frame.label
+
+
+def event_records(scenes, packets_per_frame: int = 5):
+    """EventPacket records (evt3, 128×64): header stamp = first event, log time = last event, as drivers do."""
+    records, seq = [], 0
+    for frame in scenes:
+        for part in np.array_split(np.arange(len(frame.events)), packets_per_frame):
+            chunk = frame.events[part]
+            message = event_packet(chunk, BASE_NS + int(chunk.t[0]) * 1000, 128, 64, seq)
+            records.append((INPUTS["events"][0], BASE_NS + int(chunk.t[-1]) * 1000, message))
+            seq += 1
+    return records
+
+
+def scene_bag(path: Path, scenes, modality: str, storage: str, labels: bool = True) -> Path:
+    """A bag with one input topic, a label topic and a topic of a type madm does not know."""
+    topic, encoding = INPUTS[modality]
+    msgtype = "event_camera_msgs/msg/EventPacket" if modality == "events" else "sensor_msgs/msg/Image"
+    records = event_records(scenes) if modality == "events" else [
+        (topic, BASE_NS + f.stamp_us * 1000, image_message(f.images[modality], encoding, BASE_NS + f.stamp_us * 1000))
+        for f in scenes]
+    if labels:
+        records += [(LABELS, BASE_NS + f.stamp_us * 1000 + 1,
+                     image_message(scene_label(f, modality), "mono8", BASE_NS + f.stamp_us * 1000)) for f in scenes]
+    records.append(("/vendor/status", BASE_NS, b"\x00\x01\x00\x00\x00\x00\x00\x00"))
+    records.sort(key=lambda r: r[1])
+    topics = {topic: msgtype, **({LABELS: "sensor_msgs/msg/Image"} if labels else {}), "/vendor/status": "acme_msgs/msg/Status"}
+    return write_bag(path, topics, records, storage)
+
+
+def in_memory_miou(scenes, modality: str, model: Path) -> tuple[float, int]:
+    """mIoU and frame count of the same pipeline run on the in-memory frames (no bag involved)."""
+    from madm_ros.events.stream import EventFrameStream
+
+    segmenter = Segmenter.load(model, threads=1)
+    matrix = ConfusionMatrix(segmenter.label_set.num_classes)
+    if modality != "events":
+        for frame in scenes:
+            matrix.update(segmenter.segment(frame.images[modality], INPUTS[modality][1]).labels, scene_label(frame, modality))
+        return matrix.miou(), len(scenes)
+    stream = EventFrameStream("event_packet", edge_fields(EventParams()))
+    frames = [f for _, _, message in event_records(scenes) for f in stream.push(message)]
+    for scene in scenes:
+        label_ns = BASE_NS + scene.stamp_us * 1000
+        near = [f for f in frames if abs(f.stamp_ns - label_ns) <= 25_000_000]
+        if near:
+            best = min(near, key=lambda f: abs(f.stamp_ns - label_ns))
+            matrix.update(segmenter.segment(best.image, "mono8").labels, scene_label(scene, modality))
+    return matrix.miou(), len(frames)
+
+
+def read_output_bag(path: Path) -> dict[str, list[tuple[int, int, np.ndarray]]]:
+    """Topic → ``(log time, header stamp, pixels)`` of every message, read back with rosbags."""
+    from rosbags.highlevel import AnyReader
+
+    from madm_ros.image_conversion import image_to_array
+
+    out: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+    with AnyReader([path]) as reader:
+        for connection, log_ns, raw in reader.messages():
+            message = reader.deserialize(raw, connection.msgtype)
+            stamp = message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
+            out.setdefault(connection.topic, []).append((log_ns, stamp, image_to_array(message)))
+    return out
+
+
+@pytest.mark.parametrize(("modality", "storage"), [("depth", "sqlite3"), ("depth", "mcap"), ("thermal", "sqlite3"),
+                                                   ("thermal", "mcap"), ("events", "sqlite3"), ("events", "mcap")])
+def test_generated_bags_score_like_the_in_memory_pipeline(tmp_path, scenes, tiny_onnx_models, modality, storage):
+    model = tiny_onnx_models[modality]
+    bag = scene_bag(tmp_path / "in", scenes, modality, storage)
+    output_format = "mcap" if storage == "sqlite3" else "sqlite3"
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(model), threads=1, label_topic=LABELS,
+                                      output_bag_format=output_format))
+    expected_miou, expected_frames = in_memory_miou(scenes, modality, model)
+    assert report["exit_code"] == 0 and report["error"] is None
+    assert report["miou"] == pytest.approx(expected_miou, abs=1e-12)
+    assert report["frames"] == expected_frames and report["dropped"] == 0
+    assert report["topic"] == INPUTS[modality][0] and report["modality"] == modality
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    for key in ("miou", "per_class_iou", "frames", "dropped", "latency_ms_p50", "latency_ms_p99"):
+        assert key in on_disk
+    assert on_disk["latency_ms_p50"] > 0 and set(on_disk["per_class_iou"]) == set(on_disk["class_names"])
+    for name in ("report.md", "iou.png", "confusion.png", "latency.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    if modality == "events":  # the last window is never closed (no later event), as in the node: its label has no frame
+        assert (report["labels"], report["labels_scored"], report["labels_unmatched"]) == (8, 7, 1)
+        assert any(w["kind"] == "labels_without_frame" for w in report["warnings"])
+    else:
+        assert report["labels_scored"] == report["frames_scored"] == 8 and report["labels_unmatched"] == 0
+
+    written = read_output_bag(tmp_path / "out" / "output_bag")
+    prefix = "/event_segmentation" if modality == "events" else f"/{modality}_segmentation"
+    topics = [f"{prefix}/{t}" for t in OUTPUTS + (("edge_frame",) if modality == "events" else ())]
+    assert sorted(written) == sorted(topics)
+    stamps = [s for _, s, _ in written[f"{prefix}/raw_segmentation_mask"]]
+    assert len(stamps) == expected_frames and stamps == sorted(stamps)
+    for topic in topics:
+        assert [s for _, s, _ in written[topic]] == stamps and all(log == s for log, s, _ in written[topic])
+    if modality != "events":
+        assert stamps == [BASE_NS + f.stamp_us * 1000 for f in scenes]
+        segmenter = Segmenter.load(model, threads=1)
+        masks = [m for _, _, m in written[f"{prefix}/raw_segmentation_mask"]]
+        assert np.array_equal(masks[2], segmenter.segment(scenes[2].images[modality], INPUTS[modality][1]).labels)
+
+
+def test_label_folder_matches_the_label_topic_and_the_command_line_works(tmp_path, scenes, tiny_onnx_models, capsys):
+    import cv2
+
+    bag = scene_bag(tmp_path / "in", scenes, "thermal", "sqlite3")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i, frame in enumerate(scenes):
+        stamp = BASE_NS + frame.stamp_us * 1000
+        name = f"{stamp}.png" if i % 2 else f"{stamp // 10**9}_{stamp % 10**9}.png"  # both documented namings
+        cv2.imwrite(str(labels / name), names_lut(FMB_15_NAMES, unknown=0)[frame.label])  # FMB's own 15 ids
+    (labels / "notes.txt").write_text("not a label")
+    model = str(tiny_onnx_models["thermal"])
+    code = main([str(bag), "--out", str(tmp_path / "dir"), "--topic", INPUTS["thermal"][0], "--model", model, "--threads", "1",
+                 "--label-dir", str(labels), "--label-set", "fmb15", "--config", str(REPO / "config" / "thermal.yaml"),
+                 "--output-bag-format", "none", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "mIoU" in printed.out and "notes.txt" in printed.err
+    from_dir = json.loads((tmp_path / "dir" / "report.json").read_text())
+    from_topic = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "topic", model=model, threads=1, label_topic=LABELS,
+                                          output_bag_format="none"))
+    assert from_dir["miou"] == from_topic["miou"] and from_dir["labels_scored"] == 8
+    assert not (tmp_path / "dir" / "output_bag").exists()
+
+
+def test_the_node_parameter_files_are_the_configuration(tmp_path):
+    for name, cls in (("events.yaml", EventParams), ("depth.yaml", ImageParams), ("thermal.yaml", ImageParams)):
+        kind, values = load_node_config(REPO / "config" / name)
+        assert kind == ("events" if cls is EventParams else "image")
+        expected = EventParams() if cls is EventParams else ImageParams(modality=name.removesuffix(".yaml"))
+        assert params_from_values(cls, values, name) == expected  # the files list every parameter with its default
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**/event_segmentation:\n  ros__parameters:\n    accumulation_time_ms: 20\n    acumulation_number: 5\n")
+    with pytest.raises(ConfigError, match="acumulation_number"):
+        params_from_values(EventParams, load_node_config(bad)[1], str(bad))
+    assert params_from_values(EventParams, {"accumulation_time_ms": 20, "crop": [0, 0, 64, 32]}, "x").crop == (0, 0, 64, 32)
+    merged = tmp_path / "merged.yaml"  # a wildcard entry and the node's own apply together, in file order
+    merged.write_text("/**:\n  ros__parameters:\n    threads: 2\n    use_sim_time: true\n"
+                      "/robot/event_segmentation:\n  ros__parameters:\n    accumulation_time_ms: 20\n")
+    assert load_node_config(merged) == ("events", {"threads": 2, "accumulation_time_ms": 20})
+    merged.write_text("/**:\n  ros__parameters:\n    modality: thermal\n")
+    assert load_node_config(merged) == ("image", {"modality": "thermal"})
+    merged.write_text("a/event_segmentation:\n  ros__parameters: {}\nb/depth_segmentation:\n  ros__parameters: {}\n")
+    with pytest.raises(ConfigError, match="several nodes"):
+        load_node_config(merged)
+
+
+def test_a_truncated_mcap_is_evaluated_up_to_the_cut_and_exits_2(tmp_path, tiny_onnx_models):
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(40):  # about 3 MB: three 1 MiB MCAP chunks
+        stamp = BASE_NS + i * 50_000_000
+        records.append(("/depth", stamp, image_message(rng.integers(500, 9000, (160, 240)).astype(np.uint16), "16UC1", stamp)))
+        records.append((LABELS, stamp + 1, image_message(rng.integers(0, 11, (160, 240)).astype(np.uint8), "mono8", stamp)))
+    bag = write_bag(tmp_path / "in", {"/depth": "sensor_msgs/msg/Image", LABELS: "sensor_msgs/msg/Image"}, records, "mcap")
+    data = (bag / "in.mcap").read_bytes()
+    (bag / "in.mcap").write_bytes(data[: int(len(data) * 0.8)])
+    out = tmp_path / "out"
+    code = main([str(bag), "--out", str(out), "--model", str(tiny_onnx_models["depth"]), "--topic", "/depth",
+                 "--label-topic", LABELS, "--no-progress"])
+    assert code == 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["partial"] and "cut off" in report["stopped_early"]
+    assert 10 <= report["frames"] < 40 and report["miou"] is not None
+    assert report["frames"] - 1 <= report["labels_scored"] <= report["frames"]  # a label logged after the cut is lost
+    assert report["labels_unmatched"] == 0  # labels after the cut are not reached, not unmatched
+    written = read_output_bag(out / "output_bag")
+    assert len(written["/depth_segmentation/raw_segmentation_mask"]) == report["frames"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_a_recording_without_metadata_yaml_still_reads(tmp_path, scenes, tiny_onnx_models):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "mcap")
+    (bag / "metadata.yaml").unlink()
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(tiny_onnx_models["depth"]), threads=1,
+                                      label_topic=LABELS, output_bag_format="none"))
+    assert report["exit_code"] == 0 and report["frames"] == 8 and report["labels_scored"] == 8
+    short = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "short", model=str(tiny_onnx_models["depth"]), threads=1,
+                                     label_topic=LABELS, output_bag_format="none", max_frames=3))
+    assert (short["exit_code"], short["frames"], short["labels_scored"], short["labels_unmatched"]) == (0, 3, 3, 0)
+    assert short["labels_not_reached"] == 5
+
+
+def test_a_ros1_bag_reads_too(tmp_path, scenes, tiny_onnx_models):
+    bag = write_ros1_image_bag(tmp_path / "in.bag", "/depth", [(BASE_NS + f.stamp_us * 1000, f.images["depth"]) for f in scenes],
+                               "16UC1")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for frame in scenes:
+        assert cv2_write(labels / f"{BASE_NS + frame.stamp_us * 1000}.png", frame.label)
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(tiny_onnx_models["depth"]), threads=1,
+                                      label_dir=labels, output_bag_format="none"))
+    assert report["storage"] == "rosbag1" and report["exit_code"] == 0 and report["labels_scored"] == 8
+    assert report["miou"] == pytest.approx(in_memory_miou(scenes, "depth", tiny_onnx_models["depth"])[0], abs=1e-12)
+
+
+def cv2_write(path: Path, image: np.ndarray) -> bool:
+    import cv2
+
+    return bool(cv2.imwrite(str(path), image))
+
+
+def test_bad_bags_give_one_line_messages_and_exit_2(tmp_path, scenes, tiny_onnx_models, capsys):
+    model = str(tiny_onnx_models["depth"])
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main([str(bag), "--out", str(tmp_path / "out"), "--model", model, "--no-progress", *args])
+        return code, capsys.readouterr().err.strip()
+
+    code, err = run("--topic", "/nope")
+    assert code == 2 and "no topic '/nope'" in err and "/camera/depth/image_raw" in err and len(err.splitlines()) == 1
+    code, err = run("--topic", "/vendor/status")
+    assert code == 2 and "acme_msgs/msg/Status" in err and "not a camera input" in err
+    code, err = run()  # two Image topics (input and labels): which one is the input?
+    assert code == 2 and "--topic" in err
+    code, err = run("--topic", INPUTS["depth"][0], "--label-topic", "/missing_labels")
+    assert code == 2 and "no label topic '/missing_labels'" in err
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["error"]
+
+    far = tmp_path / "far_labels"
+    far.mkdir()
+    import cv2
+
+    cv2.imwrite(str(far / f"{BASE_NS + 10**12}.png"), scenes[0].label)  # 1000 s after the bag
+    code, err = run("--topic", INPUTS["depth"][0], "--label-dir", str(far))
+    assert code == 2 and "no frame within ±1 ms" in err and "nearest frame" in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["frames"] == 8 and report["miou"] is None and (tmp_path / "out" / "output_bag").is_dir()
+
+    db3 = tmp_path / "cut"
+    shutil.copytree(bag, db3)
+    data = (db3 / "in.db3").read_bytes()
+    (db3 / "in.db3").write_bytes(data[: len(data) // 2])
+    code = main([str(db3), "--out", str(tmp_path / "cut_out"), "--model", model, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read" in err and "malformed" in err
+    assert json.loads((tmp_path / "cut_out" / "report.json").read_text())["error"]
+
+    with pytest.raises(DecodeError, match="does not exist"):
+        evaluate_bag(EvalOptions(bag=tmp_path / "nothing", out=tmp_path / "o"))
+
+
+def test_unknown_types_without_definitions_are_left_alone(tmp_path, scenes, tiny_onnx_models):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3", labels=False)
+    with sqlite3.connect(bag / "in.db3") as db:  # as if recorded where the vendor's package was not installed
+        db.execute("DELETE FROM message_definitions WHERE topic_type = 'acme_msgs/msg/Status'")
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(tiny_onnx_models["depth"]), threads=1,
+                                      output_bag_format="none"))
+    assert report["exit_code"] == 0 and report["frames"] == 8 and report["labels"] == 0
+
+
+def test_help_and_errors_from_a_real_process(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "madm_ros.bag_eval", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--label-topic" in done.stdout and "--tolerance-ms" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "madm_ros.bag_eval", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "does not exist" in done.stderr
+
+
+def test_realtime_drop_estimate_follows_the_latest_slot():
+    assert simulate_realtime_drops([(0.0, 0.01), (0.05, 0.01), (0.1, 0.01)]) == 0
+    assert simulate_realtime_drops([(0.0, 0.1), (0.01, 0.1), (0.02, 0.1), (0.03, 0.1)]) == 2  # 2nd and 3rd replaced
+    assert simulate_realtime_drops([(0.0, 0.1), (0.05, 0.01), (0.2, 0.01)]) == 0
+
+
+# ---------------------------------------------------------------------------------------------- offline == live
+def test_the_real_evt3_bag_gives_the_live_nodes_masks(ros, tiny_onnx_models, shared_data, tmp_path):
+    pytest.importorskip("event_camera_msgs")
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from madm_ros.image_conversion import image_to_array
+    from madm_ros.nodes.event_segmentation import EventSegmentationNode
+    from tests.madm_ros.ros_harness import Collector, spinning, wait_until
+
+    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
+    model = str(tiny_onnx_models["events"])
+    config = tmp_path / "events.yaml"
+    config.write_text(f"/**/event_segmentation:\n  ros__parameters:\n    model_file_path: {model}\n    threads: 1\n"
+                      "    input_qos: DEFAULT\n")
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", config=config))
+    assert report["exit_code"] == 0 and report["frames"] >= 30
+    offline = read_output_bag(tmp_path / "out" / "output_bag")
+    masks = {s: m for _, s, m in offline["/event_segmentation/raw_segmentation_mask"]}
+    edges = {s: m for _, s, m in offline["/event_segmentation/edge_frame"]}
+    assert len(masks) == len(edges) == report["frames"]
+
+    node = EventSegmentationNode("event_segmentation", parameter_overrides=[
+        Parameter("model_file_path", value=model), Parameter("threads", value=1), Parameter("input_qos", value="DEFAULT")],
+        cli_args=["--ros-args", "-r", "events:=/event_camera/events"])
+    live_edges = Collector(ros, Image, "/event_segmentation/edge_frame", 1000)
+    live_masks = Collector(ros, Image, "/event_segmentation/raw_segmentation_mask", 1000)
+    player = subprocess.Popen([sys.executable, "-m", "madm_ros.bag_play", str(bag), "--wait-for-subscribers", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with spinning(node, ros):
+            _, err = player.communicate(timeout=90)
+            live_edges.wait_for(len(edges))
+            assert wait_until(lambda: node.counters()["frames_out"] + node.counters()["total_dropped_frames"]
+                              + node.counters()["skipped_no_subscribers"] >= len(edges))
+    finally:
+        player.kill()
+        node.destroy_node()
+    assert player.returncode == 0, err
+
+    def stamp(message) -> int:
+        return message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
+
+    assert sorted(stamp(m) for m in live_edges.messages) == sorted(edges)
+    assert all(np.array_equal(image_to_array(m), edges[stamp(m)]) for m in live_edges.messages)
+    arrived = live_masks.messages
+    assert len(arrived) >= len(masks) // 2  # the live node may drop frames under load, never most of them
+    assert all(np.array_equal(image_to_array(m), masks[stamp(m)]) for m in arrived)
+
+
+def test_event_packets_round_trip_through_the_bag_writer(tmp_path):
+    from madm_ros.events.bags import read_bag_events
+
+    events = Events(np.array([1, 5, 7], np.uint16), np.array([2, 3, 4], np.uint16), np.array([10, 20, 30], np.int64),
+                    np.array([1, 0, 1], np.uint8))
+    bag = write_bag(tmp_path / "b", {"/ev": "event_camera_msgs/msg/EventPacket"},
+                    [("/ev", BASE_NS, event_packet(events, BASE_NS, 16, 8, 0))], "mcap")
+    decoded, _, info = read_bag_events(bag)
+    assert np.array_equal(decoded.x, events.x) and np.array_equal(decoded.t, events.t) and info["encoding"] == "evt3"
