@@ -1,6 +1,6 @@
 # The two commands of the README, plus a few conveniences. Every target sets up .venv first
 # (scripts/setup-env is incremental: seconds when nothing changed).
-.PHONY: demo test env lint clean
+.PHONY: demo test env lint clean default-models
 
 OUT ?= demo_out
 
@@ -12,6 +12,9 @@ test:   ## the whole default test suite
 
 env:    ## only create / refresh .venv and the generated interfaces
 	scripts/setup-env
+
+default-models:   ## regenerate models/ from the synthetic benchmark's MADM teachers (run bench/synthetic_benchmark.py first)
+	scripts/make-default-models
 
 lint:
 	scripts/in-env python -m ruff check madm_ros madm_train tests bench

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("package.xml", "CMakeLists.txt", "setup.py", "msg", "madm_ros", "madm_train", "launch", "config")
+SOURCES = ("package.xml", "CMakeLists.txt", "setup.py", "msg", "madm_ros", "madm_train", "launch", "config", "models")
 
 
 def cmake_executables() -> list[str]:
@@ -62,7 +62,7 @@ def test_colcon_builds_and_installs_the_package(tmp_path):
     share = prefix / "share" / "madm_ros"
     site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     assert (share / "package.xml").is_file()
-    for folder in ("launch", "config"):
+    for folder in ("launch", "config", "models"):
         installed = sorted(p.name for p in (share / folder).iterdir())
         assert installed == sorted(p.name for p in (REPO / folder).iterdir() if p.name != "__pycache__")
     assert (share / "msg" / "PackedEvents.msg").is_file() and (share / "msg" / "SegmentationInfo.msg").is_file()
