@@ -19,7 +19,7 @@ setup(
     package_data={"madm_ros": ["py.typed"], "madm_train": ["py.typed"]},
     # node parameter files, RViz config and launch files where `python -m madm_ros.launch` looks for them
     # (<prefix>/share/madm_ros/...), as colcon installs them on ROS
-    data_files=[("share/madm_ros/config", sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
+    data_files=[("share/madm_ros/config", sorted(glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"))),
                 ("share/madm_ros/launch", sorted(glob("launch/*.launch.py")))],
     install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8", "numba>=0.59", "tqdm>=4.60"],
     extras_require={

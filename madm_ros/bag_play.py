@@ -9,8 +9,8 @@ recorded reliability and durability, keeps the recorded timing scaled by ``--rat
 With ``--monitor TOPIC`` (a node output such as ``/event_segmentation/raw_segmentation_mask``) it
 also reports ros2_benchmark-style figures when playback ends: playback and output frame rates,
 missed frames (image inputs without a mask), latency from sending the input to receiving its mask
-(matched by header stamp; event masks, stamped with the end of their slice, are matched to the
-send time interpolated at that stamp) and output jitter.
+(matched by header stamp; an event mask, stamped with the end of its slice, is timed from the
+last packet stamped at or before that end) and output jitter.
 
 Message types must be importable (``event_camera_msgs`` etc.: on machines without ROS,
 ``scripts/setup-env`` builds them); a topic whose type is not is skipped with a message naming
@@ -243,8 +243,10 @@ class Monitor:
             for wall, stamp in arrivals:
                 if input_is_image and stamp in exact:
                     latencies.append((wall - exact[stamp]) * 1e3)
-                elif not input_is_image and stamps[0] <= stamp <= stamps[-1]:
-                    latencies.append((wall - float(np.interp(stamp, stamps, walls))) * 1e3)
+                elif not input_is_image and stamps[0] <= stamp:
+                    # the packet holding the slice end is the last one stamped (first event) at or before it,
+                    # or the next: timing from the former never under-states the latency
+                    latencies.append((wall - walls[int(np.searchsorted(stamps, stamp, side="right")) - 1]) * 1e3)
         intervals = np.diff([wall for wall, _ in arrivals]) if len(arrivals) > 2 else np.empty(0)
         out_span = (arrivals[-1][0] - arrivals[0][0]) if len(arrivals) > 1 else 0.0
         report: dict[str, Any] = {

@@ -101,6 +101,7 @@ class SyntheticEventSource:
         self.period_us = scenes[-1].t_end_us  # one loop of the scenes; the next loop's first window follows on
         self.labels: dict[int, np.ndarray] = {}  # t_end_us on the played clock → label
         self.events_sent = 0
+        self.packets_sent = 0
         self.start_wall = 0.0
         self.base_ns = 0
         self._stop = threading.Event()
@@ -144,6 +145,7 @@ class SyntheticEventSource:
                         chunk.t[:] += shift
                         self.publisher.publish(self._message(chunk, seq))
                         self.events_sent += len(chunk)
+                        self.packets_sent += 1
                         seq += 1
             loop += 1
 
@@ -232,7 +234,7 @@ def _score(source: SyntheticEventSource, masks: list[tuple[float, Any]], num_cla
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the demo and return the summary (also written to ``config.out / "summary.json"``)."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from madm_ros.bag_play import BagPlayer
@@ -269,30 +271,32 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             raise MadmError(f"the event segmentation node could not start: {segmenter.failure}")
         harness = rclpy.create_node("demo")
         recorder = DemoRecorder(harness, node_name)
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()  # as spin_nodes: inference has its own thread
         executor.add_node(segmenter)
         executor.add_node(harness)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
         source = None
+        messages_sent: int | None = None  # live topics: unknown
         started = time.monotonic()
         if scenes:
             source = SyntheticEventSource(harness, scenes, size_hw, message_type)
             _wait_for_match(source.publisher)
             print(f"demo: playing {len(scenes)} synthetic frames in a loop for {config.seconds:g} s", file=sys.stderr)
             source.run(config.seconds)
+            messages_sent = source.packets_sent
         elif config.bag is not None:
             player = BagPlayer(harness, config.bag, topics=[_bag_event_topic(config.bag)])
             player.wait_for_subscribers(10)
             print(f"demo: playing {config.bag} for at most {config.seconds:g} s", file=sys.stderr)
             timer = threading.Timer(config.seconds, player.stop)
             timer.start()
-            player.play()
+            messages_sent = player.play().messages
             timer.cancel()
         else:
             print(f"demo: listening to {config.topic} for {config.seconds:g} s", file=sys.stderr)
             time.sleep(config.seconds)
-        _wait_until_idle(segmenter, recorder)
+        _wait_until_idle(segmenter, recorder, messages_sent)
         elapsed = time.monotonic() - started
         received = recorder.snapshot()
         counters = segmenter.counters()
@@ -355,10 +359,13 @@ def _wait_for_match(publisher: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _wait_until_idle(node: Any, recorder: DemoRecorder, timeout: float = 10.0) -> None:
-    """Let the last frames through the node and to the recorder."""
+def _wait_until_idle(node: Any, recorder: DemoRecorder, messages_sent: int | None, timeout: float = 10.0) -> None:
+    """Let the last messages into the node, its last frames through it and to the recorder."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if messages_sent is not None and (node.stream is None or node.stream.messages < messages_sent):
+            time.sleep(0.05)
+            continue
         counters = node.counters()
         done = counters["frames_out"] + counters["total_dropped_frames"] + counters["skipped_no_subscribers"]
         if done >= counters["frames_in"] and len(recorder.snapshot()["raw_segmentation_mask"]) >= counters["frames_out"]:

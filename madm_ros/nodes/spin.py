@@ -11,19 +11,23 @@ __all__ = ["spin_nodes"]
 
 def spin_nodes(factories: Sequence[Callable[..., Any]], args: list[str] | None = None, *,
                node_kwargs: Sequence[dict[str, Any]] | None = None) -> int:
-    """Create each node with ``factories[i](**node_kwargs[i])`` and spin them on one multi-threaded executor.
+    """Create each node with ``factories[i](**node_kwargs[i])`` and spin them on one single-threaded executor.
+
+    Single-threaded on purpose: inference already runs on each node's own thread, and rclpy's
+    multi-threaded executor spent most of a core rebuilding wait sets, so an event node on it lost
+    half of a 1 Mev/s stream while one thread keeps up with 50 Mev/s (bench/node_latency.py).
 
     ``args`` are the process's ROS arguments (``--ros-args -p name:=value -r from:=to --params-file F``);
     they apply to every node. Returns the process exit code.
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args)
     nodes = []
     try:
         nodes = [factory(**(node_kwargs[i] if node_kwargs else {})) for i, factory in enumerate(factories)]
-        executor = MultiThreadedExecutor()
+        executor = SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
         executor.spin()

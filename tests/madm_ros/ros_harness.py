@@ -45,10 +45,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 @contextmanager
 def spinning(*nodes: Any) -> Iterator[Any]:
-    """Spin ``nodes`` on a multi-threaded executor in a background thread for the ``with`` block."""
-    from rclpy.executors import MultiThreadedExecutor
+    """Spin ``nodes`` on one executor thread, as ``spin_nodes`` does, for the ``with`` block."""
+    from rclpy.executors import SingleThreadedExecutor
 
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
