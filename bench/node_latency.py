@@ -4,14 +4,19 @@ What runs where (two processes, so that serialization and the loopback transport
 deployment):
 
 - **node process** (this script with ``--serve-node``): one ``ImageSegmentationNode`` or
-  ``EventSegmentationNode`` with the production parameters (except the image node's input QoS,
-  below) on the same ``MultiThreadedExecutor`` as ``spin_nodes``, wrapped with timers
-  (callback, decode, accumulate, hand-over wait, ``Segmenter.segment`` split, publishing) and
-  per-thread CPU counters; a fresh process per run;
+  ``EventSegmentationNode`` with the production parameters, its own default QoS (input
+  ``SENSOR_DATA``: best effort) and spun by ``madm_ros.nodes.spin.spin_nodes`` itself (what every
+  node executable and ``python -m madm_ros.launch`` run; its executor class is read back from the
+  node and recorded), wrapped with timers (callback, decode, accumulate, hand-over wait,
+  ``Segmenter.segment`` split, publishing) and per-thread CPU counters; a fresh process per run;
 - **bench process** (this script): the publisher (messages built before the clock starts, so the
   loop only stamps and publishes, like a C++ driver would) and the recorder of
   ``~/raw_segmentation_mask`` (the only output subscribed: the node skips colour mask and overlay
   when nobody reads them).
+
+Both processes use the Fast DDS profile that ``scripts/in-env`` sets
+(``FASTDDS_DEFAULT_PROFILES_FILE``, ``config/fastdds_loopback.xml``: 8 MiB shared-memory segment,
+UDP on the loopback only); the file in effect (or "unset") is recorded under ``dds``.
 
 Image node: 640×480 depth ``16UC1`` frames at fixed rates and closed loop (``max``: the next frame
 is published when the previous mask arrived, i.e. as fast as the node keeps up); latency = header
@@ -27,13 +32,6 @@ building the output message. ``…_vs_in_node_segment_ms`` subtracts the node's 
 ``Segmenter.segment`` time in the same run instead (the pipeline runs slower in the node, from cold
 caches at 10 Hz, than in the bare loop).
 
-Transport: with Fast DDS's default shared-memory segment (512 KiB) a 614 KB 16UC1 frame does not
-fit and goes over fragmented loopback UDP, where the node's default best-effort ``SENSOR_DATA``
-input QoS loses it whole. The image runs therefore use ``input_qos DEFAULT`` (reliable,
-``--image-input-qos``), plus one 10 Hz run with ``SENSOR_DATA`` that records what arrives; and the
-image and top event rates are repeated in a child process with an 8 MiB segment
-(``--variant-shm-mb``, a Fast DDS XML profile) under ``variant_fastdds_shm_8mb``.
-
 Event node: a synthetic 640×480 stream (six edges sweeping across the sensor plus 10 % noise, read
 out row by row as a sensor does, so EVT 3.0 vector words occur) at each ``--rates`` Mev/s, sent in
 real time as ``event_camera_msgs/EventPacket`` evt3 packets of ``--packet-ms`` (and as
@@ -42,9 +40,15 @@ node (``events_decode_events``), 50 ms edge frames expected vs produced vs masks
 hand-over drops (``total_dropped_frames``), latency slice end → mask received (frames are stamped
 with the end of their slice on the same realtime clock). ``event_node_max_mev_s`` = the highest
 rate up to which every tested rate had < 5 % frame drops (1 − masks received / frames expected);
-``…_strict`` also needs < 5 % events lost and a latency p99 ≤ 250 ms (five windows). The event
-rates and the first image rate are repeated with a ``SingleThreadedExecutor`` in the node process
-(``--executor-variants``).
+``…_strict`` also needs < 5 % events lost and a latency p99 ≤ 250 ms (five windows).
+
+Comparison variants, short (``--variant-image-rates``, ``--variant-rates`` evt3), same run, under
+``variants`` and side by side with the shipped runs in ``variant_comparison``:
+``multi_threaded_executor`` (``spin_nodes`` with rclpy's ``MultiThreadedExecutor``, the old
+default, swapped in for its ``SingleThreadedExecutor`` in the node process only) and
+``no_fastdds_profile`` (``FASTDDS_DEFAULT_PROFILES_FILE`` unset for the node and the publisher: Fast
+DDS's built-in transports, 512 KiB shared-memory segment; run by this script in a child process,
+since Fast DDS reads the profile once per process; overheads against this run's bare pipeline).
 
 The machine is checked for other load: CPU time used by processes other than this benchmark
 during the measurement is recorded and ``contended`` is set above 0.1 cores (timings from a busy
@@ -274,10 +278,11 @@ class Probe:
         counters = node.counters()
         delta = {k: v - self.counters0.get(k, 0) for k, v in counters.items()
                  if isinstance(v, int) and not isinstance(v, bool)}
-        groups = {r"^ThreadPoolExecutor": "executor workers (rclpy take + deserialize + callbacks)",
+        groups = {r"^ThreadPoolExecutor": "executor workers (MultiThreadedExecutor: take + deserialize + callbacks)",
                   r"-inference$": "inference thread (segment + publish masks)",
-                  r"^spin$": "executor spin thread (wait set)", r"^MainThread$": "main (idle)",
-                  r"^native:": "native threads (DDS, ONNX Runtime pool, numba)"}
+                  r"^MainThread$": "executor spin thread (spin_nodes: wait set; single-threaded also take + deserialize "
+                                   "+ callbacks)",
+                  r"^protocol$": "bench protocol (idle)", r"^native:": "native threads (DDS, ONNX Runtime pool, numba)"}
         return {"wall_s": round(wall, 3), "counters_delta": delta,
                 "counters_end": {k: v for k, v in counters.items() if not isinstance(v, float) or math.isfinite(v)},
                 "timers_ms": {k: summary(v) for k, v in self.samples.items()},
@@ -364,7 +369,8 @@ def warm_event_kernels() -> None:
 
 
 def serve_node(args: argparse.Namespace) -> int:
-    """The node process: build the node, say ``ready``, then answer ``mark`` / ``counters`` / ``report`` on stdin."""
+    """The node process: ``spin_nodes`` spins the node in the main thread; a ``protocol`` thread says ``ready``, then
+    answers ``mark`` / ``counters`` / ``report`` on stdin and ends the process as Ctrl-C does (``rclpy.shutdown``)."""
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything else printed goes to stderr
 
@@ -372,13 +378,13 @@ def serve_node(args: argparse.Namespace) -> int:
         protocol.write(PREFIX + word + ("" if payload is None else " " + json.dumps(payload)) + "\n")
 
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
+
+    from madm_ros.nodes.spin import spin_nodes
 
     if args.serve_node == "events":
         warm_event_kernels()
     probe = Probe()
-    rclpy.init()
     overrides = [Parameter("model_file_path", value=args.model), Parameter("threads", value=args.threads),
                  Parameter("backend", value="onnxruntime")]
     if args.serve_node == "events":
@@ -387,52 +393,48 @@ def serve_node(args: argparse.Namespace) -> int:
         overrides.append(Parameter("modality", value="depth"))
     if args.input_qos:
         overrides.append(Parameter("input_qos", value=args.input_qos))
-    node = node_classes(probe)[args.serve_node](parameter_overrides=overrides)
-    if node.segmenter is None or node.failure:
-        say("failed", node.failure)
-        return 1
-    if args.executor == "single":
-        from rclpy.executors import SingleThreadedExecutor
 
-        executor = SingleThreadedExecutor()
-    else:
-        executor = MultiThreadedExecutor()  # as madm_ros.nodes.spin.spin_nodes
-    executor.add_node(node)
-    failures: list[str] = []
+    def answer(node: Any) -> None:
+        while node.executor is None:  # spin_nodes adds the node right after the factory returns
+            time.sleep(0.01)
+        say("ready", {"node": node.get_fully_qualified_name(), "executor": type(node.executor).__name__,
+                      "input_qos": node.params.input_qos})
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "mark":
+                probe.mark(node)
+                say("marked")
+            elif command == "counters":
+                say("counters", {**{k: v for k, v in node.counters().items() if isinstance(v, int)},
+                                 "last_callback_ns": probe.last_callback_ns})
+            elif command == "report":
+                say("report", probe.report(node))
+                break
+        rclpy.shutdown()  # spin_nodes returns and destroys the node, as after Ctrl-C
 
-    def spin() -> None:
-        try:
-            executor.spin()
-        except Exception:  # a bug in the timers must not pass for a slow node
-            import traceback
+    def factory(**kwargs: Any) -> Any:
+        node = node_classes(probe)[args.serve_node](**kwargs)
+        if node.segmenter is None or node.failure:
+            say("failed", node.failure)
+            raise SystemExit(1)
+        threading.Thread(target=answer, args=(node,), name="protocol", daemon=True).start()
+        return node
 
-            failures.append(traceback.format_exc())
-            traceback.print_exc()
+    with contextlib.ExitStack() as stack:
+        if args.executor == "multi":  # the comparison variant: spin_nodes with the old default executor
+            from unittest import mock
 
-    threading.Thread(target=spin, name="spin", daemon=True).start()
-    say("ready", {"node": node.get_fully_qualified_name()})
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "mark":
-            probe.mark(node)
-            say("marked")
-        elif command == "counters":
-            say("counters", {**{k: v for k, v in node.counters().items() if isinstance(v, int)},
-                             "last_callback_ns": probe.last_callback_ns, "spin_failure": "".join(failures)})
-        elif command == "report":
-            say("report", {**probe.report(node), "spin_failure": "".join(failures)})
-            break
-    executor.shutdown(timeout_sec=5)
-    node.destroy_node()
-    rclpy.shutdown()
-    return 0
+            from rclpy.executors import MultiThreadedExecutor
+
+            stack.enter_context(mock.patch("rclpy.executors.SingleThreadedExecutor", MultiThreadedExecutor))
+        return spin_nodes([factory], ["node_latency"], node_kwargs=[{"parameter_overrides": overrides}])
 
 
 class NodeProcess:
     """A node process started by the bench, talked to over its stdin / stdout."""
 
     def __init__(self, kind: str, model: str, threads: int, message_type: str = "", input_qos: str = "",
-                 executor: str = "multi") -> None:
+                 executor: str = "shipped") -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--serve-node", kind, "--model", model,
                    "--threads", str(threads), "--executor", executor]
         if message_type:
@@ -460,10 +462,7 @@ class NodeProcess:
         if name != word:
             self.log.seek(0)
             raise RuntimeError(f"node process said {line[:300]!r} instead of {word!r}; its log ends:\n{self.log.read()[-3000:]}")
-        answer = json.loads(payload) if payload else None
-        if isinstance(answer, dict) and answer.get("spin_failure"):
-            raise RuntimeError(f"the node process's executor died:\n{answer['spin_failure']}")
-        return answer
+        return json.loads(payload) if payload else None
 
     def ask(self, command: str, answer: str, timeout: float = 30.0) -> Any:
         assert self.proc.stdin is not None
@@ -611,8 +610,8 @@ def bare_image(model: str, threads: int, runs: int) -> dict[str, Any]:
     }
 
 
-def image_run(model: str, threads: int, rate: str, seconds: float, warmup: int, input_qos: str,
-              executor: str = "multi") -> dict[str, Any]:
+def image_run(model: str, threads: int, rate: str, seconds: float, warmup: int, input_qos: str = "",
+              executor: str = "shipped") -> dict[str, Any]:
     """Depth frames into the image node at ``rate`` Hz (``max``: closed loop); latency publish → mask."""
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
@@ -621,8 +620,8 @@ def image_run(model: str, threads: int, rate: str, seconds: float, warmup: int, 
 
     node = NodeProcess("depth", model, threads, input_qos=input_qos, executor=executor)
     try:
-        name = node.expect("ready")["node"]
-        ros = BenchRos("node_latency_image", Image, "image", f"{name}/raw_segmentation_mask", QoSProfile(depth=5))
+        ready = node.expect("ready")
+        ros = BenchRos("node_latency_image", Image, "image", f"{ready['node']}/raw_segmentation_mask", QoSProfile(depth=5))
         message = Image(**array_to_image_fields(depth_frame(), "16UC1"))
         message.header.frame_id = "depth_camera"
         ros.wait_matched()
@@ -669,7 +668,7 @@ def image_run(model: str, threads: int, rate: str, seconds: float, warmup: int, 
     fps = (len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) / 1e9) if len(arrivals) > 2 else None
     timers = report["timers_ms"]
     return {
-        "rate_hz": rate, "input_qos": input_qos, "executor": executor, "seconds": round(sent_s, 3),
+        "rate_hz": rate, "input_qos": ready["input_qos"], "executor": ready["executor"], "seconds": round(sent_s, 3),
         "frames_published": len(stamps),
         "frames_in_node": report["counters_delta"].get("frames_in"), "masks_received": len(masks),
         "handover_dropped": report["counters_delta"].get("total_dropped_frames"),
@@ -824,7 +823,7 @@ def bare_events(model: str, threads: int, rate_mev_s: float, packet_us: int, run
 
 
 def event_run(model: str, threads: int, message_type: str, rate_mev_s: float, seconds: float, packet_us: int,
-              input_qos: str, executor: str = "multi") -> dict[str, Any]:
+              input_qos: str = "", executor: str = "shipped") -> dict[str, Any]:
     """A synthetic stream at ``rate_mev_s`` published in real time into the event node."""
     from rclpy.qos import QoSProfile
 
@@ -835,9 +834,9 @@ def event_run(model: str, threads: int, message_type: str, rate_mev_s: float, se
     build_s = time.perf_counter() - built_start
     node = NodeProcess("events", model, threads, message_type, input_qos, executor)
     try:
-        name = node.expect("ready")["node"]
+        ready = node.expect("ready")
         ros = BenchRos(f"node_latency_events_{message_type}", message_class(message_type), "events",
-                       f"{name}/raw_segmentation_mask", QoSProfile(depth=1000))
+                       f"{ready['node']}/raw_segmentation_mask", QoSProfile(depth=1000))
         ros.wait_matched()
         node.ask("mark", "marked")
         gc.collect()
@@ -879,7 +878,8 @@ def event_run(model: str, threads: int, message_type: str, rate_mev_s: float, se
     behind_s = max(0.0, (report["last_callback_ns"] - last_publish_ns) / 1e9)
     sent = len(publish_ms)
     return {
-        "message_type": message_type, "rate_mev_s": rate_mev_s, "executor": executor, "seconds": round(sent_s, 3),
+        "message_type": message_type, "rate_mev_s": rate_mev_s, "executor": ready["executor"], "input_qos": ready["input_qos"],
+        "seconds": round(sent_s, 3),
         "build_s": round(build_s, 1), "packet_ms": packet_us / 1000, "messages_published": sent,
         "events_published": built["events"], "payload_mb_s": round(built["payload_bytes"] / 1e6 / sent_s, 1),
         "payload_bytes_per_event": round(built["payload_bytes"] / max(built["events"], 1), 3),
@@ -910,7 +910,7 @@ def event_run(model: str, threads: int, message_type: str, rate_mev_s: float, se
 # ---------------------------------------------------------------------------------------------- report
 
 
-def where_time_goes(run: dict[str, Any]) -> dict[str, Any]:
+def where_time_goes(run: dict[str, Any], variant: str = "") -> dict[str, Any]:
     """CPU per stage of one event run, in cores (1.0 = one core busy the whole run), from the run's own timers."""
     timers = run["node_timers_ms"]
     seconds = run["seconds"] + run["drain_s"]
@@ -926,7 +926,8 @@ def where_time_goes(run: dict[str, Any]) -> dict[str, Any]:
     spin = sum(v for k, v in threads.items() if k.startswith("executor spin"))
     per_s = (run["messages_received"] or 0) / seconds
     return {
-        "run": f"{run['message_type']} {run['rate_mev_s']:g} Mev/s, {run['executor']} executor",
+        "run": f"{run['message_type']} {run['rate_mev_s']:g} Mev/s, {run['executor']}"
+               + (f" (variant {variant})" if variant else ""),
         "messages_per_s": round(per_s, 1),
         "node_us_per_message_all_threads": round(run["node_process_cores"] / per_s * 1e6, 1) if per_s else None,
         "node: rclpy executor (wait set, take, deserialize: executor thread CPU outside the callback)":
@@ -952,181 +953,226 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+VARIANT_TAGS = {"multi_threaded_executor": "multi-exec", "no_fastdds_profile": "no-profile"}
+
+
+def labelled_runs(result: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """(variant tag, run) of the shipped runs (tag '') and then of every variant, for ``kind`` image_runs / event_runs."""
+    out = [("", run) for run in result.get(kind, [])]
+    for name, variant in result.get("variants", {}).items():
+        out += [(VARIANT_TAGS.get(name, name), run) for run in variant.get(kind, [])]
+    return out
+
+
 def print_tables(result: dict[str, Any]) -> None:
-    bare = result["bare"]["depth"]
-    print(f"\nbare depth pipeline (640x480 16UC1, network {bare['network_input_hw']}): segment p50 "
-          f"{fmt(bare['segment_ms']['total']['p50'], 2)} ms = preprocess {fmt(bare['segment_ms']['preprocess']['p50'], 2)} "
-          f"+ inference {fmt(bare['segment_ms']['inference']['p50'], 2)} + postprocess "
-          f"{fmt(bare['segment_ms']['postprocess']['p50'], 2)}; backend.infer {fmt(bare['infer_ms']['p50'], 2)} ms")
-    print(f"{'image node':<14}{'in fps':>8}{'out fps':>9}{'masks':>7}{'drops':>7}{'lat p50':>9}{'lat p99':>9}"
+    dds = result.get("dds", {})
+    print(f"\nFast DDS profile: {dds.get('fastdds_profiles_file') or dds.get('transports')}")
+    if result.get("bare"):
+        bare = result["bare"]["depth"]
+        print(f"bare depth pipeline (640x480 16UC1, network {bare['network_input_hw']}): segment p50 "
+              f"{fmt(bare['segment_ms']['total']['p50'], 2)} ms = preprocess {fmt(bare['segment_ms']['preprocess']['p50'], 2)} "
+              f"+ inference {fmt(bare['segment_ms']['inference']['p50'], 2)} + postprocess "
+              f"{fmt(bare['segment_ms']['postprocess']['p50'], 2)}; backend.infer {fmt(bare['infer_ms']['p50'], 2)} ms")
+    print(f"{'image node':<20}{'in fps':>8}{'out fps':>9}{'masks':>9}{'drops':>7}{'lat p50':>9}{'lat p99':>9}"
           f"{'overhead':>10}{'vs node':>9}   (ms; overhead = lat p50 - bare segment; vs node = - in-node segment)")
-    for run in result["image_runs"]:
-        label = f"{run['rate_hz'] + (' Hz' if run['rate_hz'] != 'max' else '')} {run['input_qos'][:7]}"
-        label += "" if run["executor"] == "multi" else " 1-thr"
-        print(f"{label:<14}{fmt(run['input_fps']):>8}"
-              f"{fmt(run['output_fps']):>9}{run['masks_received']:>7}{fmt(run['handover_dropped']):>7}"
-              f"{fmt(run['latency_ms']['p50'], 2):>9}{fmt(run['latency_ms']['p99'], 2):>9}{fmt(run['node_overhead_ms'], 2):>10}"
-              f"{fmt(run.get('node_overhead_vs_in_node_segment_ms'), 2):>9}")
-    events = result["bare"]["events"]
-    print(f"\nbare event path, one core: decode {events['mev_s_one_core']['decode_evt3']} Mev/s, accumulate "
-          f"{events['mev_s_one_core']['accumulate']} Mev/s, deserialize {events['mev_s_one_core']['deserialize']} Mev/s "
-          f"({events['payload_bytes_per_event']} B/event); segment 640x480 edge frame p50 "
-          f"{fmt(events['segment_ms']['total']['p50'], 2)} ms")
-    print(f"{'event node':<20}{'in Mev/s':>9}{'dec/s':>9}{'lost':>7}{'frames':>8}{'masks':>7}{'drop':>7}"
+    for tag, run in labelled_runs(result, "image_runs"):
+        label = f"{run['rate_hz'] + (' Hz' if run['rate_hz'] != 'max' else '')} {tag}"
+        print(f"{label:<20}{fmt(run['input_fps']):>8}{fmt(run['output_fps']):>9}"
+              f"{str(run['masks_received']) + '/' + str(run['frames_published']):>9}{fmt(run['handover_dropped']):>7}"
+              f"{fmt(run['latency_ms']['p50'], 2):>9}{fmt(run['latency_ms']['p99'], 2):>9}"
+              f"{fmt(run.get('node_overhead_ms'), 2):>10}{fmt(run.get('node_overhead_vs_in_node_segment_ms'), 2):>9}")
+    if result.get("bare"):
+        events = result["bare"]["events"]
+        print(f"\nbare event path, one core: decode {events['mev_s_one_core']['decode_evt3']} Mev/s, accumulate "
+              f"{events['mev_s_one_core']['accumulate']} Mev/s, deserialize {events['mev_s_one_core']['deserialize']} Mev/s "
+              f"({events['payload_bytes_per_event']} B/event); segment 640x480 edge frame p50 "
+              f"{fmt(events['segment_ms']['total']['p50'], 2)} ms")
+    print(f"{'event node':<22}{'in Mev/s':>9}{'dec/s':>9}{'lost':>7}{'frames':>8}{'masks':>7}{'drop':>7}"
           f"{'lat p50':>9}{'lat p99':>9}{'behind s':>9}{'node cores':>11}{'ok':>4}")
-    for run in result["event_runs"]:
-        label = f"{'evt3' if run['message_type'] == 'event_packet' else 'packed'} {run['rate_mev_s']:g}"
-        label += "" if run["executor"] == "multi" else f" {run['executor']}-exec"
+    for tag, run in labelled_runs(result, "event_runs"):
+        label = f"{'evt3' if run['message_type'] == 'event_packet' else 'packed'} {run['rate_mev_s']:g} {tag}"
         latency = run["latency_slice_end_to_mask_ms"]
         frames = f"{run['edge_frames']}/{run['frames_expected']}"
-        print(f"{label:<20}{fmt(run['achieved_input_mev_s'], 2):>9}{fmt(run['events_decoded'] / 1e6 / run['seconds'], 2):>9}"
+        print(f"{label:<22}{fmt(run['achieved_input_mev_s'], 2):>9}{fmt(run['events_decoded'] / 1e6 / run['seconds'], 2):>9}"
               f"{fmt(100 * (run['events_lost_fraction'] or 0)) + '%':>7}{frames:>8}"
               f"{run['masks_received']:>7}{fmt(100 * (run['frame_drop_fraction'] or 0)) + '%':>7}{fmt(latency['p50']):>9}"
               f"{fmt(latency['p99']):>9}{fmt(run['node_behind_at_end_s'], 2):>9}{fmt(run['node_process_cores'], 2):>11}"
               f"{('yes' if run['keeps_up_strict'] else 'drop' if not run['keeps_up'] else 'lag'):>4}")
+    print(f"(executor: {', '.join(sorted({r['executor'] for _, r in labelled_runs(result, 'event_runs')}))}; "
+          f"variants: {', '.join(f'{t} = {n}' for n, t in VARIANT_TAGS.items() if n in result.get('variants', {})) or 'none'})")
     for line in result.get("notes", []):
         print("note:", line)
     print("\nwhere the time goes (cores):")
-    for item in result["where_time_goes"]:
+    for item in result.get("where_time_goes", []):
         print(" ", json.dumps(item))
-    for key, variant in result.items():
-        if key.startswith("variant_"):
-            print(f"{key}: node_overhead_ms {variant['node_overhead_ms']}, event_node_max_mev_s "
-                  f"{variant['event_node_max_mev_s']} (strict {variant['event_node_max_mev_s_strict']}), packed "
-                  f"{variant['event_node_max_mev_s_packed']}")
-    print(f"\nnode_overhead_ms {result['node_overhead_ms']}  event_node_max_mev_s {result['event_node_max_mev_s']} "
-          f"(strict {result['event_node_max_mev_s_strict']})  contended {result['contended']}  targets {result['targets']}")
+    print(f"\nnode_overhead_ms {result.get('node_overhead_ms')}  event_node_max_mev_s {result.get('event_node_max_mev_s')} "
+          f"(strict {result.get('event_node_max_mev_s_strict')})  contended {result.get('contended')}  "
+          f"targets {result.get('targets')}")
 
 
 def parse_rates(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
-SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com">
-  <transport_descriptors>
-    <transport_descriptor><transport_id>shm_large</transport_id><type>SHM</type><segment_size>{size}</segment_size>
-    </transport_descriptor>
-    <transport_descriptor><transport_id>udp</transport_id><type>UDPv4</type></transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="node_latency_large_shm" is_default_profile="true">
-    <rtps>
-      <userTransports><transport_id>shm_large</transport_id><transport_id>udp</transport_id></userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+def image_rates(text: str) -> list[str]:
+    return [rate.strip() for rate in text.split(",") if rate.strip()]
+
+
+def dds_info() -> dict[str, Any]:
+    """The RMW and the Fast DDS XML profile in effect for this process and its children (FASTDDS_DEFAULT_PROFILES_FILE)."""
+    import hashlib
+
+    info: dict[str, Any] = {"rmw_implementation": os.environ.get("RMW_IMPLEMENTATION", "(default)")}
+    path = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
+    if not path:
+        return info | {"fastdds_profiles_file": None,
+                       "transports": "FASTDDS_DEFAULT_PROFILES_FILE unset: Fast DDS built-in transports "
+                                     "(512 KiB shared-memory segment, UDPv4 on every interface)"}
+    file = Path(path).resolve()
+    shipped = (REPO / "config" / "fastdds_loopback.xml").resolve()
+    info |= {"fastdds_profiles_file": str(file.relative_to(REPO)) if file.is_relative_to(REPO) else str(file),
+             "is_shipped_profile": file == shipped}
+    try:
+        text = file.read_text()
+    except OSError as error:
+        return info | {"error": str(error)}
+    return info | {"sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
+                   "shm_segment_bytes": [int(v) for v in re.findall(r"<segment_size>\s*(\d+)", text)],
+                   "udp_interface_whitelist": re.findall(r"<address>\s*([^<\s]+)", text)}
 
 
 def measure(args: argparse.Namespace, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Bare pipelines, then the image and event runs (rclpy initialised here)."""
+    """Bare pipelines (not in a variant child), the shipped image and event runs, the executor variant (rclpy here)."""
     import rclpy
 
     packet_us = round(args.packet_ms * 1000)
     result: dict[str, Any] = {}
+
+    def image(rate: str, executor: str = "shipped") -> dict[str, Any]:
+        run = image_run(models["depth"]["path"], args.threads, rate, args.seconds, args.warmup_frames, args.input_qos, executor)
+        print(f"image {rate} ({run['input_qos']}, {run['executor']}): {run['masks_received']}/{run['frames_published']} "
+              f"masks, latency p50 {run['latency_ms']['p50']} ms, {run['output_fps']} fps", file=sys.stderr)
+        return run
+
+    def events(message_type: str, rate: float, executor: str = "shipped") -> dict[str, Any]:
+        run = event_run(models["events"]["path"], args.threads, message_type, rate, args.seconds, packet_us, args.input_qos,
+                        executor)
+        print(f"{message_type} {rate:g} Mev/s ({run['executor']}): decoded {run['events_decoded']}/{run['events_published']}, "
+              f"masks {run['masks_received']}/{run['frames_expected']}", file=sys.stderr)
+        return run
+
     rclpy.init()
     try:
-        result["bare"] = {"depth": bare_image(models["depth"]["path"], args.threads, args.bare_runs),
-                          "events": bare_events(models["events"]["path"], args.threads,
-                                                max(parse_rates(args.rates) or [1]), packet_us, args.bare_runs)}
-        segment_p50 = result["bare"]["depth"]["segment_ms"]["total"]["p50"]
-        infer_p50 = result["bare"]["depth"]["infer_ms"]["p50"]
-        rates = [rate.strip() for rate in args.image_rates.split(",") if rate.strip()]
-        plan = [(rate, args.image_input_qos, args.seconds, "multi") for rate in rates]
-        if args.best_effort_check and args.image_input_qos != "SENSOR_DATA":
-            plan.append(("10", "SENSOR_DATA", min(args.seconds, 2.0), "multi"))
-        plan += [(rates[0], args.image_input_qos, args.seconds, e.strip()) for e in args.executor_variants.split(",")
-                 if e.strip() and rates]
-        result["image_runs"] = []
-        for rate, qos, seconds, executor in plan:
-            run = image_run(models["depth"]["path"], args.threads, rate, seconds, args.warmup_frames, qos, executor)
-            run["node_overhead_ms"] = _diff(run["latency_ms"]["p50"], segment_p50)
-            run["node_overhead_vs_inference_ms"] = _diff(run["latency_ms"]["p50"], infer_p50)
-            run["node_overhead_vs_in_node_segment_ms"] = _diff(
-                run["latency_ms"]["p50"], run["node_timers_ms"].get("segment_total", {}).get("p50"))
-            result["image_runs"].append(run)
-            print(f"image {rate} ({qos}, {executor} executor): {run['masks_received']}/{run['frames_published']} masks, "
-                  f"latency p50 {run['latency_ms']['p50']} ms, {run['output_fps']} fps", file=sys.stderr)
-        result["event_runs"] = []
-        for message_type, rates in (("event_packet", args.rates), ("packed", args.packed_rates)):
-            for rate in parse_rates(rates):
-                run = event_run(models["events"]["path"], args.threads, message_type, rate, args.seconds, packet_us,
-                                args.input_qos)
-                result["event_runs"].append(run)
-                print(f"{message_type} {rate:g} Mev/s: decoded {run['events_decoded']}/{run['events_published']}, "
-                      f"masks {run['masks_received']}/{run['frames_expected']}", file=sys.stderr)
-        for executor in filter(None, (e.strip() for e in args.executor_variants.split(","))):
-            for rate in parse_rates(args.rates):
-                run = event_run(models["events"]["path"], args.threads, "event_packet", rate, args.seconds, packet_us,
-                                args.input_qos, executor)
-                result["event_runs"].append(run)
-                print(f"event_packet {rate:g} Mev/s, {executor} executor: decoded {run['events_decoded']}/"
-                      f"{run['events_published']}, masks {run['masks_received']}/{run['frames_expected']}", file=sys.stderr)
+        if not args.variant_child:
+            result["bare"] = {"depth": bare_image(models["depth"]["path"], args.threads, args.bare_runs),
+                              "events": bare_events(models["events"]["path"], args.threads,
+                                                    max(parse_rates(args.rates) or [1]), packet_us, args.bare_runs)}
+        result["image_runs"] = [image(rate) for rate in image_rates(args.image_rates)]
+        result["event_runs"] = [events(message_type, rate) for message_type, rates in
+                                (("event_packet", args.rates), ("packed", args.packed_rates)) for rate in parse_rates(rates)]
+        if args.multi_threaded_variant:
+            variant = {"what": "spin_nodes with rclpy's MultiThreadedExecutor (the old default) swapped in for its "
+                               "SingleThreadedExecutor in the node process; everything else as shipped",
+                       "image_runs": [image(rate, "multi") for rate in image_rates(args.variant_image_rates)],
+                       "event_runs": [events("event_packet", rate, "multi") for rate in parse_rates(args.variant_rates)]}
+            used = {r["executor"] for r in variant["image_runs"] + variant["event_runs"]}
+            if used - {"MultiThreadedExecutor"}:
+                raise SystemExit(f"node_latency: the multi-threaded variant ran on {used}: spin_nodes no longer builds a "
+                                 "SingleThreadedExecutor, update serve_node")
+            result["variants"] = {"multi_threaded_executor": variant}
     finally:
         rclpy.shutdown()
-    summarise(result, args)
     return result
 
 
-def summarise(result: dict[str, Any], args: argparse.Namespace) -> None:
-    """The headline keys of ``result``: node overhead, event node maximum rate, targets."""
-    image = [r for r in result["image_runs"] if r["input_qos"] == args.image_input_qos and r["latency_ms"]["p50"] is not None
-             and r.get("executor", "multi") == "multi"]
+def add_overheads(run: dict[str, Any], bare_depth: dict[str, Any]) -> None:
+    """The node overheads of one image run against the bare pipeline of this run."""
+    run["node_overhead_ms"] = _diff(run["latency_ms"]["p50"], bare_depth["segment_ms"]["total"]["p50"])
+    run["node_overhead_vs_inference_ms"] = _diff(run["latency_ms"]["p50"], bare_depth["infer_ms"]["p50"])
+    run["node_overhead_vs_in_node_segment_ms"] = _diff(
+        run["latency_ms"]["p50"], run["node_timers_ms"].get("segment_total", {}).get("p50"))
+
+
+def summarise(result: dict[str, Any]) -> None:
+    """Headline keys from the shipped runs (node overhead, event node maximum rate, targets); variants side by side."""
+    image = [r for r in result["image_runs"] if r["latency_ms"]["p50"] is not None]
     headline = next((r for r in image if r["rate_hz"] == "10"), image[0] if image else None)
     result["node_overhead_ms"] = headline["node_overhead_ms"] if headline else None
     result["node_overhead_vs_inference_ms"] = headline["node_overhead_vs_inference_ms"] if headline else None
     result["node_overhead_vs_in_node_segment_ms"] = headline.get("node_overhead_vs_in_node_segment_ms") if headline else None
-    result["node_overhead_run"] = f"{headline['rate_hz']} Hz, input_qos {headline['input_qos']}" if headline else None
-    production = [r for r in result["event_runs"] if r.get("executor", "multi") == "multi"]
-    evt3 = [r for r in production if r["message_type"] == "event_packet"]
-    packed = [r for r in production if r["message_type"] == "packed"]
-    single = [r for r in result["event_runs"] if r.get("executor") == "single" and r["message_type"] == "event_packet"]
+    result["node_overhead_run"] = (f"{headline['rate_hz']} Hz, input_qos {headline['input_qos']}, {headline['executor']}"
+                                   if headline else None)
+    evt3 = [r for r in result["event_runs"] if r["message_type"] == "event_packet"]
+    packed = [r for r in result["event_runs"] if r["message_type"] == "packed"]
     result["event_node_max_mev_s"] = max_rate_kept(evt3, "keeps_up")
     result["event_node_max_mev_s_strict"] = max_rate_kept(evt3, "keeps_up_strict")
     result["event_node_max_mev_s_packed"] = max_rate_kept(packed, "keeps_up")
     result["event_node_max_mev_s_packed_strict"] = max_rate_kept(packed, "keeps_up_strict")
-    if single:
-        result["event_node_max_mev_s_single_threaded_executor"] = max_rate_kept(single, "keeps_up")
-        result["event_node_max_mev_s_single_threaded_executor_strict"] = max_rate_kept(single, "keeps_up_strict")
     max_rate = max((r["rate_mev_s"] for r in evt3), default=None)
-    result["where_time_goes"] = [where_time_goes(r) for r in result["event_runs"] if r["rate_mev_s"] == max_rate]
-    result["executor_comparison"] = {r["executor"]: {k: r[k] for k in ("frame_drop_fraction", "events_lost_fraction",
-                                                                        "node_behind_at_end_s", "node_process_cores",
-                                                                        "keeps_up_strict")}
-                                     | {"latency_p50_ms": r["latency_slice_end_to_mask_ms"]["p50"]}
-                                     for r in result["event_runs"] if r["message_type"] == "event_packet"
-                                     and r["rate_mev_s"] == max_rate}
+    result["where_time_goes"] = [where_time_goes(r) for r in result["event_runs"] if r["rate_mev_s"] == max_rate] + [
+        where_time_goes(r, name) for name, variant in result.get("variants", {}).items()
+        for r in variant.get("event_runs", []) if r["rate_mev_s"] == max_rate]
+    result["variant_comparison"] = variant_comparison(result)
     result["targets"] = {
         "node_overhead_le_5_ms": result["node_overhead_ms"] is not None and result["node_overhead_ms"] <= 5,
         "event_node_keeps_up_50_mev_s": any(r["rate_mev_s"] >= 50 and r["keeps_up_strict"] for r in evt3),
     }
-    result["notes"] = notes(result, evt3, single)
+    result["notes"] = notes(result, evt3)
 
 
-def notes(result: dict[str, Any], evt3: list[dict[str, Any]], single: list[dict[str, Any]]) -> list[str]:
+def brief(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The few numbers of one run that the variant comparison shows."""
+    if run is None:
+        return None
+    if "rate_hz" in run:
+        return {"executor": run["executor"], "masks_received": run["masks_received"], "frames_published": run["frames_published"],
+                "latency_p50_ms": run["latency_ms"]["p50"], "latency_p99_ms": run["latency_ms"]["p99"],
+                "node_overhead_ms": run.get("node_overhead_ms")}
+    latency = run["latency_slice_end_to_mask_ms"]
+    return {"executor": run["executor"], "events_lost_fraction": run["events_lost_fraction"],
+            "frame_drop_fraction": run["frame_drop_fraction"], "latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"],
+            "node_process_cores": run["node_process_cores"], "keeps_up_strict": run["keeps_up_strict"]}
+
+
+def variant_comparison(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each variant run beside the shipped run at the same rate."""
+    rows = []
+    for name, variant in result.get("variants", {}).items():
+        for run in variant.get("image_runs", []):
+            shipped = next((r for r in result["image_runs"] if r["rate_hz"] == run["rate_hz"]), None)
+            rows.append({"variant": name, "run": f"image {run['rate_hz']} Hz", "shipped": brief(shipped),
+                         "with_variant": brief(run)})
+        for run in variant.get("event_runs", []):
+            shipped = next((r for r in result["event_runs"] if r["message_type"] == run["message_type"]
+                            and r["rate_mev_s"] == run["rate_mev_s"]), None)
+            rows.append({"variant": name, "run": f"{run['message_type']} {run['rate_mev_s']:g} Mev/s", "shipped": brief(shipped),
+                         "with_variant": brief(run)})
+    return rows
+
+
+def notes(result: dict[str, Any], evt3: list[dict[str, Any]]) -> list[str]:
     """Plain-language findings derived from the runs (nothing here is typed in by hand)."""
     out = []
-    for run in result["image_runs"]:
-        if run["input_qos"] == "SENSOR_DATA" and not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-            out.append(f"image node with its default input_qos SENSOR_DATA (best effort): {run['masks_received']} of "
-                       f"{run['frames_published']} 640x480 16UC1 frames answered (a 614 KB message exceeds Fast DDS's "
-                       "default 512 KiB shared-memory segment and goes over fragmented loopback UDP)")
+    if "dds" in result and not result["dds"].get("fastdds_profiles_file"):
+        out.append("FASTDDS_DEFAULT_PROFILES_FILE was unset: the shipped runs used Fast DDS's built-in transports, "
+                   "not scripts/in-env's profile")
     lossy = [r for r in evt3 if r["keeps_up"] and not r["keeps_up_strict"]]
     if lossy:
         worst = max(lossy, key=lambda r: r["events_lost_fraction"] or 0)
         out.append(f"event_node_max_mev_s counts frames only: every 50 ms window still completes when events are lost; "
                    f"at {worst['rate_mev_s']:g} Mev/s the node lost {worst['events_lost_fraction']:.0%} of the events and "
                    f"answered {worst['latency_slice_end_to_mask_ms']['p50']:.0f} ms after the slice end (p50)")
-    by_rate = {r["rate_mev_s"]: r for r in single}
-    for run in evt3:
-        other = by_rate.get(run["rate_mev_s"])
-        if other is not None:
-            out.append(f"{run['rate_mev_s']:g} Mev/s evt3: MultiThreadedExecutor (spin_nodes) lost "
-                       f"{run['events_lost_fraction']:.1%} of events, latency p50 "
-                       f"{run['latency_slice_end_to_mask_ms']['p50']:.1f} ms, {run['node_process_cores']} cores; "
-                       f"SingleThreadedExecutor lost {other['events_lost_fraction']:.1%}, latency p50 "
-                       f"{other['latency_slice_end_to_mask_ms']['p50']:.1f} ms, {other['node_process_cores']} cores")
+
+    def words(run: dict[str, Any]) -> str:
+        if "masks_received" in run and "frames_published" in run:
+            return (f"{run['masks_received']}/{run['frames_published']} frames answered, latency p50 "
+                    f"{fmt(run['latency_p50_ms'])} ms")
+        return (f"{run['events_lost_fraction']:.1%} of events lost, {run['frame_drop_fraction']:.1%} frames dropped, latency "
+                f"p50 {fmt(run['latency_p50_ms'])} ms, {run['node_process_cores']} cores")
+
+    for row in result.get("variant_comparison", []):
+        if row["shipped"] and row["with_variant"]:
+            out.append(f"{row['run']}: shipped {words(row['shipped'])}; {row['variant']} {words(row['with_variant'])}")
     return out
 
 
@@ -1140,28 +1186,29 @@ def max_rate_kept(runs: list[dict[str, Any]], flag: str) -> float | None:
     return best
 
 
-def run_variant(args: argparse.Namespace, models: dict[str, dict[str, Any]], folder: Path) -> dict[str, Any]:
-    """This script again in a child process with a larger Fast DDS shared-memory segment (profiles load once a process)."""
+def run_no_profile_variant(args: argparse.Namespace, models: dict[str, dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """The variant rates again in a child process (bench and its node processes) without FASTDDS_DEFAULT_PROFILES_FILE."""
     out = folder / "variant.json"
-    top_evt3, top_packed = (f"{max(parse_rates(r)):g}" if parse_rates(r) else "" for r in (args.rates, args.packed_rates))
-    command = [sys.executable, str(Path(__file__).resolve()), "--json", str(out), "--shm-segment-mb", str(args.variant_shm_mb),
-               "--variant-shm-mb", "0", "--depth-model", models["depth"]["path"], "--events-model", models["events"]["path"],
-               "--threads", str(args.threads), "--seconds", str(args.seconds), "--image-rates", "10,max",
-               "--image-input-qos", "SENSOR_DATA", "--rates", top_evt3, "--packed-rates", top_packed,
-               "--packet-ms", str(args.packet_ms), "--bare-runs", str(args.bare_runs),
-               "--domain-id", os.environ["ROS_DOMAIN_ID"], "--no-best-effort-check", "--executor-variants", ""]
+    command = [sys.executable, str(Path(__file__).resolve()), "--variant-child", "--json", str(out),
+               "--depth-model", models["depth"]["path"], "--events-model", models["events"]["path"],
+               "--threads", str(args.threads), "--seconds", str(args.seconds), "--image-rates", args.variant_image_rates,
+               "--rates", args.variant_rates, "--packed-rates", "", "--packet-ms", str(args.packet_ms),
+               "--warmup-frames", str(args.warmup_frames), "--domain-id", os.environ["ROS_DOMAIN_ID"],
+               "--no-multi-threaded-variant", "--no-builtin-transports-variant"]
     if args.input_qos:
         command += ["--input-qos", args.input_qos]
-    subprocess.run(command, check=True)
-    variant = json.loads(out.read_text())
-    keep = ("node_overhead_ms", "node_overhead_vs_inference_ms", "node_overhead_vs_in_node_segment_ms", "node_overhead_run",
-            "targets", "image_runs", "event_runs", "where_time_goes", "executor_comparison", "bare", "dds", "load")
-    return {k: v for k, v in variant.items() if k in keep or (k.startswith("event_node_max_mev_s") and "definition" not in k)}
+    env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+    subprocess.run(command, check=True, env=env)
+    child = json.loads(out.read_text())
+    return {"what": "FASTDDS_DEFAULT_PROFILES_FILE unset for the node and the publisher (Fast DDS built-in transports); "
+                    "spin_nodes' executor and the node's QoS as shipped; overheads against this run's bare pipeline",
+            "dds": child["dds"], "image_runs": child["image_runs"], "event_runs": child["event_runs"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=REPO / "bench/results/node_latency.json")
+    parser.add_argument("--json", type=Path, default=REPO / "bench/results/node_latency.json",
+                        help="result file (default bench/results/node_latency.json)")
     parser.add_argument("--model-dir", help="folder with depth_student.onnx and events_student.onnx")
     parser.add_argument("--depth-model", help="depth model (default: --model-dir, else the built-in default)")
     parser.add_argument("--events-model", help="event model (default: --model-dir, else the built-in default)")
@@ -1170,31 +1217,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime CPU threads (node parameter threads)")
     parser.add_argument("--seconds", type=float, default=4.0, help="publishing time per run")
     parser.add_argument("--image-rates", default="10,30,max", help="depth frame rates in Hz; max = closed loop")
-    parser.add_argument("--image-input-qos", default="DEFAULT",
-                        help="image node input_qos (default DEFAULT, reliable: see --best-effort-check)")
-    parser.add_argument("--best-effort-check", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run 10 Hz with the node's default input_qos SENSOR_DATA (best effort)")
     parser.add_argument("--rates", default="1,10,25,50", help="event rates in Mev/s (EventPacket evt3)")
     parser.add_argument("--packed-rates", default="1,10,25,50", help="event rates in Mev/s as PackedEvents ('' = none)")
     parser.add_argument("--packet-ms", type=float, default=1.0, help="event message length in ms (default 1)")
-    parser.add_argument("--input-qos", default="", help="event node input_qos (default: the node's own, SENSOR_DATA)")
-    parser.add_argument("--executor-variants", default="single",
-                        help="also run the first image rate and every evt3 rate with these executors in the node process "
-                             "instead of spin_nodes' MultiThreadedExecutor: single (SingleThreadedExecutor); '' = none. "
-                             "(rclpy.experimental.EventsExecutor is not offered: here it holds the GIL while spinning "
-                             "and starves every thread)")
+    parser.add_argument("--input-qos", default="",
+                        help="input_qos of both nodes (default: the node's own, SENSOR_DATA: best effort)")
+    parser.add_argument("--multi-threaded-variant", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the variant rates on spin_nodes with rclpy's MultiThreadedExecutor (the old default) "
+                             "in place of its SingleThreadedExecutor (default: on)")
+    parser.add_argument("--builtin-transports-variant", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the variant rates with FASTDDS_DEFAULT_PROFILES_FILE unset (Fast DDS built-in "
+                             "transports) in a child process; skipped when it is unset already (default: on)")
+    parser.add_argument("--variant-image-rates", default="10", help="depth frame rates of the variants (Hz; max = closed loop)")
+    parser.add_argument("--variant-rates", default="1,50", help="EventPacket evt3 rates of the variants (Mev/s)")
     parser.add_argument("--bare-runs", type=int, default=50, help="timed runs of the bare pipeline")
-    parser.add_argument("--warmup-frames", type=int, default=5)
-    parser.add_argument("--shm-segment-mb", type=float, default=0,
-                        help="Fast DDS shared-memory segment in MB for this run (0: Fast DDS's default, 0.5 MB)")
-    parser.add_argument("--variant-shm-mb", type=float, default=8,
-                        help="repeat image 10 Hz/max and the top event rates with this SHM segment (0: skip)")
+    parser.add_argument("--warmup-frames", type=int, default=5, help="unmeasured closed-loop frames before each image run")
     parser.add_argument("--domain-id", type=int, help=f"ROS_DOMAIN_ID (default {DEFAULT_DOMAIN_ID}, or ROS_DOMAIN_ID "
                         f"when set to anything but {SHARED_DOMAIN_ID})")
     parser.add_argument("--serve-node", choices=("depth", "events"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--message-type", default="event_packet", help=argparse.SUPPRESS)
-    parser.add_argument("--executor", default="multi", choices=("multi", "single"), help=argparse.SUPPRESS)
+    parser.add_argument("--executor", default="shipped", choices=("shipped", "multi"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_node:
         return serve_node(args)
@@ -1209,40 +1253,47 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as temp:
-        dds = {"fastdds_shm_segment": "Fast DDS default (512 KiB)"}
-        if args.shm_segment_mb:
-            profile = Path(temp) / "fastdds_large_shm.xml"
-            profile.write_text(SHM_PROFILE.format(size=round(args.shm_segment_mb * 2**20)))
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)  # inherited by the node processes
-            dds = {"fastdds_shm_segment": f"{args.shm_segment_mb:g} MiB (FASTDDS_DEFAULT_PROFILES_FILE: SHM + UDPv4)"}
-        result: dict[str, Any] = {"machine": machine_info(args.threads), "dds": dds}
+        result: dict[str, Any] = {"machine": machine_info(args.threads), "dds": dds_info()}
         models = resolve_models(args, Path(temp))
+        if args.variant_child:  # runs only: the parent keeps the bare pipeline, the load check and the summary
+            args.json.write_text(json.dumps(result | measure(args, models)) + "\n")
+            return 0
         result["models"] = models
         print("models:", json.dumps(models), file=sys.stderr)
         result.update(measure(args, models))
-        if args.variant_shm_mb and not args.shm_segment_mb:
-            result[f"variant_fastdds_shm_{args.variant_shm_mb:g}mb"] = run_variant(args, models, Path(temp))
+        if args.builtin_transports_variant:
+            if result["dds"].get("fastdds_profiles_file"):
+                result.setdefault("variants", {})["no_fastdds_profile"] = run_no_profile_variant(args, models, Path(temp))
+            else:
+                print("node_latency: FASTDDS_DEFAULT_PROFILES_FILE is unset, so the runs above already are the "
+                      "no-profile variant", file=sys.stderr)
+    for _, run in labelled_runs(result, "image_runs"):
+        add_overheads(run, result["bare"]["depth"])
+    summarise(result)
     wall = time.perf_counter() - wall0
     others = max(0.0, (machine_busy_s() - busy0) - (own_cpu_s() - own0)) / wall
     heavy_after = heavy_processes()
 
     result["node_overhead_definition"] = (
         "median latency of the image node (header stamp set just before publish in the bench process -> "
-        "~/raw_segmentation_mask received there; 640x480 16UC1 depth; the 10 Hz run with --image-input-qos) minus the "
-        "median of the bare Segmenter.segment (preprocess + inference + postprocess) on the same frame, model and threads "
-        "in the same run; node_overhead_vs_inference_ms subtracts the bare backend.infer median instead")
+        "~/raw_segmentation_mask received there; 640x480 16UC1 depth; the 10 Hz run, as shipped: spin_nodes' executor, "
+        "the node's input_qos, scripts/in-env's Fast DDS profile) minus the median of the bare Segmenter.segment "
+        "(preprocess + inference + postprocess) on the same frame, model and threads in the same run; "
+        "node_overhead_vs_inference_ms subtracts the bare backend.infer median instead")
     result["event_node_max_mev_s_definition"] = (
-        f"highest tested EventPacket evt3 input rate up to which every tested rate had < {DROP_LIMIT:.0%} frame drops "
-        f"(1 - masks received / 50 ms frames expected from the published stream); _strict also needs < {DROP_LIMIT:.0%} "
-        f"of the published events missing at the node and a slice end -> mask latency p99 <= {LATENCY_LIMIT_MS:g} ms; "
-        "null when no tested rate qualifies")
+        f"highest tested EventPacket evt3 input rate (shipped runs) up to which every tested rate had < {DROP_LIMIT:.0%} "
+        f"frame drops (1 - masks received / 50 ms frames expected from the published stream); _strict also needs "
+        f"< {DROP_LIMIT:.0%} of the published events missing at the node and a slice end -> mask latency p99 <= "
+        f"{LATENCY_LIMIT_MS:g} ms; null when no tested rate qualifies")
     result["contended"] = others > 0.1 or bool(heavy_before or heavy_after)
     result["load"] = {"other_processes_cores_mean": round(others, 3), "load_average_before": [round(v, 2) for v in load_before],
                       "load_average_after": [round(v, 2) for v in os.getloadavg()], "heavy_processes_before": heavy_before,
                       "heavy_processes_after": heavy_after, "wall_s": round(wall, 1)}
-    result["settings"] = {"seconds": args.seconds, "image_rates": args.image_rates, "image_input_qos": args.image_input_qos,
-                          "rates_mev_s": args.rates, "packed_rates_mev_s": args.packed_rates, "packet_ms": args.packet_ms,
-                          "threads": args.threads, "event_input_qos": args.input_qos or "node default (SENSOR_DATA: best effort)",
+    result["settings"] = {"seconds": args.seconds, "image_rates": args.image_rates, "rates_mev_s": args.rates,
+                          "packed_rates_mev_s": args.packed_rates, "packet_ms": args.packet_ms, "threads": args.threads,
+                          "input_qos": args.input_qos or "node default (SENSOR_DATA: best effort)",
+                          "executor": "madm_ros.nodes.spin.spin_nodes (class recorded per run)",
+                          "variant_image_rates": args.variant_image_rates, "variant_rates_mev_s": args.variant_rates,
                           "publisher_qos": "reliable, volatile (image depth 5, events depth 1000)",
                           "sensor": f"{WIDTH}x{HEIGHT}", "window_ms": WINDOW_US / 1000,
                           "outputs_subscribed": ["~/raw_segmentation_mask"]}

@@ -13,12 +13,9 @@ def spin_nodes(factories: Sequence[Callable[..., Any]], args: list[str] | None =
                node_kwargs: Sequence[dict[str, Any]] | None = None) -> int:
     """Create each node with ``factories[i](**node_kwargs[i])`` and spin them on one single-threaded executor.
 
-    Single-threaded on purpose: inference already runs on each node's own thread, and rclpy's
-    multi-threaded executor spent most of a core rebuilding wait sets, so an event node on it lost
-    half of a 1 Mev/s stream while one thread keeps up with 50 Mev/s (bench/node_latency.py).
-
-    ``args`` are the process's ROS arguments (``--ros-args -p name:=value -r from:=to --params-file F``);
-    they apply to every node. Returns the process exit code.
+    Single-threaded on purpose: inference already runs on each node's own thread, and with rclpy's
+    multi-threaded executor an event node lost a third to half of the events and answered about 1 s
+    late (1-50 Mev/s), while one thread keeps up with 50 Mev/s (bench/node_latency.py).
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
