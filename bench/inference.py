@@ -146,10 +146,9 @@ def main() -> None:
                          "student_ge_50x_faster_than_teacher_cpu": result[
                              "speedup_student_ort_2_threads_vs_tiny_teacher"] >= 50}
     result["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    result["note"] = ("2-core machine shared with a concurrent CPU training run during this measurement: figures are "
-                      "inflated and noisy (compare the load averages; PyTorch eager suffers most, its OpenMP threads "
-                      "wait on each other). A spot check of the same ORT export at load average 0.9 gave 37.8 ms "
-                      "(c=24, arg-max 1/8), 38.1 ms (1/4), 42.0 ms (1/1), 59.9 ms (c=32, 1/8) at 480x640, 2 threads.")
+    load = result["machine"]["load_average_after"][0]
+    result["note"] = (f"load average {load:.2f} after the run on {os.cpu_count()} cores: "
+                      + ("figures from a busy machine are inflated and noisy" if load > 1.5 else "a quiet machine"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["targets"]), "->", args.json)
