@@ -81,6 +81,8 @@ from typing import Any
 
 import numpy as np
 
+from madm_ros.ros_messages import split_ns, stamp_to_ns
+
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480
 WINDOW_US = 50_000  # the node's default accumulation_time_ms
@@ -191,12 +193,8 @@ def machine_info(threads: int) -> dict[str, Any]:
             "ros_automatic_discovery_range": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")}
 
 
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def set_stamp(header: Any, ns: int) -> None:
-    header.stamp.sec, header.stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+    header.stamp.sec, header.stamp.nanosec = split_ns(ns)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -294,7 +292,7 @@ class Probe:
 
 def node_classes(probe: Probe) -> dict[str, Any]:
     """The two nodes with timers around their stages (behaviour unchanged)."""
-    from madm_ros.nodes.base import FrameJob, stamp_to_ns
+    from madm_ros.nodes.base import FrameJob
     from madm_ros.nodes.event_segmentation import EventSegmentationNode
     from madm_ros.nodes.image_segmentation import ImageSegmentationNode
 
@@ -505,7 +503,7 @@ class BenchRos:
     def _on_mask(self, message: Any) -> None:
         now = time.time_ns()
         with self.arrived:
-            self.masks.append((now, stamp_ns(message.header)))
+            self.masks.append((now, stamp_to_ns(message.header.stamp)))
             self.arrived.notify_all()
 
     def wait_matched(self, timeout: float = 30.0) -> None:

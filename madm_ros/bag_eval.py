@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from madm_ros.errors import ConfigError, DecodeError, InputError, MadmError
-from madm_ros.node_params import params_from_values
+from madm_ros.node_params import load_node_config, params_from_values
+from madm_ros.ros_messages import stamp_to_ns
 from madm_ros.segmenter import load_segmenter
 
 __all__ = ["EvalOptions", "evaluate_bag", "load_node_config", "main", "simulate_realtime_drops"]
@@ -51,7 +52,6 @@ __all__ = ["EvalOptions", "evaluate_bag", "load_node_config", "main", "simulate_
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 OUTPUT_TOPICS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay", "edge_frame")
 LABEL_FILE = re.compile(r"^(?:(?P<ns>\d+)|(?P<sec>\d+)_(?P<nsec>\d+))\.png$")
-ROS_ONLY_PARAMETERS = ("use_sim_time",)  # ROS's own parameters may sit in a node's file; they mean nothing offline
 
 
 # ---------------------------------------------------------------------------------------------- options and parameters
@@ -86,56 +86,6 @@ class EvalOptions:
             raise ConfigError(f"--max-frames must be ≥ 1, got {self.max_frames}")
         if self.threads is not None and self.threads < 0:
             raise ConfigError(f"--threads must be ≥ 0 (0 = one per core), got {self.threads}")
-
-
-def load_node_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
-    """The ``ros__parameters`` of a node parameter file (``config/events.yaml`` style) and the kind of node it is for.
-
-    Entries are merged in file order when several apply (``/**`` wildcards and the node's own key).
-    Returns ``("events" | "image" | None, values)``; the kind comes from the node name in the key
-    (``event_segmentation``, ``depth_segmentation`` ...) or from keys only one node has.
-
-    Raises:
-        ConfigError: unreadable file, no ``ros__parameters``, or entries for several different nodes.
-    """
-    import yaml
-
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read node parameter file {path}: {error}") from None
-    entries = {str(k): v["ros__parameters"] for k, v in (document or {}).items()
-               if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)} if isinstance(document, dict) else {}
-    if not entries:
-        raise ConfigError(f"{path} has no '<node>: ros__parameters:' entry (see config/events.yaml for the layout)")
-    names = {key: key.rstrip("/").rsplit("/", 1)[-1] for key in entries}
-    specific = {name for name in names.values() if name != "**"}
-    if len(specific) > 1:
-        raise ConfigError(f"{path} has parameters for several nodes ({', '.join(sorted(specific))}); "
-                          "give a file for the one node this bag feeds")
-    values: dict[str, Any] = {}
-    for entry in entries.values():
-        values.update(entry)
-    for name in ROS_ONLY_PARAMETERS:
-        values.pop(name, None)
-    node = next(iter(specific), "")
-    if "event" in node:
-        kind: str | None = "events"
-    elif any(word in node for word in ("depth", "thermal", "image")):
-        kind = "image"
-    else:
-        kind = _kind_from_keys(values)
-    return kind, values
-
-
-def _kind_from_keys(values: dict[str, Any]) -> str | None:
-    from madm_ros.node_params import EventParams, ImageParams
-
-    event_only = {f.name for f in dataclasses.fields(EventParams)} - {f.name for f in dataclasses.fields(ImageParams)}
-    if set(values) & event_only:
-        return "events"
-    return "image" if "modality" in values else None
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -189,7 +139,7 @@ class Labels:
             except Exception as error:  # a malformed label message is skipped, not fatal
                 labels._note("bad_label_message", f"label message on {topic} skipped: {error}")
                 continue
-            stamp = int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+            stamp = stamp_to_ns(message.header.stamp)
             labels._add(stamp, (zlib.compress(array.tobytes(), 1), array.shape))
         labels.stamps = sorted(labels._items)
         return labels
@@ -330,7 +280,7 @@ class _Pipeline:
             self.run.note("size_change", f"input size changed from {self._size[1]}x{self._size[0]} to {size[1]}x{size[0]}; "
                           "masks follow the input")
         self._size = size
-        stamp = int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+        stamp = stamp_to_ns(message.header.stamp)
         before_ms = (time.perf_counter() - started) * 1e3
         self._frame(array, str(message.encoding), stamp, str(message.header.frame_id), before_ms, log_ns, edge=False)
 

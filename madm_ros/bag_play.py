@@ -20,7 +20,6 @@ the package.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import threading
@@ -31,19 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from madm_ros.atomic_io import atomic_write_bytes
-from madm_ros.errors import DecodeError, MadmError
+from madm_ros.errors import ConfigError, DecodeError, MadmError
+from madm_ros.ros_messages import message_class_of, split_ns, stamp_to_ns
 
-__all__ = ["BagPlayer", "Monitor", "header_stamp_ns", "main", "message_class_of", "recorded_qos"]
-
-
-def message_class_of(msgtype: str) -> Any:
-    """The rclpy class of ``pkg/msg/Name`` (``DecodeError`` naming the package when it is not installed)."""
-    package, _, name = msgtype.split("/")
-    try:
-        return getattr(importlib.import_module(f"{package}.msg"), name)
-    except (ImportError, AttributeError):
-        raise DecodeError(f"message type {msgtype} is not installed here; install the ROS package {package} "
-                          "(on machines without ROS, scripts/setup-env builds the event camera types)") from None
+__all__ = ["BagPlayer", "Monitor", "header_stamp_ns", "main", "recorded_qos"]
 
 
 def recorded_qos(connection: Any, depth: int = 1000) -> Any:
@@ -115,7 +105,7 @@ class BagPlayer:
                     continue
                 try:
                     cls = message_class_of(connection.msgtype)
-                except DecodeError as error:
+                except ConfigError as error:
                     skipped.append(connection.topic)
                     node.get_logger().warning(f"{connection.topic} skipped: {error}")
                     continue
@@ -190,7 +180,8 @@ class BagPlayer:
         from rosgraph_msgs.msg import Clock
 
         assert self._clock is not None
-        self._clock.publish(Clock(clock=Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)))
+        sec, nanosec = split_ns(nanoseconds)
+        self._clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
 
 
 def header_stamp_ns(cdr: bytes) -> int | None:
@@ -220,7 +211,7 @@ class Monitor:
         node.create_subscription(Image, topic, self._on_message, QoSProfile(depth=1000))
 
     def _on_message(self, message: Any) -> None:
-        stamp = int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
+        stamp = stamp_to_ns(message.header.stamp)
         with self._lock:
             self.arrivals.append((time.monotonic(), stamp))
 

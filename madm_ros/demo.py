@@ -31,6 +31,7 @@ import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes, atomic_write_png
 from madm_ros.errors import MadmError
+from madm_ros.ros_messages import split_ns, stamp_to_ns
 
 __all__ = ["DemoConfig", "main", "run_demo"]
 
@@ -97,7 +98,8 @@ class SyntheticEventSource:
         from madm_ros.nodes.event_segmentation import message_class
 
         self.node, self.scenes, self.size_hw, self.message_type = node, scenes, size_hw, message_type
-        self.publisher = node.create_publisher(message_class(message_type), "events", 1000)
+        self.message_cls = message_class(message_type)
+        self.publisher = node.create_publisher(self.message_cls, "events", 1000)
         self.period_us = scenes[-1].t_end_us  # one loop of the scenes; the next loop's first window follows on
         self.labels: dict[int, np.ndarray] = {}  # t_end_us on the played clock → label
         self.events_sent = 0
@@ -108,9 +110,8 @@ class SyntheticEventSource:
 
     def _message(self, chunk: Any, seq: int) -> Any:
         from madm_ros.events.codecs import encode_evt3, packed_fields
-        from madm_ros.nodes.event_segmentation import message_class
 
-        cls = message_class(self.message_type)
+        cls = self.message_cls
         height, width = self.size_hw
         reference = int(chunk.t[0] if self.message_type == "event_packet" else chunk.t[-1])
         if self.message_type == "event_packet":
@@ -118,8 +119,7 @@ class SyntheticEventSource:
                           events=encode_evt3(chunk))
         else:
             message = cls(height=height, width=width, seq=seq, **packed_fields(chunk, kind="array"))
-        stamp = self.base_ns + reference * 1000
-        message.header.stamp.sec, message.header.stamp.nanosec = stamp // 1_000_000_000, stamp % 1_000_000_000
+        message.header.stamp.sec, message.header.stamp.nanosec = split_ns(self.base_ns + reference * 1000)
         message.header.frame_id = "demo_event_camera"
         return message
 
@@ -186,10 +186,6 @@ class DemoRecorder:
             return {topic: list(r.messages) for topic, r in self.received.items()}
 
 
-def _stamp_ns(message: Any) -> int:
-    return int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
-
-
 def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_images: int) -> dict[str, int]:
     from madm_ros.image_conversion import image_to_array
 
@@ -203,7 +199,7 @@ def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_im
             image = image_to_array(message)
             if message.encoding == "bgr8":
                 image = image[:, :, ::-1]
-            atomic_write_png(out / folder / f"{_stamp_ns(message)}.png", image)
+            atomic_write_png(out / folder / f"{stamp_to_ns(message.header.stamp)}.png", image)
         written[folder] = len(messages)
     return written
 
@@ -219,7 +215,7 @@ def _score(source: SyntheticEventSource, masks: list[tuple[float, Any]], num_cla
     latencies = []
     scored = 0
     for arrived, message in masks:
-        t_end_us = (_stamp_ns(message) - source.base_ns) // 1000
+        t_end_us = (stamp_to_ns(message.header.stamp) - source.base_ns) // 1000
         latencies.append((arrived - (source.start_wall + t_end_us / 1e6)) * 1e3)
         nearest = int(stamps[np.argmin(np.abs(stamps - t_end_us))]) if len(stamps) else None
         if nearest is None or abs(nearest - t_end_us) > LABEL_TOLERANCE_US:
@@ -349,8 +345,8 @@ def _bag_event_topic(bag: Path) -> str:
 
 
 def _pair_by_stamp(masks: list[tuple[float, Any]], edges: list[tuple[float, Any]]) -> list[tuple[Any, Any]]:
-    by_stamp = {_stamp_ns(m): (t, m) for t, m in edges}
-    return [((t, m), by_stamp[_stamp_ns(m)]) for t, m in masks if _stamp_ns(m) in by_stamp]
+    by_stamp = {stamp_to_ns(m.header.stamp): (t, m) for t, m in edges}
+    return [((t, m), by_stamp[stamp_to_ns(m.header.stamp)]) for t, m in masks if stamp_to_ns(m.header.stamp) in by_stamp]
 
 
 def _wait_for_match(publisher: Any, timeout: float = 10.0) -> None:

@@ -127,6 +127,20 @@ def _camera_info(what: str) -> LaunchArgument:
                           "to the masks on ~/camera_info)", remap="camera_info")
 
 
+def _image_launch(modality: str, encodings: str, example_topic: str) -> LaunchSpec:
+    """The launch of an image node for ``modality`` (depth and thermal differ only in names)."""
+    return LaunchSpec(
+        name=f"{modality}_seg", description=f"{modality} camera: {encodings} images segmented",
+        config=f"{modality}.yaml", executable="image_segmentation",
+        factory="madm_ros.nodes.image_segmentation:ImageSegmentationNode", node_name=f"{modality}_segmentation",
+        fixed_parameters=(("modality", modality),),
+        arguments=_arguments(
+            f"{modality}.yaml",
+            (LaunchArgument("image_topic", "image", f"{modality} image topic, e.g. {example_topic}", remap="image"),
+             _camera_info(f"{modality} camera"))),
+    )
+
+
 LAUNCHES: dict[str, LaunchSpec] = {
     "event_seg": LaunchSpec(
         name="event_seg", description="event camera: events accumulated into edge frames and segmented",
@@ -140,26 +154,8 @@ LAUNCHES: dict[str, LaunchSpec] = {
             (LaunchArgument("message_type", "", "event_packet, dvs, dv or packed; empty: the params file's value "
                             "(event_packet)", parameter="message_type", choices=_MESSAGE_TYPES),)),
     ),
-    "depth_seg": LaunchSpec(
-        name="depth_seg", description="depth camera: 16UC1 (mm) or 32FC1 (m) images segmented",
-        config="depth.yaml", executable="image_segmentation",
-        factory="madm_ros.nodes.image_segmentation:ImageSegmentationNode", node_name="depth_segmentation",
-        fixed_parameters=(("modality", "depth"),),
-        arguments=_arguments(
-            "depth.yaml",
-            (LaunchArgument("image_topic", "image", "depth image topic, e.g. /camera/depth/image_rect_raw", remap="image"),
-             _camera_info("depth camera"))),
-    ),
-    "thermal_seg": LaunchSpec(
-        name="thermal_seg", description="thermal camera: mono16 (raw counts) or mono8 images segmented",
-        config="thermal.yaml", executable="image_segmentation",
-        factory="madm_ros.nodes.image_segmentation:ImageSegmentationNode", node_name="thermal_segmentation",
-        fixed_parameters=(("modality", "thermal"),),
-        arguments=_arguments(
-            "thermal.yaml",
-            (LaunchArgument("image_topic", "image", "thermal image topic, e.g. /thermal/image_raw", remap="image"),
-             _camera_info("thermal camera"))),
-    ),
+    "depth_seg": _image_launch("depth", "16UC1 (mm) or 32FC1 (m)", "/camera/depth/image_rect_raw"),
+    "thermal_seg": _image_launch("thermal", "mono16 (raw counts) or mono8", "/thermal/image_raw"),
 }
 """Launch name → what it starts; ``launch/<name>.launch.py`` is ``ros2_launch_description(name)``."""
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from madm_ros.errors import ConfigError, check_known_keys
 
-__all__ = ["QOS_PRESETS", "EventParams", "ImageParams", "SegmentationParams", "edge_fields", "params_from_values"]
+__all__ = ["QOS_PRESETS", "EventParams", "ImageParams", "SegmentationParams", "edge_fields", "load_node_config",
+           "params_from_values"]
 
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT")
+ROS_ONLY_PARAMETERS = ("use_sim_time",)  # ROS's own parameters may sit in a node's file; they mean nothing offline
 """Accepted ``input_qos`` / ``output_qos`` values (Isaac ROS style)."""
 
 
@@ -203,3 +206,59 @@ def params_from_values(cls: type, values: dict[str, Any], source: str) -> Any:
         return cls.from_dict(converted)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+
+
+def load_node_config(path: str | Path, *, allow_plain: bool = False) -> tuple[str | None, dict[str, Any]]:
+    """The ``ros__parameters`` of a node parameter file (``config/events.yaml`` style) and the kind of node it is for.
+
+    Entries are merged in file order when several apply (``/**`` wildcards and the node's own key).
+    Returns ``("events" | "image" | None, values)``; the kind comes from the node name in the key
+    (``event_segmentation``, ``depth_segmentation`` ...) or from keys only one node has.
+
+    With ``allow_plain`` a file that is just a mapping of parameters (or a top-level
+    ``ros__parameters:``) is accepted too, as training configs may name one.
+
+    Raises:
+        ConfigError: unreadable file, no ``ros__parameters``, or entries for several different nodes.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read node parameter file {path}: {error}") from None
+    entries = {str(k): v["ros__parameters"] for k, v in (document or {}).items()
+               if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)} if isinstance(document, dict) else {}
+    if not entries and allow_plain and isinstance(document, dict):
+        plain = document.get("ros__parameters", document)
+        if not isinstance(plain, dict):
+            raise ConfigError(f"{path} must hold the node's parameters")
+        entries = {"/**": plain}
+    if not entries:
+        raise ConfigError(f"{path} has no '<node>: ros__parameters:' entry (see config/events.yaml for the layout)")
+    names = {key: key.rstrip("/").rsplit("/", 1)[-1] for key in entries}
+    specific = {name for name in names.values() if name != "**"}
+    if len(specific) > 1:
+        raise ConfigError(f"{path} has parameters for several nodes ({', '.join(sorted(specific))}); "
+                          "give a file for the one node this bag feeds")
+    values: dict[str, Any] = {}
+    for entry in entries.values():
+        values.update(entry)
+    for name in ROS_ONLY_PARAMETERS:
+        values.pop(name, None)
+    node = next(iter(specific), "")
+    if "event" in node:
+        kind: str | None = "events"
+    elif any(word in node for word in ("depth", "thermal", "image")):
+        kind = "image"
+    else:
+        kind = _kind_from_keys(values)
+    return kind, values
+
+
+def _kind_from_keys(values: dict[str, Any]) -> str | None:
+    event_only = {f.name for f in dataclasses.fields(EventParams)} - {f.name for f in dataclasses.fields(ImageParams)}
+    if set(values) & event_only:
+        return "events"
+    return "image" if "modality" in values else None

@@ -53,7 +53,9 @@ def _bag_identity(bag: Path) -> dict[str, Any]:
 
 
 def _stamp_us(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000 + int(header.stamp.nanosec) // 1000
+    from madm_ros.ros_messages import stamp_to_ns
+
+    return stamp_to_ns(header.stamp) // 1000
 
 
 def _event_message_types() -> dict[str, str]:
@@ -575,28 +577,14 @@ def event_settings(params_file: str) -> tuple[dict[str, Any], int]:
     ``params_file``: a node parameter file (``config/events.yaml`` form, or a plain mapping of
     parameters); ``""``: the node's defaults.
     """
-    import yaml
-
-    from madm_ros.node_params import EventParams, edge_fields
+    from madm_ros.node_params import EventParams, edge_fields, load_node_config
 
     values: dict[str, Any] = {}
     if params_file:
-        path = Path(params_file)
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"data.target_events_params: cannot read {path}: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"data.target_events_params: {path} is not valid YAML: {error}") from None
-        if isinstance(loaded, dict) and "ros__parameters" in loaded:
-            loaded = loaded["ros__parameters"]
-        elif isinstance(loaded, dict) and len(loaded) == 1:
-            (section,) = loaded.values()
-            if isinstance(section, dict) and "ros__parameters" in section:
-                loaded = section["ros__parameters"]
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"data.target_events_params: {path} must hold the event node's parameters")
-        values = {k: v for k, v in loaded.items() if k != "use_sim_time"}
+            _, values = load_node_config(params_file, allow_plain=True)
+        except ConfigError as error:
+            raise ConfigError(f"data.target_events_params: {error}") from None
     params = EventParams.from_dict(values)
     return edge_fields(params), round(params.restart_after_ms * 1000)
 

@@ -34,6 +34,7 @@ from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array, events_from_packed
 from madm_ros.events.edge_frames import AccumulatorStats, EdgeFrameAccumulator, EdgeFrameConfig, check_edge_frame_fields
 from madm_ros.events.types import DecodeStats, Events
+from madm_ros.ros_messages import stamp_to_ns
 
 __all__ = ["MESSAGE_TYPES", "EventFrameStream", "StampedFrame"]
 
@@ -55,10 +56,6 @@ class StampedFrame:
     frame_id: str
     t_end_us: int
     n_events: int
-
-
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 class EventFrameStream:
@@ -117,7 +114,7 @@ class EventFrameStream:
         self.messages += 1
         try:
             key = self._stream_key(message)
-            stamp_ns = _stamp_ns(message.header)
+            stamp_ns = stamp_to_ns(message.header.stamp)
         except (AttributeError, TypeError, ValueError) as error:
             self._problem("decode_error", f"malformed {self.message_type} message skipped ({error})")
             return []

@@ -38,9 +38,10 @@ from madm_ros.metrics import latency_summary
 from madm_ros.node_params import SegmentationParams, params_from_values
 from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.nodes.worker import LatestSlot
+from madm_ros.ros_messages import stamp_to_ns
 from madm_ros.segmenter import UNLABELLED, Segmenter, load_segmenter, scale_camera_matrix
 
-__all__ = ["FrameJob", "SegmentationNode", "qos_profile", "stamp_to_ns"]
+__all__ = ["FrameJob", "SegmentationNode", "qos_profile"]
 
 OUTPUT_TOPICS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay")
 
@@ -56,11 +57,6 @@ def qos_profile(preset: str, depth: int) -> QoSProfile:
     else:
         profile = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
     return profile
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass
@@ -214,6 +210,10 @@ class SegmentationNode(LifecycleNode):
 
     def _subscribe(self) -> None:
         raise NotImplementedError
+
+    def _on_camera_info(self, message: Any) -> None:
+        """Keep the latest ``camera_info``; each frame's masks are published with it, scaled."""
+        self._last_camera_info = message
 
     def _load_segmenter(self) -> Segmenter:
         return load_segmenter(self.params, self._modality())

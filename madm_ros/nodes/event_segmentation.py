@@ -15,7 +15,6 @@ Run alone: ``ros2 run madm_ros event_segmentation --ros-args -r events:=/event_c
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from madm_ros.events.stream import MESSAGE_TYPES, EventFrameStream, StampedFrame
 from madm_ros.node_params import EventParams, edge_fields
 from madm_ros.nodes.base import FrameJob, SegmentationNode, qos_profile
 from madm_ros.nodes.image_messages import array_to_image_msg
+from madm_ros.ros_messages import message_class_of, split_ns
 
 __all__ = ["EventSegmentationNode", "main", "message_class"]
 
@@ -36,13 +36,7 @@ def message_class(message_type: str) -> Any:
     """The Python class of a ``message_type`` parameter value (``ConfigError`` naming the package to install)."""
     if message_type not in MESSAGE_TYPES:
         raise ConfigError(f"message_type must be one of {', '.join(MESSAGE_TYPES)}, got {message_type!r}")
-    package, _, name = MESSAGE_TYPES[message_type].split("/")
-    try:
-        return getattr(importlib.import_module(f"{package}.msg"), name)
-    except ImportError:
-        raise ConfigError(f"message_type {message_type} needs the ROS package {package}; install it "
-                          f"(apt install ros-$ROS_DISTRO-{package.replace('_', '-')}) or run scripts/setup-env, "
-                          f"which builds it where ROS is not installed") from None
+    return message_class_of(MESSAGE_TYPES[message_type])
 
 
 class EventSegmentationNode(SegmentationNode):
@@ -81,9 +75,6 @@ class EventSegmentationNode(SegmentationNode):
     def _on_stream_warning(self, kind: str, text: str) -> None:
         self.report_problem(f"events_{kind}", text)
 
-    def _on_camera_info(self, message: Any) -> None:
-        self._last_camera_info = message
-
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop
         return tuple(crop) if crop else super()._camera_window(info)  # type: ignore[return-value]
@@ -98,8 +89,8 @@ class EventSegmentationNode(SegmentationNode):
             self.submit(FrameJob(frame.image, "mono8", self._header(frame), received))
 
     def _header(self, frame: StampedFrame) -> Header:
-        stamp = Time(sec=frame.stamp_ns // 1_000_000_000, nanosec=frame.stamp_ns % 1_000_000_000)
-        return Header(stamp=stamp, frame_id=frame.frame_id)
+        sec, nanosec = split_ns(frame.stamp_ns)
+        return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame.frame_id)
 
     def _publish_edge_frame(self, frame: StampedFrame) -> None:
         if self.wanted("edge_frame"):

@@ -44,9 +44,6 @@ class ImageSegmentationNode(SegmentationNode):
                                      callback_group=self._input_group),
         ]
 
-    def _on_camera_info(self, message: Any) -> None:
-        self._last_camera_info = message
-
     def _on_image(self, message: Any) -> None:
         received = time.perf_counter()
         try:
