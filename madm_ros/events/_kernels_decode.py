@@ -41,6 +41,12 @@ EVT3_MAX_EVENTS = np.array([0, 0, 1, 0, 12, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dt
 # EVT3 state slots
 S3_Y, S3_BASE_X, S3_VPOL, S3_HIGH, S3_LOW, S3_WRAPS, S3_HAS_TIME, S3_LAST_T = range(8)
 EVT3_STATE_SIZE = 8
+# inside decode_evt3: "time known" flag above the time bits, and masks of the time fields
+HAS_TIME = np.int64(1) << 62
+TIME_BITS = HAS_TIME - 1
+HIGH_CLEAR = ~np.int64(0xFFFFFF)  # clears high and low, keeps wraps and the flag
+# index of the lowest set bit of a 12-bit vector mask (entry 0 is never read)
+TRAILING_ZEROS_12 = np.array([(m & -m).bit_length() - 1 for m in range(4096)], dtype=np.int64)
 
 # ---------------------------------------------------------------- EVT 2.0 (32-bit words, type in bits 28-31)
 EVT2_CD_OFF = 0x0
@@ -95,22 +101,24 @@ def decode_evt3(words, width, height, state, counts, xs, ys, ts, ps):  # pragma:
     step back is time going backwards (events are dropped until the time is again at or past the
     last returned event). Events before the stream's first TIME_HIGH have no time and are
     dropped as ``time_backwards`` too.
+
+    Written for speed on sparse streams (about three words per event, TIME_HIGH words at random
+    places), where branch mispredictions and loop-carried chains cost more than the arithmetic:
+    - ``high_t`` holds wraps, high and a "has time" flag (bit 62) in one register, and ``last_t``
+      carries the same flag, so ``cur_t >= last_t`` alone says "time known and not backwards";
+    - the time of a returned event only grows, so ``last_t = max(last_t, cur_t)`` replaces
+      bookkeeping of when it was returned;
+    - indices are cast to unsigned, which spares numba's negative-index wrap-around code.
     """
     y = state[S3_Y]
     base_x = state[S3_BASE_X]
     vpol = state[S3_VPOL]
-    high = state[S3_HIGH]
+    high_t = (state[S3_WRAPS] << 24) | (state[S3_HIGH] << 12) | (state[S3_HAS_TIME] << 62)
     low = state[S3_LOW]
-    wraps = state[S3_WRAPS]
-    has_time = state[S3_HAS_TIME]
-    last_t = state[S3_LAST_T]
-    high_t = (wraps << 24) | (high << 12)
+    last_t = state[S3_LAST_T] | HAS_TIME
     cur_t = high_t | low
-    time_ok = has_time != 0 and cur_t >= last_t
-    y_ok = y < height
     n = 0
-    n_mark = 0  # n at the last time change: if n moved since, last_t = cur_t
-    seen = 0  # events whose pixel is inside the sensor, returned or not
+    backwards = 0
     out_of_range = 0
     bad = 0
     n_words = words.size
@@ -119,51 +127,39 @@ def decode_evt3(words, width, height, state, counts, xs, ys, ts, ps):  # pragma:
         # tight loop over the common words; anything else breaks out to the slow path below
         # (keeping the vector code out of this loop doubles its speed)
         while i < n_words:
-            w = np.int64(words[i])
+            w = np.int64(words[np.uint64(i)])
             code = w >> 12
             if code == EVT3_ADDR_X:
                 x = w & 0x7FF
-                if x < width and y_ok:
-                    xs[n] = x
-                    ys[n] = y
-                    ts[n] = cur_t
-                    ps[n] = (w >> 11) & 1
-                    n += time_ok
-                    seen += 1
+                if x < width and y < height:
+                    xs[np.uint64(n)] = x
+                    ys[np.uint64(n)] = y
+                    ts[np.uint64(n)] = cur_t & TIME_BITS
+                    ps[np.uint64(n)] = (w >> 11) & 1
+                    keep = np.int64(cur_t >= last_t)
+                    n += keep
+                    backwards += 1 - keep
+                    last_t = max(last_t, cur_t)
                 else:
                     out_of_range += 1
             elif code == EVT3_ADDR_Y:
                 y = w & 0x7FF
-                y_ok = y < height
             elif code == EVT3_TIME_LOW:
-                if n != n_mark:
-                    last_t = cur_t
-                    n_mark = n
                 low = w & 0xFFF
                 cur_t = high_t | low
-                time_ok = has_time != 0 and cur_t >= last_t
             else:
                 break
             i += 1
         if i >= n_words:
             break
-        w = np.int64(words[i])
+        w = np.int64(words[np.uint64(i)])
         code = w >> 12
         i += 1
         if code == EVT3_TIME_HIGH:
-            if n != n_mark:
-                last_t = cur_t
-                n_mark = n
             h = w & 0xFFF
-            if has_time != 0:
-                if h < high and high - h > 2048:
-                    wraps += 1
-            else:
-                has_time = 1
-            high = h
-            high_t = (wraps << 24) | (high << 12)
+            wrap = (high_t >> 62) & np.int64(((high_t >> 12) & 0xFFF) - h > 2048)
+            high_t = ((high_t & HIGH_CLEAR) + (wrap << 24)) | HAS_TIME | (h << 12)
             cur_t = high_t | low
-            time_ok = cur_t >= last_t
         elif code == EVT3_VECT_BASE_X:
             base_x = w & 0x7FF
             vpol = (w >> 11) & 1
@@ -173,35 +169,41 @@ def decode_evt3(words, width, height, state, counts, xs, ys, ts, ps):  # pragma:
             if code == EVT3_VECT_8:
                 mask = w & 0xFF
                 span = 8
-            for k in range(12):
-                x = base_x + k
-                bit = (mask >> k) & 1
-                inside = (x < width) & y_ok
-                xs[n] = x
-                ys[n] = y
-                ts[n] = cur_t
-                ps[n] = vpol
-                n += (bit != 0) & inside & time_ok
-                seen += (bit != 0) & inside
-                out_of_range += (bit != 0) & (not inside)
+            # one pass per set bit (vectors carry about two events on real streams, not 12)
+            inside_y = y < height
+            keep = np.int64(cur_t >= last_t)
+            t_out = cur_t & TIME_BITS
+            n_before = n
+            while mask != 0:
+                x = base_x + TRAILING_ZEROS_12[mask]
+                mask &= mask - 1
+                if x < width and inside_y:
+                    xs[np.uint64(n)] = x
+                    ys[np.uint64(n)] = y
+                    ts[np.uint64(n)] = t_out
+                    ps[np.uint64(n)] = vpol
+                    n += keep
+                    backwards += 1 - keep
+                else:
+                    out_of_range += 1
+            if n != n_before:
+                last_t = cur_t
             base_x += span
         elif EVT3_KNOWN[code] == 0:
             bad += 1
         # EXT_TRIGGER, OTHERS, CONTINUED_4/12 and padding carry no CD event
-    if n != n_mark:
-        last_t = cur_t
 
     state[S3_Y] = y
     state[S3_BASE_X] = base_x
     state[S3_VPOL] = vpol
-    state[S3_HIGH] = high
+    state[S3_HIGH] = (high_t >> 12) & 0xFFF
     state[S3_LOW] = low
-    state[S3_WRAPS] = wraps
-    state[S3_HAS_TIME] = has_time
-    state[S3_LAST_T] = last_t
+    state[S3_WRAPS] = (high_t & TIME_BITS) >> 24
+    state[S3_HAS_TIME] = (high_t >> 62) & 1
+    state[S3_LAST_T] = last_t & TIME_BITS
     counts[OUT_OF_RANGE] += out_of_range
     counts[BAD_WORDS] += bad
-    counts[TIME_BACKWARDS] += seen - n
+    counts[TIME_BACKWARDS] += backwards
     return n
 
 
