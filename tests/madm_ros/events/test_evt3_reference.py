@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from madm_ros.events import _kernels_decode
 from madm_ros.events.codecs import PacketDecoder
 
 
@@ -81,6 +82,11 @@ def test_evt3_kernel_matches_the_reference_for_any_word_stream_and_any_cut(
     words: list[int], cuts: list[int], size: tuple[int, int]
 ) -> None:
     expected, counts = reference_evt3(words, *size)
+    codes = np.array(words, dtype=np.uint16) >> 12
+    # the output arrays are sized by this bound; an undercount would write past their end
+    assert _kernels_decode.bound_evt3(np.array(words, dtype=np.uint16)) == (
+        np.count_nonzero(codes == 2) + 12 * np.count_nonzero(codes == 4) + 8 * np.count_nonzero(codes == 5)
+    )
     data = np.array(words, dtype="<u2").tobytes()
     decoder = PacketDecoder("evt3", *size)
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
