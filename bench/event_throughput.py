@@ -15,6 +15,11 @@ Measures, in one run, pinned to one CPU with NUMBA_NUM_THREADS=1, at 640x480:
                   ../shared/data/event_camera/files, 5.4 Mev/s) re-encoded by encode_evt3: the
                   bag is a sparse scene (3.3 words per event, no vector words); this stream
                   has the vector words a sensor writes when neighbours fire together
+  (f)             decode of one word order at three placements of TIME_HIGH, to show where the
+                  time goes on sparse streams: every event as TIME_LOW ADDR_Y ADDR_X, with a
+                  TIME_HIGH (same value, as a sensor repeats it) before none, every third, or a
+                  random 38 % of the events (the bag's share); same work per word, only the
+                  predictability of the word order differs
   copy            np.copyto of a large array (GB/s copied), the memory-bandwidth reference
 
 Streams (events.md section 2): "edge" = six straight edges translating at 0.3-1.2 px/ms with
@@ -75,6 +80,26 @@ def edge_stream(n: int, seed: int = 0) -> Events:
     x[noise] = rng.integers(0, WIDTH, n_noise)
     y[noise] = rng.integers(0, HEIGHT, n_noise)
     return Events.from_arrays(x, y, t, rng.integers(0, 2, n))
+
+
+def sparse_word_order(n: int, time_high: str, seed: int = 2) -> bytes:
+    """EVT3 bytes of ``n`` events, each ``[TIME_HIGH] TIME_LOW ADDR_Y ADDR_X`` (see row (f)).
+
+    ``time_high``: ``"none"`` (only the first event), ``"every 3rd"`` or ``"random 38 %"``.
+    Times never decrease (constant high, rising low), so every event is returned.
+    """
+    rng = np.random.default_rng(seed)
+    index = np.arange(n)
+    with_high = {"none": index == 0, "every 3rd": index % 3 == 0, "random 38 %": rng.random(n) < 0.38}[time_high]
+    with_high[0] = True  # the stream needs a first TIME_HIGH
+    start = np.concatenate(([0], np.cumsum(3 + with_high)[:-1]))
+    words = np.empty(int(3 * n + with_high.sum()), np.uint16)
+    words[start[with_high]] = 0x8001  # TIME_HIGH, high = 1
+    first = start + with_high
+    words[first] = 0x6000 | (index * 4095 // max(n - 1, 1))  # TIME_LOW
+    words[first + 1] = 0x0000 | rng.integers(0, HEIGHT, n)  # ADDR_Y
+    words[first + 2] = 0x2000 | (rng.integers(0, 2, n) << 11) | rng.integers(0, WIDTH, n)  # ADDR_X with polarity
+    return words.astype("<u2").tobytes()
 
 
 def random_stream(n: int, seed: int = 1) -> Events:
@@ -341,6 +366,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             row(name, "RAW re-encoded", n_recording * copies, seconds)
         else:
             notes.append(f"RAW recording {args.raw} not found: rows (d''), (e'') skipped")
+
+        n_order = min(args.sizes)
+        for placement in ("none", "every 3rd", "random 38 %"):
+            data = sparse_word_order(n_order, placement)
+            if len(decode(data)) != n_order:
+                raise SystemExit("row (f): the word-order stream does not decode to every event")
+            stream = f"{len(data) / n_order:.2f} B/ev"
+            row(f"(f) evt3 decode, TIME_HIGH: {placement}", stream, n_order, timed(decode, data))
 
     source_array = np.ones(args.copy_mib * 2**20 // 8, dtype=np.int64)
     target_array = np.empty_like(source_array)

@@ -36,6 +36,7 @@ def test_micro_run_writes_every_headline_key_and_the_rows_on_real_data(tmp_path:
     assert "(d) evt3 decode, real bag (payloads joined)" in methods
     assert "(d'') evt3 decode, real events re-encoded" in methods
     assert any(m.startswith("(e'') evt3 decode + accumulate") for m in methods)
+    assert sum(m.startswith("(f) evt3 decode, TIME_HIGH") for m in methods) == 3
     assert summary["sources"]["decode_accumulate_mev_s"] == "row (e) on bag (repeated)"
     real_bag_row = next(row for row in summary["details"] if row["method"].startswith("(d) evt3 decode, real bag"))
     assert real_bag_row["events"] == 343_474  # the bag's CD events, all decoded
