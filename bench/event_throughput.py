@@ -7,7 +7,9 @@ Measures, in one run, pinned to one CPU with NUMBA_NUM_THREADS=1, at 640x480:
   (c) dv + load   the same, including filling the EventStore from numpy with push_back
                   (about 1-3 Mev/s, so it runs on fewer events; see --dv-load-events)
   (d) decode      PacketDecoder("evt3", 640, 480).decode of encode_evt3 bytes and of the real
-                  bag's payloads (../shared/data/event_camera/ros2_bags/test_events_1)
+                  bag's payloads (../shared/data/event_camera/ros2_bags/test_events_1); beside it
+                  the peer, faery's Rust EVT decoder (faery.evt.Decoder), on the same bytes written
+                  as a Prophesee RAW file (it reads files only; the file sits in the page cache)
   (e) decode+acc  EVT3 bytes -> Events -> edge frame, on the real payloads repeated (a fresh
                   decoder per repetition, since a repeated stream goes back in time); falls back
                   to encoded synthetic events, labelled as such, where the bag is absent
@@ -38,6 +40,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -192,6 +195,17 @@ def reencoded_recording(path: Path) -> bytes:
     return encode_evt3(Events(events.x, events.y, events.t - events.t[0], events.p))
 
 
+def faery_decode(path: Path) -> int:
+    """Events faery's EVT decoder reads from the RAW file ``path`` (the peer of row (d))."""
+    import faery
+
+    events = 0
+    with faery.evt.Decoder(path, (WIDTH, HEIGHT), "evt3") as decoder:
+        for packet in decoder:
+            events += len(packet.get("events", ()))
+    return events
+
+
 def read_bag_payloads(bag: Path) -> list[bytes]:
     """Raw EVT3 payloads of every EventPacket in ``bag``, in log order (rosbags, no rclpy)."""
     from madm_ros.events.bags import iter_event_messages
@@ -214,7 +228,7 @@ def machine_info(cpu: int) -> dict[str, object]:
     except OSError:
         pass
     versions = {"numpy": np.__version__}
-    for name in ("numba", "dv_processing"):
+    for name in ("numba", "dv_processing", "faery"):
         try:
             versions[name] = __import__(name).__version__
         except Exception:
@@ -333,6 +347,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             stream = f"bag, {len(blob) / n_real:.2f} B/ev"
             decode_rate = row("(d) evt3 decode, real bag (payloads joined)", stream, n_real, timed(decode, blob))
             row(f"(d') evt3 decode, real bag, per packet ({len(real)})", "bag", n_real, timed(decode_packets, real))
+            try:
+                import faery  # noqa: F401
+            except ImportError:
+                notes.append("faery not importable: its row (d) skipped")
+            else:
+                with tempfile.TemporaryDirectory() as folder:
+                    raw = Path(folder) / "bag_evt3.raw"
+                    raw.write_bytes(f"% evt 3.0\n% geometry {WIDTH}x{HEIGHT}\n% end\n".encode() + blob)
+                    if faery_decode(raw) != n_real:
+                        raise SystemExit("faery and madm decode different event counts from the bag's bytes")
+                    row("(d) faery evt.Decoder (Rust), bag as RAW file", stream, n_real, timed(faery_decode, raw))
             source, data = "bag (repeated)", blob
         else:
             n_synthetic = min(args.sizes)

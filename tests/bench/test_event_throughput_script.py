@@ -34,6 +34,7 @@ def test_micro_run_writes_every_headline_key_and_the_rows_on_real_data(tmp_path:
     methods = [row["method"] for row in summary["details"]]
     # the decode rows ran on the real bag and on the real RAW recording, not on the synthetic fallback
     assert "(d) evt3 decode, real bag (payloads joined)" in methods
+    assert "(d) faery evt.Decoder (Rust), bag as RAW file" in methods  # the peer, on the same bytes
     assert "(d'') evt3 decode, real events re-encoded" in methods
     assert any(m.startswith("(e'') evt3 decode + accumulate") for m in methods)
     assert sum(m.startswith("(f) evt3 decode, TIME_HIGH") for m in methods) == 3
