@@ -24,6 +24,25 @@ def shared_data() -> Path:
     return path
 
 
+def _sample(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def event_bag(shared_data: Path) -> Path:
+    """The real EVT3 ROS 2 bag (EventPacket on ``/event_camera/events``, 343,474 CD events)."""
+    return _sample(shared_data, "event_camera/ros2_bags/test_events_1")
+
+
+@pytest.fixture(scope="session")
+def evt2_raw(shared_data: Path) -> Path:
+    """The real Prophesee Gen3 EVT 2.0 RAW file (640×480)."""
+    return _sample(shared_data, "event_camera/files/prophesee_gen3_640x480_evt2.raw")
+
+
 @pytest.fixture
 def ros_domain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """A ROS domain id private to this test, with DDS discovery limited to the loopback.

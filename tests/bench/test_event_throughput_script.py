@@ -16,14 +16,13 @@ SCRIPT = REPO / "bench" / "event_throughput.py"
 
 
 @pytest.mark.slow
-def test_micro_run_writes_every_headline_key_and_the_rows_on_real_data(tmp_path: Path, shared_data: Path) -> None:
+def test_micro_run_writes_every_headline_key_and_the_rows_on_real_data(tmp_path: Path, event_bag: Path, evt2_raw: Path) -> None:
     pytest.importorskip("numba")
     pytest.importorskip("dv_processing")
-    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
-    raw = shared_data / "event_camera" / "files" / "prophesee_gen3_640x480_evt2.raw"
     output = tmp_path / "throughput.json"
     command = [sys.executable, str(SCRIPT), "--sizes", "2e4", "--repeats", "1", "--dv-load-events", "2000",
-               "--decode-events", "1e5", "--copy-mib", "4", "--bag", str(bag), "--raw", str(raw), "--output", str(output)]
+               "--decode-events", "1e5", "--copy-mib", "4", "--bag", str(event_bag), "--raw", str(evt2_raw),
+               "--output", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ.copy(), check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(output.read_text())

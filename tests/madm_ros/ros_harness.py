@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -64,3 +67,23 @@ def publish_until_matched(publisher: Any, timeout: float = 10.0) -> None:
     """Wait until ``publisher`` sees a subscriber (DDS discovery takes a moment)."""
     if not wait_until(lambda: publisher.get_subscription_count() > 0, timeout):
         raise TimeoutError(f"no subscriber on {publisher.topic_name} after {timeout} s")
+
+
+def play_bag_into(node: Any, ros: Any, bag: Path, edges: Collector, frames: int) -> list[Any]:
+    """Play ``bag`` from another process (``madm_ros.bag_play``) into the spinning event ``node``.
+
+    Waits until ``frames`` edge frames reached ``edges`` and the node accounted for as many slices
+    (masked, dropped or skipped), then returns the edge frame messages.
+    """
+    player = subprocess.Popen([sys.executable, "-m", "madm_ros.bag_play", str(bag), "--wait-for-subscribers", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with spinning(node, ros):
+            _, err = player.communicate(timeout=90)
+            got = edges.wait_for(frames)
+            assert wait_until(lambda: node.counters()["frames_out"] + node.counters()["total_dropped_frames"]
+                              + node.counters()["skipped_no_subscribers"] >= frames)
+    finally:
+        player.kill()
+    assert player.returncode == 0, err
+    return got

@@ -323,21 +323,20 @@ def test_realtime_drop_estimate_follows_the_latest_slot():
 
 
 # ---------------------------------------------------------------------------------------------- offline == live
-def test_the_real_evt3_bag_gives_the_live_nodes_masks(ros, tiny_onnx_models, shared_data, tmp_path):
+def test_the_real_evt3_bag_gives_the_live_nodes_masks(ros, tiny_onnx_models, event_bag, tmp_path):
     pytest.importorskip("event_camera_msgs")
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
 
     from madm_ros.image_conversion import image_to_array
     from madm_ros.nodes.event_segmentation import EventSegmentationNode
-    from tests.madm_ros.ros_harness import Collector, spinning, wait_until
+    from tests.madm_ros.ros_harness import Collector, play_bag_into
 
-    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
     model = str(tiny_onnx_models["events"])
     config = tmp_path / "events.yaml"
     config.write_text(f"/**/event_segmentation:\n  ros__parameters:\n    model_file_path: {model}\n    threads: 1\n"
                       "    input_qos: DEFAULT\n")
-    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", config=config))
+    report = evaluate_bag(EvalOptions(bag=event_bag, out=tmp_path / "out", config=config))
     assert report["exit_code"] == 0 and report["frames"] >= 30
     offline = read_output_bag(tmp_path / "out" / "output_bag")
     masks = {s: m for _, s, m in offline["/event_segmentation/raw_segmentation_mask"]}
@@ -349,18 +348,10 @@ def test_the_real_evt3_bag_gives_the_live_nodes_masks(ros, tiny_onnx_models, sha
         cli_args=["--ros-args", "-r", "events:=/event_camera/events"])
     live_edges = Collector(ros, Image, "/event_segmentation/edge_frame", 1000)
     live_masks = Collector(ros, Image, "/event_segmentation/raw_segmentation_mask", 1000)
-    player = subprocess.Popen([sys.executable, "-m", "madm_ros.bag_play", str(bag), "--wait-for-subscribers", "30"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        with spinning(node, ros):
-            _, err = player.communicate(timeout=90)
-            live_edges.wait_for(len(edges))
-            assert wait_until(lambda: node.counters()["frames_out"] + node.counters()["total_dropped_frames"]
-                              + node.counters()["skipped_no_subscribers"] >= len(edges))
+        play_bag_into(node, ros, event_bag, live_edges, len(edges))
     finally:
-        player.kill()
         node.destroy_node()
-    assert player.returncode == 0, err
 
     def stamp(message) -> int:
         return message.header.stamp.sec * 10**9 + message.header.stamp.nanosec

@@ -26,8 +26,7 @@ def test_header_stamps_are_read_from_serialized_messages():
     assert header_stamp_ns(b"\x00\x05") is None
 
 
-def test_a_real_bag_played_into_the_launched_event_node_is_monitored(ros_domain, tiny_onnx_models, shared_data, tmp_path):
-    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
+def test_a_real_bag_played_into_the_launched_event_node_is_monitored(ros_domain, tiny_onnx_models, event_bag, tmp_path):
     node = subprocess.Popen(
         [sys.executable, "-m", "madm_ros.launch", "event_seg", "events_topic:=/event_camera/events",
          f"model_file_path:={tiny_onnx_models['events']}", "--ros-args", "-p", "threads:=1"],
@@ -35,7 +34,7 @@ def test_a_real_bag_played_into_the_launched_event_node_is_monitored(ros_domain,
     try:
         report_file = tmp_path / "report.json"
         player = subprocess.run(
-            [sys.executable, "-m", "madm_ros.bag_play", str(bag), "--wait-for-subscribers", "60",
+            [sys.executable, "-m", "madm_ros.bag_play", str(event_bag), "--wait-for-subscribers", "60",
              "--monitor", "/event_segmentation/raw_segmentation_mask", "--json", str(report_file)],
             capture_output=True, text=True, timeout=120, env=os.environ.copy())
     finally:
@@ -51,11 +50,10 @@ def test_a_real_bag_played_into_the_launched_event_node_is_monitored(ros_domain,
     assert "missed_frames" not in report  # event masks have no input of the same stamp
 
 
-def test_bad_bags_and_topics_exit_2_with_a_message(ros_domain, tmp_path, shared_data):
-    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
+def test_bad_bags_and_topics_exit_2_with_a_message(ros_domain, tmp_path, event_bag):
     for args, message in ((["/nowhere"], "cannot open /nowhere as a bag"),
-                          ([str(bag), "--topics", "/missing"], "has no topic /missing"),
-                          ([str(bag), "--rate", "0"], "--rate must be positive")):
+                          ([str(event_bag), "--topics", "/missing"], "has no topic /missing"),
+                          ([str(event_bag), "--rate", "0"], "--rate must be positive")):
         result = subprocess.run([sys.executable, "-m", "madm_ros.bag_play", *args], capture_output=True, text=True,
                                 timeout=60, env=os.environ.copy())
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

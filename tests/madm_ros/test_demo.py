@@ -47,13 +47,12 @@ def test_the_synthetic_demo_leaves_masks_overlays_and_a_summary(ros_domain, tiny
         assert np.array_equal(mask, segmenter.segment(edge, "mono8").labels)
 
 
-def test_the_demo_plays_a_real_bag_with_one_flag(ros_domain, tiny_onnx_models, shared_data, tmp_path):
-    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
+def test_the_demo_plays_a_real_bag_with_one_flag(ros_domain, tiny_onnx_models, event_bag, tmp_path):
     out = tmp_path / "bag_out"
-    result = run_demo("--out", out, "--bag", bag, "--model", tiny_onnx_models["events"], "--seconds", 10, "--threads", 1)
+    result = run_demo("--out", out, "--bag", event_bag, "--model", tiny_onnx_models["events"], "--seconds", 10, "--threads", 1)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["source"] == str(bag) and summary["miou"] is None
+    assert summary["source"] == str(event_bag) and summary["miou"] is None
     assert summary["events_in"] == 343_474  # every event of the bag (decode count checked in the event tests)
     assert 38 <= summary["edge_frames"] <= 42  # 2.08 s in 50 ms slices
     mask = cv2.imread(str(next((out / "masks").glob("*.png"))), cv2.IMREAD_UNCHANGED)

@@ -43,14 +43,6 @@ def rclpy_serialization() -> Any:
     return rclpy.serialization
 
 
-@pytest.fixture(scope="module")
-def bag(shared_data: Path) -> Path:
-    path = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
-
-
 def cdr_padding(store: Any, msgtype: str, msg: Any) -> np.ndarray:
     """Offsets of the alignment padding bytes in ``msg``'s little-endian CDR (after the 4-byte header).
 
@@ -119,17 +111,17 @@ def rclpy_event_packet(msg: Any) -> Any:
     return out
 
 
-def test_real_bag_through_rclpy_event_packets_decodes_to_the_same_events_and_the_same_cdr(bag, rclpy_serialization):
+def test_real_bag_through_rclpy_event_packets_decodes_to_the_same_events_and_the_same_cdr(event_bag, rclpy_serialization):
     from event_camera_msgs.msg import EventPacket
 
-    expected, expected_stats, info = read_bag_events(bag)
+    expected, expected_stats, info = read_bag_events(event_bag)
     assert (info["msgtype"], info["encoding"]) == (EVENT_PACKET, "evt3")
 
     decoder: PacketDecoder | None = None
     stats = DecodeStats()
     parts: list[Events] = []
     messages = 0
-    with open_bag(bag) as reader:
+    with open_bag(event_bag) as reader:
         connections = [c for c in reader.connections if c.msgtype == EVENT_PACKET]
         assert len(connections) == 1
         for connection, _, raw in reader.messages(connections=connections):

@@ -19,7 +19,7 @@ from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig  #
 from madm_ros.events.types import Events  # noqa: E402
 from madm_ros.image_conversion import array_to_image_fields, image_to_array  # noqa: E402
 from madm_ros.segmenter import Segmenter  # noqa: E402
-from tests.madm_ros.ros_harness import Collector, publish_until_matched, spinning, wait_until  # noqa: E402
+from tests.madm_ros.ros_harness import Collector, play_bag_into, publish_until_matched, spinning, wait_until  # noqa: E402
 
 HEIGHT, WIDTH = 100, 150
 
@@ -220,34 +220,20 @@ def test_event_node_turns_packed_events_into_the_offline_edge_frames_and_masks(r
     node.destroy_node()
 
 
-def test_the_real_evt3_bag_played_from_another_process_gives_the_offline_frames(ros, tiny_onnx_models, shared_data):
-    import subprocess
-    import sys
-
+def test_the_real_evt3_bag_played_from_another_process_gives_the_offline_frames(ros, tiny_onnx_models, event_bag):
     from madm_ros.events.bags import iter_event_messages, read_bag_events
     from madm_ros.nodes.event_segmentation import EventSegmentationNode
 
-    bag = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
-    events, _, _ = read_bag_events(bag)
+    events, _, _ = read_bag_events(event_bag)
     offline = EdgeFrameAccumulator(EdgeFrameConfig(width=640, height=480, window_us=50_000)).push(events)
-    _, _, _, first = next(iter_event_messages(bag))
+    _, _, _, first = next(iter_event_messages(event_bag))
     first_ns = first.header.stamp.sec * 10**9 + first.header.stamp.nanosec
     node = EventSegmentationNode("events_seg", parameter_overrides=[
         Parameter("model_file_path", value=str(tiny_onnx_models["events"])), Parameter("threads", value=1),
         Parameter("input_qos", value="DEFAULT")], cli_args=["--ros-args", "-r", "events:=/event_camera/events"])
     edges = Collector(ros, Image, "/events_seg/edge_frame", 1000)
     masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 1000)
-    player = subprocess.Popen([sys.executable, "-m", "madm_ros.bag_play", str(bag), "--wait-for-subscribers", "30"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        with spinning(node, ros):
-            _, err = player.communicate(timeout=90)
-            got = edges.wait_for(len(offline))
-            assert wait_until(lambda: node.counters()["frames_out"] + node.counters()["total_dropped_frames"]
-                              + node.counters()["skipped_no_subscribers"] >= len(offline))
-    finally:
-        player.kill()
-    assert player.returncode == 0, err
+    got = play_bag_into(node, ros, event_bag, edges, len(offline))
     assert len(got) == len(offline) >= 30
     offset_ns = first_ns - int(events.t[0]) * 1000
     for message, frame in zip(got, offline, strict=True):

@@ -146,9 +146,8 @@ def test_clear_errors_for_bag_topic_and_type(synthetic, tmp_path, capsys):
     assert "Traceback" not in err and not (tmp_path / "run" / "bag_target").exists()
 
 
-def test_an_event_topic_needs_the_events_modality(shared_data, tmp_path, capsys):
-    bag = str(shared_data / "event_camera/ros2_bags/test_events_1")
-    code, err = adapt_cli(capsys, "--target-bag", bag, "--target-topic", "/event_camera/events",
+def test_an_event_topic_needs_the_events_modality(event_bag, tmp_path, capsys):
+    code, err = adapt_cli(capsys, "--target-bag", str(event_bag), "--target-topic", "/event_camera/events",
                           "--set", f"run.out_dir={tmp_path}")
     assert code == 2 and "is event_camera_msgs/msg/EventPacket, not sensor_msgs/msg/Image" in err
 

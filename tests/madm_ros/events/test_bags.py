@@ -15,20 +15,12 @@ TOPIC = "/event_camera/events"
 
 
 @pytest.fixture(scope="module")
-def bag(shared_data: Path) -> Path:
-    path = shared_data / "event_camera" / "ros2_bags" / "test_events_1"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
+def payloads(event_bag: Path) -> list[np.ndarray]:
+    return [msg.events for _, _, _, msg in iter_event_messages(event_bag, TOPIC)]
 
 
-@pytest.fixture(scope="module")
-def payloads(bag: Path) -> list[np.ndarray]:
-    return [msg.events for _, _, _, msg in iter_event_messages(bag, TOPIC)]
-
-
-def test_real_evt3_bag_decodes_to_the_published_count_with_coordinates_in_range(bag: Path) -> None:
-    ev, stats, info = read_bag_events(bag)
+def test_real_evt3_bag_decodes_to_the_published_count_with_coordinates_in_range(event_bag: Path) -> None:
+    ev, stats, info = read_bag_events(event_bag)
     got = {
         "info": info,
         "events": len(ev),
@@ -79,9 +71,9 @@ def test_packet_by_packet_equals_the_concatenated_payload_and_random_byte_splits
     assert split.pending_bytes == 0
 
 
-def test_missing_topic_raises_listing_the_bags_topics(bag: Path) -> None:
+def test_missing_topic_raises_listing_the_bags_topics(event_bag: Path) -> None:
     with pytest.raises(DecodeError, match=r"no topic '/dvs/events'; it has: /event_camera/events \(event_camera_msgs"):
-        read_bag_events(bag, "/dvs/events")
+        read_bag_events(event_bag, "/dvs/events")
 
 
 def test_non_bag_path_raises_decode_error(tmp_path: Path) -> None:

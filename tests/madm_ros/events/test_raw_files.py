@@ -12,20 +12,12 @@ from madm_ros.events.raw_files import RawFile
 from madm_ros.events.types import Events
 
 
-@pytest.fixture
-def evt2_file(shared_data: Path) -> Path:
-    path = shared_data / "event_camera" / "files" / "prophesee_gen3_640x480_evt2.raw"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
 def sha3(array: np.ndarray) -> str:
     return hashlib.sha3_224(array.tobytes()).hexdigest()
 
 
-def test_real_gen3_evt2_file_decodes_to_the_published_count_and_digests(evt2_file: Path) -> None:
-    raw = RawFile(evt2_file)
+def test_real_gen3_evt2_raw_decodes_to_the_published_count_and_digests(evt2_raw: Path) -> None:
+    raw = RawFile(evt2_raw)
     ev = raw.read_all()
     got = {
         "header": (raw.encoding, raw.width, raw.height, raw.geometry_source),
@@ -49,8 +41,8 @@ def test_real_gen3_evt2_file_decodes_to_the_published_count_and_digests(evt2_fil
     }
 
 
-def test_chunks_respect_max_events_and_join_to_the_whole_file(evt2_file: Path) -> None:
-    raw = RawFile(evt2_file)
+def test_chunks_respect_max_events_and_join_to_the_whole_file(evt2_raw: Path) -> None:
+    raw = RawFile(evt2_raw)
     chunks = list(raw.chunks(max_events=100_000))
     assert max(len(c) for c in chunks) == 100_000
     whole = raw.read_all()
