@@ -1,7 +1,7 @@
 """Milliseconds per frame of the distilled student against the MADM teacher, per backend, in one run.
 
-Student: :class:`madm_train.student.DDRNetStudent` (random weights; speed does not depend on them)
-exported through ``madm_train.export`` exactly as ``python -m madm_train export`` does (static ONNX
+Student: :class:`madm_train.models.student.DDRNetStudent` (random weights; speed does not depend on them)
+exported through ``madm_train.deploy.export`` exactly as ``python -m madm_train export`` does (static ONNX
 per size, arg-max in the graph), timed at 480×640 (VGA cameras) and 440×640 (DSEC events):
 
 - ONNX Runtime CPU with 1 and 2 intra-op threads (``madm_ros.backends.ort``, the node's CPU path);
@@ -61,10 +61,10 @@ def export_student(folder: Path, channels: int, argmax_stride: int) -> dict[str,
     """Save a random student and export one static ONNX per size; returns size key → ONNX path."""
     import torch
 
-    from madm_ros.backends.pytorch import load_graph
     from madm_ros.preprocessing import InputSpec
-    from madm_train.export import export_onnx
-    from madm_train.student import DDRNetStudent, save_student
+    from madm_train.deploy.export import export_onnx
+    from madm_train.deploy.pytorch_backend import load_graph
+    from madm_train.models.student import DDRNetStudent, save_student
 
     torch.manual_seed(0)
     student_dir = folder / f"student_c{channels}"
@@ -90,7 +90,8 @@ def main() -> None:
     import torch
 
     from madm_ros.backends import load_backend
-    from madm_train.tiny_sd import build_tiny_model, build_tiny_sd
+    from madm_train.deploy.pytorch_backend import PyTorchBackend
+    from madm_train.models.tiny_sd import build_tiny_model, build_tiny_sd
 
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
@@ -99,14 +100,14 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                     "load_average_before": [round(v, 2) for v in load_before]},
-        "student": {"architecture": "DDRNet-23-slim-style dual-resolution CNN (madm_train.student)",
+        "student": {"architecture": "DDRNet-23-slim-style dual-resolution CNN (madm_train.models.student)",
                     "channels": args.channels, "argmax_stride": args.argmax_stride, "classes": 11},
         "method": f"batch 1, median and p90 of {args.runs} runs after {args.warmup} warm-ups; preprocessed input",
     }
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         onnx = export_student(folder, args.channels, args.argmax_stride)
-        student_torch = load_backend(onnx["folder"], "pytorch", device="cpu", threads=2)
+        student_torch = PyTorchBackend.load(onnx["folder"], device="cpu", threads=2)
         student_torch.graph.model.aux = None  # inference graph only (the auxiliary head never runs there)
         result["student"]["parameters_m"] = round(sum(p.numel() for p in student_torch.graph.parameters()) / 1e6, 2)
         result["student_ort_cpu_ms"] = {}
@@ -129,7 +130,7 @@ def main() -> None:
 
         build_tiny_sd(folder / "sd", seed=0)
         build_tiny_model(folder / "sd", 11).save(folder / "teacher")
-        teacher = load_backend(folder / "teacher", "pytorch", device="cpu", threads=2)
+        teacher = PyTorchBackend.load(folder / "teacher", device="cpu", threads=2)
         result["teacher_cpu_ms"] = {"preset": "tiny (SD-1.x-shaped, channels 32/64/64/64; Stable-Diffusion size is "
                                               "far slower on a CPU and was not run)", "backend": "pytorch, 2 threads"}
         result["teacher_cpu_ms"]["512x512"] = time_ms(teacher.infer, rng.random((1, 3, 512, 512), dtype=np.float32),
@@ -162,9 +163,10 @@ def gpu_figures(onnx: dict[str, Path], inputs: dict[str, np.ndarray], args: argp
     import torch
 
     from madm_ros.backends import load_backend
+    from madm_train.deploy.pytorch_backend import PyTorchBackend
 
     figures: dict[str, Any] = {"device": torch.cuda.get_device_name()}
-    half = load_backend(onnx["folder"], "pytorch", device="cuda", half=True)
+    half = PyTorchBackend.load(onnx["folder"], device="cuda", half=True)
     figures["student_torch_cuda_fp16_ms"] = {size: time_ms(half.infer, inputs[size], args.runs, args.warmup)
                                              for size in map(key, SIZES)}
     for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):

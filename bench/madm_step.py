@@ -1,6 +1,6 @@
 """Seconds per MADM iteration and peak memory of the reference recipe, by training mode.
 
-Runs the real iteration (``madm_train.self_training._Recipe.step``: student source and mixed
+Runs the real iteration (``madm_train.training.trainer._Recipe.step``: student source and mixed
 passes, DPLG teacher pass, LPLR encodes, backward, clip, AdamW) on synthetic street scenes, with
 a Stable Diffusion v1.4-sized model of random weights (``--preset sd``: UNet 320/640/1280/1280 with
 768-wide cross-attention, the SD VAE; nothing is downloaded) or the tiny preset. Each row is one
@@ -34,7 +34,7 @@ def write_random_sd(path: Path) -> Path:
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from madm_train.sd_backbone import SDBackbone
+    from madm_train.models.sd_backbone import SDBackbone
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -64,7 +64,7 @@ def measure(args: argparse.Namespace, data: Path, sd_folder: Path | None, finetu
     import torch
 
     from madm_train.config import load_config
-    from madm_train.self_training import _Recipe
+    from madm_train.training.trainer import _Recipe
 
     overrides = [
         f"data.source_root={data}", f"data.target_root={data}", f"data.crop_hw=[{args.crop}, {args.crop}]",
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
 
     data = args.work / f"synth_{args.crop}"
     if not (data / "meta.json").exists():

@@ -206,8 +206,8 @@ def export_random_student(folder: Path, modality: str, channels: int, size_hw: t
 
     from madm_ros.palettes import get_label_set
     from madm_ros.preprocessing import InputSpec
-    from madm_train.export import ExportOptions, export
-    from madm_train.student import DDRNetStudent, save_student
+    from madm_train.deploy.export import ExportOptions, export
+    from madm_train.models.student import DDRNetStudent, save_student
 
     torch.manual_seed(0)
     student = folder / f"{modality}_student"

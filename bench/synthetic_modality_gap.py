@@ -56,7 +56,7 @@ def make_net(num_classes: int):
 
 def load_arrays(folder: Path, modality: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     from madm_ros.preprocessing import InputSpec
-    from madm_train.datasets import FolderDataset
+    from madm_train.data.datasets import FolderDataset
 
     data = FolderDataset(folder, InputSpec(modality, height=height, width=width))
     samples = [data[i] for i in range(len(data))]
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from madm_ros.palettes import DSEC_11
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
 
     torch.set_num_threads(2)
     height, width = (int(v) for v in args.size.split("x"))

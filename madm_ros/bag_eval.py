@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import ConfigError, DecodeError, InputError, MadmError
 from madm_ros.node_params import load_node_config, params_from_values
 from madm_ros.ros_messages import stamp_to_ns
@@ -676,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="the node's parameter file (config/events.yaml, depth.yaml, "
                         "thermal.yaml or your copy): the same settings as the node; default: the node's defaults")
     parser.add_argument("--model", help="model file; overrides model_file_path (default: the built-in model)")
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "pytorch"), help="overrides backend")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, help="overrides backend")
     parser.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (0 = one per core); overrides threads")
     parser.add_argument("--topic", help="input topic (default: the bag's only depth, thermal or event topic)")
     labels = parser.add_mutually_exclusive_group()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes, atomic_write_png
+from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import MadmError
 from madm_ros.ros_messages import split_ns, stamp_to_ns
 
@@ -73,7 +74,7 @@ def render_scenes(frames: int, seed: int) -> tuple[list[SceneFrame], tuple[int, 
     """
     from tqdm import tqdm
 
-    from madm_train.synthetic.generate import SynthConfig, render_sequence, sequence_length
+    from madm_ros.synthetic.generate import SynthConfig, render_sequence, sequence_length
 
     per_sequence = 12
     config = SynthConfig(frames=frames, height=128, width=256, frames_per_sequence=per_sequence, seed=seed,
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--bag", type=Path, help="play this bag's event topic instead of the synthetic scenes")
     source.add_argument("--topic", help="segment this live event topic instead (no source is started)")
     parser.add_argument("--model", default="", help="ONNX model (default: the built-in models/events_student.onnx)")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or pytorch (default auto)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="default auto")
     parser.add_argument("--message-type", default="event_packet", choices=("event_packet", "packed", "dvs", "dv"),
                         help="event message type of --topic, or the one the synthetic source publishes (default "
                              "event_packet: evt3)")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import ConfigError
 
 __all__ = ["LAUNCHES", "LaunchArgument", "LaunchSpec", "NodeFactory", "NodeSpec", "config_dirs", "find_config",
@@ -99,7 +100,6 @@ class LaunchSpec:
         return {a.name: a.default for a in self.arguments}
 
 
-_BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch")
 _MESSAGE_TYPES = ("event_packet", "dvs", "dv", "packed")  # keys of madm_ros.events.stream.MESSAGE_TYPES (a test checks)
 
 
@@ -109,8 +109,8 @@ def _arguments(config: str, inputs: tuple[LaunchArgument, ...], extra: tuple[Lau
                        "(by default the built-in model)", parameter="model_file_path"),
         LaunchArgument("engine_file_path", "", "TensorRT engine (built and cached on this machine); empty: the params "
                        "file's value", parameter="engine_file_path"),
-        LaunchArgument("backend", "", "auto, tensorrt, onnxruntime or pytorch; empty: the params file's value (auto)",
-                       parameter="backend", choices=_BACKENDS),
+        LaunchArgument("backend", "", "auto, tensorrt or onnxruntime; empty: the params file's value (auto)",
+                       parameter="backend", choices=BACKEND_CHOICES),
         *extra,
         *inputs,
         LaunchArgument("namespace", "", "namespace of the node; its outputs are <namespace>/<node name>/..."),

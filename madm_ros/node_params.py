@@ -30,11 +30,10 @@ class SegmentationParams:
     """Parameters every segmentation node has.
 
     Attributes:
-        model_file_path: ONNX model (or saved PyTorch model folder); empty = the built-in default
+        model_file_path: ONNX model (``python -m madm_train export``); empty = the built-in default
             model for the node's modality (``models/<modality>_student.onnx``).
         engine_file_path: TensorRT engine; used by ``backend`` ``auto``/``tensorrt`` when present.
-        backend: ``auto`` (fastest installed: TensorRT > ONNX Runtime > PyTorch), ``tensorrt``,
-            ``onnxruntime`` or ``pytorch``.
+        backend: ``auto`` (fastest installed: TensorRT > ONNX Runtime), ``tensorrt`` or ``onnxruntime``.
         threads: CPU threads of ONNX Runtime (0 = one per core).
         mask_width: Width of the published masks; 0 = the input's width (camera resolution).
         mask_height: Height of the published masks; 0 = the input's height.
@@ -66,8 +65,10 @@ class SegmentationParams:
     autostart: bool = True
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "tensorrt", "onnxruntime", "pytorch"):
-            raise ConfigError(f"backend must be auto, tensorrt, onnxruntime or pytorch, got {self.backend!r}")
+        from madm_ros.backends import BACKEND_CHOICES
+
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be ≥ 0 (0 = one per core), got {self.threads}")
         if self.mask_width < 0 or self.mask_height < 0 or (self.mask_width == 0) != (self.mask_height == 0):

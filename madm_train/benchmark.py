@@ -4,7 +4,7 @@ Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
 
 1. Data: a synthetic folder for training and evaluation (generator defaults, seed 0) and a second
    one with another seed for the prior, so the prior never sees an evaluation scene.
-2. Prior: ``pretrain_prior`` on the second folder (see ``madm_train.prior``).
+2. Prior: ``pretrain_prior`` on the second folder (see ``madm_train.training.prior``).
 3. Per seed, twice — from the prior and from random tiny weights ("no prior"): a source-only
    **warm-up** run on labelled RGB. Every method then continues from that warm-up's weights for
    the same number of iterations with the same schedule, so the methods differ only in what
@@ -41,7 +41,7 @@ import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError
-from madm_train.prior import PriorConfig
+from madm_train.training.prior import PriorConfig
 
 __all__ = ["METHODS", "MODALITIES", "PRESETS", "Preset", "run_benchmark"]
 
@@ -160,7 +160,7 @@ def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, changes: dict[
 
 def _train(config: Any, label: str) -> dict[str, Any]:
     """Run ``adapt`` unless the run folder already holds its ``metrics.json``; returns that file's content."""
-    from madm_train.self_training import adapt
+    from madm_train.training.trainer import adapt
 
     out_dir = Path(config.run.out_dir)
     if not (out_dir / "metrics.json").exists():
@@ -180,9 +180,9 @@ def _seconds(out_dir: Path) -> float:
 def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
     """Metrics of a saved model on the test split of ``config`` (cached in ``out_dir/metrics.json``)."""
     from madm_ros.palettes import get_label_set
-    from madm_train.evaluate import evaluate
-    from madm_train.model import MadmModel
-    from madm_train.self_training import build_datasets
+    from madm_train.models.madm_model import MadmModel
+    from madm_train.training.evaluate import evaluate
+    from madm_train.training.trainer import build_datasets
 
     if not (out_dir / "metrics.json").exists():
         _, _, test = build_datasets(config)
@@ -194,8 +194,8 @@ def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
 
 def _prepare(plan: _Plan) -> None:
     """Generate both synthetic folders and pretrain the prior, each only if absent."""
-    from madm_train.prior import pretrain_prior
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
+    from madm_train.training.prior import pretrain_prior
 
     p = plan.preset
     height, width = p.generate_hw
@@ -296,8 +296,8 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
     import torch
 
     from madm_ros.palettes import colorize, get_label_set
-    from madm_train.model import MadmModel
-    from madm_train.self_training import build_datasets
+    from madm_train.models.madm_model import MadmModel
+    from madm_train.training.trainer import build_datasets
 
     config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), {})
     _, _, test = build_datasets(config)

@@ -50,7 +50,7 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
 
     height, width = parse_size(args.size)
     config = SynthConfig(
@@ -76,8 +76,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _load_config(path: Path, overrides: Sequence[str], command: str, *, wait: bool = False) -> Any:
     """``load_config`` plus the bag-derived target set of ``data.target_bag`` (extracted, or reused)."""
-    from madm_train.bag_target import prepare_bag_target
     from madm_train.config import load_config
+    from madm_train.data.bag_target import prepare_bag_target
 
     def say(text: str) -> None:
         print(f"{command}: {text}", file=sys.stderr)
@@ -130,7 +130,7 @@ def _adapt_arguments(parser: argparse.ArgumentParser) -> None:
 def _adapt(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else []) + _bag_overrides(args)
     config = _load_config(args.config, overrides, "adapt", wait=os.environ.get("LOCAL_RANK", "0") != "0")
-    from madm_train.self_training import adapt  # torch: after the config and target set are known to be usable
+    from madm_train.training.trainer import adapt  # torch: after the config and target set are known to be usable
 
     run_dir = adapt(config, progress=True)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the writing process reports
@@ -150,9 +150,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from madm_ros.palettes import get_label_set
-    from madm_train.evaluate import evaluate
-    from madm_train.model import MadmModel
-    from madm_train.self_training import build_datasets
+    from madm_train.models.madm_model import MadmModel
+    from madm_train.training.evaluate import evaluate
+    from madm_train.training.trainer import build_datasets
 
     config = _load_config(args.config, args.overrides, "evaluate")
     _, _, test = build_datasets(config)
@@ -192,8 +192,8 @@ def _distill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _distill(args: argparse.Namespace) -> int:
     from madm_ros.preprocessing import InputSpec
-    from madm_train.distill import DistillOptions, at_size, distill
-    from madm_train.self_training import build_datasets
+    from madm_train.deploy.distill import DistillOptions, at_size, distill
+    from madm_train.training.trainer import build_datasets
 
     config = _load_config(args.config, args.overrides, "distill")
     size = parse_size(args.size) if args.size else tuple(config.data.crop_hw)
@@ -235,15 +235,15 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from madm_train.export import ExportOptions, export
+    from madm_train.deploy.export import ExportOptions, export
 
     size = parse_size(args.size) if args.size else None
     precisions = tuple(p.strip() for p in args.tensorrt.split(",") if p.strip())
     frames = None
     if args.config is not None:
-        from madm_ros.backends.pytorch import load_graph
-        from madm_train.distill import at_size
-        from madm_train.self_training import build_datasets
+        from madm_train.deploy.distill import at_size
+        from madm_train.deploy.pytorch_backend import load_graph
+        from madm_train.training.trainer import build_datasets
 
         spec = load_graph(args.student)[1].input_spec
         _, target, _ = build_datasets(_load_config(args.config, args.overrides, "export"))
@@ -257,7 +257,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _prior_arguments(parser: argparse.ArgumentParser) -> None:
-    from madm_train.prior import PriorConfig
+    from madm_train.training.prior import PriorConfig
 
     d = PriorConfig()
     parser.add_argument("--data", required=True, type=Path,
@@ -274,7 +274,7 @@ def _prior_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _prior(args: argparse.Namespace) -> int:
-    from madm_train.prior import PriorConfig, pretrain_prior
+    from madm_train.training.prior import PriorConfig, pretrain_prior
 
     config = PriorConfig(crop=args.crop, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                          batch_size=args.batch_size, seed=args.seed)

@@ -93,7 +93,7 @@ class DataConfig:
             generates there (at ``source_resize_hw``, seed ``run.seed``) when the folder holds no
             data set yet; 0 never generates.
         target_bag: A rosbag2 (folder or file) to adapt to: the frames of ``target_topic`` are
-            extracted into ``target_bag_cache`` by ``madm_train.bag_target`` (through the nodes'
+            extracted into ``target_bag_cache`` by ``madm_train.data.bag_target`` (through the nodes'
             own decoding and, for events, the event node's ``EventFrameStream``) and read as a
             folder; ``target_kind`` and ``target_root`` are then set to that cache, and ``test_root``
             to its labelled frames (with ``target_label_topic``), else it is kept (a labelled folder
@@ -269,7 +269,7 @@ class LplrConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW and the learning-rate multiplier (madm_spec.md §2.5; see ``madm_train.schedule``).
+    """AdamW and the learning-rate multiplier (madm_spec.md §2.5; see ``madm_train.training.schedule``).
 
     Attributes:
         lr: Learning rate of every trained parameter.
@@ -448,7 +448,7 @@ class AdaptConfig:
         if self.run.amp and self.run.device == "cpu" and self.run.amp_dtype == "float16":
             raise ConfigError("run.amp with float16 needs a CUDA device; on the CPU use --set run.amp_dtype=bfloat16 "
                               "or run.amp=false")
-        if self.data.target_bag:  # the bag's frames are read from its cache folder (madm_train.bag_target)
+        if self.data.target_bag:  # the bag's frames are read from its cache folder (madm_train.data.bag_target)
             cache = Path(self.data.target_bag_cache or Path(self.run.out_dir) / "bag_target")
             # the labelled frames of the bag; without a label topic a test_root of your own, else none
             test = cache / "test" if self.data.target_label_topic else Path(self.data.test_root or cache / "target")
@@ -544,7 +544,7 @@ def check_data_paths(config: AdaptConfig) -> None:
     """Refuse data roots that do not exist, naming the key to set for each (call before building data sets)."""
     if config.data.target_bag and not (Path(config.data.target_bag_cache) / "bag_target.json").is_file():
         raise ConfigError(f"the frames of data.target_bag {config.data.target_bag} are not extracted into "
-                          f"{config.data.target_bag_cache} yet: call madm_train.bag_target.prepare_bag_target(config) "
+                          f"{config.data.target_bag_cache} yet: call madm_train.data.bag_target.prepare_bag_target(config) "
                           "first (python -m madm_train adapt does)")
     missing = [(key, value) for key, value in (("data.source_root", config.data.source_root),
                                                ("data.target_root", config.data.target_root))

@@ -86,8 +86,8 @@ class _TinyOnnxModels(Mapping[str, Path]):
 
             from madm_ros.palettes import get_label_set
             from madm_ros.preprocessing import InputSpec
-            from madm_train.export import ExportOptions, export
-            from madm_train.student import DDRNetStudent, save_student
+            from madm_train.deploy.export import ExportOptions, export
+            from madm_train.models.student import DDRNetStudent, save_student
 
             labels = TINY_MODEL_LABEL_SETS[modality]
             torch.manual_seed(0)

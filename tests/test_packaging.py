@@ -85,3 +85,18 @@ def test_colcon_builds_and_installs_the_package(tmp_path):
     files = used.stdout.splitlines()[:3]
     assert all(f.startswith(str(site)) for f in files), files
     assert "Environment ready" in used.stdout
+
+
+def test_the_runtime_never_imports_the_training_package():
+    """madm_ros runs exported files; whatever it needs from training travels in the files' metadata."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "madm_ros").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [node.args[0].value for node in [node] if isinstance(node, ast.Call) and getattr(node.func, "attr", "")
+                      == "import_module" and node.args and isinstance(node.args[0], ast.Constant)]
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "madm_train"]
+    assert offenders == []

@@ -1,4 +1,4 @@
-"""Inference backends behind one small interface: TensorRT engines, ONNX Runtime, PyTorch.
+"""Inference backends behind one small interface: TensorRT engines and ONNX Runtime.
 
 Every backend takes a batch of network tensors exactly as :func:`madm_ros.preprocessing.preprocess`
 makes them (float32 N×3×H×W in [0, 1]) and returns :class:`BackendOutput` (uint8 class ids at the
@@ -118,9 +118,13 @@ def require(module: str, install: str) -> Any:
 BACKENDS: dict[str, str] = {
     "tensorrt": "madm_ros.backends.tensorrt_engine:TensorRTBackend",
     "onnxruntime": "madm_ros.backends.ort:OnnxRuntimeBackend",
-    "pytorch": "madm_ros.backends.pytorch:PyTorchBackend",
 }
-"""Backend name → ``module:class``; each class has ``load(path, **options)``."""
+"""Backend name → ``module:class``; each class has ``load(path, **options)``. The one list of backend
+names: node parameters, launch arguments and command lines read it. (Saved PyTorch folders run on
+``madm_train.deploy.pytorch_backend`` on the training side; the runtime runs exported files only.)"""
+
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+"""Values of a ``backend`` parameter or option."""
 
 
 def _backend_class(kind: str) -> Any:
@@ -131,27 +135,27 @@ def _backend_class(kind: str) -> Any:
 
 
 def _auto_kind(model: Path, engine: Path | None) -> str:
-    """Fastest usable backend for the files at hand: TensorRT engine > ONNX Runtime > PyTorch."""
+    """Fastest usable backend for the files at hand: TensorRT engine > ONNX Runtime."""
     if engine is not None and engine.is_file() and importlib.util.find_spec("tensorrt") is not None:
         return "tensorrt"
     if model.suffix == ".onnx" and importlib.util.find_spec("onnxruntime") is not None:
         return "onnxruntime"
-    if model.is_dir() and importlib.util.find_spec("torch") is not None:
-        return "pytorch"
+    if model.is_dir():
+        raise BackendError(f"{model} is a folder; the runtime runs exported files: export it to ONNX with "
+                           "python -m madm_train export --student FOLDER --out DIR")
     raise BackendError(f"no installed backend can run {model}" + (f" or {engine}" if engine else "") +
-                       ": need an .engine with tensorrt, an .onnx with onnxruntime, or a model folder with torch")
+                       ": need an .engine with tensorrt or an .onnx with onnxruntime")
 
 
 def load_backend(model: str | Path, kind: str = "auto", *, engine: str | Path | None = None, **options: Any) -> Backend:
-    """Load ``model`` (an ``.onnx`` file or a saved model folder) or ``engine`` with backend ``kind``.
+    """Load ``model`` (an ``.onnx`` file) or ``engine`` with backend ``kind``.
 
     Args:
-        model: ONNX file (onnxruntime; also checked against the engine's sidecar) or a saved
-            student/MADM folder (pytorch).
-        kind: ``auto``, ``tensorrt``, ``onnxruntime`` or ``pytorch``.
+        model: ONNX file (onnxruntime; also checked against the engine's sidecar).
+        kind: ``auto``, ``tensorrt`` or ``onnxruntime``.
         engine: TensorRT engine file (``tensorrt``; its sidecar JSON must sit beside it).
         options: Passed to the backend's ``load`` (e.g. ``threads``/``providers`` for onnxruntime,
-            ``device``/``half`` for pytorch, ``precision`` for tensorrt).
+            ``precision`` for tensorrt).
     """
     model = Path(model)
     engine = Path(engine) if engine is not None else None

@@ -123,7 +123,7 @@ def test_batches_must_be_float32_nchw_with_three_channels():
 
 def test_importing_the_backends_loads_no_inference_library():
     code = ("import sys, madm_ros.backends, madm_ros.backends.engine_info, madm_ros.backends.ort, "
-            "madm_ros.backends.pytorch, madm_ros.backends.tensorrt_engine, madm_ros.backends.onnx_precision\n"
+            "madm_ros.backends.tensorrt_engine, madm_ros.backends.onnx_precision\n"
             "print(sorted(m for m in ('torch', 'tensorrt', 'onnxruntime', 'onnx', 'cv2') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -32,7 +32,7 @@ OUTPUTS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_o
 @pytest.fixture(scope="module")
 def scenes():
     """Eight synthetic frames, 64×128, with back-to-back 50 ms event windows (a continuous event stream)."""
-    from madm_train.synthetic.generate import SynthConfig, render_sequence
+    from madm_ros.synthetic.generate import SynthConfig, render_sequence
 
     config = SynthConfig(frames=8, height=64, width=128, seed=3, frames_per_sequence=8, frame_interval_us=50_000,
                          event_window_us=50_000, modalities=("depth", "thermal", "events"))

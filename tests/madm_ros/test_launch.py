@@ -216,9 +216,9 @@ def test_parameter_file_lists_every_parameter_of_its_node_with_its_default(path)
 
 
 def test_event_defaults_are_the_edge_frames_the_default_event_model_was_trained_on():
-    pytest.importorskip("madm_train.synthetic.generate")
+    pytest.importorskip("madm_ros.synthetic.generate")
     from madm_ros.node_params import edge_fields
-    from madm_train.synthetic.generate import SynthConfig
+    from madm_ros.synthetic.generate import SynthConfig
 
     values = yaml.safe_load((REPO / "config" / "events.yaml").read_text())["/**/event_segmentation"]["ros__parameters"]
     ours = edge_fields(EventParams.from_dict(values))
@@ -244,7 +244,7 @@ def test_parameter_files_reach_nodes_in_any_namespace_and_launch_overrides_win(r
             spec = LAUNCHES[launch]
             params = tmp_path / f"{launch}.yaml"
             params.write_text(yaml.safe_dump({f"/**/{spec.node_name}": {"ros__parameters": {
-                "overlay_alpha": 0.25, "backend": "pytorch", "modality": "depth"}}}))
+                "overlay_alpha": 0.25, "backend": "tensorrt", "modality": "depth"}}}))
             (node_spec,) = node_specs(launch, {"namespace": namespace, "params_file": str(params), "backend": "onnxruntime"})
             node = Node(node_spec.node_name, **node_spec.node_kwargs(context))  # a plain node: no model needed
             try:
@@ -331,7 +331,7 @@ def test_string_parameters_stay_strings_for_rcl():
 @pytest.mark.parametrize(("args", "message"), [
     (("lidar_seg",), "unknown launch 'lidar_seg'; choose from event_seg, depth_seg, thermal_seg"),
     (("depth_seg", "events_topic:=/x"), "launch depth_seg has no argument events_topic"),
-    (("event_seg", "backend:=cuda"), "backend must be one of auto, tensorrt, onnxruntime, pytorch"),
+    (("event_seg", "backend:=cuda"), "backend must be one of auto, tensorrt, onnxruntime"),
     (("event_seg", "use_sim_time:=maybe"), "use_sim_time must be true or false"),
     (("depth_seg", "params_file:=/no/such.yaml"), "params_file /no/such.yaml does not exist"),
     (("depth_seg", "image_topic:="), "image_topic must name a topic"),

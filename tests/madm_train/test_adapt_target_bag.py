@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from madm_ros.errors import ConfigError
+from madm_ros.folder_layout import FolderMeta, read_image
 from madm_ros.image_conversion import array_to_image_fields
 from madm_train.cli import _bag_overrides, _parser, main
 from madm_train.config import check_data_paths, load_config
-from madm_train.folder_layout import FolderMeta, read_image
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config/train/synthetic_depth_tiny.yaml"
@@ -51,8 +51,8 @@ def write_bag(path, frames, *, label_offset_us=500, extra_string_topic=True):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A labelled RGB source folder and a depth bag of another street (seed), both 64×128."""
-    from madm_train.synthetic import SynthConfig, generate
-    from madm_train.synthetic.generate import render_sequence
+    from madm_ros.synthetic import SynthConfig, generate
+    from madm_ros.synthetic.generate import render_sequence
 
     root = tmp_path_factory.mktemp("bagdata")
     generate(SynthConfig(frames=20, height=64, width=128, seed=3, modalities=("rgb",)), root / "source")
@@ -153,7 +153,7 @@ def test_an_event_topic_needs_the_events_modality(event_bag, tmp_path, capsys):
 
 
 def test_without_a_label_topic_the_run_says_there_is_no_target_evaluation(synthetic, tmp_path, capsys, monkeypatch):
-    import madm_train.self_training as self_training
+    import madm_train.training.trainer as self_training
 
     root, _ = synthetic
     seen = []

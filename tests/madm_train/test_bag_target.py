@@ -7,11 +7,11 @@ from madm_ros.errors import ConfigError, DecodeError, InputError
 from madm_ros.events.bags import iter_event_messages
 from madm_ros.events.codecs import PacketDecoder, decode_packet
 from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig
+from madm_ros.folder_layout import FolderMeta, read_image
 from madm_ros.image_conversion import array_to_image_fields
 from madm_ros.preprocessing import InputSpec, preprocess
-from madm_train.bag_target import default_tolerance_us, event_settings, extract_bag_frames, extract_bag_target
-from madm_train.datasets import FolderDataset
-from madm_train.folder_layout import FolderMeta, read_image
+from madm_train.data.bag_target import default_tolerance_us, event_settings, extract_bag_frames, extract_bag_target
+from madm_train.data.datasets import FolderDataset
 
 EVENT_BAG = "event_camera/ros2_bags/test_events_1"
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from madm_ros.errors import ConfigError  # noqa: E402
 from madm_train import benchmark  # noqa: E402
 from madm_train.benchmark import METHODS, Preset, run_benchmark  # noqa: E402
-from madm_train.prior import PriorConfig  # noqa: E402
+from madm_train.training.prior import PriorConfig  # noqa: E402
 
 MICRO = Preset(frames=30, prior_frames=6, generate_hw=(64, 128), network_hw=(64, 64), batch_size=1, warmup_iters=2,
                adapt_iters=2, lr=1e-4, device="cpu", amp=False,
@@ -84,7 +84,7 @@ def test_a_second_call_reuses_finished_runs(finished, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("madm_train.self_training.adapt", no_training)
+    monkeypatch.setattr("madm_train.training.trainer.adapt", no_training)
     monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
     again = run_benchmark(out, preset="micro", modalities=["events"])
     assert again["events"] == result["events"]

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from madm_ros.errors import ConfigError, InputError
+from madm_ros.folder_layout import FolderMeta, write_image
 from madm_ros.palettes import CITYSCAPES_19, DSEC_11, label_mapping
 from madm_ros.preprocessing import InputSpec, preprocess
-from madm_train.augment import TrainAugmentation
-from madm_train.datasets import (
+from madm_train.data.augment import TrainAugmentation
+from madm_train.data.datasets import (
     CityscapesDataset,
     DeliverDepthDataset,
     DsecEdgeDataset,
@@ -18,8 +19,7 @@ from madm_train.datasets import (
     FolderDataset,
     read_modality_file,
 )
-from madm_train.folder_layout import FolderMeta, write_image
-from madm_train.rare_class import RareClassSampler, rare_class_stats
+from madm_train.data.rare_class import RareClassSampler, rare_class_stats
 
 CITY = "cityscapes_sample/labelled_256x128/frankfurt_000000_000294"
 # CamVid's 11 classes → DSEC-11 (camvid_subset/README.md); bicyclist has no DSEC class → ignore.
@@ -199,7 +199,7 @@ def test_bad_trees_and_labels_are_named(tmp_path, cityscapes_root):
 
 def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp_path):
     from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
-    from madm_train.datasets import DsecEventsDataset
+    from madm_train.data.datasets import DsecEventsDataset
     from tests.madm_ros.events.test_event_files import make_events, write_dsec
 
     sequence = tmp_path / "test/zurich_city_13_a"
@@ -224,7 +224,7 @@ def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp
 
 
 def test_dsec_events_config_is_checked_when_the_data_set_is_made(tmp_path):
-    from madm_train.datasets import DsecEventsDataset
+    from madm_train.data.datasets import DsecEventsDataset
 
     (tmp_path / "test/zurich_city_13_a").mkdir(parents=True)
     with pytest.raises(ConfigError, match="unknown DSEC events config keys \\['window'\\]"):

@@ -72,7 +72,7 @@ def test_a_default_model_loads_and_matches_its_card(path):
 @pytest.fixture(scope="module")
 def fresh_scenes(tmp_path_factory):
     """One small folder of fresh synthetic scenes with every committed model's modality (generated once)."""
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
 
     modalities = tuple(sorted({modality_of(p) for p in ONNX_FILES}))
     if not modalities:
@@ -84,7 +84,7 @@ def fresh_scenes(tmp_path_factory):
 
 def fresh_miou(backend, folder: Path) -> tuple[float, float]:
     """(mIoU of the model's ``labels`` output, best mIoU of a constant prediction) on the fresh frames, in %."""
-    from madm_train.datasets import FolderDataset
+    from madm_train.data.datasets import FolderDataset
 
     metadata = backend.metadata
     label_set = get_label_set(metadata.label_set)

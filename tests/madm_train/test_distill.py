@@ -14,9 +14,9 @@ pytest.importorskip("diffusers")
 from madm_ros.errors import ConfigError  # noqa: E402
 from madm_ros.preprocessing import InputSpec  # noqa: E402
 from madm_train import cli  # noqa: E402
-from madm_train.datasets import FolderDataset  # noqa: E402
-from madm_train.distill import DistillOptions, distill  # noqa: E402
-from madm_train.teacher_cache import TeacherCache  # noqa: E402
+from madm_train.data.datasets import FolderDataset  # noqa: E402
+from madm_train.deploy.distill import DistillOptions, distill  # noqa: E402
+from madm_train.deploy.teacher_cache import TeacherCache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = InputSpec("events", 64, 128)
@@ -34,8 +34,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny random MADM teacher whose classifier is sharpened (so its arg-max depends on the frame) and 12 frames."""
-    from madm_train.synthetic import SynthConfig, generate
-    from madm_train.tiny_sd import build_tiny_model, build_tiny_sd
+    from madm_ros.synthetic import SynthConfig, generate
+    from madm_train.models.tiny_sd import build_tiny_model, build_tiny_sd
 
     folder = tmp_path_factory.mktemp("distill")
     build_tiny_sd(folder / "sd", seed=0)
@@ -69,7 +69,7 @@ def test_distillation_brings_the_student_closer_to_the_teacher(report):
 
 @pytest.mark.slow
 def test_a_run_writes_a_loadable_student_log_and_report(world, report):
-    from madm_train.student import load_student
+    from madm_train.models.student import load_student
 
     run = world / "run"
     student, config = load_student(run / "student")

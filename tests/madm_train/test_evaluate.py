@@ -6,8 +6,8 @@ import pytest
 from madm_ros.errors import InputError
 from madm_ros.metrics import ConfusionMatrix
 from madm_ros.palettes import DSEC_11
-from madm_train.datasets import Sample
-from madm_train.evaluate import evaluate
+from madm_train.data.datasets import Sample
+from madm_train.training.evaluate import evaluate
 
 torch = pytest.importorskip("torch")
 

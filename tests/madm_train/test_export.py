@@ -17,8 +17,9 @@ from madm_ros.backends.ort import OnnxRuntimeBackend  # noqa: E402
 from madm_ros.errors import ConfigError  # noqa: E402
 from madm_ros.preprocessing import InputSpec  # noqa: E402
 from madm_train import cli  # noqa: E402
-from madm_train.export import ExportOptions, export  # noqa: E402
-from madm_train.student import DDRNetStudent, save_student  # noqa: E402
+from madm_train.deploy.export import ExportOptions, export  # noqa: E402
+from madm_train.deploy.pytorch_backend import PyTorchBackend  # noqa: E402
+from madm_train.models.student import DDRNetStudent, save_student  # noqa: E402
 
 HEIGHT, WIDTH = 480, 640
 
@@ -26,8 +27,8 @@ HEIGHT, WIDTH = 480, 640
 @pytest.fixture(scope="module")
 def real_frames(tmp_path_factory):
     """Two synthetic event edge frames at camera size, through the training data path."""
-    from madm_train.datasets import FolderDataset
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
+    from madm_train.data.datasets import FolderDataset
 
     folder = tmp_path_factory.mktemp("frames")
     generate(SynthConfig(frames=2, height=HEIGHT, width=WIDTH, seed=5, frames_per_sequence=2, modalities=("events",)), folder)
@@ -73,7 +74,7 @@ def test_exported_files_describe_themselves_and_run_at_other_sizes(exported, cap
 def test_pytorch_backend_runs_the_same_graph(exported, real_frames):
     folder, report = exported
     ort_out = load_backend(report["onnx"]["static"]).infer(real_frames[:1])
-    torch_out = load_backend(folder / "student", "pytorch", device="cpu").infer(real_frames[:1])
+    torch_out = PyTorchBackend.load(folder / "student", device="cpu").infer(real_frames[:1])
     assert (torch_out.labels == ort_out.labels).mean() >= 0.999  # both arg-max at the default 1/4
     np.testing.assert_allclose(torch_out.logits, ort_out.logits, atol=1e-2)
 

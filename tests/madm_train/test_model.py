@@ -11,10 +11,10 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from madm_ros.errors import ConfigError, InputError, MadmError  # noqa: E402
-from madm_train.head import DAFormerHead  # noqa: E402
-from madm_train.model import MadmModel  # noqa: E402
-from madm_train.sd_backbone import Bottleneck, PromptConditioning, SDBackbone  # noqa: E402
-from madm_train.tiny_sd import (  # noqa: E402
+from madm_train.models.head import DAFormerHead  # noqa: E402
+from madm_train.models.madm_model import MadmModel  # noqa: E402
+from madm_train.models.sd_backbone import Bottleneck, PromptConditioning, SDBackbone  # noqa: E402
+from madm_train.models.tiny_sd import (  # noqa: E402
     TINY_BOTTLENECK_CHANNELS,
     TINY_NORM_GROUPS,
     TINY_PROJECTION_DIMS,

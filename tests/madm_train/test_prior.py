@@ -8,12 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from madm_ros.errors import ConfigError, InputError  # noqa: E402
-from madm_train.prior import PRIOR_FILE, PriorConfig, load_prior_frames, pretrain_prior  # noqa: E402
+from madm_train.training.prior import PRIOR_FILE, PriorConfig, load_prior_frames, pretrain_prior  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
 
     folder = tmp_path_factory.mktemp("prior_scenes")
     generate(SynthConfig(frames=6, height=64, width=128, seed=5, frames_per_sequence=3), folder)
@@ -39,7 +39,7 @@ def test_frames_cover_every_modality_and_the_painted_labels(scenes):
 
 @pytest.mark.slow
 def test_the_prior_is_a_diffusers_folder_that_the_tiny_model_loads(prior):
-    from madm_train.tiny_sd import build_tiny_model
+    from madm_train.models.tiny_sd import build_tiny_model
 
     record = json.loads((prior / PRIOR_FILE).read_text())
     assert record["settings"]["vae_steps"] == 40 and set(record["final_loss"]) == {"autoencoder", "denoiser"}
@@ -73,8 +73,8 @@ def test_pretraining_improves_reconstruction_and_denoising_over_the_random_start
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from madm_train.sd_backbone import empty_prompt_embedding
-    from madm_train.tiny_sd import build_tiny_sd
+    from madm_train.models.sd_backbone import empty_prompt_embedding
+    from madm_train.models.tiny_sd import build_tiny_sd
 
     random_sd = build_tiny_sd(tmp_path / "random", seed=0)  # the weights pretraining started from
     frames, _ = load_prior_frames(scenes)

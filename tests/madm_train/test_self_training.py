@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from madm_train.config import load_config  # noqa: E402
-from madm_train.self_training import _Recipe, adapt  # noqa: E402
+from madm_train.training.trainer import _Recipe, adapt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config/train/synthetic_event_tiny.yaml"
@@ -18,7 +18,7 @@ YAML = REPO / "config/train/synthetic_event_tiny.yaml"
 
 @pytest.fixture(scope="module")
 def synth_folder(tmp_path_factory):
-    from madm_train.synthetic import SynthConfig, generate
+    from madm_ros.synthetic import SynthConfig, generate
 
     folder = tmp_path_factory.mktemp("synth")
     generate(SynthConfig(frames=30, height=64, width=128, seed=3, frames_per_sequence=10, modalities=("rgb", "events")),
@@ -62,7 +62,7 @@ def test_a_short_run_writes_model_checkpoints_log_and_metrics(uninterrupted):
     board = EventAccumulator(str(uninterrupted / "tensorboard")).Reload()
     assert {"train/loss", "train/pseudo_label_weight", "eval/miou"} <= set(board.Tags()["scalars"])
     assert len(board.Tags()["images"]) == 1
-    from madm_train.model import MadmModel
+    from madm_train.models.madm_model import MadmModel
 
     model = MadmModel.load(uninterrupted / "model").eval()
     with torch.no_grad():
@@ -72,8 +72,8 @@ def test_a_short_run_writes_model_checkpoints_log_and_metrics(uninterrupted):
 
 @pytest.mark.slow
 def test_training_changes_the_weights(uninterrupted):
-    from madm_train.model import MadmModel
-    from madm_train.tiny_sd import build_tiny_model
+    from madm_train.models.madm_model import MadmModel
+    from madm_train.models.tiny_sd import build_tiny_model
 
     trained = MadmModel.load(uninterrupted / "model")
     fresh = build_tiny_model(uninterrupted / "tiny_sd", 11)
@@ -165,7 +165,7 @@ def test_source_only_starts_from_saved_weights_and_never_touches_the_target(synt
 
 def test_an_sd_model_without_weights_and_a_model_of_other_classes_are_refused(synth_folder, tmp_path, uninterrupted):
     from madm_ros.errors import ConfigError
-    from madm_train.self_training import build_model
+    from madm_train.training.trainer import build_model
 
     with pytest.raises(ConfigError, match="model.pretrained is empty"):
         build_model(tiny_config(synth_folder, tmp_path / "sd", **{"model.preset": "sd"}), 11, tmp_path)

@@ -17,14 +17,14 @@ from torch import nn
 
 from madm_ros.errors import ConfigError, InputError
 from madm_ros.palettes import DSEC_11, FMB_9
-from madm_train.checkpoints import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from madm_train.config import task_defaults
-from madm_train.dplg import dplg_timestep, draw_k0, noisy_teacher_latent, shared_noise, teacher_noise
-from madm_train.ema import EmaTeacher, ema_alpha
-from madm_train.lplr import latent_target, lplr_loss, paint_labels
-from madm_train.mixing import blur_kernel_size, classmix_masks, color_jitter, gaussian_blur, mix, strong_augment
-from madm_train.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
-from madm_train.schedule import build_lr_scheduler, build_optimizer, clip_gradients, lr_multiplier, parameter_groups
+from madm_train.data.mixing import blur_kernel_size, classmix_masks, color_jitter, gaussian_blur, mix, strong_augment
+from madm_train.methods.madm.dplg import dplg_timestep, draw_k0, noisy_teacher_latent, shared_noise, teacher_noise
+from madm_train.methods.madm.lplr import latent_target, lplr_loss, paint_labels
+from madm_train.training.checkpoints import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from madm_train.training.ema import EmaTeacher, ema_alpha
+from madm_train.training.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
+from madm_train.training.schedule import build_lr_scheduler, build_optimizer, clip_gradients, lr_multiplier, parameter_groups
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +405,7 @@ def test_retention_keeps_the_newest_checkpoints(tmp_path: Path):
 
 
 def test_resume_latest_named_and_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    with caplog.at_level(logging.INFO, logger="madm_train.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="madm_train.training.checkpoints"):
         assert resolve_resume(tmp_path / "none", "latest") is None
     assert "starting fresh" in caplog.text
     assert resolve_resume(tmp_path, None) is None
@@ -463,7 +463,7 @@ def test_checkpoints_hold_no_pickle(tmp_path: Path):
 def test_the_amp_loss_scale_survives_a_checkpoint(tmp_path):
     import torch
 
-    from madm_train.checkpoints import load_checkpoint, save_checkpoint
+    from madm_train.training.checkpoints import load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(2, 2)
     # GradScaler is only active on CUDA; its state dict is what matters here, so set it by hand.

@@ -174,7 +174,7 @@ class SDBackbone(nn.Module):
     """Stable Diffusion v1.x UNet + frozen VAE as MADM's segmentation backbone (see the module docstring).
 
     Build it with :meth:`from_pretrained` (I/O) or :meth:`from_config` (random weights, for
-    :meth:`MadmModel.load <madm_train.model.MadmModel.load>`); the constructor only assembles modules.
+    :meth:`MadmModel.load <madm_train.models.madm_model.MadmModel.load>`); the constructor only assembles modules.
 
     Args:
         unet: SD-1.x ``UNet2DConditionModel``; fine-tuned except ``conv_norm_out``/``conv_out``.
@@ -420,7 +420,7 @@ class SDBackbone(nn.Module):
         This is the Stable Diffusion part only, in the folder format :meth:`from_pretrained` reads:
         the text encoder is not written (its one result, the empty-prompt embedding, is). Learned
         prompt, projections and LoRA adapters belong to the whole model: save it with
-        :meth:`MadmModel.save <madm_train.model.MadmModel.save>`.
+        :meth:`MadmModel.save <madm_train.models.madm_model.MadmModel.save>`.
         """
         from safetensors.torch import save_file
 

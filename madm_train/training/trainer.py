@@ -33,9 +33,9 @@ from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError
 from madm_ros.palettes import LabelSet, get_label_set
 from madm_ros.preprocessing import InputSpec
-from madm_train.augment import TrainAugmentation
 from madm_train.config import AdaptConfig, check_data_paths, save_config
-from madm_train.distributed import (
+from madm_train.data.augment import TrainAugmentation
+from madm_train.training.distributed import (
     Distributed,
     average_gradients,
     broadcast_weights,
@@ -63,7 +63,7 @@ def _split_folder_frames(root: Path) -> tuple[list[str], list[str], list[str]]:
     The last ``TEST_FRACTION`` of sequences are the test split; the others alternate between source
     and target, so the model never sees the same scene as labelled RGB and as target input.
     """
-    from madm_train.folder_layout import FolderMeta, parse_frame_name
+    from madm_ros.folder_layout import FolderMeta, parse_frame_name
 
     frames = FolderMeta.read(root).frames
     sequences = sorted({parse_frame_name(f)[0] for f in frames})
@@ -82,12 +82,12 @@ def build_datasets(config: AdaptConfig, info: Distributed | None = None) -> tupl
 
     Each process of a multi-process run augments with its own seed (``run.seed + rank``).
     """
-    from madm_train import datasets
+    from madm_train.data import datasets
 
     info = info or Distributed()
     d = config.data
     if info.is_main and d.synthetic_frames and not (Path(d.source_root) / "meta.json").exists():
-        from madm_train.synthetic import SynthConfig, generate
+        from madm_ros.synthetic import SynthConfig, generate
 
         height, width = d.source_resize_hw
         print(f"adapt: generating {d.synthetic_frames} synthetic frames of {height}x{width} in {d.source_root} "
@@ -95,7 +95,7 @@ def build_datasets(config: AdaptConfig, info: Distributed | None = None) -> tupl
         generate(SynthConfig(frames=d.synthetic_frames, height=height, width=width, seed=config.run.seed),
                  d.source_root, workers=2, progress=True)
     if info.is_main and d.target_bag:  # the bag's frames, into the cache that data.target_root points at
-        from madm_train.bag_target import prepare_bag_target
+        from madm_train.data.bag_target import prepare_bag_target
 
         prepare_bag_target(config)
     _barrier(info)
@@ -151,10 +151,10 @@ def build_model(config: AdaptConfig, num_classes: int, run_dir: Path, info: Dist
     ``init_weights`` loads a whole saved model; otherwise the backbone comes from ``pretrained``
     (``tiny`` without it: a random tiny SD written into the run folder) and the head is random.
     """
-    from madm_train.head import DAFormerHead
-    from madm_train.model import MadmModel
-    from madm_train.sd_backbone import SDBackbone
-    from madm_train.tiny_sd import build_tiny_model, build_tiny_sd
+    from madm_train.models.head import DAFormerHead
+    from madm_train.models.madm_model import MadmModel
+    from madm_train.models.sd_backbone import SDBackbone
+    from madm_train.models.tiny_sd import build_tiny_model, build_tiny_sd
 
     m = config.model
     if m.init_weights:
@@ -195,9 +195,9 @@ class _Recipe:
     def __init__(self, config: AdaptConfig, run_dir: Path, info: Distributed | None = None) -> None:
         import torch
 
-        from madm_train.ema import EmaTeacher
-        from madm_train.rare_class import RareClassSampler, rare_class_stats
-        from madm_train.schedule import build_lr_scheduler, build_optimizer, parameter_groups
+        from madm_train.data.rare_class import RareClassSampler, rare_class_stats
+        from madm_train.training.ema import EmaTeacher
+        from madm_train.training.schedule import build_lr_scheduler, build_optimizer, parameter_groups
 
         self.config, self.run_dir, self.info = config, run_dir, info or Distributed()
         if config.run.device.startswith("cuda") and not torch.cuda.is_available():
@@ -270,10 +270,10 @@ class _Recipe:
         """
         import torch
 
-        from madm_train.dplg import dplg_timestep, draw_k0, teacher_noise
-        from madm_train.lplr import latent_target, lplr_loss
-        from madm_train.mixing import classmix_masks, mix, strong_augment
-        from madm_train.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
+        from madm_train.data.mixing import classmix_masks, mix, strong_augment
+        from madm_train.methods.madm.dplg import dplg_timestep, draw_k0, teacher_noise
+        from madm_train.methods.madm.lplr import latent_target, lplr_loss
+        from madm_train.training.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
 
         c = self.config
         model, backbone = self.model, self.model.backbone
@@ -341,7 +341,7 @@ class _Recipe:
 
     def _update(self, loss: Any, scalars: dict[str, float]) -> dict[str, float]:
         """Step 5: backward, gradient all-reduce and clip, optimiser and schedule step; adds loss, lr, grad_norm."""
-        from madm_train.schedule import clip_gradients
+        from madm_train.training.schedule import clip_gradients
 
         c = self.config
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,7 +360,7 @@ class _Recipe:
         """The student at t = 0 on the target test split (MADM evaluates the student)."""
         import torch
 
-        from madm_train.evaluate import evaluate
+        from madm_train.training.evaluate import evaluate
 
         if not self.test.label_paths():  # e.g. a bag without a label topic: nothing to score against
             return {"miou": None, "images": 0, "note": "the target evaluation split has no labels: not evaluated"}
@@ -397,7 +397,7 @@ def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
     import torch
     from tqdm import tqdm
 
-    from madm_train.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+    from madm_train.training.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
 
     info = init_distributed("cuda" if config.run.device.startswith("cuda") else "cpu")
     run_dir = Path(config.run.out_dir)

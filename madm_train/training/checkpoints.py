@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from madm_train.ema import EmaTeacher
+    from madm_train.training.ema import EmaTeacher
 
     Generator = torch.Generator | np.random.Generator | random.Random
 

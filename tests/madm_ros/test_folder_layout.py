@@ -6,7 +6,7 @@ import pytest
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError, InputError
-from madm_train.folder_layout import (
+from madm_ros.folder_layout import (
     META_FILE,
     FolderMeta,
     frame_name,

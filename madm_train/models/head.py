@@ -36,7 +36,7 @@ class DAFormerHead(nn.Module):
     Args:
         in_channels: Width of each input feature by name, in fusion order; the first entry sets
             the output resolution (MADM: ``{"s0": 128, "s3": 512, "s4": 512, "s5": 512}``, which is
-            :attr:`SDBackbone.feature_channels <madm_train.sd_backbone.SDBackbone.feature_channels>`).
+            :attr:`SDBackbone.feature_channels <madm_train.models.sd_backbone.SDBackbone.feature_channels>`).
         num_classes: Logit channels K (11 for depth/events, 9 for infrared).
         embed_dim: Width of the embeddings, of each ASPP branch and of the bottleneck (MADM: 256).
         dilations: ASPP dilations (MADM: 1, 6, 12, 18); 1 is a 1×1 branch, others separable 3×3.

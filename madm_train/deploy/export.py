@@ -11,7 +11,7 @@ Steps, in order, all written into one folder:
 3. Optionally TensorRT engines per precision, through the ONNX parser
    (:func:`madm_ros.backends.tensorrt_build.build_engine`) or torch2trt, each with its sidecar.
 
-The exported graph is :class:`madm_train.graph.SegmentationGraph` (``labels`` uint8 + ``logits``).
+The exported graph is :class:`madm_train.deploy.graph.SegmentationGraph` (``labels`` uint8 + ``logits``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ExportOptions:
         out_dir: Output folder (created).
         size: Static input (height, width); ``None``: the student's training size.
         argmax_stride: Resolution divisor of the in-graph arg-max (1, 2, 4 or 8; 8 = the logits' own; see
-            :data:`~madm_train.graph.DEFAULT_ARGMAX_STRIDE`).
+            :data:`~madm_train.deploy.graph.DEFAULT_ARGMAX_STRIDE`).
         opset: ONNX opset (≥ 17).
         frames: Target frames for the parity check and INT8 calibration, float32 N×3×H×W at ``size``
             (``None``: random inputs only).
@@ -151,7 +151,7 @@ def _build_torch2trt(graph: Any, onnx_path: Path, engine: Path, precision: str, 
 
 def export(options: ExportOptions, *, log: Any = sys.stderr) -> dict[str, Any]:
     """Run the export steps of ``options``; returns (and writes to ``export.json``) the report."""
-    from madm_ros.backends.pytorch import load_graph
+    from madm_train.deploy.pytorch_backend import load_graph
 
     if options.tensorrt:  # say so before any work, not after minutes of export
         require("tensorrt", "pip install 'madm_ros[tensorrt]' (desktop) or use JetPack's TensorRT (Jetson)")

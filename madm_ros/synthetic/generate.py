@@ -1,6 +1,6 @@
 """Generate a synthetic multi-modal driving data set in the generic folder layout.
 
-One random street (:func:`~madm_train.synthetic.scene.make_scene`) per sequence; the camera drives
+One random street (:func:`~madm_ros.synthetic.scene.make_scene`) per sequence; the camera drives
 along it and every frame is rendered once into a G-buffer that all modalities and the label read,
 so labels align with every modality by construction. Events come from ``event_substeps`` extra
 renders over the ``event_window_us`` before each frame, fed through one event simulator per
@@ -26,8 +26,7 @@ import numpy as np
 from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
 from madm_ros.events.types import Events
-from madm_ros.palettes import DSEC_11
-from madm_train.folder_layout import (
+from madm_ros.folder_layout import (
     LABELS_DIR,
     META_FILE,
     MODALITY_ENCODINGS,
@@ -35,9 +34,10 @@ from madm_train.folder_layout import (
     frame_name,
     write_image,
 )
-from madm_train.synthetic.render import Camera, render, shade
-from madm_train.synthetic.scene import Scene, make_scene
-from madm_train.synthetic.sensors import (
+from madm_ros.palettes import DSEC_11
+from madm_ros.synthetic.render import Camera, render, shade
+from madm_ros.synthetic.scene import Scene, make_scene
+from madm_ros.synthetic.sensors import (
     BACKGROUND_HZ,
     DEPTH_MAX_M,
     EVENT_SIMULATOR,
@@ -54,7 +54,7 @@ __all__ = [
     "sequence_scene",
 ]
 
-GENERATOR_NAME = "madm_train.synthetic"
+GENERATOR_NAME = "madm_ros.synthetic"
 HFOV_DEG = 80.0
 """Horizontal field of view of every synthetic camera, degrees (a wide automotive lens; fx = 305 px at 512 wide)."""
 _IN_PROGRESS = ".synth-in-progress"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from madm_train.model import MadmModel
+    from madm_train.models.madm_model import MadmModel
 
 __all__ = [
     "TINY_BOTTLENECK_CHANNELS",
@@ -269,9 +269,9 @@ def build_tiny_model(folder: str | Path, num_classes: int, *, dtype: torch.dtype
     """
     import torch
 
-    from madm_train.head import DAFormerHead
-    from madm_train.model import MadmModel
-    from madm_train.sd_backbone import SDBackbone
+    from madm_train.models.head import DAFormerHead
+    from madm_train.models.madm_model import MadmModel
+    from madm_train.models.sd_backbone import SDBackbone
 
     backbone = SDBackbone.from_pretrained(
         folder,

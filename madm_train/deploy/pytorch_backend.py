@@ -20,15 +20,15 @@ __all__ = ["PyTorchBackend", "load_graph"]
 
 
 def load_graph(path: str | Path, *, argmax_stride: int | None = None) -> tuple[Any, ModelMetadata]:
-    """The :class:`~madm_train.graph.SegmentationGraph` (eval, CPU) of a saved student or MADM folder, and its metadata.
+    """The :class:`~madm_train.deploy.graph.SegmentationGraph` (eval, CPU) of a saved student or MADM folder, and its metadata.
 
-    ``argmax_stride`` applies to students (default :data:`~madm_train.graph.DEFAULT_ARGMAX_STRIDE`, as ``export``).
+    ``argmax_stride`` applies to students (default :data:`~madm_train.deploy.graph.DEFAULT_ARGMAX_STRIDE`, as ``export``).
 
     Students carry their label set and input spec; a MADM teacher folder carries neither, so its
     metadata says ``unknown`` label set and an RGB spec of its logits size (the caller knows the task).
     """
-    from madm_train.graph import DEFAULT_ARGMAX_STRIDE, SegmentationGraph
-    from madm_train.student import OUTPUT_STRIDE, STUDENT_FORMAT, load_student
+    from madm_train.deploy.graph import DEFAULT_ARGMAX_STRIDE, SegmentationGraph
+    from madm_train.models.student import OUTPUT_STRIDE, STUDENT_FORMAT, load_student
 
     path = Path(path)
     try:
@@ -41,7 +41,7 @@ def load_graph(path: str | Path, *, argmax_stride: int | None = None) -> tuple[A
             stride = argmax_stride or DEFAULT_ARGMAX_STRIDE
             metadata = ModelMetadata(config["label_set"], InputSpec.from_dict(config["input_spec"]), OUTPUT_STRIDE, stride)
             return SegmentationGraph(model, logits_stride=OUTPUT_STRIDE, argmax_stride=stride).eval(), metadata
-        from madm_train.model import MadmModel
+        from madm_train.models.madm_model import MadmModel
 
         teacher = MadmModel.load(path).eval()
     except ConfigError as error:

@@ -2,7 +2,7 @@
 
 ``evaluate`` takes any ``predict(images) -> logits`` callable (the MADM teacher or student, a
 distilled student, an ONNX session wrapped in a function), so every model is scored by the same
-code. Images and labels come from a ``madm_train.datasets`` data set without augmentation, i.e.
+code. Images and labels come from a ``madm_train.data.datasets`` data set without augmentation, i.e.
 both resized to the network size (MADM evaluates at 512×512). It writes, atomically, into
 ``out_dir``: ``metrics.json`` (``miou``, ``pixel_accuracy``, ``per_class_iou``, ``confusion_matrix``,
 ``class_names``, ``images``), ``metrics.md`` (the per-class table) and qualitative PNGs (input |

@@ -1,4 +1,4 @@
-"""Ray-cast rendering of a :class:`~madm_train.synthetic.scene.Scene` into a G-buffer, and RGB shading.
+"""Ray-cast rendering of a :class:`~madm_ros.synthetic.scene.Scene` into a G-buffer, and RGB shading.
 
 For every pixel the nearest surface wins (a z-buffer over analytic intersections): the ground
 plane, the vertical strips along the road (façades, walls, fences) and the boxes/ellipsoids of
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from madm_train.synthetic.scene import SKY, Material, Scene, parts_at
+from madm_ros.synthetic.scene import SKY, Material, Scene, parts_at
 
 __all__ = ["Camera", "GBuffer", "render", "shade", "value_noise"]
 

@@ -35,14 +35,14 @@ import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError, DecodeError, InputError, MadmError
-from madm_train.folder_layout import LABELS_DIR, FolderMeta, frame_name, write_image
+from madm_ros.folder_layout import LABELS_DIR, FolderMeta, frame_name, write_image
 
 __all__ = ["BagTarget", "default_tolerance_us", "event_settings", "extract_bag_frames", "extract_bag_target",
            "prepare_bag_target"]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image",)
 LABEL_ENCODINGS = ("mono8", "8UC1")
-GENERATOR_NAME = "madm_train.bag_target"
+GENERATOR_NAME = "madm_train.data.bag_target"
 MARKER_FILE = "bag_target.json"
 """Written first into an ``extract_bag_target`` folder (marks it as ours) and rewritten last (complete)."""
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from madm_ros.errors import ConfigError
-from madm_train.head import DAFormerHead
-from madm_train.sd_backbone import BackboneOutput, SDBackbone, TrainMode, atomic_folder
+from madm_train.models.head import DAFormerHead
+from madm_train.models.sd_backbone import BackboneOutput, SDBackbone, TrainMode, atomic_folder
 
 __all__ = ["CHECKPOINT_FORMAT", "MadmModel", "read_format_config"]
 

@@ -4,9 +4,9 @@ Recipe (reference/edge.md §7), in execution order:
 
 1. Target frames at the student's size, without augmentation (the teacher's view must be the
    student's view).
-2. One teacher pass over every frame; logits cached on disk (:class:`~madm_train.teacher_cache.TeacherCache`),
+2. One teacher pass over every frame; logits cached on disk (:class:`~madm_train.deploy.teacher_cache.TeacherCache`),
    then the teacher is freed: it never runs again, however long the student trains.
-3. Student (:class:`~madm_train.student.DDRNetStudent`, random init) trained with AdamW and a poly
+3. Student (:class:`~madm_train.models.student.DDRNetStudent`, random init) trained with AdamW and a poly
    schedule on: pixel-wise KL(teacher ‖ student) at temperature τ (× τ²) + cross-entropy on the
    teacher's arg-max weighted by the fraction of confident pixels (DAFormer's pseudo-label
    weight, threshold 0.968) + the same on the auxiliary head (× 0.4) + optionally cross-entropy
@@ -98,7 +98,7 @@ class DistillOptions:
 
 
 def at_size(dataset: Any, size: tuple[int, int]) -> Any:
-    """A copy of a ``madm_train.datasets`` data set without augmentation whose frames come at ``size`` (H, W).
+    """A copy of a ``madm_train.data.datasets`` data set without augmentation whose frames come at ``size`` (H, W).
 
     Distillation needs the same, un-augmented view of each frame every time (its teacher output is
     cached); the training configs' target sets crop randomly.
@@ -114,8 +114,8 @@ def _teacher_pass(options: DistillOptions, frames: Sequence[Any], num_classes: i
     import torch
     from tqdm import tqdm
 
-    from madm_train.model import MadmModel
-    from madm_train.teacher_cache import TeacherCache
+    from madm_train.deploy.teacher_cache import TeacherCache
+    from madm_train.models.madm_model import MadmModel
 
     cache = TeacherCache(options.cache_dir or options.out_dir / "teacher_cache", options.teacher, num_classes,
                          options.cache_stride)
@@ -181,7 +181,7 @@ def distill(options: DistillOptions, frames: Sequence[Any], *, source: Sequence[
 
     Args:
         options: Teacher, student and recipe.
-        frames: Target-modality samples (``madm_train.datasets`` ``Sample``s) at the student's size, un-augmented.
+        frames: Target-modality samples (``madm_train.data.datasets`` ``Sample``s) at the student's size, un-augmented.
         source: Labelled source samples at the same size (used when ``options.source_weight`` > 0).
         test: Labelled target samples to report mIoU on (optional).
         progress: Show progress bars.
@@ -190,8 +190,8 @@ def distill(options: DistillOptions, frames: Sequence[Any], *, source: Sequence[
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from madm_train.evaluate import evaluate
-    from madm_train.student import DDRNetStudent, save_student
+    from madm_train.models.student import DDRNetStudent, save_student
+    from madm_train.training.evaluate import evaluate
 
     if len(frames) == 0:
         raise InputError("no target frames to distil on")

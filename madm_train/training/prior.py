@@ -84,10 +84,10 @@ def load_prior_frames(root: str | Path) -> tuple[np.ndarray, dict[str, int]]:
     """
     import torch
 
+    from madm_ros.folder_layout import FolderMeta, read_image
     from madm_ros.preprocessing import InputSpec
-    from madm_train.datasets import FolderDataset
-    from madm_train.folder_layout import FolderMeta, read_image
-    from madm_train.lplr import paint_labels
+    from madm_train.data.datasets import FolderDataset
+    from madm_train.methods.madm.lplr import paint_labels
 
     meta = FolderMeta.read(root)
     if not meta.frames:
@@ -204,15 +204,15 @@ def pretrain_prior(data_root: str | Path, out: str | Path, config: PriorConfig |
                    progress: bool = True) -> Path:
     """Train the tiny preset's prior on the frames of ``data_root`` and write it to ``out``; returns ``out``.
 
-    Starts from the random tiny SD of :func:`madm_train.tiny_sd.build_tiny_sd` (seed ``config.seed``),
+    Starts from the random tiny SD of :func:`madm_train.models.tiny_sd.build_tiny_sd` (seed ``config.seed``),
     trains its VAE, then its UNet (see the module docstring), and replaces ``out`` atomically.
     """
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from madm_train.sd_backbone import atomic_folder, empty_prompt_embedding
-    from madm_train.tiny_sd import build_tiny_sd
+    from madm_train.models.sd_backbone import atomic_folder, empty_prompt_embedding
+    from madm_train.models.tiny_sd import build_tiny_sd
 
     config = config or PriorConfig()
     out = Path(out)

@@ -18,7 +18,7 @@ Layouts, as their publishers ship them (paths relative to the root given):
   ``69mask_<split>_edges/<sequence>/<frame>.png`` with
   ``test_semantic_labels/<sequence>/11classes/<frame>.png`` (no conversion); rendering edge frames
   from ``events.h5`` is :class:`DsecEventsDataset`.
-- The generic folder layout of :mod:`madm_train.folder_layout` (synthetic scenes, bag-derived sets,
+- The generic folder layout of :mod:`madm_ros.folder_layout` (synthetic scenes, bag-derived sets,
   a user's own recordings).
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 from madm_ros.errors import ConfigError, InputError
 from madm_ros.palettes import CITYSCAPES_LABELID_TO_TRAINID, IGNORE_INDEX, get_label_set, label_mapping
 from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
-from madm_train.augment import TrainAugmentation, resize_label
+from madm_train.data.augment import TrainAugmentation, resize_label
 
 __all__ = [
     "CityscapesDataset",
@@ -412,11 +412,11 @@ class DsecEventsDataset(ModalityDataset):
 
 
 class FolderDataset(ModalityDataset):
-    """The generic folder layout (``madm_train.folder_layout``): one modality folder, labels if present."""
+    """The generic folder layout (``madm_ros.folder_layout``): one modality folder, labels if present."""
 
     def __init__(self, root: Path | str, spec: InputSpec, *, frames: Sequence[str] | None = None,
                  augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
-        from madm_train.folder_layout import LABELS_DIR, FolderMeta
+        from madm_ros.folder_layout import LABELS_DIR, FolderMeta
 
         root = Path(root)
         meta = FolderMeta.read(root)

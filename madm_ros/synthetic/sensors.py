@@ -28,9 +28,9 @@ import numpy as np
 
 from madm_ros.events.simulator import EventSimulator, EventSimulatorConfig
 from madm_ros.events.types import Events
-from madm_train.folder_layout import DEPTH_MM_PER_M, THERMAL_COUNTS_PER_KELVIN
-from madm_train.synthetic.render import Camera, GBuffer, value_noise
-from madm_train.synthetic.scene import Material, Scene
+from madm_ros.folder_layout import DEPTH_MM_PER_M, THERMAL_COUNTS_PER_KELVIN
+from madm_ros.synthetic.render import Camera, GBuffer, value_noise
+from madm_ros.synthetic.scene import Material, Scene
 
 __all__ = ["DEPTH_MAX_M", "EVENT_SIMULATOR", "EventCamera", "ThermalCamera", "depth_image", "intensity", "rgb_image"]
 

@@ -187,7 +187,7 @@ def save_student(model: DDRNetStudent, path: str | Path, *, label_set: str, inpu
     """
     from safetensors.torch import save_file
 
-    from madm_train.sd_backbone import atomic_folder
+    from madm_train.models.sd_backbone import atomic_folder
 
     path = Path(path)
     config = {"format": STUDENT_FORMAT, "student": model.config(), "label_set": label_set,
@@ -203,7 +203,7 @@ def load_student(path: str | Path) -> tuple[DDRNetStudent, dict[str, Any]]:
     """Rebuild a saved student (in eval mode, on the CPU) and return it with its ``config.json``."""
     from safetensors.torch import load_file
 
-    from madm_train.model import read_format_config
+    from madm_train.models.madm_model import read_format_config
 
     path = Path(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE

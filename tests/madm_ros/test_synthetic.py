@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from madm_ros.errors import ConfigError
+from madm_ros.folder_layout import MODALITY_ENCODINGS, THERMAL_COUNTS_PER_KELVIN, FolderMeta, read_image
 from madm_ros.palettes import DSEC_11
+from madm_ros.synthetic import SynthConfig, generate
+from madm_ros.synthetic.generate import frame_time_us, sequence_scene
+from madm_ros.synthetic.render import render
 from madm_train.cli import main
-from madm_train.folder_layout import MODALITY_ENCODINGS, THERMAL_COUNTS_PER_KELVIN, FolderMeta, read_image
-from madm_train.synthetic import SynthConfig, generate
-from madm_train.synthetic.generate import frame_time_us, sequence_scene
-from madm_train.synthetic.render import render
 
 SMALL = SynthConfig(frames=8, height=64, width=128, seed=5, frames_per_sequence=4)
 CLASS = {name: index for index, name in enumerate(DSEC_11.class_names)}

@@ -1,0 +1,1 @@
+"""The trainer every method plugs into, and what it owns: EMA teacher, schedule, checkpoints, evaluation."""
