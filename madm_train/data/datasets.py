@@ -12,7 +12,7 @@ Layouts, as their publishers ship them (paths relative to the root given):
   ids when the former is missing.
 - DELIVER depth (front camera): ``depth/<condition>/<split>/<map>/<frame>_depth_front.png``, labels
   ``semantic/<condition>/<split>/<map>/<frame>_semantic_front.png`` (first channel minus one with
-  uint8 wrap, then 25 → 11 classes, as MADM's loader does).
+  uint8 wrap, a stored 255 staying 255, then 25 → 11 classes, as MADM's loader does).
 - FMB infrared: ``<split>/Infrared/<name>.png`` with ``<split>/Label/<name>.png`` (15 → 9 classes).
 - DSEC-Semantic events, pre-rendered edge PNGs as MADM uses them:
   ``69mask_<split>_edges/<sequence>/<frame>.png`` with
@@ -29,17 +29,19 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from madm_ros.errors import ConfigError, InputError
-from madm_ros.palettes import CITYSCAPES_LABELID_TO_TRAINID, IGNORE_INDEX, get_label_set, label_mapping
+from madm_ros.palettes import CITYSCAPES_LABELID_TO_TRAINID, IGNORE_INDEX, LabelSet, get_label_set, label_mapping
 from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
 from madm_train.data.augment import TrainAugmentation, resize_label
 
 __all__ = [
+    "CLASS_SPACES",
     "CityscapesDataset",
+    "ClassSpace",
     "DeliverDepthDataset",
     "DsecEdgeDataset",
     "DsecEventsDataset",
@@ -51,6 +53,14 @@ __all__ = [
     "read_label_file",
     "read_modality_file",
 ]
+
+
+ClassSpace = Literal["source", "merged"]
+"""Where class ids live: ``source`` = the classes the labels are annotated in (Cityscapes' 19 train
+ids), ``merged`` = the task's label set (DSEC-11 or FMB-9). They differ only where a data set maps
+finer annotations onto the task's classes; elsewhere both name the data set's own label set."""
+
+CLASS_SPACES: tuple[ClassSpace, ...] = ("source", "merged")
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,10 @@ def read_label_file(path: Path, lut: np.ndarray | None = None, *, channel: int =
                     source_classes: int | None = None) -> np.ndarray:
     """Read a label PNG as uint8 ids, optionally taking one RGB channel, shifting and mapping by ``lut``.
 
-    With ``source_classes``, stored values (after the shift) outside ``0..source_classes-1`` and 255
-    are an error: a mapping table would otherwise turn them silently into "ignore".
+    The shift wraps in uint8 (DELIVER's stored 0 becomes 255, ignore) but leaves a stored 255 at
+    255: it already means ignore, and MADM's loader keeps it so. With ``source_classes``, stored
+    values (after the shift) outside ``0..source_classes-1`` and 255 are an error: a mapping table
+    would otherwise turn them silently into "ignore".
     """
     import cv2
 
@@ -120,7 +132,8 @@ def read_label_file(path: Path, lut: np.ndarray | None = None, *, channel: int =
     if label.dtype != np.uint8:
         raise InputError(f"{path}: labels must be 8-bit, got {label.dtype} (read the file unchanged, do not rescale)")
     if shift:
-        label = (label.astype(np.int16) + shift).astype(np.uint8)  # uint8 wrap: 0 - 1 → 255 (ignore)
+        shifted = (label.astype(np.int16) + shift).astype(np.uint8)  # uint8 wrap: 0 - 1 → 255 (ignore)
+        label = np.where(label == IGNORE_INDEX, label, shifted)
     if source_classes is not None:
         bad = np.unique(label[(label >= source_classes) & (label != IGNORE_INDEX)])
         if bad.size:
@@ -136,11 +149,23 @@ class ModalityDataset(Sequence[Sample]):
         records: The examples, in a fixed order.
         spec: Network input description; its ``modality`` is the data set's.
         label_set: Name of the label set the labels are returned in (``None`` for unlabelled data).
-        label_reader: Turns a label path into ids of ``label_set`` (data-set specific conversion).
+        label_reader: Turns a label path into ids of ``source_classes`` (data-set specific conversion).
+        source_classes: Name of the label set the stored labels are annotated in, where it is finer
+            than ``label_set`` and mapped onto it by ``label_mapping`` (Cityscapes' 19 train ids for
+            an 11- or 9-class task). Rare-class sampling counts and crops in these classes, as MADM
+            does. Default: ``label_set``.
         augmentation: Training augmentation; ``None`` for evaluation (image and label are resized
             to the network size, as MADM evaluates at 512×512).
         seed: Seed of this data set's augmentation generator (independent of other data sets).
+
+    Attributes:
+        label_reader: Label path → ids of ``label_set`` (:meth:`read_label` reads either space).
     """
+
+    labels_sized_like_images = True
+    """Whether a label must have its image's size. Where a publisher ships them at different sizes
+    (DSEC), MADM resizes each to the network size on its own and so does :meth:`load`; elsewhere a
+    mismatch means a broken data set and is an error."""
 
     def __init__(
         self,
@@ -149,6 +174,7 @@ class ModalityDataset(Sequence[Sample]):
         label_set: str | None,
         label_reader: Callable[[Path], np.ndarray],
         *,
+        source_classes: str | None = None,
         augmentation: TrainAugmentation | None = None,
         seed: int = 0,
     ) -> None:
@@ -162,7 +188,13 @@ class ModalityDataset(Sequence[Sample]):
         self.label_set = get_label_set(label_set) if label_set is not None else None
         if self.label_set is None and any(r.label_path is not None for r in records):
             raise ConfigError("labelled records need a label set")
-        self.label_reader = label_reader
+        self.source_classes = get_label_set(source_classes) if source_classes is not None else self.label_set
+        self._to_label_set: np.ndarray | None = None
+        if self.label_set is not None and self.source_classes is not self.label_set:
+            self._to_label_set = label_mapping(self.source_classes.name, self.label_set.name)
+        self._read_source_label = label_reader
+        to_label_set = self._to_label_set
+        self.label_reader = label_reader if to_label_set is None else lambda path: to_label_set[label_reader(path)]
         self.augmentation = augmentation
         self.seed = seed
         self._rng: tuple[int, np.random.Generator] | None = None
@@ -173,23 +205,33 @@ class ModalityDataset(Sequence[Sample]):
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         return self.load(index)
 
-    def load(self, index: int, *, required_class: int | None = None, min_class_pixels: int = 0) -> Sample:
-        """Load example ``index``; with augmentation, crops may be asked to contain ``required_class``."""
+    def load(self, index: int, *, required_class: int | None = None, min_class_pixels: int = 0,
+             classes: ClassSpace = "merged") -> Sample:
+        """Load example ``index``; the label is always returned in ``label_set``.
+
+        With augmentation, crops are redrawn until they hold ``min_class_pixels`` of
+        ``required_class``, an id in ``classes`` (pass the rare-class sampler's ``classes``: MADM
+        checks the crop on the 19-class label and maps to 11/9 classes afterwards).
+        """
+        _check_class_space(classes)
         record = self.records[index]
         array, encoding = self.read_input(record)
         try:
             image = modality_image(array, encoding, self.spec)
         except InputError as error:
             raise InputError(f"{record.image_path}: {error}") from None
-        label = None if record.label_path is None else self.label_reader(record.label_path)
-        if label is not None:
-            self._check_label(label, image, record)
+        label = None
+        if record.label_path is not None:
+            label = self.read_label(record.label_path, classes)
+            self._check_label(label, image, record, self.label_classes(classes))
         original_size = image.shape[:2]
-        if self.augmentation is not None:
+        if self.augmentation is not None:  # resizes image and label each to resize_hw, like MADM
             image, label = self.augmentation(image, label, self._generator(), required_class=required_class,
                                              min_class_pixels=min_class_pixels)
         elif label is not None:  # the image is resized by to_network_input, exactly as in the node
             label = resize_label(label, (self.spec.height, self.spec.width))
+        if label is not None and classes == "source" and self._to_label_set is not None:
+            label = self._to_label_set[label]  # a lookup table commutes with nearest resize, crop and flip
         meta = {"name": record.name, "path": str(record.image_path), "original_size": original_size}
         return Sample(to_network_input(image, self.spec), label, self.spec.modality, meta)
 
@@ -215,19 +257,36 @@ class ModalityDataset(Sequence[Sample]):
         return read_modality_file(record.image_path, self.spec.modality)
 
     def label_paths(self) -> list[Path]:
-        """Label files of the labelled records (for rare-class statistics)."""
+        """Label files of the labelled records."""
         return [r.label_path for r in self.records if r.label_path is not None]
 
-    def _check_label(self, label: np.ndarray, image: np.ndarray, record: Record) -> None:
-        assert self.label_set is not None  # guaranteed by __init__ for labelled records
-        if label.shape != image.shape[:2]:
+    def label_classes(self, classes: ClassSpace) -> LabelSet:
+        """The label set that ids in ``classes`` belong to (``source_classes`` or ``label_set``)."""
+        _check_class_space(classes)
+        if self.label_set is None or self.source_classes is None:
+            raise ConfigError(f"the {self.spec.modality} data set is unlabelled, so it has no classes to count or "
+                              "crop for; rare-class sampling needs a labelled source")
+        return self.source_classes if classes == "source" else self.label_set
+
+    def read_label(self, path: Path, classes: ClassSpace = "merged") -> np.ndarray:
+        """The label file ``path`` as ids of :meth:`label_classes` ``(classes)``, at its stored size."""
+        _check_class_space(classes)
+        return self._read_source_label(path) if classes == "source" else self.label_reader(path)
+
+    def _check_label(self, label: np.ndarray, image: np.ndarray, record: Record, label_set: LabelSet) -> None:
+        if self.labels_sized_like_images and label.shape != image.shape[:2]:
             raise InputError(f"label {record.label_path} is {label.shape[1]}×{label.shape[0]} but its image "
                              f"{record.image_path} is {image.shape[1]}×{image.shape[0]}")
-        bad = label[(label >= self.label_set.num_classes) & (label != IGNORE_INDEX)]
+        bad = label[(label >= label_set.num_classes) & (label != IGNORE_INDEX)]
         if bad.size:
             raise InputError(f"label {record.label_path} has values {sorted(set(bad.tolist()))[:5]} outside "
-                             f"{self.label_set.name} (0..{self.label_set.num_classes - 1}, 255); "
+                             f"{label_set.name} (0..{label_set.num_classes - 1}, 255); "
                              f"check the label set or the label conversion")
+
+
+def _check_class_space(classes: str) -> None:
+    if classes not in CLASS_SPACES:
+        raise ConfigError(f"classes must be one of {CLASS_SPACES}, got {classes!r}")
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -241,7 +300,11 @@ def _pair(images: list[Path], label_for: Callable[[Path], Path | None], name_for
 
 
 class CityscapesDataset(ModalityDataset):
-    """Cityscapes RGB with labels in ``label_set`` (``cityscapes19``, ``dsec11`` or ``fmb9``)."""
+    """Cityscapes RGB with labels in ``label_set`` (``cityscapes19``, ``dsec11`` or ``fmb9``).
+
+    The annotations' own classes are the 19 train ids (``source_classes``), the space MADM's
+    rare-class sampling works in.
+    """
 
     def __init__(self, root: Path | str, split: str, spec: InputSpec, *, label_set: str = "dsec11",
                  augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
@@ -260,16 +323,16 @@ class CityscapesDataset(ModalityDataset):
 
         records = _pair(list(image_dir.glob("*/*_leftImg8bit.png")), label_for,
                         lambda p: p.name.removesuffix("_leftImg8bit.png"))
-        to_target = label_mapping("cityscapes19", label_set)
 
-        def read(path: Path) -> np.ndarray:
+        def read_train_ids(path: Path) -> np.ndarray:
             if path.name.endswith("_labelIds.png"):
-                return to_target[read_label_file(path, CITYSCAPES_LABELID_TO_TRAINID, source_classes=34)]
-            return to_target[read_label_file(path, source_classes=19)]
+                return read_label_file(path, CITYSCAPES_LABELID_TO_TRAINID, source_classes=34)
+            return read_label_file(path, source_classes=19)
 
         if spec.modality != "rgb":
             raise ConfigError(f"Cityscapes is an RGB data set; got an InputSpec for {spec.modality}")
-        super().__init__(records, spec, label_set, read, augmentation=augmentation, seed=seed)
+        super().__init__(records, spec, label_set, read_train_ids, source_classes="cityscapes19",
+                         augmentation=augmentation, seed=seed)
 
 
 class DeliverDepthDataset(ModalityDataset):
@@ -314,7 +377,13 @@ class FmbInfraredDataset(ModalityDataset):
 
 
 class DsecEdgeDataset(ModalityDataset):
-    """DSEC-Semantic events as pre-rendered edge PNGs (MADM's ``69mask_*_edges``), labels in DSEC-11."""
+    """DSEC-Semantic events as pre-rendered edge PNGs (MADM's ``69mask_*_edges``), labels in DSEC-11.
+
+    Edge frames and labels may differ in size (e.g. 640×480 frames, 640×440 labels): MADM resizes
+    each on its own to the training or evaluation size (labels nearest), and so does this loader.
+    """
+
+    labels_sized_like_images = False
 
     def __init__(self, root: Path | str, split: str, spec: InputSpec, *, edges_dir: str | None = None,
                  augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
@@ -344,7 +413,12 @@ class DsecEventsDataset(ModalityDataset):
         events: ``EdgeFrameConfig`` fields except width and height (DSEC's 640×480); defaults to a
             50 ms window (the label interval), polarity ignored and the 640×440 crop.
         every: Keep every n-th label (MADM trains on even label indices: ``every=2``).
+
+    As for :class:`DsecEdgeDataset`, a rendered frame and its label may differ in size (a crop
+    other than 640×440); each is resized to the training or evaluation size on its own.
     """
+
+    labels_sized_like_images = False
 
     def __init__(self, root: Path | str, split: str, spec: InputSpec, *, sequences: Sequence[str] | None = None,
                  events: dict[str, Any] | None = None, every: int = 1,

@@ -4,9 +4,15 @@ Statistics are computed here from the source labels themselves (no external prep
 files): the pixel frequency f_c of every class and, per class, the examples holding at least
 ``min_pixels`` of it. A class is drawn with P(c) = softmax((1 − f_c) / T), then an example that
 holds it; the data set's crop is redrawn until the crop shows the class (see
-``TrainAugmentation``). MADM computes the statistics in the 19-class Cityscapes space and maps
-to 11/9 classes afterwards; computing them in the task's label set, as here, samples the merged
-classes (e.g. all vehicles as "car") by their merged frequency.
+``TrainAugmentation``).
+
+Which classes are counted matters. MADM takes DAFormer's statistics of Cityscapes in its 19 train
+ids, draws one of those, redraws crops until the 19-class label shows it and maps the label to
+the task's 11/9 classes only then (madm_spec.md §2.4): a bus or terrain pixel is rare although
+"car" and "vegetation" are common. :func:`rare_class_sampler` with ``classes="source"`` does the
+same; ``classes="merged"`` counts in the task's label set instead, so merged classes are drawn by
+their merged frequency. Source data annotated in the task's classes directly (the folder layout)
+has one class space only, and both choices count in it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from madm_ros.errors import InputError
+from madm_train.data.datasets import ClassSpace, ModalityDataset
 
-__all__ = ["RareClassSampler", "RareClassStats", "rare_class_stats"]
+__all__ = ["RareClassSampler", "RareClassStats", "rare_class_sampler", "rare_class_stats"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,14 @@ def rare_class_stats(labels: Iterable[np.ndarray], num_classes: int, *, min_pixe
 
 
 class RareClassSampler:
-    """Draws (example index, class) pairs with rare classes favoured by temperature ``temperature``."""
+    """Draws (example index, class) pairs with rare classes favoured by temperature ``temperature``.
 
-    def __init__(self, stats: RareClassStats, *, temperature: float = 0.01, seed: int = 0) -> None:
+    ``classes`` records the space the statistics were counted in, so that the data set checks its
+    crops in the same one: ``dataset.load(index, required_class=c, classes=sampler.classes, …)``.
+    """
+
+    def __init__(self, stats: RareClassStats, *, temperature: float = 0.01, seed: int = 0,
+                 classes: ClassSpace = "merged") -> None:
         if temperature <= 0:
             raise InputError(f"rare-class temperature must be positive, got {temperature}")
         available = np.array([len(e) > 0 for e in stats.examples])
@@ -57,6 +69,7 @@ class RareClassSampler:
         probabilities = np.exp(logits - logits[available].max())
         self.probabilities = probabilities / probabilities.sum()
         self.stats = stats
+        self.classes = classes
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> tuple[int, int]:
@@ -64,3 +77,25 @@ class RareClassSampler:
         c = int(self.rng.choice(len(self.probabilities), p=self.probabilities))
         candidates = self.stats.examples[c]
         return int(candidates[self.rng.integers(len(candidates))]), c
+
+
+def rare_class_sampler(source: ModalityDataset, *, classes: ClassSpace, temperature: float, min_pixels: int,
+                       seed: int) -> RareClassSampler:
+    """Rare-class sampling over the labelled data set ``source``, counted in ``classes``.
+
+    Args:
+        source: The source data set; every example needs a label.
+        classes: ``source`` counts in the classes the labels are annotated in (Cityscapes' 19
+            train ids, as MADM does), ``merged`` in the task's label set.
+        temperature: T in P(c) = softmax((1 − f_c) / T).
+        min_pixels: An example counts for a class when it holds this many of its pixels.
+        seed: Seed of the sampler's own generator.
+    """
+    label_set = source.label_classes(classes)
+    unlabelled = [r.name for r in source.records if r.label_path is None]
+    if unlabelled:
+        raise InputError(f"rare-class sampling needs a label for every source example, but {len(unlabelled)} have "
+                         f"none (first: {unlabelled[0]}); add their labels or set data.rare_class_sampling false")
+    labels = (source.read_label(r.label_path, classes) for r in source.records if r.label_path is not None)
+    stats = rare_class_stats(labels, label_set.num_classes, min_pixels=min_pixels)
+    return RareClassSampler(stats, temperature=temperature, seed=seed, classes=classes)

@@ -8,9 +8,9 @@ import pytest
 
 from madm_ros.errors import ConfigError, InputError
 from madm_ros.folder_layout import FolderMeta, write_image
-from madm_ros.palettes import CITYSCAPES_19, DSEC_11, label_mapping
+from madm_ros.palettes import CITYSCAPES_19, DELIVER_25_NAMES, DSEC_11, label_mapping
 from madm_ros.preprocessing import InputSpec, preprocess
-from madm_train.data.augment import TrainAugmentation
+from madm_train.data.augment import TrainAugmentation, resize_label
 from madm_train.data.datasets import (
     CityscapesDataset,
     DeliverDepthDataset,
@@ -19,7 +19,6 @@ from madm_train.data.datasets import (
     FolderDataset,
     read_modality_file,
 )
-from madm_train.data.rare_class import RareClassSampler, rare_class_stats
 
 CITY = "cityscapes_sample/labelled_256x128/frankfurt_000000_000294"
 # CamVid's 11 classes → DSEC-11 (camvid_subset/README.md); bicyclist has no DSEC class → ignore.
@@ -59,21 +58,48 @@ def test_cityscapes_prefers_train_id_files_and_keeps_19_classes(cityscapes_root,
     assert sample.label.max() < CITYSCAPES_19.num_classes or sample.label.max() == 255
 
 
-def test_deliver_labels_are_shifted_by_one_and_mapped_to_11_classes(tmp_path):
-    depth_dir, label_dir = tmp_path / "depth/cloud/test/MAP_1", tmp_path / "semantic/cloud/test/MAP_1"
-    depth_dir.mkdir(parents=True)
-    label_dir.mkdir(parents=True)
-    depth = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+def write_deliver_frame(root, stored_ids):
+    """One DELIVER test frame: a random 3-channel depth PNG and an RGB label whose R channel holds
+    ``stored_ids`` (class + 1, 0 unlabelled, as DELIVER stores them) and whose G and B channels hold
+    noise, which the reader must not look at. Returns the depth image (BGR, as written)."""
+    depth_dir, label_dir = root / "depth/cloud/test/MAP_1", root / "semantic/cloud/test/MAP_1"
+    depth_dir.mkdir(parents=True, exist_ok=True)
+    label_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    depth = rng.integers(0, 256, (*stored_ids.shape, 3), dtype=np.uint8)
     cv2.imwrite(str(depth_dir / "000001_depth_front.png"), depth)
-    raw = np.zeros((16, 16, 3), np.uint8)
-    raw[:, :, 2] = np.array([0, 1, 7, 13, 10, 23] * 43)[:256].reshape(16, 16)  # R channel (RGB order) holds ids + 1
-    cv2.imwrite(str(label_dir / "000001_semantic_front.png"), raw)
-    sample = DeliverDepthDataset(tmp_path, "test", InputSpec("depth", height=16, width=16), conditions=["cloud"])[0]
+    label = rng.integers(0, 256, (*stored_ids.shape, 3), dtype=np.uint8)
+    label[:, :, 2] = stored_ids  # OpenCV writes BGR: index 2 is the R channel
+    cv2.imwrite(str(label_dir / "000001_semantic_front.png"), label)
+    return depth
+
+
+def test_deliver_labels_are_shifted_by_one_and_mapped_to_11_classes(tmp_path):
+    stored = np.array([0, 1, 7, 13, 10, 23] * 43, np.uint8)[:256].reshape(16, 16)
+    depth = write_deliver_frame(tmp_path, stored)
+    spec = InputSpec("depth", height=16, width=16)
+    sample = DeliverDepthDataset(tmp_path, "test", spec, conditions=["cloud"])[0]
     # 0 → 255 ignore; 1 → Building; 7 → Road; 13 → Sky; 10 → Cars; 23 → Bus → car
     decode = {0: 255, 1: 1, 7: 5, 13: 0, 10: 8, 23: 8}
-    np.testing.assert_array_equal(sample.label, np.vectorize(decode.get)(raw[:, :, 2]).astype(np.uint8))
-    spec = InputSpec("depth", height=16, width=16)
+    np.testing.assert_array_equal(sample.label, np.vectorize(decode.get)(stored).astype(np.uint8))
     np.testing.assert_array_equal(sample.image, preprocess(depth[:, :, ::-1].copy(), "rgb8", spec))
+
+
+def test_deliver_stored_255_stays_ignore(tmp_path):
+    """MADM subtracts one from DELIVER labels except where they hold 255 (ignore already)."""
+    terrain, truck = DELIVER_25_NAMES.index("Terrain") + 1, DELIVER_25_NAMES.index("Truck") + 1
+    stored = np.array([[0, 255, 1, terrain], [truck, 255, 0, 13]], np.uint8).repeat(4, axis=0).repeat(4, axis=1)
+    write_deliver_frame(tmp_path, stored)
+    spec = InputSpec("depth", height=8, width=16)
+    label = DeliverDepthDataset(tmp_path, "test", spec, conditions=["cloud"])[0].label
+    names = {value: DSEC_11.class_names.index(name) for value, name in
+             ((1, "building"), (terrain, "vegetation"), (truck, "car"), (13, "sky"))}
+    np.testing.assert_array_equal(label, np.vectorize(lambda v: names.get(v, 255))(stored).astype(np.uint8))
+    assert (label[stored == 255] == 255).all() and (label[stored == 0] == 255).all()
+    stored[0, 0] = 26  # one past the 25 classes: still refused, 255 is the only value let through
+    write_deliver_frame(tmp_path, stored)
+    with pytest.raises(InputError, match="semantic_front.png has values \\[25\\] outside the data set's 25 classes"):
+        DeliverDepthDataset(tmp_path, "test", spec, conditions=["cloud"])[0]
 
 
 def test_fmb_reads_real_thermal_frames_and_maps_15_to_9_classes(tmp_path, shared_data):
@@ -101,6 +127,30 @@ def test_dsec_edge_pngs_pair_with_their_test_labels(tmp_path):
     assert len(data) == 2
     assert data[0].label.shape == (512, 512) and (data[0].label == 5).all()  # resized for evaluation like MADM
     assert data[1].label is None and data[1].image.shape == (3, 512, 512)
+
+
+def test_dsec_edge_frames_and_labels_of_other_sizes_are_each_resized(tmp_path):
+    """MADM resizes a DSEC frame and its label to the network size each on its own (label nearest)."""
+    (tmp_path / "69mask_test_edges/zurich_city_13_a").mkdir(parents=True)
+    (tmp_path / "test_semantic_labels/zurich_city_13_a/11classes").mkdir(parents=True)
+    rows = np.linspace(0, 255, 480).astype(np.uint8)  # edge frame 640×480, brightness grows downwards
+    edges = np.repeat(rows[:, None], 640, axis=1)
+    classes = (np.arange(440) * 11 // 440).astype(np.uint8)  # label 640×440, classes 0..10 downwards
+    label = np.repeat(classes[:, None], 640, axis=1)
+    cv2.imwrite(str(tmp_path / "69mask_test_edges/zurich_city_13_a/000000.png"), edges)
+    cv2.imwrite(str(tmp_path / "test_semantic_labels/zurich_city_13_a/11classes/000000.png"), label)
+    spec = InputSpec("events", height=512, width=512)
+    sample = DsecEdgeDataset(tmp_path, "test", spec)[0]
+    np.testing.assert_array_equal(sample.image, preprocess(edges, "mono8", spec))
+    np.testing.assert_array_equal(sample.label, resize_label(label, (512, 512)))
+    assert sample.meta["original_size"] == (480, 640)
+    train = DsecEdgeDataset(tmp_path, "test", InputSpec("events", height=64, width=64),
+                            augmentation=TrainAugmentation((128, 192), (64, 64)))
+    for _ in range(5):
+        crop = train[0]
+        # both span the same scene top to bottom, so brightness and class still agree row by row
+        expected = crop.image[0, :, 0] * 255 * 11 / 256
+        assert crop.label.shape == (64, 64) and np.abs(crop.label[:, 0] - expected).max() < 1.2
 
 
 def write_camvid_folder(root, shared_data, count=4):
@@ -163,18 +213,6 @@ def test_required_class_steers_the_crop():
     assert hits >= 18 and blind < hits
 
 
-def test_rare_classes_are_sampled_far_more_often_than_their_pixel_share():
-    labels = [np.zeros((50, 50), np.uint8) for _ in range(10)]
-    labels[3][:10, :10] = 1  # class 1: 100 of 25 000 pixels, in example 3 only
-    stats = rare_class_stats(labels, num_classes=2, min_pixels=50)
-    assert stats.frequency[1] == pytest.approx(100 / 25000)
-    assert stats.examples == (tuple(range(10)), (3,))
-    sampler = RareClassSampler(stats, temperature=0.01, seed=0)
-    draws = [sampler.sample() for _ in range(200)]
-    assert sum(c == 1 for _, c in draws) > 150  # exp(99.6) vs exp(0.4): almost always the rare class
-    assert all(i == 3 for i, c in draws if c == 1)
-
-
 def test_bad_trees_and_labels_are_named(tmp_path, cityscapes_root):
     with pytest.raises(InputError, match="Cityscapes leftImg8bit folder .*train not found"):
         CityscapesDataset(tmp_path, "train", InputSpec("rgb"))
@@ -197,12 +235,12 @@ def test_bad_trees_and_labels_are_named(tmp_path, cityscapes_root):
         FmbInfraredDataset(tmp_path, "test", InputSpec("thermal", height=4, width=4))[0]
 
 
-def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp_path):
-    from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
-    from madm_train.data.datasets import DsecEventsDataset
+def write_dsec_sequence(root):
+    """A DSEC-Semantic test sequence: 400 ms of random 640×480 events, four 640×440 labels (label k
+    is all class k) 50 ms apart. Returns the events and the label time stamps."""
     from tests.madm_ros.events.test_event_files import make_events, write_dsec
 
-    sequence = tmp_path / "test/zurich_city_13_a"
+    sequence = root / "test/zurich_city_13_a"
     (sequence / "events/left").mkdir(parents=True)
     (sequence / "semantic/left/11classes/data").mkdir(parents=True)
     t_offset = 5_000_000
@@ -212,6 +250,14 @@ def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp
     (sequence / "semantic/timestamps.txt").write_text("\n".join(map(str, stamps)) + "\n")
     for index in range(4):
         cv2.imwrite(str(sequence / f"semantic/left/11classes/data/{index:06d}.png"), np.full((440, 640), index, np.uint8))
+    return events, stamps
+
+
+def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp_path):
+    from madm_ros.events.edge_frames import EdgeFrameConfig, accumulate
+    from madm_train.data.datasets import DsecEventsDataset
+
+    events, stamps = write_dsec_sequence(tmp_path)
     spec = InputSpec("events", height=440, width=640)
     data = DsecEventsDataset(tmp_path, "test", spec, events={"window_us": 30_000}, every=2)
     assert [s.meta["name"] for s in data] == ["zurich_city_13_a/000000", "zurich_city_13_a/000002"]
@@ -221,6 +267,19 @@ def test_dsec_events_are_rendered_by_the_node_accumulator_at_each_label_time(tmp
     assert frame.shape == (440, 640) and frame.any()
     np.testing.assert_array_equal(sample.image, preprocess(frame, "mono8", spec))
     assert (sample.label == 2).all()
+
+
+def test_dsec_events_rendered_at_another_size_than_the_labels_are_resized_each(tmp_path):
+    from madm_train.data.datasets import DsecEventsDataset
+
+    write_dsec_sequence(tmp_path)
+    spec = InputSpec("events", height=64, width=64)
+    uncropped = {"window_us": 30_000, "crop": None}  # whole 640×480 sensor against 640×440 labels
+    sample = DsecEventsDataset(tmp_path, "test", spec, events=uncropped)[3]
+    assert sample.meta["original_size"] == (480, 640) and sample.label.shape == (64, 64) and (sample.label == 3).all()
+    crop = DsecEventsDataset(tmp_path, "test", spec, events=uncropped,
+                             augmentation=TrainAugmentation((96, 128), (64, 64)))[1]
+    assert crop.image.shape == (3, 64, 64) and (crop.label == 1).all()
 
 
 def test_dsec_events_config_is_checked_when_the_data_set_is_made(tmp_path):
