@@ -16,7 +16,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["madm_ros", "madm_ros.*", "madm_train", "madm_train.*"]),
-    package_data={"madm_ros": ["py.typed"], "madm_train": ["py.typed"]},
+    # the component configs of SD v1.x/v2.x that single-file checkpoints lack (madm_train.models.stable_diffusion)
+    package_data={"madm_ros": ["py.typed"],
+                  "madm_train": ["py.typed", "models/sd_configs/*/*.json", "models/sd_configs/*/*/*.json"]},
     # node parameter files, RViz config and launch files where `python -m madm_ros.launch` looks for them
     # (<prefix>/share/madm_ros/...), as colcon installs them on ROS
     data_files=[("share/madm_ros/config", sorted(glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"))),

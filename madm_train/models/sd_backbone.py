@@ -18,8 +18,9 @@ Shapes for SD-1.4 at 512² (latent 64×64): tap 5 → 1280×16², tap 8 → 640�
 the UNet output is 4×64², the decoded image 3×512².
 
 Loading never downloads: :meth:`SDBackbone.from_pretrained` reads a local diffusers folder or a
-single ``.safetensors``/``.ckpt`` file (with ``config_dir=`` for the configs such a file lacks). The
-text encoder is used once for the empty-prompt embedding and then dropped.
+single ``.safetensors``/``.ckpt`` file of SD v1.x/v2.x, whose missing configs the package carries
+(:mod:`madm_train.models.stable_diffusion`). The text encoder is used once for the empty-prompt
+embedding and then dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madm_ros.errors import ConfigError, InputError
+from madm_train.models.stable_diffusion import EMPTY_PROMPT_FILE, SDVersion, load_stable_diffusion
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -51,15 +53,12 @@ __all__ = [
     "PromptConditioning",
     "SDBackbone",
     "atomic_folder",
-    "empty_prompt_embedding",
 ]
 
 LORA_TARGET_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 """UNet attention projections that get LoRA adapters (MADM's dormant multi-LoRA set, spec §1.7/§8)."""
 FROZEN_UNET_MODULES: tuple[str, ...] = ("conv_norm_out", "conv_out")
 """UNet modules that get no gradient from the tapped features and stay frozen (spec §1.7)."""
-EMPTY_PROMPT_FILE = "empty_prompt.safetensors"
-"""File in a saved backbone folder holding the cached empty-prompt CLIP embedding (key ``embedding``)."""
 TrainMode = Literal["full", "lora"]
 
 
@@ -303,6 +302,7 @@ class SDBackbone(nn.Module):
         path: str | Path,
         *,
         dtype: torch.dtype = torch.float32,
+        sd_version: SDVersion | None = None,
         config_dir: str | Path | None = None,
         input_size: int | None = 512,
         tap_indices: Sequence[int] = (5, 8, 11),
@@ -311,17 +311,19 @@ class SDBackbone(nn.Module):
         norm_groups: int = 32,
         noise_seed: int = 42,
     ) -> SDBackbone:
-        """Load SD-1.x from a local diffusers folder or a single ``.safetensors``/``.ckpt``; never downloads.
+        """Load SD v1.x/v2.x from a local diffusers folder or a single ``.safetensors``/``.ckpt``; never downloads.
 
         Args:
             path: A diffusers folder with ``unet/``, ``vae/``, ``scheduler/`` and either
                 ``text_encoder/`` + ``tokenizer/`` or a cached ``empty_prompt.safetensors`` (what
                 :meth:`save_pretrained` writes); or one original-layout checkpoint file holding UNet,
-                VAE and CLIP text encoder (``.ckpt`` is read with ``weights_only=True``).
+                VAE and CLIP text encoder, which is all a single file needs (configs and the
+                empty prompt's token ids are bundled; ``.ckpt`` is read with ``weights_only=True``).
             dtype: Weight dtype (float32 unless the caller chooses otherwise).
-            config_dir: For a single file only: a local diffusers folder whose ``unet/``, ``vae/``,
-                ``scheduler/``, ``text_encoder/`` configs and ``tokenizer/`` describe the file
-                (for SD-1.4, any SD-1.x diffusers folder; weights there are not read).
+            sd_version: Single file only: ``"v1"``, ``"v2"`` (768², v-prediction) or ``"v2-base"``
+                (512², ε) instead of the version read off the weights; SD 2.1-base files need it.
+            config_dir: Single file only: a folder of component configs laid out like
+                ``madm_train/models/sd_configs/v1``, for architectures other than SD v1.x/v2.x.
             input_size: As in the constructor (MADM's values by default, here and below).
             tap_indices: As in the constructor.
             projection_dims: As in the constructor.
@@ -329,18 +331,7 @@ class SDBackbone(nn.Module):
             norm_groups: As in the constructor.
             noise_seed: As in the constructor.
         """
-        path = Path(path)
-        if path.is_dir():
-            if config_dir is not None:
-                raise ConfigError(f"config_dir is only for single-file checkpoints; {path} is a folder with its own configs")
-            unet, vae, scheduler, empty = _load_folder(path, dtype)
-        elif path.is_file():
-            unet, vae, scheduler, empty = _load_single_file(path, config_dir, dtype)
-        else:
-            raise ConfigError(
-                f"Stable Diffusion weights {path} not found: pass a local diffusers folder (unet/, vae/, scheduler/, "
-                "text_encoder/, tokenizer/) or one .safetensors/.ckpt file; nothing is downloaded"
-            )
+        unet, vae, scheduler, empty = load_stable_diffusion(path, dtype=dtype, sd_version=sd_version, config_dir=config_dir)
         return cls(
             unet,
             vae,
@@ -617,101 +608,3 @@ class SDBackbone(nn.Module):
         if bool((timesteps < 0).any()) or bool((timesteps >= steps).any()):
             raise InputError(f"timesteps {timesteps.tolist()} must lie in [0, {steps})")
 
-
-def _missing_weights(folder: Path) -> bool:
-    return not any((folder / name).is_file() for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
-
-
-def empty_prompt_embedding(text_encoder: nn.Module, tokenizer: Any) -> torch.Tensor:
-    """CLIP text embedding of "" padded to the context length, after the final layer norm (1×77×768 for SD-1.x)."""
-    ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        return text_encoder(ids.input_ids).last_hidden_state.float()
-
-
-def _load_folder(path: Path, dtype: torch.dtype) -> tuple[Any, Any, Any, torch.Tensor]:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from safetensors.torch import load_file
-
-    problems = []
-    for sub, config in (("unet", "config.json"), ("vae", "config.json"), ("scheduler", "scheduler_config.json")):
-        if not (path / sub / config).is_file():
-            problems.append(f"{sub}/{config}")
-        elif sub != "scheduler" and _missing_weights(path / sub):
-            problems.append(f"{sub}/diffusion_pytorch_model.safetensors")
-    has_cache = (path / EMPTY_PROMPT_FILE).is_file()
-    has_text = (path / "text_encoder" / "config.json").is_file() and (path / "tokenizer").is_dir()
-    if not has_cache and not has_text:
-        problems.append(f"text_encoder/ + tokenizer/ (or a cached {EMPTY_PROMPT_FILE})")
-    if problems:
-        raise ConfigError(
-            f"Stable Diffusion folder {path} is incomplete, missing: {', '.join(problems)}; "
-            "point to a full diffusers SD-1.x folder (e.g. a local copy of CompVis/stable-diffusion-v1-4)"
-        )
-    try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-        if has_cache:
-            empty = load_file(str(path / EMPTY_PROMPT_FILE))["embedding"]
-        else:
-            from transformers import CLIPTextModel, CLIPTokenizer
-
-            tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-            text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
-            empty = empty_prompt_embedding(text_encoder, tokenizer)
-            del text_encoder  # used once; the embedding is all MADM needs from it
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise ConfigError(f"could not load Stable Diffusion folder {path}: {error}") from None
-    return unet, vae, scheduler, empty
-
-
-def _load_single_file(path: Path, config_dir: str | Path | None, dtype: torch.dtype) -> tuple[Any, Any, Any, torch.Tensor]:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm, load_single_file_checkpoint
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    if path.suffix not in (".safetensors", ".ckpt"):
-        raise ConfigError(
-            f"{path} is not a Stable Diffusion checkpoint: expected a .safetensors or .ckpt file, or a diffusers folder"
-        )
-    if config_dir is None:
-        raise ConfigError(
-            f"single-file checkpoint {path} carries no configs: pass config_dir= a local diffusers SD-1.x folder "
-            "(unet/, vae/, scheduler/, text_encoder/ configs and tokenizer/); nothing is downloaded"
-        )
-    config_dir = Path(config_dir)
-    needed = ["unet/config.json", "vae/config.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "tokenizer"]
-    missing = [name for name in needed if not (config_dir / name).exists()]
-    if missing:
-        raise ConfigError(f"config_dir {config_dir} lacks {', '.join(missing)}; it must be a diffusers SD-1.x folder")
-    try:
-        checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
-    except Exception as error:  # safetensors and torch.load raise many unrelated types for a broken file
-        raise ConfigError(f"could not read checkpoint {path}: {error}") from None
-    expected = {
-        "UNet (model.diffusion_model.*)": "model.diffusion_model.",
-        "VAE (first_stage_model.*)": "first_stage_model.",
-        "CLIP text encoder (cond_stage_model.transformer.*)": "cond_stage_model.transformer.",
-    }
-    absent = [what for what, prefix in expected.items() if not any(k.startswith(prefix) for k in checkpoint)]
-    if absent:
-        raise ConfigError(
-            f"{path} is not a full SD-1.x checkpoint, it lacks the {', '.join(absent)} weights; "
-            "use a complete original-layout checkpoint or a diffusers folder"
-        )
-    # torch_dtype=None for float32: diffusers then skips a cast that only warns
-    local = {"config": str(config_dir), "local_files_only": True, "torch_dtype": None if dtype == torch.float32 else dtype}
-    try:
-        unet = UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", **local)
-        vae = AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **local)
-        text_encoder = create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, checkpoint, subfolder="text_encoder", config=str(config_dir), local_files_only=True
-        )
-        tokenizer = CLIPTokenizer.from_pretrained(config_dir / "tokenizer", local_files_only=True)
-        scheduler = DDPMScheduler.from_pretrained(config_dir, subfolder="scheduler", local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise ConfigError(f"could not load {path} with the configs of {config_dir}: {error}") from None
-    empty = empty_prompt_embedding(text_encoder, tokenizer)
-    del text_encoder, checkpoint
-    return unet, vae, scheduler, empty

@@ -211,7 +211,8 @@ def pretrain_prior(data_root: str | Path, out: str | Path, config: PriorConfig |
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from madm_train.models.sd_backbone import atomic_folder, empty_prompt_embedding
+    from madm_train.models.sd_backbone import atomic_folder
+    from madm_train.models.stable_diffusion import empty_prompt_embedding
     from madm_train.models.tiny_sd import build_tiny_sd
 
     config = config or PriorConfig()

@@ -73,7 +73,7 @@ def test_pretraining_improves_reconstruction_and_denoising_over_the_random_start
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from madm_train.models.sd_backbone import empty_prompt_embedding
+    from madm_train.models.stable_diffusion import empty_prompt_embedding
     from madm_train.models.tiny_sd import build_tiny_sd
 
     random_sd = build_tiny_sd(tmp_path / "random", seed=0)  # the weights pretraining started from
