@@ -1,148 +1,185 @@
-"""Seconds per MADM iteration and peak memory of the reference recipe, by training mode.
+"""Seconds per training iteration and peak memory, by method, fine-tuning mode, precision, checkpointing and crop.
 
-Runs the real iteration (``madm_train.training.trainer._Recipe.step``: student source and mixed
-passes, DPLG teacher pass, LPLR encodes, backward, clip, AdamW) on synthetic street scenes, with
-a Stable Diffusion v1.4-sized model of random weights (``--preset sd``: UNet 320/640/1280/1280 with
-768-wide cross-attention, the SD VAE; nothing is downloaded) or the tiny preset. Each row is one
-setting of full fine-tuning vs LoRA, fp32 vs bf16 autocast, gradient checkpointing on/off; the
-reference recipe is full fine-tuning with batch 1 + 1 and 512² crops.
+Times the trainer's own iteration (``madm_train.training.trainer.Trainer.iteration``: batch draws,
+the method's step — for MADM the student source and mixed passes, the DPLG teacher pass and the
+LPLR encodes — backward, clipping, AdamW) on synthetic street scenes, with a Stable Diffusion
+v1.4-sized model of random weights built from the package's bundled SD-1.x configs (``--preset sd``:
+UNet 859.5 M, VAE 83.7 M; nothing is downloaded) or the tiny preset.
 
-Goals (issue 5): the reference recipe on one GPU under 40 GB (the released code needs two
-> 40 GB GPUs), LoRA under 24 GB. Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU and
-the process's peak resident set on the CPU.
+Every row runs in its own process, so its peak memory is its own: ``ru_maxrss`` of that process on
+the CPU, ``torch.cuda.max_memory_allocated`` on a GPU. A row that cannot run says why (fp16 on a
+CPU, out of memory, killed). Finished rows are kept in the output JSON and skipped when the script
+runs again (``--force`` re-measures), so a long CPU benchmark can span several sittings.
 
-    scripts/in-env python bench/madm_step.py                       # SD size on CUDA
-    scripts/in-env python bench/madm_step.py --preset tiny --device cpu --crop 128 --iterations 3
+    scripts/in-env python bench/madm_step.py --preset sd --device cpu           # the issue's CPU rows, bf16
+    scripts/in-env python bench/madm_step.py --preset sd --device cuda --rows madm:full:fp32:off:512 madm:lora:bf16:on:512
+    scripts/in-env python bench/madm_step.py --preset tiny --device cpu --rows madm:full:fp32:off:128 --iterations 3
+
+A row is ``method:finetune:amp:checkpointing:crop`` (amp ``fp32``, ``bf16`` or ``fp16``; checkpointing
+``on``/``off``). Goals (issue 15): full fine-tuning < 40 GB and LoRA < 24 GB on one GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROWS = {
+    "cpu": ["madm:lora:bf16:on:256", "madm:lora:bf16:on:512", "madm:full:bf16:off:256"],
+    "cuda": [f"madm:{f}:{a}:{c}:512" for f in ("full", "lora") for a in ("fp32", "bf16", "fp16") for c in ("off", "on")],
+}
+FIELDS = ("method", "finetune", "amp", "checkpointing", "crop")
+
+
+def parse_row(text: str) -> dict[str, object]:
+    parts = text.split(":")
+    if len(parts) != 5 or parts[1] not in ("full", "lora") or parts[2] not in ("fp32", "bf16", "fp16") or \
+            parts[3] not in ("on", "off") or not parts[4].isdigit() or int(parts[4]) % 64:
+        raise SystemExit(f"bad row {text!r}: expected method:full|lora:fp32|bf16|fp16:on|off:CROP (a multiple of 64)")
+    return {"method": parts[0], "finetune": parts[1], "amp": parts[2], "checkpointing": parts[3] == "on",
+            "crop": int(parts[4])}
 
 
 def write_random_sd(path: Path) -> Path:
-    """An SD-1.4-architecture folder with random weights, in the format SDBackbone.from_pretrained reads."""
+    """An SD-1.4-architecture folder with random weights (the bundled SD-1.x configs), as SDBackbone.from_pretrained reads."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     from madm_train.models.sd_backbone import SDBackbone
+    from madm_train.models.stable_diffusion import build_sd_modules, bundled_config_dir
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
-        block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    SDBackbone(unet, vae, scheduler, torch.randn(1, 77, 768) * 0.1).save_pretrained(path)
+    modules = build_sd_modules(bundled_config_dir("v1"))
+    SDBackbone(modules.unet, modules.vae, modules.scheduler, torch.randn(1, 77, 768) * 0.1).save_pretrained(path)
     return path
 
 
 def peak_memory_gb(device: str) -> float:
     import torch
 
-    if device.startswith("cuda"):
+    if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB; this process = this row only
 
 
-def measure(args: argparse.Namespace, data: Path, sd_folder: Path | None, finetune: str, amp: str,
-            checkpointing: bool) -> dict[str, object]:
+def measure(row: dict[str, object], args: argparse.Namespace, data: Path, sd_folder: Path | None) -> dict[str, object]:
+    """One row in this process: build the trainer, run warm-up iterations, time the next ones."""
     import torch
 
     from madm_train.config import load_config
-    from madm_train.training.trainer import _Recipe
+    from madm_train.training.trainer import Trainer
 
+    crop, amp = row["crop"], row["amp"]
     overrides = [
-        f"data.source_root={data}", f"data.target_root={data}", f"data.crop_hw=[{args.crop}, {args.crop}]",
-        f"data.source_resize_hw=[{args.crop}, {2 * args.crop}]", f"data.target_resize_hw=[{args.crop}, {2 * args.crop}]",
+        f"data.source_root={data}", f"data.target_root={data}", f"data.crop_hw=[{crop}, {crop}]",
+        f"data.source_resize_hw=[{crop}, {2 * crop}]", f"data.target_resize_hw=[{crop}, {2 * crop}]",
         "data.batch_size=1", "data.synthetic_frames=0", "data.rare_class_min_pixels=100",
-        f"model.preset={args.preset}", f"model.finetune={finetune}", f"model.gradient_checkpointing={str(checkpointing).lower()}",
+        f"method.model.preset={args.preset}", f"method.model.finetune={row['finetune']}", "method.model.input_size=null",
+        f"method.model.gradient_checkpointing={str(row['checkpointing']).lower()}",
         f"run.device={args.device}", f"run.amp={'false' if amp == 'fp32' else 'true'}",
-        f"run.amp_dtype={'bfloat16' if amp == 'bf16' else 'float16'}", f"optim.max_iter={args.iterations + args.warmup}",
-        f"run.out_dir={tempfile.mkdtemp(prefix='madm_step_')}",
+        f"run.amp_dtype={'bfloat16' if amp == 'bf16' else 'float16'}",
+        f"optim.max_iter={args.iterations + args.warmup}", f"run.out_dir={tempfile.mkdtemp(prefix='madm_step_')}",
     ]
     if sd_folder is not None:
-        overrides.append(f"model.pretrained={sd_folder}")
-    config = load_config(REPO / "config/train/synthetic_event_tiny.yaml", overrides)
-    if args.device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    recipe = _Recipe(config, Path(config.run.out_dir))
-    trainable = sum(p.numel() for g in recipe.optimizer.param_groups for p in g["params"])
+        overrides.append(f"method.model.pretrained={sd_folder}")
+    name = "synthetic_event_tiny.yaml" if row["method"] == "madm" else f"synthetic_event_{row['method']}_tiny.yaml"
+    config = load_config(REPO / "config/train" / name, overrides)  # the method's own tiny YAML, resized here
+    trainer = Trainer(config, progress=False)
+    trainable = sum(p.numel() for p in trainer.trainable)
     for i in range(args.warmup):
-        recipe.step(i)
-    if args.device.startswith("cuda"):
+        trainer.iteration(i)
+    if args.device == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for i in range(args.warmup, args.warmup + args.iterations):
-        recipe.step(i)
-    if args.device.startswith("cuda"):
+        trainer.iteration(i)
+    if args.device == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / args.iterations
-    row = {"finetune": finetune, "amp": amp, "checkpointing": checkpointing, "s_per_iter": round(seconds, 3),
-           "peak_gb": round(peak_memory_gb(args.device), 2), "trainable_params_m": round(trainable / 1e6, 2)}
-    del recipe
-    return row
+    return {**row, "seconds_per_iteration": round(seconds, 3), f"peak_{'gpu' if args.device == 'cuda' else 'rss'}_gb":
+            round(peak_memory_gb(args.device), 2), "trainable_params": trainable}
+
+
+def run_row(row: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
+    """Measure ``row`` in a child process; a row that cannot run gets ``reason`` instead of figures."""
+    if row["amp"] == "fp16" and args.device == "cpu":
+        return {**row, "seconds_per_iteration": None, "reason": "fp16 autocast with loss scaling needs CUDA"}
+    spec = f"{row['method']}:{row['finetune']}:{row['amp']}:{'on' if row['checkpointing'] else 'off'}:{row['crop']}"
+    command = [sys.executable, __file__, "--child", spec, "--preset", args.preset, "--device", args.device,
+               "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--work", str(args.work)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    reason = "killed by a signal (out of memory?)" if result.returncode < 0 else result.stderr.strip().splitlines()[-1:]
+    return {**row, "seconds_per_iteration": None, "reason": reason if isinstance(reason, str) else " ".join(reason)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("sd", "tiny"), default="sd")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--crop", type=int, default=512, help="square training crop (the reference: 512)")
-    parser.add_argument("--iterations", type=int, default=10, help="timed iterations per row")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--amp", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--finetune", nargs="+", default=["full", "lora"], choices=("full", "lora"))
-    parser.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=("off", "on"))
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "madm_step")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("--rows", nargs="+", default=None, help="method:finetune:amp:checkpointing:crop (default: per device)")
+    parser.add_argument("--iterations", type=int, default=1, help="timed iterations per row (default 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "madm_step",
+                        help="folder for the synthetic data and the random SD folder (reused)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/madm_step_<preset>_<device>.json)")
+    parser.add_argument("--force", action="store_true", help="re-measure rows the output file already holds")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    import torch
 
     from madm_ros.synthetic import SynthConfig, generate
 
-    data = args.work / f"synth_{args.crop}"
-    if not (data / "meta.json").exists():
-        generate(SynthConfig(frames=30, height=args.crop, width=2 * args.crop, seed=0, modalities=("rgb", "events")),
-                 data, workers=2, progress=True)
-    sd_folder = None
-    if args.preset == "sd":
-        sd_folder = args.work / "random_sd14"
-        if not (sd_folder / "unet").exists():
-            write_random_sd(sd_folder)
-    rows = []
-    for finetune, amp, checkpointing in itertools.product(args.finetune, args.amp, args.checkpointing):
-        try:
-            row = measure(args, data, sd_folder, finetune, amp, checkpointing == "on")
-        except torch.OutOfMemoryError:
-            row = {"finetune": finetune, "amp": amp, "checkpointing": checkpointing == "on", "s_per_iter": None,
-                   "peak_gb": "out of memory", "trainable_params_m": None}
-        rows.append(row)
-        print(f"{finetune:5s} {amp:5s} ckpt={'on ' if row['checkpointing'] else 'off'} "
-              f"{row['s_per_iter']} s/it  peak {row['peak_gb']} GB  trainable {row['trainable_params_m']} M", flush=True)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    report = {"preset": args.preset, "device": device_name, "crop": args.crop, "batch": "1 source + 1 target",
-              "rows": rows, "torch": torch.__version__, "note": "peak_gb: CUDA max allocated, or CPU peak RSS of the process"}
-    output = args.output or REPO / f"bench/results/madm_step_{args.preset}_{args.device.split(':')[0]}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1) + "\n")
+    rows = [parse_row(r) for r in ([args.child] if args.child else args.rows or DEFAULT_ROWS[args.device])]
+    sd_folder = args.work / "random_sd14" if args.preset == "sd" else None
+    if args.child:
+        data = args.work / f"synth_{rows[0]['crop']}"
+        print(json.dumps(measure(rows[0], args, data, sd_folder)))
+        return 0
+    for crop in sorted({int(r["crop"]) for r in rows}):
+        data = args.work / f"synth_{crop}"
+        if not (data / "meta.json").exists():  # 3 sequences of 2 frames: source, target and test scenes
+            generate(SynthConfig(frames=6, frames_per_sequence=2, height=crop, width=2 * crop, seed=0,
+                                 modalities=("rgb", "events")), data, workers=1, progress=False)
+    if sd_folder is not None and not (sd_folder / "unet").exists():
+        write_random_sd(sd_folder)
+    output = args.output or REPO / f"bench/results/madm_step_{args.preset}_{args.device}.json"
+    report = json.loads(output.read_text()) if output.exists() and not args.force else {"rows": []}
+    report["rows"] = [r for r in report.get("rows", []) if "method" in r]  # rows of older layouts are dropped
+    done = {tuple(r[k] for k in FIELDS): r for r in report["rows"] if r.get("seconds_per_iteration") is not None}
+    for row in rows:
+        key = tuple(row[k] for k in FIELDS)
+        if key in done:
+            print(f"{key}: kept from {output.name}", flush=True)
+            continue
+        measured = run_row(row, args)
+        report["rows"] = [r for r in report["rows"] if tuple(r[k] for k in FIELDS) != key] + [measured]
+        print(json.dumps(measured), flush=True)
+        import torch
+
+        device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+        report.update({"preset": args.preset, "device": device, "cpus": os.cpu_count(), "torch": torch.__version__,
+                       "batch": "1 source + 1 target", "iterations": args.iterations, "warmup": args.warmup,
+                       "note": "each row in its own process; peak_rss_gb: that process's peak resident set (CPU), "
+                               "peak_gpu_gb: torch.cuda.max_memory_allocated (CUDA); random weights"})
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1) + "\n")  # after every row: a stopped run keeps what it measured
+    print(f"{'method':8s} {'finetune':8s} {'amp':5s} {'ckpt':4s} {'crop':5s} {'s/it':>9s} {'peak GB':>8s}  trainable")
+    for r in report["rows"]:
+        peak = r.get("peak_rss_gb", r.get("peak_gpu_gb"))
+        print(f"{r['method']:8s} {r['finetune']:8s} {r['amp']:5s} {'on' if r['checkpointing'] else 'off':4s} "
+              f"{r['crop']:<5d} {r['seconds_per_iteration'] or '-':>9} {peak or '-':>8}  "
+              f"{r.get('trainable_params') or r.get('reason')}")
     print(f"wrote {output}")
     return 0
 

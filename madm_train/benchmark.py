@@ -43,19 +43,38 @@ from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError
 from madm_train.training.prior import PriorConfig
 
-__all__ = ["METHODS", "MODALITIES", "PRESETS", "Preset", "run_benchmark"]
+__all__ = ["METHODS", "MODALITIES", "PRESETS", "VARIANTS", "Preset", "Variant", "run_benchmark"]
 
 MODALITIES: tuple[str, ...] = ("depth", "thermal", "events")
-METHODS: tuple[str, ...] = ("source_only", "madm", "madm_no_dplg", "madm_no_lplr", "source_only_no_prior", "madm_no_prior")
 TASK_OF_MODALITY = {"depth": "depth", "thermal": "infrared", "events": "events"}
 """The released task whose per-task values (k₀, DPLG end fraction, LPLR weights) each modality uses."""
-_VARIANTS: dict[str, dict[str, Any]] = {
-    "madm": {},
-    "madm_no_dplg": {"dplg": {"enabled": False}},
-    "madm_no_lplr": {"lplr": {"source_weight": 0.0, "target_weight": 0.0}},
-    "madm_no_prior": {},
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table: a method of the registry (``madm_train.methods.METHODS``) and its config changes.
+
+    Attributes:
+        method: ``method.name`` of the runs.
+        changes: Changes to the method section against the released recipe, e.g. ``{"dplg": {"enabled": False}}``.
+        prior: Starts from the benchmark's diffusion prior (else from random tiny weights).
+    """
+
+    method: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    prior: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    "source_only": Variant("source_only"),
+    "madm": Variant("madm"),
+    "madm_no_dplg": Variant("madm", {"dplg": {"enabled": False}}),
+    "madm_no_lplr": Variant("madm", {"lplr": {"source_weight": 0.0, "target_weight": 0.0}}),
+    "source_only_no_prior": Variant("source_only", prior=False),
+    "madm_no_prior": Variant("madm", prior=False),
 }
-"""Config changes of each adapted method against the full recipe."""
+"""Table rows by result key; the source-only rows are trained once per prior and scored on every modality."""
+METHODS: tuple[str, ...] = tuple(VARIANTS)
 FIGURE_FRAMES = 3
 
 
@@ -132,40 +151,41 @@ class _Plan:
         return self.out / "runs" / f"seed{seed}" / Path(*parts)
 
 
-def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, changes: dict[str, dict[str, Any]], *,
-            method: str = "madm") -> Any:
-    """The adapt config of one run: the modality's released task values scaled to the preset, then ``changes``."""
+def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, changes: dict[str, dict[str, Any]], *,
+            max_iter: int | None = None) -> Any:
+    """The config of one run: the modality's released task values scaled to the preset, then ``changes`` (method section)."""
     from madm_train.config import config_from_dict, task_defaults
 
     p, task = plan.preset, TASK_OF_MODALITY[modality]
-    released = task_defaults(task)
-    end_fraction = released.dplg.end_iter / released.optim.max_iter
+    released = task_defaults(task, "madm")
+    end_fraction = released.method.dplg.end_iter / released.optim.max_iter
     values: dict[str, dict[str, Any]] = {
         "data": {"source_kind": "folder", "source_root": str(plan.data), "target_kind": "folder",
                  "target_root": str(plan.data), "modality": modality, "label_set": "dsec11",
                  "source_resize_hw": list(p.network_hw), "target_resize_hw": list(p.network_hw),
                  "crop_hw": list(p.network_hw), "batch_size": p.batch_size,
                  "rare_class_min_pixels": max(1, round(3000 * p.network_hw[0] * p.network_hw[1] / 512**2))},
-        "model": {"preset": "tiny", "finetune": "full"},
-        "dplg": {"end_iter": max(1, round(end_fraction * p.adapt_iters))},
-        "optim": {"lr": p.lr, "max_iter": p.adapt_iters},
+        "optim": {"lr": p.lr, "max_iter": max_iter or p.adapt_iters},
         "run": {"out_dir": str(out_dir), "seed": seed, "device": p.device, "amp": p.amp, "amp_dtype": "bfloat16",
                 "log_every": 10, "eval_every": 0, "checkpoint_every": 0, "checkpoints_total_limit": 1,
                 "resume": "latest"},
     }
-    for section, fields in changes.items():
-        values.setdefault(section, {}).update(fields)
-    return config_from_dict({"task": task, "method": method, **values})
+    section: dict[str, Any] = {"name": method, "model": {"preset": "tiny", "finetune": "full"}}
+    if method == "madm":
+        section["dplg"] = {"end_iter": max(1, round(end_fraction * p.adapt_iters))}
+    for key, fields in changes.items():
+        section.setdefault(key, {}).update(fields)
+    return config_from_dict({"task": task, "method": section, **values})
 
 
 def _train(config: Any, label: str) -> dict[str, Any]:
-    """Run ``adapt`` unless the run folder already holds its ``metrics.json``; returns that file's content."""
-    from madm_train.training.trainer import adapt
+    """Train unless the run folder already holds its ``metrics.json``; returns that file's content."""
+    from madm_train.training.trainer import train
 
     out_dir = Path(config.run.out_dir)
     if not (out_dir / "metrics.json").exists():
         start = time.perf_counter()
-        adapt(config, progress=False)
+        train(config, progress=False)
         seconds = time.perf_counter() - start
         atomic_write_bytes(out_dir / "seconds.json", json.dumps({"seconds": seconds}).encode())
         print(f"benchmark: {label}: {seconds:.0f} s", file=sys.stderr)
@@ -180,15 +200,14 @@ def _seconds(out_dir: Path) -> float:
 def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
     """Metrics of a saved model on the test split of ``config`` (cached in ``out_dir/metrics.json``)."""
     from madm_ros.palettes import get_label_set
-    from madm_train.models.madm_model import MadmModel
+    from madm_train.data.build import build_datasets
+    from madm_train.models.saved import load_saved
     from madm_train.training.evaluate import evaluate
-    from madm_train.training.trainer import build_datasets
 
     if not (out_dir / "metrics.json").exists():
         _, _, test = build_datasets(config)
-        model = MadmModel.load(model_dir).eval()
-        evaluate(lambda x: model(x)[0], test, get_label_set(config.data.label_set), out_dir,
-                 batch_size=config.data.batch_size)
+        model = load_saved(model_dir)
+        evaluate(model.logits, test, get_label_set(config.data.label_set), out_dir, batch_size=config.data.batch_size)
     return json.loads((out_dir / "metrics.json").read_text())
 
 
@@ -211,31 +230,33 @@ def _prepare(plan: _Plan) -> None:
 
 
 def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every run of one seed; returns {modality: {method: metrics}}."""
+    """Every run of one seed; returns {modality: {result key: metrics}}."""
     p = plan.preset
     results: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in plan.modalities}
     # The source-only runs never see target images: any modality's config trains them; each is scored on all.
     anchor = plan.modalities[0]
-    for prior, suffix in ((str(plan.prior), ""), ("", "_no_prior")):
+    for prior in (True, False):
+        suffix = "" if prior else "_no_prior"
         warmup_dir = plan.run_dir(seed, f"warmup{suffix}")
-        warmup = _config(plan, anchor, seed, warmup_dir, {"model": {"pretrained": prior},
-                                                          "optim": {"max_iter": p.warmup_iters}}, method="source_only")
+        warmup = _config(plan, anchor, seed, warmup_dir, "source_only",
+                         {"model": {"pretrained": str(plan.prior) if prior else ""}}, max_iter=p.warmup_iters)
         _train(warmup, f"seed {seed} warm-up{suffix}")
-        source_dir = plan.run_dir(seed, f"source_only{suffix}")
-        source = _config(plan, anchor, seed, source_dir, {"model": {"init_weights": str(warmup_dir / "model")}},
-                         method="source_only")
-        _train(source, f"seed {seed} source_only{suffix}")
-        for modality in plan.modalities:
-            scored = _config(plan, modality, seed, source_dir, {})
-            results[modality][f"source_only{suffix}"] = _score(source_dir / "model", scored,
-                                                              source_dir / f"eval-{modality}")
-        methods = ["madm", "madm_no_dplg", "madm_no_lplr"] if not suffix else ["madm_no_prior"]
-        for modality in plan.modalities:
-            for method in methods:
-                run_dir = plan.run_dir(seed, modality, method)
-                changes = {**_VARIANTS[method], "model": {"init_weights": str(warmup_dir / "model")}}
-                results[modality][method] = _train(_config(plan, modality, seed, run_dir, changes),
-                                                   f"seed {seed} {modality} {method}")
+        start = {"model": {"init_weights": str(warmup_dir / "model")}}
+        for key, variant in VARIANTS.items():
+            if variant.prior != prior:
+                continue
+            if variant.method == "source_only":  # once, scored on every modality
+                source_dir = plan.run_dir(seed, key.removesuffix(suffix) + suffix)
+                _train(_config(plan, anchor, seed, source_dir, variant.method, {**variant.changes, **start}),
+                       f"seed {seed} {key}")
+                for modality in plan.modalities:
+                    scored = _config(plan, modality, seed, source_dir, variant.method, start)
+                    results[modality][key] = _score(source_dir / "model", scored, source_dir / f"eval-{modality}")
+                continue
+            for modality in plan.modalities:
+                config = _config(plan, modality, seed, plan.run_dir(seed, modality, key), variant.method,
+                                 {**variant.changes, **start})
+                results[modality][key] = _train(config, f"seed {seed} {modality} {key}")
     return results
 
 
@@ -296,21 +317,21 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
     import torch
 
     from madm_ros.palettes import colorize, get_label_set
-    from madm_train.models.madm_model import MadmModel
-    from madm_train.training.trainer import build_datasets
+    from madm_train.data.build import build_datasets
+    from madm_train.models.saved import load_saved
 
-    config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), {})
+    config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), "madm", {})
     _, _, test = build_datasets(config)
     label_set = get_label_set(config.data.label_set)
-    models = [MadmModel.load(plan.run_dir(seed, name, "model") if name == "source_only"
-                             else plan.run_dir(seed, modality, name, "model")).eval() for name in ("source_only", "madm")]
+    models = [load_saved(plan.run_dir(seed, name, "model") if name == "source_only"
+                         else plan.run_dir(seed, modality, name, "model")) for name in ("source_only", "madm")]
     step = max(1, len(test) // FIGURE_FRAMES)
     rows = []
     for index in range(0, step * FIGURE_FRAMES, step):
         sample = test[index]
         image = torch.from_numpy(sample.image[None])
         with torch.no_grad():
-            predictions = [m(image)[0].argmax(1)[0].numpy().astype(np.uint8) for m in models]
+            predictions = [m.logits(image).argmax(1)[0].numpy().astype(np.uint8) for m in models]
         rgb = np.rint(sample.image.transpose(1, 2, 0) * 255).astype(np.uint8)
         rows.append(np.concatenate([rgb, colorize(sample.label, label_set), *[colorize(p, label_set) for p in predictions]],
                                    axis=1))

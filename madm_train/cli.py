@@ -113,8 +113,8 @@ def _bag_overrides(args: argparse.Namespace) -> list[str]:
 def _adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path,
                         help="training YAML (config/train/*.yaml); every key maps to a field of madm_train.config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set optim.max_iter=2000 (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. --set optim.max_iter=2000 run.device=cpu (repeatable)")
     parser.add_argument("--resume", default=None,
                         help="'latest' (newest checkpoint of the run folder; starts fresh if none), a checkpoint name or path")
     parser.add_argument("--target-bag", default=None, metavar="BAG",
@@ -130,9 +130,9 @@ def _adapt_arguments(parser: argparse.ArgumentParser) -> None:
 def _adapt(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"run.resume={args.resume}"] if args.resume else []) + _bag_overrides(args)
     config = _load_config(args.config, overrides, "adapt", wait=os.environ.get("LOCAL_RANK", "0") != "0")
-    from madm_train.training.trainer import adapt  # torch: after the config and target set are known to be usable
+    from madm_train.training.trainer import train  # torch: after the config and target set are known to be usable
 
-    run_dir = adapt(config, progress=True)
+    run_dir = train(config, progress=True)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the writing process reports
         print(f"adapt: finished; model, checkpoints and metrics.json in {run_dir}", file=sys.stderr)
     return 0
@@ -140,26 +140,26 @@ def _adapt(args: argparse.Namespace) -> int:
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="the training YAML of the run (names the test split)")
-    parser.add_argument("--model", required=True, type=Path, help="a saved model folder (a run's model/)")
+    parser.add_argument("--model", required=True, type=Path, help="a saved model folder (a run's model/ or a distilled student/)")
     parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json, metrics.md and qualitative PNGs")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys (repeatable; several KEY=VALUE per --set)")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from madm_ros.palettes import get_label_set
-    from madm_train.models.madm_model import MadmModel
+    from madm_train.data.build import build_datasets
+    from madm_train.models.saved import load_saved
     from madm_train.training.evaluate import evaluate
-    from madm_train.training.trainer import build_datasets
 
     config = _load_config(args.config, args.overrides, "evaluate")
     _, _, test = build_datasets(config)
-    model = MadmModel.load(args.model).eval()
-    device = torch.device(config.run.device)
-    model.to(device)
-    metrics = evaluate(lambda x: model(x.to(device))[0], test, get_label_set(config.data.label_set), args.out,
+    model = load_saved(args.model)
+    device = torch.device("cuda" if config.run.device == "cuda" and torch.cuda.is_available() else "cpu")
+    model.network.to(device)
+    metrics = evaluate(lambda x: model.logits(x.to(device)), test, get_label_set(config.data.label_set), args.out,
                        batch_size=config.data.batch_size, progress=True)
     print(f"evaluate: mIoU {100 * (metrics['miou'] or 0):.2f} over {metrics['images']} images -> {args.out}",
           file=sys.stderr)
@@ -170,8 +170,8 @@ def _distill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, type=Path, help="the adapted MADM model folder (adapt's <run>/model)")
     parser.add_argument("--config", required=True, type=Path,
                         help="the training YAML of the teacher (names modality, label set and target frames)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key of the training config (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override keys of the training config (repeatable; several KEY=VALUE per --set)")
     parser.add_argument("--out", required=True, type=Path, help="run folder for student/, log.jsonl and distill.json")
     parser.add_argument("--size", default=None, help="HEIGHTxWIDTH the student trains at (default: the config's crop size)")
     parser.add_argument("--channels", type=int, default=24,
@@ -192,8 +192,8 @@ def _distill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _distill(args: argparse.Namespace) -> int:
     from madm_ros.preprocessing import InputSpec
+    from madm_train.data.build import build_datasets
     from madm_train.deploy.distill import DistillOptions, at_size, distill
-    from madm_train.training.trainer import build_datasets
 
     config = _load_config(args.config, args.overrides, "distill")
     size = parse_size(args.size) if args.size else tuple(config.data.crop_hw)
@@ -223,8 +223,8 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
     parser.add_argument("--config", type=Path, default=None,
                         help="training YAML whose target frames are the real inputs of the parity check and INT8 calibration")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key of that config (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override keys of that config (repeatable; several KEY=VALUE per --set)")
     parser.add_argument("--frames", type=int, default=16, help="real frames for parity and calibration (default 16)")
     parser.add_argument("--tensorrt", default="", help="comma-separated engine precisions to build: fp32, fp16, int8")
     parser.add_argument("--builder", default="onnx", choices=("onnx", "torch2trt"),
@@ -241,9 +241,9 @@ def _export(args: argparse.Namespace) -> int:
     precisions = tuple(p.strip() for p in args.tensorrt.split(",") if p.strip())
     frames = None
     if args.config is not None:
+        from madm_train.data.build import build_datasets
         from madm_train.deploy.distill import at_size
         from madm_train.deploy.pytorch_backend import load_graph
-        from madm_train.training.trainer import build_datasets
 
         spec = load_graph(args.student)[1].input_spec
         _, target, _ = build_datasets(_load_config(args.config, args.overrides, "export"))
@@ -306,16 +306,43 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="the .ckpt file to convert (nothing in it is run)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the .safetensors file to write (default: the input's name with .safetensors)"
+    )
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from madm_train.models.stable_diffusion import convert_checkpoint
+
+    out = args.out if args.out is not None else args.checkpoint.with_suffix(".safetensors")
+    report = convert_checkpoint(args.checkpoint, out)
+    print(
+        f"convert-checkpoint: wrote {report.path}: {report.tensors} tensors of the state dict"
+        + (f", {report.dropped} non-tensor entries left out" if report.dropped else ""),
+        file=sys.stderr,
+    )
+    if report.refused_globals:
+        print(
+            "convert-checkpoint: not rebuilt (placeholders, nothing run): " + ", ".join(report.refused_globals),
+            file=sys.stderr,
+        )
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "synth": ("generate a synthetic multi-modal street data set with labels", _synth_arguments, _synth),
-    "adapt": ("adapt a segmenter from labelled RGB to a target modality with MADM self-training", _adapt_arguments,
-              _adapt),
+    "adapt": ("adapt a segmenter from labelled RGB to a target modality with the config's method (MADM, source-only)",
+              _adapt_arguments, _adapt),
     "evaluate": ("score a saved model on the target test split of a training config", _evaluate_arguments, _evaluate),
     "distill": ("train a real-time student on target frames labelled by the adapted MADM teacher", _distill_arguments,
                 _distill),
     "export": ("export a student to ONNX (parity-checked) and optionally TensorRT engines", _export_arguments, _export),
     "pretrain-prior": ("train the tiny preset's diffusion prior (VAE, then latent denoiser) on synthetic frames",
                        _prior_arguments, _prior),
+    "convert-checkpoint": ("convert a pickled .ckpt (e.g. Lightning-era SD) into a tensors-only .safetensors without "
+                           "running anything from it", _convert_arguments, _convert),
     "benchmark": ("MADM vs source-only with ablations on regenerable synthetic scenes: a table over seeds",
                   _benchmark_arguments, _benchmark),
 }

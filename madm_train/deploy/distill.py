@@ -115,7 +115,7 @@ def _teacher_pass(options: DistillOptions, frames: Sequence[Any], num_classes: i
     from tqdm import tqdm
 
     from madm_train.deploy.teacher_cache import TeacherCache
-    from madm_train.models.madm_model import MadmModel
+    from madm_train.models.saved import load_saved
 
     cache = TeacherCache(options.cache_dir or options.out_dir / "teacher_cache", options.teacher, num_classes,
                          options.cache_stride)
@@ -124,11 +124,12 @@ def _teacher_pass(options: DistillOptions, frames: Sequence[Any], num_classes: i
     print(f"distill: teacher logits for {len(frames)} frames: {len(frames) - len(missing)} cached, {len(missing)} to "
           f"compute -> {cache.folder}", file=sys.stderr)
     if missing:
-        teacher = MadmModel.load(options.teacher).eval().to(options.device)
+        teacher = load_saved(options.teacher)
+        teacher.network.to(options.device)
         with torch.inference_mode():
             for i in tqdm(missing, desc="teacher", unit="frame", disable=not progress):
                 image = frames[i].image
-                logits = teacher(torch.from_numpy(image[None]).to(options.device))[0][0].float().cpu()
+                logits = teacher.logits(torch.from_numpy(image[None]).to(options.device))[0].float().cpu()
                 if logits.shape[0] != num_classes:
                     raise InputError(f"the teacher predicts {logits.shape[0]} classes, {options.label_set} has {num_classes}")
                 outputs[i] = cache.put(image, logits)

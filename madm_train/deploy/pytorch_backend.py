@@ -1,4 +1,4 @@
-"""PyTorch backend: runs a saved student or MADM teacher folder through the same graph that is exported.
+"""PyTorch backend: runs any saved model folder (student or teacher) through the same graph that is exported.
 
 Used where neither an engine nor an ONNX file exists yet (straight after ``distill``), to check
 exports against, and for the MADM teacher itself. ``half=True`` runs FP16 on CUDA.
@@ -6,7 +6,6 @@ exports against, and for the MADM teacher itself. ``half=True`` runs FP16 on CUD
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +19,26 @@ __all__ = ["PyTorchBackend", "load_graph"]
 
 
 def load_graph(path: str | Path, *, argmax_stride: int | None = None) -> tuple[Any, ModelMetadata]:
-    """The :class:`~madm_train.deploy.graph.SegmentationGraph` (eval, CPU) of a saved student or MADM folder, and its metadata.
+    """The :class:`~madm_train.deploy.graph.SegmentationGraph` (eval, CPU) of any saved model folder, and its metadata.
 
-    ``argmax_stride`` applies to students (default :data:`~madm_train.deploy.graph.DEFAULT_ARGMAX_STRIDE`, as ``export``).
-
-    Students carry their label set and input spec; a MADM teacher folder carries neither, so its
-    metadata says ``unknown`` label set and an RGB spec of its logits size (the caller knows the task).
+    Loaded through :func:`madm_train.models.saved.load_saved`. ``argmax_stride`` applies to models
+    with strided logits (default :data:`~madm_train.deploy.graph.DEFAULT_ARGMAX_STRIDE`, as ``export``).
+    Students carry their label set and input spec; a teacher folder carries neither, so its
+    metadata says ``unknown`` label set and an RGB spec of its input size (the caller knows the task).
     """
     from madm_train.deploy.graph import DEFAULT_ARGMAX_STRIDE, SegmentationGraph
-    from madm_train.models.student import OUTPUT_STRIDE, STUDENT_FORMAT, load_student
+    from madm_train.models.saved import load_saved
 
-    path = Path(path)
     try:
-        found = json.loads((path / "config.json").read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError) as error:
-        raise BackendError(f"{path} is not a saved model folder (config.json: {error})") from None
-    try:
-        if found == STUDENT_FORMAT:
-            model, config = load_student(path)
-            stride = argmax_stride or DEFAULT_ARGMAX_STRIDE
-            metadata = ModelMetadata(config["label_set"], InputSpec.from_dict(config["input_spec"]), OUTPUT_STRIDE, stride)
-            return SegmentationGraph(model, logits_stride=OUTPUT_STRIDE, argmax_stride=stride).eval(), metadata
-        from madm_train.models.madm_model import MadmModel
-
-        teacher = MadmModel.load(path).eval()
+        loaded = load_saved(path)
     except ConfigError as error:
         raise BackendError(str(error)) from None
-    size = teacher.backbone.input_size or 512
-    metadata = ModelMetadata("unknown", InputSpec("rgb", size, size), 1, 1)
-    return SegmentationGraph(teacher, logits_stride=1, argmax_stride=1).eval(), metadata
+    stride = min(argmax_stride or DEFAULT_ARGMAX_STRIDE, loaded.logits_stride)
+    size = loaded.input_size or 512
+    spec = loaded.input_spec or InputSpec("rgb", size, size)
+    metadata = ModelMetadata(loaded.label_set or "unknown", spec, loaded.logits_stride, stride)
+    graph = SegmentationGraph(loaded.network, logits_stride=loaded.logits_stride, argmax_stride=stride).eval()
+    return graph, metadata
 
 
 class PyTorchBackend:

@@ -9,6 +9,7 @@ network from the config alone and loads the tensors — no pickle, nothing execu
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,10 @@ class MadmModel(nn.Module):
         out = self.backbone(images01, timesteps, noise)
         return self.head(out.features), out
 
+    def logits(self, images01: torch.Tensor) -> torch.Tensor:
+        """Logits only (at t = 0): what evaluation, distillation and the deployed graph use."""
+        return self(images01)[0]
+
     def trainable_parameters(self, mode: TrainMode) -> dict[str, nn.Parameter]:
         """Backbone parameters of ``mode`` (see :meth:`SDBackbone.trainable_parameters`) plus the whole head, by name."""
         trainable = {f"backbone.{name}": p for name, p in self.backbone.trainable_parameters(mode).items()}
@@ -78,12 +83,17 @@ class MadmModel(nn.Module):
         """The JSON written beside the weights: format tag, backbone and head constructor arguments."""
         return {"format": CHECKPOINT_FORMAT, "backbone": self.backbone.config(), "head": self.head.config()}
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to the folder ``path`` (replaced atomically)."""
+    def save(self, path: str | Path, *, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to the folder ``path`` (replaced atomically).
+
+        ``state_dict`` replaces this module's own (the trainer passes accelerate's gathered full
+        state when the parameters are sharded across processes).
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
-        state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        source = self.state_dict() if state_dict is None else state_dict
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in source.items()}
         with atomic_folder(path) as temp:
             save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
             (temp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -13,11 +13,15 @@ What is kept from SD-1.x and why:
 - VAE: four blocks, i.e. ×8 down-sampling, 4 latent channels, ``scaling_factor`` 0.18215.
 - Scheduler: 1000 steps, scaled-linear betas 0.00085 → 0.012 (SD-1.x's values).
 - Text encoder: 2-layer CLIP with a 77-token context; the tokenizer's vocabulary is generated here
-  (the 256 byte symbols, their end-of-word forms and the two special tokens), so nothing is downloaded.
+  (the 256 byte symbols, their end-of-word forms and the two special tokens, in CLIP's order, so
+  ``!`` is id 0), so nothing is downloaded.
 
-:func:`write_single_file` turns such a folder into one original-layout (LDM) ``.safetensors`` file, the
-form in which SD-1.x checkpoints are distributed, so the single-file loading path is tested with
-the same real code. :func:`build_tiny_model` adds small projections and head (the ``--tiny``
+The folder also holds ``empty_prompt_tokens.json`` (the token ids of "" for its tokenizer), which
+makes it a config folder in the layout of ``madm_train/models/sd_configs/v1`` as well.
+:func:`write_single_file` turns it into one original-layout (LDM) ``.safetensors`` file, the form in
+which SD checkpoints are distributed (text encoder in SD 1.x's CLIP or SD 2.x's OpenCLIP layout), so
+the single-file loading path is tested with the same real code; such a file loads with
+``config_dir=`` this folder. :func:`build_tiny_model` adds small projections and head (the ``--tiny``
 architecture preset for CPU runs).
 """
 
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +73,7 @@ def _byte_symbols() -> list[str]:
 
 
 def _write_tokenizer(folder: Path) -> int:
-    """Write a tiny CLIP tokenizer to ``folder``; returns its vocabulary size."""
+    """Write a tiny CLIP tokenizer (padding with ``<|endoftext|>``, as SD 1.x's) to ``folder``; returns its vocabulary size."""
     from transformers import CLIPTokenizer
 
     symbols = _byte_symbols()
@@ -151,6 +155,9 @@ def build_tiny_sd(path: str | Path, *, seed: int = 0) -> Path:
     vae.save_pretrained(folder / "vae")
     scheduler.save_pretrained(folder / "scheduler")
     text_encoder.save_pretrained(folder / "text_encoder")
+    tokens = {"bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 1,
+              "model_max_length": _CONTEXT_LENGTH}  # fmt: skip
+    (folder / "empty_prompt_tokens.json").write_text(json.dumps(tokens, indent=2) + "\n", encoding="utf-8")
     return folder
 
 
@@ -227,13 +234,48 @@ def _vae_key_to_ldm(key: str, *, num_up_blocks: int) -> str:
     raise ValueError(f"no original-layout name known for VAE parameter {key!r}")
 
 
-def write_single_file(folder: str | Path, file: str | Path) -> Path:
-    """Write the UNet, VAE and text encoder of a diffusers SD-1.x folder as one original-layout ``.safetensors``.
+def _open_clip_text_encoder_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CLIPTextModel weights in SD 2.x's OpenCLIP layout (inverse of diffusers' ``convert_open_clip_checkpoint``).
 
-    Keys follow the released SD-1.x checkpoints (``model.diffusion_model.*``, ``first_stage_model.*``,
-    ``cond_stage_model.transformer.text_model.*``; VAE attention weights as 1×1 convolutions), i.e.
-    what diffusers' ``from_single_file`` converts back. Configs, scheduler and tokenizer are not part
-    of such a file: loading it needs ``config_dir=`` (a folder like ``folder``).
+    Each layer's q/k/v projections become one ``attn.in_proj_weight``/``in_proj_bias``; the
+    ``text_projection`` SD 2.x files carry (width × width, unused by the UNet) is added as zeros.
+    """
+    import torch
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+
+    mapping = DIFFUSERS_TO_LDM_MAPPING["openclip"]
+    ldm: dict[str, torch.Tensor] = {}
+    projections: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        key = key if key.startswith("text_model.") else "text_model." + key
+        if key in mapping["layers"]:
+            ldm[mapping["layers"][key]] = value
+            continue
+        for diffusers_part, ldm_part in mapping["transformer"].items():
+            key = key.replace(diffusers_part, ldm_part)
+        if "_proj." in key and ".attn." in key and ".out_proj." not in key:  # resblocks.N.attn.q_proj.weight
+            prefix, which, kind = key.rsplit(".", 2)
+            projections.setdefault(f"transformer.{prefix}.in_proj_{kind}", {})[which] = value
+        else:
+            ldm[f"transformer.{key}"] = value
+    for key, parts in projections.items():
+        ldm[key] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]])
+    width = ldm["token_embedding.weight"].shape[1]
+    ldm["text_projection"] = torch.zeros(width, width)
+    return ldm
+
+
+def write_single_file(
+    folder: str | Path, file: str | Path, *, text_encoder_layout: Literal["clip", "open_clip"] = "clip"
+) -> Path:
+    """Write the UNet, VAE and text encoder of a diffusers SD folder as one original-layout ``.safetensors``.
+
+    Keys follow the released checkpoints (``model.diffusion_model.*``, ``first_stage_model.*``; VAE
+    attention weights as 1×1 convolutions), i.e. what diffusers' converters turn back, and the text
+    encoder is stored as SD 1.x stores CLIP (``cond_stage_model.transformer.text_model.*``) or, with
+    ``text_encoder_layout="open_clip"``, as SD 2.x stores OpenCLIP (``cond_stage_model.model.*``,
+    every layer of the folder's encoder). Configs, scheduler and tokenizer are not part of such a
+    file: a tiny one loads with ``config_dir=`` (a folder like ``folder``).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
@@ -253,19 +295,25 @@ def write_single_file(folder: str | Path, file: str | Path) -> Path:
         if ".mid.attn_1." in name and name.endswith("weight") and value.ndim == 2:
             value = value[:, :, None, None]  # the original VAE's attention projections are 1×1 convolutions
         state["first_stage_model." + name] = value
-    text_prefix = "cond_stage_model.transformer." + ("" if hasattr(text_encoder, "text_model") else "text_model.")
-    for key, value in text_encoder.state_dict().items():
-        state[text_prefix + key] = value
+    if text_encoder_layout == "open_clip":
+        for key, value in _open_clip_text_encoder_to_ldm(text_encoder.state_dict()).items():
+            state["cond_stage_model.model." + key] = value
+    else:
+        text_prefix = "cond_stage_model.transformer." + ("" if hasattr(text_encoder, "text_model") else "text_model.")
+        for key, value in text_encoder.state_dict().items():
+            state[text_prefix + key] = value
     file = Path(file)
     save_file({k: v.contiguous() for k, v in state.items()}, str(file))
     return file
 
 
-def build_tiny_model(folder: str | Path, num_classes: int, *, dtype: torch.dtype | None = None) -> MadmModel:
+def build_tiny_model(folder: str | Path, num_classes: int, *, dtype: torch.dtype | None = None,
+                     input_size: int | None = None, noise_seed: int = 42) -> MadmModel:
     """Load the tiny SD folder at ``folder`` and add the tiny projections and DAFormer head.
 
-    Same classes as the full model; only widths differ (see the ``TINY_*`` constants). The backbone
-    keeps the input size (no resize to 512), so 64×64 or 128×128 inputs run in well under a second on a CPU.
+    Same classes as the full model; only widths differ (see the ``TINY_*`` constants). By default the
+    backbone keeps the input size (``input_size=None``: no resize to 512), so 64×64 or 128×128 inputs
+    run in well under a second on a CPU; ``noise_seed`` seeds the shared latent noise (as in SDBackbone).
     """
     import torch
 
@@ -276,7 +324,8 @@ def build_tiny_model(folder: str | Path, num_classes: int, *, dtype: torch.dtype
     backbone = SDBackbone.from_pretrained(
         folder,
         dtype=dtype or torch.float32,
-        input_size=None,
+        input_size=input_size,
+        noise_seed=noise_seed,
         projection_dims=TINY_PROJECTION_DIMS,
         bottleneck_channels=TINY_BOTTLENECK_CHANNELS,
         norm_groups=TINY_NORM_GROUPS,

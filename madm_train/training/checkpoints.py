@@ -1,24 +1,30 @@
-"""Training checkpoints: atomic, numbered, pruned, resumable bit for bit — and free of pickle.
+"""Training checkpoints: accelerate's ``save_state``/``load_state`` plus what it does not cover, atomic and numbered.
 
-Layout (``diffusers``-style numbered folders inside a run's checkpoint folder)::
+Layout (``diffusers``-style numbered folders inside a run's ``checkpoints/``)::
 
-    <folder>/checkpoint-<step>/
-        model.safetensors       model weights (``safetensors.torch.save_model``, shared tensors handled)
-        ema.safetensors         EMA teacher parameters and buffers (if any)
-        optimizer.safetensors   optimiser state tensors, named ``state.<param index>.<key>``
-        rng.safetensors         torch RNG states (CPU, CUDA devices, explicit torch generators)
-        state.json              step, resolved config, optimiser groups, LR scheduler state,
-                                Python/NumPy RNG states, file list — written last
+    checkpoint-<step>/
+        model.safetensors            accelerate: the prepared network (every trained and frozen weight)
+        optimizer.bin, scheduler.bin accelerate: optimiser and learning-rate schedule states
+        scaler.pt                    accelerate: the fp16 loss scaler (only with fp16 AMP)
+        random_states_<rank>.pkl     accelerate: Python, NumPy, torch CPU/CUDA RNG states per process
+        ema.safetensors              the EMA teacher's parameters and buffers (if the method has one)
+        generators_<rank>.json       the explicit generators of data draws and of the method's step,
+        generators_<rank>.safetensors    per process (JSON for NumPy/Python states, tensors for torch)
+        state.json                   format, step, resolved config, file list — written last
 
-A checkpoint is written into a hidden ``.checkpoint-<step>.partial-<random>`` folder, every file
-flushed to disk, then renamed to ``checkpoint-<step>`` in one step: a crash leaves either the
-complete folder or no ``checkpoint-*`` folder at all (the partial one is removed on the next save).
-Older checkpoints beyond ``total_limit`` are deleted *after* the new one is in place, so a crash
-never leaves fewer than ``total_limit`` complete checkpoints (``diffusers`` prunes first).
+accelerate writes its pickled files with ``torch.save`` and reads them back with
+``weights_only=True`` (no code from a checkpoint runs; tested). What it does not cover — atomic
+folders, retention after (not before) a save, the EMA teacher, per-process generators and a check
+of every file before anything is restored — is done here.
 
-Restoring RNG states (Python ``random``, NumPy's global generator, torch CPU/CUDA and any explicit
-generators the caller names) makes the draws after a resume identical to those of an
-uninterrupted run.
+Atomicity: the state is written into ``.checkpoint-<step>.partial``, every file flushed, then the
+folder is renamed to ``checkpoint-<step>`` in one step: a crash leaves either a complete folder or
+no ``checkpoint-*`` folder at all. Older checkpoints beyond ``total_limit`` are removed *after* the
+new one is in place (``diffusers`` prunes first).
+
+Resuming restores every RNG state and generator, so the draws after a resume are the ones an
+uninterrupted run makes; with run-to-run deterministic kernels (the CPU runs here and in CI) the
+weights are identical bit for bit (``tests/madm_train/test_self_training.py`` says what it promises).
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import logging
 import os
 import random
 import re
-import secrets
 import shutil
+import struct
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +49,7 @@ from madm_ros.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+    from accelerate import Accelerator
 
     from madm_train.training.ema import EmaTeacher
 
@@ -50,29 +57,34 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "CheckpointError",
     "CheckpointInfo",
-    "capture_rng_state",
     "list_checkpoints",
     "load_checkpoint",
     "resolve_resume",
-    "restore_rng_state",
     "save_checkpoint",
+    "validate_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 _NAME = re.compile(r"checkpoint-(\d+)")
-_FORMAT = 1
+_FORMAT = 2  # 2: accelerate save_state + EMA + per-process generators
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be resumed from; the message names the bad file and what to use instead."""
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What :func:`load_checkpoint` restored: the folder, the step to continue from and the saved config."""
+    """A checkpoint that passed :func:`validate_checkpoint`: its folder, step, saved config and files."""
 
     path: Path
     step: int
     config: dict[str, Any] | None
+    files: tuple[str, ...]
 
 
 def list_checkpoints(folder: Path | str) -> list[Path]:
@@ -85,61 +97,7 @@ def list_checkpoints(folder: Path | str) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------
-# RNG states
-
-
-def capture_rng_state(generators: Mapping[str, Generator] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(JSON part, tensor part) of the global Python/NumPy/torch RNG states and of ``generators``."""
-    import torch
-
-    state: dict[str, Any] = {"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state()),
-                             "generators": {}}
-    tensors: dict[str, torch.Tensor] = {"torch.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch.cuda.{index}"] = cuda_state
-    for name, generator in (generators or {}).items():
-        if isinstance(generator, torch.Generator):
-            tensors[f"generator.{name}"] = generator.get_state()
-            state["generators"][name] = {"kind": "torch", "device": str(generator.device)}
-        elif isinstance(generator, np.random.Generator):
-            state["generators"][name] = {"kind": "numpy", "state": _jsonable(generator.bit_generator.state)}
-        elif isinstance(generator, random.Random):
-            state["generators"][name] = {"kind": "python", "state": _jsonable(generator.getstate())}
-        else:
-            raise InputError(f"generator {name!r} has unsupported type {type(generator).__name__}")
-    return state, tensors
-
-
-def restore_rng_state(state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
-                      generators: Mapping[str, Generator] | None = None) -> None:
-    """Put back what :func:`capture_rng_state` captured; ``generators`` are restored in place by name."""
-    import torch
-
-    random.setstate(_python_state(state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(tensors["torch.cpu"])
-    cuda = sorted((k for k in tensors if k.startswith("torch.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
-    saved = state.get("generators", {})
-    for name, generator in (generators or {}).items():
-        if name not in saved:
-            raise InputError(f"the checkpoint holds no state for generator {name!r}; it has {sorted(saved)}")
-        if isinstance(generator, torch.Generator):
-            generator.set_state(tensors[f"generator.{name}"])
-        elif isinstance(generator, np.random.Generator):
-            generator.bit_generator.state = saved[name]["state"]
-        elif isinstance(generator, random.Random):
-            generator.setstate(_python_state(saved[name]["state"]))
-        else:
-            raise InputError(f"generator {name!r} has unsupported type {type(generator).__name__}")
-
-
-def _python_state(value: list[Any]) -> tuple[Any, ...]:
-    version, internal, gauss = value
-    return version, tuple(internal), gauss
+# Explicit generators (data draws, mixing, k₀): accelerate restores only the global RNGs
 
 
 def _jsonable(value: Any) -> Any:
@@ -154,98 +112,44 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _generator_states(generators: Mapping[str, Generator]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    import torch
+
+    plain: dict[str, Any] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, generator in generators.items():
+        if isinstance(generator, torch.Generator):
+            tensors[name] = generator.get_state()
+            plain[name] = {"kind": "torch", "device": str(generator.device)}
+        elif isinstance(generator, np.random.Generator):
+            plain[name] = {"kind": "numpy", "state": _jsonable(generator.bit_generator.state)}
+        elif isinstance(generator, random.Random):
+            plain[name] = {"kind": "python", "state": _jsonable(generator.getstate())}
+        else:
+            raise InputError(f"generator {name!r} has unsupported type {type(generator).__name__}")
+    return plain, tensors
+
+
+def _restore_generators(plain: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+                        generators: Mapping[str, Generator], source: Path) -> None:
+    import torch
+
+    missing = sorted(set(generators) - set(plain))
+    if missing:
+        raise CheckpointError(f"{source} holds no state for generator(s) {missing} (it has {sorted(plain)}): it was "
+                              "written by another method or version")
+    for name, generator in generators.items():
+        if isinstance(generator, torch.Generator):
+            generator.set_state(tensors[name])
+        elif isinstance(generator, np.random.Generator):
+            generator.bit_generator.state = plain[name]["state"]
+        else:
+            version, internal, gauss = plain[name]["state"]
+            generator.setstate((version, tuple(internal), gauss))
+
+
 # ----------------------------------------------------------------------------------------------
 # Saving
-
-
-def save_checkpoint(
-    folder: Path | str,
-    step: int,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ema: EmaTeacher | None = None,
-    grad_scaler: torch.amp.GradScaler | None = None,
-    config: Mapping[str, Any] | None = None,
-    generators: Mapping[str, Generator] | None = None,
-    total_limit: int | None = None,
-) -> Path:
-    """Write ``checkpoint-<step>`` into ``folder`` atomically, then keep only the newest ``total_limit``.
-
-    Args:
-        folder: The run's checkpoint folder (created if missing).
-        step: Number of completed iterations; training resumes at this iteration.
-        model: Module whose ``state_dict`` is saved (all trained and frozen weights it holds).
-        optimizer: Its state tensors and parameter groups.
-        lr_scheduler: Its ``state_dict`` (must be JSON-serialisable, as ``LambdaLR`` with
-            ``schedule.LrMultiplier`` is).
-        ema: The EMA teacher.
-        grad_scaler: The AMP loss scaler (its scale and growth tracker; needed for an exact fp16 resume).
-        config: The resolved configuration (``AdaptConfig.to_dict()``).
-        generators: Explicit generators whose states are saved beside the global ones, by name.
-        total_limit: Checkpoints to keep (``None``: all).
-
-    Returns:
-        The new checkpoint folder.
-    """
-    from safetensors.torch import save_file, save_model
-
-    if step < 0:
-        raise InputError(f"checkpoint step must be ≥ 0, got {step}")
-    if total_limit is not None and total_limit < 1:
-        raise ConfigError(f"checkpoints_total_limit must be ≥ 1, got {total_limit}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{CHECKPOINT_PREFIX}{step}"
-    for stale in folder.glob(f".{CHECKPOINT_PREFIX}*.partial-*"):  # left behind by a crashed save
-        shutil.rmtree(stale, ignore_errors=True)
-    partial = folder / f".{name}.partial-{secrets.token_hex(4)}"
-    partial.mkdir()
-    try:
-        files = ["model.safetensors"]
-        save_model(model, str(partial / "model.safetensors"), force_contiguous=True)
-        state: dict[str, Any] = {"format": _FORMAT, "step": step, "config": _jsonable(config) if config is not None else None}
-        if ema is not None:
-            save_file(_contiguous(ema.state_dict()), str(partial / "ema.safetensors"))
-            files.append("ema.safetensors")
-        if optimizer is not None:
-            tensors, state["optimizer"] = _split_optimizer_state(optimizer.state_dict())
-            save_file(_contiguous(tensors), str(partial / "optimizer.safetensors"))
-            files.append("optimizer.safetensors")
-        if lr_scheduler is not None:
-            state["lr_scheduler"] = _jsonable(lr_scheduler.state_dict())
-        if grad_scaler is not None:
-            state["grad_scaler"] = _jsonable(grad_scaler.state_dict())
-        state["rng"], rng_tensors = capture_rng_state(generators)
-        save_file(_contiguous(rng_tensors), str(partial / "rng.safetensors"))
-        files.append("rng.safetensors")
-        state["files"] = files
-        for file in files:
-            _fsync(partial / file)
-        atomic_write_bytes(partial / "state.json", (json.dumps(state, indent=1) + "\n").encode())
-        _fsync(partial)
-        final = folder / name
-        if final.exists():  # the same step saved again: replace it, never leaving no copy at all
-            old = folder / f".{name}.partial-old-{secrets.token_hex(4)}"
-            final.rename(old)
-            partial.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            partial.rename(final)
-        _fsync(folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if total_limit is not None:
-        for old in list_checkpoints(folder)[:-total_limit]:
-            logger.info("removing old checkpoint %s (keeping the newest %d)", old, total_limit)
-            shutil.rmtree(old)
-    return final
-
-
-def _contiguous(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
 
 
 def _fsync(path: Path) -> None:
@@ -256,38 +160,161 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _split_optimizer_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    import torch
+def save_checkpoint(
+    accelerator: Accelerator,
+    folder: Path | str,
+    step: int,
+    *,
+    ema: EmaTeacher | None = None,
+    generators: Mapping[str, Generator] | None = None,
+    config: Mapping[str, Any] | None = None,
+    total_limit: int | None = None,
+) -> Path:
+    """Write ``checkpoint-<step>`` into ``folder`` atomically (every process calls this), then prune.
 
-    tensors: dict[str, torch.Tensor] = {}
-    plain: dict[str, dict[str, Any]] = {}
-    for index, values in state_dict["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value
+    Args:
+        accelerator: Holds the prepared network, optimiser, schedule and loss scaler.
+        folder: The run's checkpoint folder (created if missing).
+        step: Number of completed iterations; training resumes at this iteration.
+        ema: The EMA teacher.
+        generators: This process's explicit generators, by name.
+        config: The resolved configuration (``TrainConfig.to_dict()``).
+        total_limit: Checkpoints to keep (``None``: all).
+
+    Returns:
+        The new checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    if step < 0:
+        raise InputError(f"checkpoint step must be ≥ 0, got {step}")
+    if total_limit is not None and total_limit < 1:
+        raise ConfigError(f"run.checkpoints_total_limit must be ≥ 1, got {total_limit}")
+    folder = Path(folder)
+    name = f"{CHECKPOINT_PREFIX}{step}"
+    partial, final = folder / f".{name}.partial", folder / name
+    main = accelerator.is_main_process
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(f".{CHECKPOINT_PREFIX}*.partial*"):  # left behind by a crashed save
+            shutil.rmtree(stale, ignore_errors=True)
+        partial.mkdir()
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(partial), safe_serialization=True)
+        rank = accelerator.process_index
+        plain, tensors = _generator_states(generators or {})
+        atomic_write_bytes(partial / f"generators_{rank}.json", (json.dumps(plain) + "\n").encode())
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial / f"generators_{rank}.safetensors"))
+        accelerator.wait_for_everyone()
+        if main:
+            if ema is not None:
+                save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()},
+                          str(partial / "ema.safetensors"))
+            files = sorted(p.name for p in partial.iterdir())
+            for file in files:
+                _fsync(partial / file)
+            state = {"format": _FORMAT, "step": step, "processes": accelerator.num_processes,
+                     "config": _jsonable(config) if config is not None else None, "files": files}
+            atomic_write_bytes(partial / "state.json", (json.dumps(state, indent=1) + "\n").encode())
+            _fsync(partial)
+            if final.exists():  # the same step saved again: replace it, never leaving no copy at all
+                old = folder / f".{name}.partial-old"
+                final.rename(old)
+                partial.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
             else:
-                plain.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": _jsonable(state_dict["param_groups"]), "plain_state": _jsonable(plain)}
-
-
-def _join_optimizer_state(tensors: Mapping[str, Any], saved: Mapping[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    for index, values in saved.get("plain_state", {}).items():
-        state.setdefault(int(index), {}).update(values)
-    groups = []
-    for group in saved["param_groups"]:
-        group = dict(group)
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])
-        groups.append(group)
-    return {"state": state, "param_groups": groups}
+                partial.rename(final)
+            _fsync(folder)
+    except BaseException:
+        if main:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if main and total_limit is not None:
+        for old_checkpoint in list_checkpoints(folder)[:-total_limit]:
+            logger.info("removing old checkpoint %s (keeping the newest %d)", old_checkpoint, total_limit)
+            shutil.rmtree(old_checkpoint)
+    accelerator.wait_for_everyone()
+    return final
 
 
 # ----------------------------------------------------------------------------------------------
-# Resuming
+# Checking and resuming
+
+
+def _instead(path: Path) -> str:
+    """What to resume from instead of the bad checkpoint ``path`` (a pasteable option)."""
+    earlier = [p for p in list_checkpoints(path.parent) if p != path and
+               int(p.name[len(CHECKPOINT_PREFIX):]) < int(path.name[len(CHECKPOINT_PREFIX):])] \
+        if _NAME.fullmatch(path.name) else []
+    if earlier:
+        return f"resume from the newest earlier one with --resume {earlier[-1].name}, or start fresh without --resume"
+    return "no earlier checkpoint exists: start fresh without --resume (or with another --set run.out_dir=DIR)"
+
+
+def _check_safetensors(file: Path) -> str | None:
+    """Why ``file`` is not a complete safetensors file, or None (reads the header and the size only)."""
+    try:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+    except (OSError, struct.error, ValueError, UnicodeDecodeError) as error:
+        return f"its header is unreadable ({error})"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    expected = 8 + length + max(ends, default=0)
+    size = file.stat().st_size
+    return None if size == expected else f"it is truncated or padded ({size} bytes, its header says {expected})"
+
+
+def _check_zip(file: Path) -> str | None:
+    """Why ``file`` is not a complete ``torch.save`` archive, or None (reads the central directory only)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            archive.infolist()
+    except (OSError, zipfile.BadZipFile) as error:
+        return f"it is not a complete torch.save archive ({error})"
+    return None
+
+
+def validate_checkpoint(path: Path | str, *, processes: int = 1) -> CheckpointInfo:
+    """Check ``state.json`` and every file it lists without restoring anything.
+
+    Raises:
+        CheckpointError: naming the bad file, what is wrong with it and which checkpoint to use instead.
+    """
+    path = Path(path)
+    state_file = path / "state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        step, files = int(state["step"]), tuple(state["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{state_file} is unreadable ({error}): {_instead(path)}") from None
+    if state.get("format") != _FORMAT:
+        raise CheckpointError(f"{state_file}: checkpoint format {state.get('format')!r}, this version reads {_FORMAT} "
+                              f"(written by another version of madm): {_instead(path)}")
+    if state.get("processes", 1) != processes:
+        raise CheckpointError(f"{path} was written by {state.get('processes')} process(es), this run has {processes}: "
+                              "each process resumes its own random streams, so resume with the same number of "
+                              "processes, or start fresh without --resume")
+    for name in files:
+        file = path / name
+        if not file.is_file():
+            problem = "it is missing"
+        elif name.endswith(".safetensors"):
+            problem = _check_safetensors(file)
+        elif name.endswith((".bin", ".pt", ".pkl")):
+            problem = _check_zip(file)
+        elif name.endswith(".json"):
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+                problem = None
+            except (OSError, ValueError) as error:
+                problem = f"it is unreadable ({error})"
+        else:
+            problem = None
+        if problem is not None:
+            raise CheckpointError(f"cannot resume from {path}: {file} is bad — {problem}; {_instead(path)}")
+    return CheckpointInfo(path, step, state.get("config"), files)
 
 
 def resolve_resume(folder: Path | str, resume: str | None) -> Path | None:
@@ -313,56 +340,39 @@ def resolve_resume(folder: Path | str, resume: str | None) -> Path | None:
     if not candidate.is_dir():
         names = ", ".join(p.name for p in available) or "none"
         raise ConfigError(f"checkpoint {resume!r} not found in {folder} (available: {names}); "
-                          "use run.resume=latest to continue from the newest or leave it empty to start fresh")
+                          "use --resume latest to continue from the newest, or leave --resume out to start fresh")
     if not (candidate / "state.json").is_file():
-        raise ConfigError(f"{candidate} is not a complete checkpoint (no state.json)")
+        raise CheckpointError(f"{candidate} is not a complete checkpoint (no state.json); {_instead(candidate)}")
     return candidate
 
 
-def load_checkpoint(
-    path: Path | str,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ema: EmaTeacher | None = None,
-    grad_scaler: torch.amp.GradScaler | None = None,
-    generators: Mapping[str, Generator] | None = None,
-    restore_rng: bool = True,
-) -> CheckpointInfo:
-    """Restore what :func:`save_checkpoint` wrote into the given objects (in place).
+def load_checkpoint(accelerator: Accelerator, checkpoint: CheckpointInfo, *, ema: EmaTeacher | None = None,
+                    generators: Mapping[str, Generator] | None = None) -> int:
+    """Restore a validated checkpoint into the prepared objects, the EMA teacher and this process's generators.
 
-    Objects passed as ``None`` are skipped; an object passed whose state the checkpoint lacks is an
-    error. Weights must match exactly (strict loading).
+    Returns:
+        The step to continue from.
+
+    Raises:
+        CheckpointError: a file that passed validation still fails to load (e.g. weights of another
+            network); nothing in the run folder has been changed at that point.
     """
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_file
 
-    path = Path(path)
-    state_file = path / "state.json"
-    if not state_file.is_file():
-        raise InputError(f"{path} is not a complete checkpoint (no state.json)")
-    state = json.loads(state_file.read_text())
-    if state.get("format") != _FORMAT:
-        raise InputError(f"{path}: checkpoint format {state.get('format')!r}, this version reads {_FORMAT}")
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise InputError(f"{path}: model weights do not fit the model: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")
-    if ema is not None:
-        if "ema.safetensors" not in state["files"]:
-            raise InputError(f"{path} holds no EMA teacher")
-        ema.load_state_dict(load_file(str(path / "ema.safetensors")))
-    if optimizer is not None:
-        if "optimizer" not in state:
-            raise InputError(f"{path} holds no optimiser state")
-        tensors = load_file(str(path / "optimizer.safetensors"))
-        optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
-    if grad_scaler is not None and state.get("grad_scaler"):
-        grad_scaler.load_state_dict(state["grad_scaler"])
-    if lr_scheduler is not None:
-        if "lr_scheduler" not in state:
-            raise InputError(f"{path} holds no learning-rate scheduler state")
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
-    if restore_rng:
-        restore_rng_state(state["rng"], load_file(str(path / "rng.safetensors")), generators)
-    return CheckpointInfo(path, int(state["step"]), state.get("config"))
+    path = checkpoint.path
+    try:
+        accelerator.load_state(str(path))
+        if ema is not None:
+            if "ema.safetensors" not in checkpoint.files:
+                raise CheckpointError(f"{path} holds no EMA teacher (ema.safetensors); it was written by a method "
+                                      f"without one: {_instead(path)}")
+            ema.load_state_dict(load_file(str(path / "ema.safetensors")))
+        rank = accelerator.process_index
+        plain = json.loads((path / f"generators_{rank}.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(path / f"generators_{rank}.safetensors"))
+        _restore_generators(plain, tensors, generators or {}, path)
+    except CheckpointError:
+        raise
+    except Exception as error:  # accelerate, safetensors and torch raise many unrelated types for a bad file
+        raise CheckpointError(f"cannot resume from {path}: {type(error).__name__}: {error}; {_instead(path)}") from None
+    return checkpoint.step

@@ -1,4 +1,4 @@
-"""AdamW parameter groups, gradient clipping and the learning-rate multiplier (madm_spec.md §2.5).
+"""AdamW parameter groups and the learning-rate multiplier (madm_spec.md §2.5; the trainer clips through accelerate).
 
 The reference (detectron2 via ODISE) multiplies lr 5e-6 by a ``WarmupParamScheduler`` around a
 ``MultiStepParamScheduler``, both evaluated at ``where = iteration / max_iter``:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from madm_train.config import OptimConfig
 
-__all__ = ["LrMultiplier", "build_lr_scheduler", "build_optimizer", "clip_gradients", "lr_multiplier", "parameter_groups"]
+__all__ = ["LrMultiplier", "build_lr_scheduler", "build_optimizer", "lr_multiplier", "parameter_groups"]
 
 _WHERE_EPSILON = 1e-6  # fvcore ParamScheduler.WHERE_EPSILON
 
@@ -76,16 +76,6 @@ def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig) -> torch.o
     import torch
 
     return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
-
-
-def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float = 0.01) -> float:
-    """Clip the global L2 gradient norm to ``max_norm`` (0.01 in the reference); returns the norm before.
-
-    With AMP call ``scaler.unscale_(optimizer)`` first, as the reference clips unscaled gradients.
-    """
-    import torch
-
-    return float(torch.nn.utils.clip_grad_norm_(list(parameters), max_norm))
 
 
 def lr_multiplier(iteration: int, max_iter: int, *, warmup_factor: float = 0.067, warmup_fraction: float = 500 / 184_375,

@@ -1,471 +1,312 @@
-"""MADM self-training: ``adapt(config) -> run folder``, the recipe of madm_spec.md §2–§4 top to bottom.
+"""The trainer every adaptation method plugs into: ``train(config) -> run folder``, top to bottom.
 
-One iteration (batch = B source + B target images):
+config → accelerator → data → method (``config.method.build``) → optimiser and schedule →
+``accelerator.prepare`` → EMA teacher → resume → loop → final evaluation → model.
 
-1. EMA update of the teacher (from iteration 1 on);
-2. source forward at t = 0: cross-entropy on the labels + LPLR L1 of the UNet output to the VAE
-   latent of the palette-painted labels (weight λ_s);
-3. teacher pass on the clean target image with the EMA head, projections and prompt (the UNet
-   is shared) at the DPLG timestep k = ⌊k₀(1 − i/E)⌋: pseudo-labels and their weight q;
-4. ClassMix of source and target, colour jitter and blur; mixed forward: cross-entropy on the
-   mixed label (source pixels weight 1, target pixels q) + LPLR on the mixed label (λ_t·q);
-5. backward, gradient-norm clip, AdamW step, learning-rate schedule.
+The trainer owns devices, mixed precision, distribution (HF accelerate: one process or several under
+``accelerate launch``/``torchrun``, DDP or FSDP, one or several nodes), gradient accumulation, the
+EMA teacher, checkpoints, evaluation and logging; the method owns its modules and its step
+(:mod:`madm_train.methods.base`). One iteration:
+
+1. EMA update of the teacher (from iteration 1 on, if the method averages anything);
+2. per accumulated batch: draw B source (rare-class sampling) and B target images, the method's
+   step returns the loss, ``accelerator.backward``;
+3. on the last accumulated batch: gradient-norm clip (after fp16 unscaling), AdamW step, schedule
+   step; the logged ``lr`` is the one this step used.
 
 The run folder receives the resolved config, ``log.jsonl`` and ``tensorboard/`` (scalars, and
-image grids at every evaluation: target, pseudo-label, mixed image and label, prediction, decoded
-palette image), periodic evaluations
-(``eval-<step>/``), numbered checkpoints from which ``run.resume`` continues bit for bit, the final
-``model/`` (``MadmModel.save``) and ``metrics.json`` of the target evaluation split.
+image grids at every evaluation), periodic evaluations (``eval-<step>/``), numbered checkpoints
+from which ``run.resume`` continues (:mod:`madm_train.training.checkpoints`), the final ``model/``
+(with a format tag, see :mod:`madm_train.models.saved`) and ``metrics.json`` of the target test split.
+Only the main process writes; with several processes each draws its own batches (seed + rank).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import sys
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError
 from madm_ros.palettes import LabelSet, get_label_set
-from madm_ros.preprocessing import InputSpec
-from madm_train.config import AdaptConfig, check_data_paths, save_config
-from madm_train.data.augment import TrainAugmentation
-from madm_train.training.distributed import (
-    Distributed,
-    average_gradients,
-    broadcast_weights,
-    check_replicas_equal,
-    init_distributed,
-)
 
-__all__ = ["Batch", "adapt", "build_datasets", "build_model"]
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from madm_train.config import TrainConfig
+
+__all__ = ["CHECKPOINTS", "Trainer", "make_accelerator", "train"]
 
 CHECKPOINTS = "checkpoints"
-TEST_FRACTION = 0.2  # folder data sets used as source and target at once: sequences held out for testing
+"""Folder of the numbered checkpoints inside a run folder."""
 
 
-@dataclass
-class Batch:
-    """Network tensors of one side of an iteration: images B×3×H×W, labels B×H×W (long) or None."""
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """The accelerator of a run: device, mixed precision, accumulation, DDP/FSDP when launched on several processes.
 
-    images: Any
-    labels: Any | None
-
-
-def _split_folder_frames(root: Path) -> tuple[list[str], list[str], list[str]]:
-    """Source, target and test frames of one folder holding both modalities (by whole sequences).
-
-    The last ``TEST_FRACTION`` of sequences are the test split; the others alternate between source
-    and target, so the model never sees the same scene as labelled RGB and as target input.
+    accelerate keeps its state per process and refuses a second, different mixed-precision
+    setting; one process may run several trainings (the benchmark, tests), so each starts afresh
+    (the process group itself is kept).
     """
-    from madm_ros.folder_layout import FolderMeta, parse_frame_name
-
-    frames = FolderMeta.read(root).frames
-    sequences = sorted({parse_frame_name(f)[0] for f in frames})
-    if len(sequences) < 3:
-        raise ConfigError(f"{root} has {len(sequences)} sequence(s); a folder used as source and target needs ≥ 3 "
-                          "(source, target and test scenes); generate more frames or give separate folders")
-    n_test = max(1, round(len(sequences) * TEST_FRACTION))
-    test, rest = set(sequences[-n_test:]), sequences[:-n_test]
-    source, target = set(rest[0::2]), set(rest[1::2])
-    pick = lambda chosen: [f for f in frames if parse_frame_name(f)[0] in chosen]  # noqa: E731
-    return pick(source), pick(target), pick(test)
-
-
-def build_datasets(config: AdaptConfig, info: Distributed | None = None) -> tuple[Any, Any, Any]:
-    """Source (labelled RGB), target (unlabelled modality) and target test data sets of ``config``.
-
-    Each process of a multi-process run augments with its own seed (``run.seed + rank``).
-    """
-    from madm_train.data import datasets
-
-    info = info or Distributed()
-    d = config.data
-    if info.is_main and d.synthetic_frames and not (Path(d.source_root) / "meta.json").exists():
-        from madm_ros.synthetic import SynthConfig, generate
-
-        height, width = d.source_resize_hw
-        print(f"adapt: generating {d.synthetic_frames} synthetic frames of {height}x{width} in {d.source_root} "
-              "(once; later runs reuse them)", file=sys.stderr)
-        generate(SynthConfig(frames=d.synthetic_frames, height=height, width=width, seed=config.run.seed),
-                 d.source_root, workers=2, progress=True)
-    if info.is_main and d.target_bag:  # the bag's frames, into the cache that data.target_root points at
-        from madm_train.data.bag_target import prepare_bag_target
-
-        prepare_bag_target(config)
-    _barrier(info)
-    check_data_paths(config)
-    spec_source = InputSpec("rgb", height=d.crop_hw[0], width=d.crop_hw[1])
-    spec_target = InputSpec(d.modality, height=d.crop_hw[0], width=d.crop_hw[1])
-    source_aug = TrainAugmentation(d.source_resize_hw, d.crop_hw, d.flip_probability)
-    target_aug = TrainAugmentation(d.target_resize_hw, d.crop_hw, d.flip_probability)
-    seed = config.run.seed + info.rank
-    shared_folder = d.source_kind == "folder" and d.target_kind == "folder" and \
-        Path(d.source_root).resolve() == Path(d.target_root).resolve()
-    source_frames = target_frames = test_frames = None
-    if shared_folder:
-        source_frames, target_frames, test_frames = _split_folder_frames(Path(d.source_root))
-
-    if d.source_kind == "cityscapes":
-        source = datasets.CityscapesDataset(d.source_root, d.source_split, spec_source, label_set=d.label_set,
-                                            augmentation=source_aug, seed=seed)
-    else:
-        source = datasets.FolderDataset(d.source_root, spec_source, frames=source_frames, augmentation=source_aug,
-                                        seed=seed)
-
-    def target_set(split: str, augmentation: TrainAugmentation | None, frames: list[str] | None, offset: int,
-                   root: str) -> Any:
-        kind = d.target_kind
-        if kind == "deliver_depth":
-            return datasets.DeliverDepthDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
-        if kind == "fmb_infrared":
-            return datasets.FmbInfraredDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
-        if kind == "dsec_edges":
-            return datasets.DsecEdgeDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
-        if kind == "dsec_events":
-            return datasets.DsecEventsDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
-        return datasets.FolderDataset(root, spec_target, frames=frames, augmentation=augmentation, seed=seed + offset)
-
-    target = target_set(d.target_split, target_aug, target_frames, 1, d.target_root)
-    test = target_set(d.test_split, None, test_frames, 2, d.test_root or d.target_root)
-    if source.label_set is None or source.label_set.name != d.label_set:
-        raise ConfigError(f"the source data at {d.source_root} is not labelled in {d.label_set}")
-    return source, target, test
-
-
-def _barrier(info: Distributed) -> None:
-    if info.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def build_model(config: AdaptConfig, num_classes: int, run_dir: Path, info: Distributed | None = None) -> Any:
-    """The MADM model of ``config.model``.
-
-    ``init_weights`` loads a whole saved model; otherwise the backbone comes from ``pretrained``
-    (``tiny`` without it: a random tiny SD written into the run folder) and the head is random.
-    """
-    from madm_train.models.head import DAFormerHead
-    from madm_train.models.madm_model import MadmModel
-    from madm_train.models.sd_backbone import SDBackbone
-    from madm_train.models.tiny_sd import build_tiny_model, build_tiny_sd
-
-    m = config.model
-    if m.init_weights:
-        model = MadmModel.load(m.init_weights)
-        if model.head.num_classes != num_classes:
-            raise ConfigError(f"model.init_weights {m.init_weights} predicts {model.head.num_classes} classes, "
-                              f"data.label_set {config.data.label_set} has {num_classes}")
-    elif m.preset == "tiny":
-        folder = Path(m.pretrained) if m.pretrained else run_dir / "tiny_sd"
-        if not m.pretrained and (info is None or info.is_main) and not (folder / "unet" / "config.json").exists():
-            build_tiny_sd(folder, seed=config.run.seed)
-        _barrier(info or Distributed())
-        model = build_tiny_model(folder, num_classes)
-    else:
-        if not m.pretrained:
-            raise ConfigError("model.pretrained is empty: the sd preset needs a local Stable Diffusion v1.x diffusers "
-                              "folder or .safetensors/.ckpt file (--set model.pretrained=PATH); nothing is downloaded")
-        backbone = SDBackbone.from_pretrained(m.pretrained)
-        model = MadmModel(backbone, DAFormerHead(backbone.feature_channels, num_classes))
-    if m.finetune == "lora":
-        model.backbone.add_lora(config.task, m.lora_rank, m.lora_alpha)
-    return model
-
-
-def _stack(samples: list[Any], device: Any) -> Batch:
     import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, FullyShardedDataParallelPlugin
 
-    images = torch.from_numpy(np.stack([s.image for s in samples])).to(device)
-    labels = None
-    if all(s.label is not None for s in samples):
-        labels = torch.from_numpy(np.stack([s.label for s in samples]).astype(np.int64)).to(device)
-    return Batch(images, labels)
-
-
-class _Recipe:
-    """The state of one run and its iteration; built once by :func:`adapt`."""
-
-    def __init__(self, config: AdaptConfig, run_dir: Path, info: Distributed | None = None) -> None:
-        import torch
-
-        from madm_train.data.rare_class import RareClassSampler, rare_class_stats
-        from madm_train.training.ema import EmaTeacher
-        from madm_train.training.schedule import build_lr_scheduler, build_optimizer, parameter_groups
-
-        self.config, self.run_dir, self.info = config, run_dir, info or Distributed()
-        if config.run.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"run.device is {config.run.device!r} but no CUDA device is available; "
-                              "use --set run.device=cpu run.amp=false")
-        self.device = torch.device(f"cuda:{self.info.local_rank}" if self.info.enabled and config.run.device.startswith("cuda")
-                                   else config.run.device)
-        self.label_set: LabelSet = get_label_set(config.data.label_set)
-        self.source, self.target, self.test = build_datasets(config, self.info)
-        self.model = build_model(config, self.label_set.num_classes, run_dir, self.info).to(self.device).train()
-        broadcast_weights(self.model, self.info)
-        self.model.trainable_parameters(config.model.finetune)
-        self.model.backbone.enable_gradient_checkpointing(config.model.gradient_checkpointing)
-        amp_dtype = torch.float16 if config.run.amp_dtype == "float16" else torch.bfloat16
-        self.autocast = lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=config.run.amp)
-        # fp16 needs loss scaling against gradient underflow; bf16 has float32's range and does not
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.run.amp and amp_dtype == torch.float16)
-        groups = parameter_groups([self.model], lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-        self.optimizer = build_optimizer(groups, config.optim)
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, config.optim)
-        backbone = self.model.backbone
-        modules = {"head": self.model.head, "projections": backbone.projections, "prompt": backbone.prompt}
-        if config.ema.include_unet:
-            modules["unet"] = backbone.unet
-        self.ema = EmaTeacher(modules, alpha_max=config.ema.alpha)
-        self.seed_generators(config.run.seed + self.info.rank)
-        self.sampler = None
-        if config.data.rare_class_sampling:
-            labels = (self.source.label_reader(r.label_path) for r in self.source.records)
-            stats = rare_class_stats(labels, self.label_set.num_classes, min_pixels=config.data.rare_class_min_pixels)
-            self.sampler = RareClassSampler(stats, temperature=config.data.rare_class_temperature,
-                                            seed=config.run.seed + self.info.rank)
-
-    def seed_generators(self, seed: int) -> None:
-        """(Re)seed this process's explicit generators (mixing, k₀, batch indices)."""
-        import torch
-
-        self.mixing_generator = torch.Generator().manual_seed(seed)
-        self.k0_rng = random.Random(seed)
-        self.index_rng = np.random.default_rng(seed)
-
-    def generators(self) -> dict[str, Any]:
-        """Every explicit generator of the run, by name (saved in checkpoints for bit-exact resume)."""
-        named = {"mixing": self.mixing_generator, "k0": self.k0_rng, "index": self.index_rng,
-                 "source_aug": self.source._generator(), "target_aug": self.target._generator()}
-        if self.sampler is not None:
-            named["rare_class"] = self.sampler.rng
-        return named
-
-    def source_batch(self) -> Batch:
-        d, samples = self.config.data, []
-        for _ in range(d.batch_size):
-            if self.sampler is None:
-                samples.append(self.source.load(int(self.index_rng.integers(len(self.source)))))
-            else:
-                index, c = self.sampler.sample()
-                min_pixels = int(d.rare_class_min_pixels * d.rare_class_min_crop_ratio)
-                samples.append(self.source.load(index, required_class=c, min_class_pixels=min_pixels))
-        return _stack(samples, self.device)
-
-    def target_batch(self) -> Batch:
-        indices = self.index_rng.integers(len(self.target), size=self.config.data.batch_size)
-        return _stack([self.target.load(int(i)) for i in indices], self.device)
-
-    def step(self, iteration: int, *, visuals: dict[str, Any] | None = None) -> dict[str, float]:
-        """One MADM iteration; returns the scalars to log.
-
-        If ``visuals`` is given it is filled with first-image panels (target input, pseudo-label,
-        mixed image and label, student prediction, decoded palette image) for TensorBoard.
-        """
-        import torch
-
-        from madm_train.data.mixing import classmix_masks, mix, strong_augment
-        from madm_train.methods.madm.dplg import dplg_timestep, draw_k0, teacher_noise
-        from madm_train.methods.madm.lplr import latent_target, lplr_loss
-        from madm_train.training.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
-
-        c = self.config
-        model, backbone = self.model, self.model.backbone
-        source = self.source_batch()
-        assert source.labels is not None
-        lplr_colour = c.lplr.unlabelled_color
-
-        # 2. source forward
-        with self.autocast():
-            logits_s, out_s = model(source.images)
-        loss_source = segmentation_loss(logits_s, source.labels)
-        loss = loss_source
-        scalars = {"loss_source_ce": loss_source.item()}
-        if c.method == "source_only":
-            return self._update(loss, scalars)
-        if c.lplr.source_weight > 0:
-            z_s = latent_target(source.labels, backbone.encode, self.label_set, unlabelled_color=lplr_colour)
-            reg_s = lplr_loss(out_s.unet_output, z_s, source.labels, weight=c.lplr.source_weight)
-            loss = loss + reg_s
-            scalars["loss_source_lplr"] = reg_s.item()
-
-        # 1. and 3. EMA update; teacher on the clean target, DPLG-noised early in training
-        alpha = self.ema.update(iteration) if iteration > 0 else 0.0
-        target = self.target_batch()
-        k = 0
-        if c.dplg.enabled:
-            k = dplg_timestep(iteration, k0=draw_k0(c.dplg.k0_choices, self.k0_rng), end_iter=c.dplg.end_iter)
-        timesteps = torch.full((target.images.shape[0],), k, dtype=torch.long, device=self.device)
-        noise = None  # the backbone's shared seed-42 noise, as the student uses
-        if not c.dplg.fixed_noise:
-            latents = backbone.encode(target.images)
-            noise = teacher_noise(latents, generator=self.mixing_generator)
-        with torch.no_grad(), self.ema.swapped(), self.autocast():
-            logits_t, _ = model(target.images, timesteps, noise)
-        pseudo, confidence = pseudo_labels(logits_t, tuple(target.images.shape[-2:]))
-        q = confidence_weight(confidence, c.pseudo_labels.threshold)
-
-        # 4. ClassMix + jitter/blur, mixed forward
-        if c.mixing.classmix:
-            masks = classmix_masks(source.labels, self.mixing_generator)
-        else:
-            masks = torch.zeros_like(source.labels, dtype=torch.bool)
-        mixed_images = strong_augment(
-            mix(masks, source.images, target.images), self.mixing_generator,
-            jitter_probability=c.mixing.jitter_probability, jitter_strength=c.mixing.jitter_strength,
-            blur_probability=c.mixing.blur_probability, blur_sigma=c.mixing.blur_sigma,
-            blur_kernel_fraction=c.mixing.blur_kernel_fraction)
-        mixed_labels = mix(masks, source.labels, pseudo)
-        with self.autocast():
-            logits_m, out_m = model(mixed_images)
-        loss_mixed = segmentation_loss(logits_m, mixed_labels, mixed_pixel_weight(masks, q))
-        loss = loss + loss_mixed
-        scalars.update(loss_mixed_ce=loss_mixed.item(), pseudo_label_weight=q, dplg_timestep=float(k), ema_alpha=alpha)
-        if c.lplr.target_weight > 0:
-            z_m = latent_target(mixed_labels, backbone.encode, self.label_set, unlabelled_color=lplr_colour)
-            reg_m = lplr_loss(out_m.unet_output, z_m, mixed_labels, confidence=q, weight=c.lplr.target_weight)
-            loss = loss + reg_m
-            scalars["loss_mixed_lplr"] = reg_m.item()
-
-        if visuals is not None:
-            visuals.update(target=target.images[0], pseudo_label=pseudo[0], mixed=mixed_images[0],
-                           mixed_label=mixed_labels[0], prediction=logits_m[0].argmax(0), palette=out_m.decoded[0])
-
-        return self._update(loss, scalars)
-
-    def _update(self, loss: Any, scalars: dict[str, float]) -> dict[str, float]:
-        """Step 5: backward, gradient all-reduce and clip, optimiser and schedule step; adds loss, lr, grad_norm."""
-        from madm_train.training.schedule import clip_gradients
-
-        c = self.config
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.info)
-        self.scaler.unscale_(self.optimizer)  # the clip norm refers to true gradients
-        scalars["grad_norm"] = clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]],
-                                              c.optim.grad_clip_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.lr_scheduler.step()
-        scalars.update(loss=loss.item(), lr=self.optimizer.param_groups[0]["lr"])
-        return scalars
-
-    def evaluate(self, out_dir: Path) -> dict[str, Any]:
-        """The student at t = 0 on the target test split (MADM evaluates the student)."""
-        import torch
-
-        from madm_train.training.evaluate import evaluate
-
-        if not self.test.label_paths():  # e.g. a bag without a label topic: nothing to score against
-            return {"miou": None, "images": 0, "note": "the target evaluation split has no labels: not evaluated"}
-        self.model.eval()
-        try:
-            return evaluate(lambda x: self.model(x.to(self.device))[0], self.test, self.label_set, out_dir,
-                            batch_size=self.config.data.batch_size)
-        finally:
-            torch.set_grad_enabled(True)
-            self.model.train()
+    run = config.run
+    if run.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device is 'cuda' but no CUDA device is available; train on the CPU with "
+                          "--set run.device=cpu --set run.amp=false")
+    AcceleratorState._reset_state(reset_partial_state=False)
+    precision = "no" if not run.amp else ("fp16" if run.amp_dtype == "float16" else "bf16")
+    fsdp = None
+    if run.distributed == "fsdp":
+        # FSDP2: every diffusers transformer and ResNet block becomes one shard unit of the UNet and VAE.
+        fsdp = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+                                              transformer_cls_names_to_wrap=["BasicTransformerBlock", "ResnetBlock2D"],
+                                              reshard_after_forward=True, state_dict_type="FULL_STATE_DICT")
+    return Accelerator(
+        cpu=run.device == "cpu", mixed_precision=precision,
+        gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False,  # the schedule counts optimiser steps, whatever the process count
+        kwargs_handlers=[DistributedDataParallelKwargs(
+            find_unused_parameters=config.method.find_unused_parameters)],
+        fsdp_plugin=fsdp)
 
 
-def _image_grid(visuals: dict[str, Any], label_set: LabelSet) -> np.ndarray:
-    """The panels of :meth:`_Recipe.step` side by side as one H×6W×3 uint8 image (labels coloured)."""
+def _image_grid(images: dict[str, Any], label_set: LabelSet) -> np.ndarray:
+    """A step's panels side by side as one H×nW×3 uint8 image (class-id panels coloured)."""
     import torch.nn.functional as F
 
     from madm_ros.palettes import colorize
 
-    size = visuals["target"].shape[-2:]
+    size = next(iter(images.values())).shape[-2:]
+    panels = []
+    for tensor in images.values():
+        tensor = tensor.detach().cpu()
+        if tensor.ndim == 3:  # an image in [0, 1]
+            tensor = F.interpolate(tensor[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            panels.append(np.rint(tensor.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        else:  # class ids
+            tensor = F.interpolate(tensor[None, None].float(), size=size, mode="nearest")[0, 0]
+            panels.append(colorize(tensor.numpy().astype(np.uint8), label_set))
+    return np.concatenate(panels, axis=1)
 
-    def image(t: Any) -> np.ndarray:
-        t = F.interpolate(t[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-        return np.rint(t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
 
-    def label(t: Any) -> np.ndarray:
-        return colorize(t.detach().cpu().numpy().astype(np.uint8), label_set)
-
-    return np.concatenate([image(visuals["target"]), label(visuals["pseudo_label"]), image(visuals["mixed"]),
-                           label(visuals["mixed_label"]), label(visuals["prediction"]), image(visuals["palette"])], axis=1)
-
-
-def adapt(config: AdaptConfig, *, progress: bool = True) -> Path:
-    """Run MADM self-training as configured; returns the run folder (see the module docstring)."""
+def _evaluate(predictor: Any, test: Any, label_set: LabelSet, out_dir: Path, device: Any, batch_size: int) -> dict[str, Any]:
+    """The predictor (MADM: the student) on the target test split, in fp32."""
     import torch
-    from tqdm import tqdm
 
-    from madm_train.training.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+    from madm_train.training.evaluate import evaluate
 
-    info = init_distributed("cuda" if config.run.device.startswith("cuda") else "cpu")
-    run_dir = Path(config.run.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    random.seed(config.run.seed)
-    np.random.seed(config.run.seed)
-    torch.manual_seed(config.run.seed)  # identical initial weights in every process
-    if info.is_main:
-        save_config(config, run_dir)
-    recipe = _Recipe(config, run_dir, info)
-    start = 0
-    checkpoint = resolve_resume(run_dir / CHECKPOINTS, config.run.resume)
-    if checkpoint is not None:
-        start = load_checkpoint(checkpoint, model=recipe.model, optimizer=recipe.optimizer,
-                                lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, grad_scaler=recipe.scaler,
-                                generators=recipe.generators()).step
-        if info.enabled:  # the checkpoint holds rank 0's generators; every process needs its own stream
-            recipe.seed_generators(hash((config.run.seed, info.rank, start)) % 2**31)
-    if not info.is_main:
-        return _follow(recipe, start)
-    from torch.utils.tensorboard import SummaryWriter
-
-    log = (run_dir / "log.jsonl").open("a", encoding="utf-8")
-    board = SummaryWriter(str(run_dir / "tensorboard"))
-    max_iter, run = config.optim.max_iter, config.run
-    image_every = run.eval_every or max_iter
-    bar = tqdm(range(start, max_iter), initial=start, total=max_iter, desc="adapt", unit="it", disable=not progress)
+    if not test.label_paths():  # e.g. a bag without a label topic: nothing to score against
+        return {"miou": None, "images": 0, "note": "the target evaluation split has no labels: not evaluated"}
+    predictor.eval()
     try:
-        for iteration in bar:
-            done = iteration + 1
-            visuals: dict[str, Any] | None = {} if (done % image_every == 0 or done == max_iter) else None
-            scalars = recipe.step(iteration, visuals=visuals)
-            if done % run.log_every == 0 or done == max_iter:
-                log.write(json.dumps({"iteration": done, **scalars}) + "\n")
-                log.flush()
-                for key, value in scalars.items():
-                    board.add_scalar(f"train/{key}", value, done)
-                bar.set_postfix(loss=f"{scalars['loss']:.3f}", q=f"{scalars.get('pseudo_label_weight', 0.0):.2f}")
-            if visuals:
-                grid = _image_grid(visuals, recipe.label_set)
-                board.add_image("train/target|pseudo|mixed|mixed_label|prediction|palette", grid, done, dataformats="HWC")
-            if run.eval_every and done % run.eval_every == 0 and done != max_iter:
-                metrics = recipe.evaluate(run_dir / f"eval-{done}")
-                log.write(json.dumps({"iteration": done, "eval_miou": metrics["miou"]}) + "\n")
-                if metrics["miou"] is not None:
-                    board.add_scalar("eval/miou", metrics["miou"], done)
-            if (run.checkpoint_every and done % run.checkpoint_every == 0) or done == max_iter:
-                save_checkpoint(run_dir / CHECKPOINTS, done, model=recipe.model, optimizer=recipe.optimizer,
-                                lr_scheduler=recipe.lr_scheduler, ema=recipe.ema, grad_scaler=recipe.scaler,
-                                config=config.to_dict(),
-                                generators=recipe.generators(), total_limit=run.checkpoints_total_limit)
+        return evaluate(lambda x: predictor.logits(x.to(device)), test, label_set, out_dir, batch_size=batch_size)
     finally:
-        log.close()
-    check_replicas_equal(recipe.model.parameters(), info)
-    metrics = recipe.evaluate(run_dir / "eval-final")
-    if metrics["miou"] is not None:
-        board.add_scalar("eval/miou", metrics["miou"], max_iter)
-    board.close()
-    recipe.model.save(run_dir / "model")
-    atomic_write_bytes(run_dir / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
-    _barrier(info)
-    return run_dir
+        torch.set_grad_enabled(True)
+        predictor.train()
 
 
-def _follow(recipe: _Recipe, start: int) -> Path:
-    """The loop of a process other than rank 0: train in step with it, write nothing."""
-    for iteration in range(start, recipe.config.optim.max_iter):
-        recipe.step(iteration)
-    check_replicas_equal(recipe.model.parameters(), recipe.info)
-    _barrier(recipe.info)  # rank 0 evaluates and saves meanwhile
-    return recipe.run_dir
+def _keep_log_until(log_file: Path, step: int) -> None:
+    """Drop the log lines of iterations after ``step`` (written by a run that stopped before its next checkpoint)."""
+    if not log_file.is_file():
+        return
+    kept = [line for line in log_file.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("iteration", 0) <= step]
+    atomic_write_bytes(log_file, "".join(f"{line}\n" for line in kept).encode())
+
+
+def _check_replicas(accelerator: Accelerator, network: Any, distributed: str) -> None:
+    """Raise if the processes' weights differ (DDP keeps replicas identical; this proves it for the run)."""
+    import torch
+
+    if accelerator.num_processes == 1 or distributed == "fsdp":  # FSDP shards hold different slices by design
+        return
+    total = torch.stack([p.detach().double().sum() for p in network.parameters()]).sum().reshape(1)
+    gathered = accelerator.gather(total.to(accelerator.device))
+    if not torch.equal(gathered.min(), gathered.max()):
+        raise RuntimeError(f"model replicas diverged across processes (weight checksums {gathered.tolist()})")
+
+
+def _summary(config: TrainConfig, accelerator: Accelerator, trainable: int, start: int) -> str:
+    c, run = config, config.run
+    batch = c.data.batch_size * c.optim.gradient_accumulation_steps * accelerator.num_processes
+    where = f"resuming at iteration {start}" if start else "starting fresh"
+    return (f"adapt: method {c.method.name}, task {c.task}, {accelerator.num_processes} process(es) on {accelerator.device.type} "
+            f"({run.distributed if accelerator.num_processes > 1 else 'single process'}), precision "
+            f"{accelerator.mixed_precision}; batch {c.data.batch_size} source + {c.data.batch_size} target × "
+            f"{c.optim.gradient_accumulation_steps} accumulated × {accelerator.num_processes} process(es) = {batch} + {batch} "
+            f"per step; {c.optim.max_iter} iterations; {trainable / 1e6:.2f} M trainable parameters; {where}; "
+            f"run folder {run.out_dir}")
+
+
+class Trainer:
+    """One run, phase by phase: ``Trainer(config)`` sets up (and resumes), :meth:`run` loops, :meth:`finish` saves.
+
+    :meth:`iteration` is public so that ``bench/madm_step.py`` times exactly the trainer's iteration.
+
+    Args:
+        config: The resolved training config.
+        progress: Show a progress bar (main process only).
+    """
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True) -> None:
+        from accelerate.utils import set_seed
+
+        from madm_train.config import save_config
+        from madm_train.data.build import build_datasets
+        from madm_train.methods.base import BuildContext
+        from madm_train.training.batches import BatchDrawer
+        from madm_train.training.checkpoints import load_checkpoint, resolve_resume, validate_checkpoint
+        from madm_train.training.ema import EmaTeacher
+        from madm_train.training.schedule import build_lr_scheduler, build_optimizer, parameter_groups
+
+        self.config, self.progress = config, progress
+        # -- accelerator, data, method ---------------------------------------------------------
+        self.accelerator = accelerator = make_accelerator(config)
+        self.run_dir = Path(config.run.out_dir)
+        rank, self.is_main = accelerator.process_index, accelerator.is_main_process
+        set_seed(config.run.seed)  # identical initial weights in every process
+        self.label_set = get_label_set(config.data.label_set)
+        source, target, self.test = build_datasets(config, rank=rank, is_main=self.is_main,
+                                                   barrier=accelerator.wait_for_everyone)
+        self.method = config.method.build(BuildContext(config, self.label_set, self.run_dir, rank, self.is_main,
+                                                       accelerator.wait_for_everyone))
+        if config.run.distributed == "fsdp" and accelerator.num_processes > 1 and self.method.averaged:
+            raise ConfigError(f"run.distributed=fsdp does not work with {config.method.name}'s EMA teacher yet (the "
+                              "teacher swaps parameters in place, which sharded parameters do not allow): use "
+                              "--set run.distributed=ddp")
+        self.drawer = BatchDrawer(source, target, config, rank=rank, device=accelerator.device)
+
+        # -- optimiser, schedule, accelerate ----------------------------------------------------
+        groups = parameter_groups([self.method.network], lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        optimizer = build_optimizer(groups, config.optim)
+        scheduler = build_lr_scheduler(optimizer, config.optim)
+        self.network, self.optimizer, self.scheduler = accelerator.prepare(self.method.network, optimizer, scheduler)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.teacher = EmaTeacher(self.method.averaged, alpha_max=self.method.ema_alpha) if self.method.averaged else None
+        self.generators = {**self.drawer.generators(),
+                           **{f"method.{k}": v for k, v in self.method.generators().items()}}
+
+        # -- resume: every file checked and restored before anything in the run folder changes --
+        self.start = 0
+        checkpoint = resolve_resume(self.run_dir / CHECKPOINTS, config.run.resume)
+        if checkpoint is not None:
+            info = validate_checkpoint(checkpoint, processes=accelerator.num_processes)
+            self.start = load_checkpoint(accelerator, info, ema=self.teacher, generators=self.generators)
+        if self.is_main:
+            save_config(config, self.run_dir)
+            print(_summary(config, accelerator, sum(p.numel() for p in self.trainable), self.start), file=sys.stderr)
+        self.images: dict[str, Any] = {}
+        self.board: Any = None  # the TensorBoard writer of the main process, opened by run()
+
+    def iteration(self, iteration: int, *, want_images: bool = False) -> dict[str, float]:
+        """One optimiser step (module docstring, steps 1–3); returns the scalars to log, images in :attr:`images`."""
+        from madm_train.methods.base import StepContext
+
+        accelerator, optim = self.accelerator, self.config.optim
+        alpha = self.teacher.update(iteration) if self.teacher is not None and iteration > 0 else 0.0
+        scalars: dict[str, float] = {}
+        self.images = {}
+        for micro in range(optim.gradient_accumulation_steps):
+            with accelerator.accumulate(self.network):
+                source = self.drawer.source_batch()
+                target = self.drawer.target_batch() if self.method.needs_target else None
+                context = StepContext(iteration, self.network, self.teacher, accelerator.autocast,
+                                      want_images=want_images and micro == 0)
+                result = self.method.step(context, source, target)
+                accelerator.backward(result.loss)
+                for key, value in {**result.scalars, "loss": result.loss.item()}.items():
+                    scalars[key] = scalars.get(key, 0.0) + value / optim.gradient_accumulation_steps
+                self.images = self.images or result.images
+                if accelerator.sync_gradients:
+                    scalars["grad_norm"] = float(accelerator.clip_grad_norm_(self.trainable, optim.grad_clip_norm))
+                    scalars["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+                    self.optimizer.step()
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        if self.teacher is not None:
+            scalars["ema_alpha"] = alpha
+        return scalars
+
+    def evaluate(self, out_dir: Path) -> dict[str, Any]:
+        """The method's predictor (MADM: the student) on the target test split, in fp32 (main process)."""
+        return _evaluate(self.method.predictor(), self.test, self.label_set, out_dir, self.accelerator.device,
+                         self.config.data.batch_size)
+
+    def run(self) -> None:
+        """Iterations ``start`` … ``optim.max_iter``, with logging, periodic evaluation and checkpoints."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        from madm_train.training.checkpoints import save_checkpoint
+
+        run, max_iter, accelerator = self.config.run, self.config.optim.max_iter, self.accelerator
+        image_every = run.eval_every or max_iter
+        log = None
+        if self.is_main:
+            _keep_log_until(self.run_dir / "log.jsonl", self.start)
+            log = (self.run_dir / "log.jsonl").open("a", encoding="utf-8")
+            self.board = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.start or None)
+        bar = tqdm(range(self.start, max_iter), initial=self.start, total=max_iter, desc="adapt", unit="it",
+                   disable=not (self.progress and self.is_main))
+        try:
+            for iteration in bar:
+                done = iteration + 1
+                started = time.perf_counter()
+                scalars = self.iteration(iteration, want_images=self.is_main and (done % image_every == 0 or
+                                                                                   done == max_iter))
+                scalars["seconds"] = time.perf_counter() - started
+                if log is not None and (done % run.log_every == 0 or done == max_iter):
+                    log.write(json.dumps({"iteration": done, **scalars}) + "\n")
+                    log.flush()
+                    for key, value in scalars.items():
+                        self.board.add_scalar(f"train/{key}", value, done)
+                    bar.set_postfix(loss=f"{scalars['loss']:.3f}", q=f"{scalars.get('pseudo_label_weight', 0.0):.2f}")
+                if self.is_main and self.images:
+                    self.board.add_image("train/" + "|".join(self.images), _image_grid(self.images, self.label_set),
+                                         done, dataformats="HWC")
+                if run.eval_every and done % run.eval_every == 0 and done != max_iter:
+                    if log is not None:
+                        metrics = self.evaluate(self.run_dir / f"eval-{done}")
+                        log.write(json.dumps({"iteration": done, "eval_miou": metrics["miou"]}) + "\n")
+                        if metrics["miou"] is not None:
+                            self.board.add_scalar("eval/miou", metrics["miou"], done)
+                    accelerator.wait_for_everyone()
+                if (run.checkpoint_every and done % run.checkpoint_every == 0) or done == max_iter:
+                    save_checkpoint(accelerator, self.run_dir / CHECKPOINTS, done, ema=self.teacher,
+                                    generators=self.generators, config=self.config.to_dict(),
+                                    total_limit=run.checkpoints_total_limit)
+        finally:
+            if log is not None:
+                log.close()
+
+    def finish(self) -> Path:
+        """Final evaluation, ``model/`` and ``metrics.json`` (main process); returns the run folder."""
+        accelerator = self.accelerator
+        _check_replicas(accelerator, self.network, self.config.run.distributed)
+        if self.is_main:
+            metrics = self.evaluate(self.run_dir / "eval-final")
+            if self.board is not None:
+                if metrics["miou"] is not None:
+                    self.board.add_scalar("eval/miou", metrics["miou"], self.config.optim.max_iter)
+                self.board.close()
+            self.method.predictor().save(self.run_dir / "model", state_dict=accelerator.get_state_dict(self.network))
+            atomic_write_bytes(self.run_dir / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return self.run_dir
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> Path:
+    """Train ``config.method`` as configured; returns the run folder (see the module docstring)."""
+    trainer = Trainer(config, progress=progress)
+    trainer.run()
+    return trainer.finish()

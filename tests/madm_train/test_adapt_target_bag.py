@@ -66,7 +66,7 @@ def tiny(source, out_dir):
     """The overrides test_self_training uses for a seconds-long CPU run (64×64 crops, 3 iterations)."""
     return ["--set", f"data.source_root={source}", "--set", "data.source_resize_hw=[64, 128]",
             "--set", "data.target_resize_hw=[64, 128]", "--set", "data.crop_hw=[64, 64]", "--set", "data.batch_size=1",
-            "--set", "data.rare_class_min_pixels=50", "--set", "optim.max_iter=3", "--set", "dplg.end_iter=2",
+            "--set", "data.rare_class_min_pixels=50", "--set", "optim.max_iter=3", "--set", "method.dplg.end_iter=2",
             "--set", f"run.out_dir={out_dir}", "--set", "run.log_every=1", "--set", "run.eval_every=0",
             "--set", "run.checkpoint_every=0"]
 
@@ -153,11 +153,11 @@ def test_an_event_topic_needs_the_events_modality(event_bag, tmp_path, capsys):
 
 
 def test_without_a_label_topic_the_run_says_there_is_no_target_evaluation(synthetic, tmp_path, capsys, monkeypatch):
-    import madm_train.training.trainer as self_training
+    import madm_train.training.trainer as trainer
 
     root, _ = synthetic
     seen = []
-    monkeypatch.setattr(self_training, "adapt", lambda config, progress: seen.append(config) or tmp_path)
+    monkeypatch.setattr(trainer, "train", lambda config, progress: seen.append(config) or tmp_path)
     code, err = adapt_cli(capsys, "--target-bag", str(root / "bag"), "--target-topic", "/camera/depth",
                           "--set", f"run.out_dir={tmp_path / 'run'}")
     assert code == 0 and "no label topic (--target-label-topic): no target evaluation" in err

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from madm_ros.errors import ConfigError  # noqa: E402
 from madm_train import benchmark  # noqa: E402
 from madm_train.benchmark import METHODS, Preset, run_benchmark  # noqa: E402
+from madm_train.methods import METHODS as METHOD_REGISTRY  # noqa: E402
 from madm_train.training.prior import PriorConfig  # noqa: E402
 
 MICRO = Preset(frames=30, prior_frames=6, generate_hw=(64, 128), network_hw=(64, 64), batch_size=1, warmup_iters=2,
@@ -51,18 +52,21 @@ def test_every_method_is_reported_with_mean_spread_and_seeds(finished):
 def test_methods_differ_only_in_what_they_switch_off(finished):
     out, _ = finished
     runs = out / "runs/seed0"
-    warmup, warmup_no_prior = _config(runs / "warmup"), _config(runs / "warmup_no_prior")
-    assert warmup["method"] == "source_only" and warmup["model"]["pretrained"] == str(out / "prior")
+    warmup, warmup_no_prior = _config(runs / "warmup")["method"], _config(runs / "warmup_no_prior")["method"]
+    assert warmup["name"] == "source_only" and warmup["model"]["pretrained"] == str(out / "prior")
     assert warmup_no_prior["model"]["pretrained"] == ""  # random tiny weights
     full, no_dplg, no_lplr = (_config(runs / "events" / m) for m in ("madm", "madm_no_dplg", "madm_no_lplr"))
-    assert full["method"] == "madm" and full["dplg"]["enabled"] and full["lplr"]["source_weight"] == 20.0
-    assert full["dplg"]["end_iter"] == 2  # the events task's released 8k of 10k, scaled to 2 iterations
-    assert no_dplg["dplg"]["enabled"] is False and no_dplg["lplr"] == full["lplr"]
-    assert no_lplr["lplr"]["source_weight"] == 0 and no_lplr["lplr"]["target_weight"] == 0
+    method = full["method"]
+    assert method["name"] == "madm" and method["dplg"]["enabled"] and method["lplr"]["source_weight"] == 20.0
+    assert method["dplg"]["end_iter"] == 2  # the events task's released 8k of 10k, scaled to 2 iterations
+    assert no_dplg["method"]["dplg"]["enabled"] is False and no_dplg["method"]["lplr"] == method["lplr"]
+    assert no_lplr["method"]["lplr"]["source_weight"] == 0 and no_lplr["method"]["lplr"]["target_weight"] == 0
     for config in (full, no_dplg, no_lplr, _config(runs / "source_only")):
-        assert config["model"]["init_weights"] == str(runs / "warmup" / "model")
+        assert config["method"]["model"]["init_weights"] == str(runs / "warmup" / "model")
         assert config["optim"]["max_iter"] == 2
-    assert _config(runs / "events" / "madm_no_prior")["model"]["init_weights"] == str(runs / "warmup_no_prior" / "model")
+    no_prior = _config(runs / "events" / "madm_no_prior")["method"]
+    assert no_prior["model"]["init_weights"] == str(runs / "warmup_no_prior" / "model")
+    assert {v.method for v in benchmark.VARIANTS.values()} <= set(METHOD_REGISTRY)  # rows name registry methods
 
 
 @pytest.mark.slow
@@ -84,7 +88,7 @@ def test_a_second_call_reuses_finished_runs(finished, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("madm_train.training.trainer.adapt", no_training)
+    monkeypatch.setattr("madm_train.training.trainer.train", no_training)
     monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
     again = run_benchmark(out, preset="micro", modalities=["events"])
     assert again["events"] == result["events"]

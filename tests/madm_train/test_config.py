@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from madm_ros.errors import ConfigError
-from madm_train.config import AdaptConfig, check_data_paths, config_from_dict, load_config, save_config, task_defaults
+from madm_train.config import TrainConfig, check_data_paths, config_from_dict, load_config, save_config, task_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CONFIGS = sorted((REPO / "config" / "train").glob("*.yaml"))
@@ -31,84 +31,91 @@ def test_there_are_yaml_files_for_the_three_tasks_and_three_synthetic_runs():
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
 def test_every_training_yaml_loads_and_every_key_is_a_field(path: Path):
     config = load_config(path)
-    assert isinstance(config, AdaptConfig)
+    assert isinstance(config, TrainConfig)
     raw = yaml.safe_load(path.read_text())
     resolved = config.to_dict()
-    for section, values in raw.items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                assert resolved[section][key] == pytest.approx(value), f"{section}.{key}"
+    def compare(raw_values: dict, resolved_values: dict, prefix: str) -> None:
+        for key, value in raw_values.items():
+            if isinstance(value, dict):
+                compare(value, resolved_values[key], f"{prefix}{key}.")
+            else:
+                assert resolved_values[key] == pytest.approx(value), f"{prefix}{key}"
+
+    compare({k: v for k, v in raw.items() if isinstance(v, dict)}, resolved, "")
 
 
 def test_depth_defaults_are_the_released_madm_values():
     c = task_defaults("depth")
-    assert (c.dplg.k0_choices, c.dplg.end_iter, c.dplg.fixed_noise) == ((60, 61), 5000, True)
-    assert (c.lplr.source_weight, c.lplr.target_weight) == (1.0, 1.0)
+    assert (c.method.dplg.k0_choices, c.method.dplg.end_iter, c.method.dplg.fixed_noise) == ((60, 61), 5000, True)
+    assert (c.method.lplr.source_weight, c.method.lplr.target_weight) == (1.0, 1.0)
     assert (c.data.label_set, c.data.modality, c.data.target_resize_hw) == ("dsec11", "depth", (712, 712))
     assert (c.data.source_resize_hw, c.data.crop_hw, c.data.batch_size) == ((512, 1024), (512, 512), 1)
     assert (c.data.rare_class_temperature, c.data.rare_class_min_pixels, c.data.rare_class_min_crop_ratio) == (0.01, 3000, 0.5)
     assert (c.optim.lr, c.optim.weight_decay, c.optim.grad_clip_norm, c.optim.max_iter) == (5e-6, 0.05, 0.01, 10_000)
     assert (c.optim.betas, c.optim.eps, c.optim.warmup_factor) == ((0.9, 0.999), 1e-8, 0.067)
     assert c.optim.warmup_fraction * 10_000 == pytest.approx(27.12, abs=0.01)
-    assert (c.ema.alpha, c.ema.include_unet, c.pseudo_labels.threshold) == (0.999, False, 0.968)
-    assert (c.mixing.jitter_probability, c.mixing.jitter_strength, c.mixing.blur_probability) == (0.8, 0.2, 0.5)
-    assert (c.mixing.blur_sigma, c.mixing.blur_kernel_fraction) == ((0.15, 1.15), 0.1)
-    assert (c.model.finetune, c.model.noise_seed, c.run.seed, c.run.checkpoints_total_limit) == ("full", 42, 42, 1)
+    assert (c.method.ema.alpha, c.method.ema.include_unet, c.method.pseudo_labels.threshold) == (0.999, False, 0.968)
+    mixing = c.method.mixing
+    assert (mixing.jitter_probability, mixing.jitter_strength, mixing.blur_probability) == (0.8, 0.2, 0.5)
+    assert (c.method.mixing.blur_sigma, c.method.mixing.blur_kernel_fraction) == ((0.15, 1.15), 0.1)
+    assert (c.method.model.finetune, c.method.model.noise_seed, c.run.seed, c.run.checkpoints_total_limit) == ("full", 42, 42, 1)
     assert (c.run.eval_every, c.run.checkpoint_every, c.run.amp) == (1000, 1000, True)
 
 
 def test_infrared_defaults_use_nine_classes_and_a_later_dplg_end():
     c = task_defaults("infrared")
-    assert (c.dplg.k0_choices, c.dplg.end_iter) == ((50, 51), 8000)
-    assert (c.lplr.source_weight, c.lplr.target_weight) == (1.0, 1.0)
+    assert (c.method.dplg.k0_choices, c.method.dplg.end_iter) == ((50, 51), 8000)
+    assert (c.method.lplr.source_weight, c.method.lplr.target_weight) == (1.0, 1.0)
     assert (c.data.label_set, c.data.modality, c.data.target_resize_hw) == ("fmb9", "thermal", (512, 683))
 
 
 def test_event_defaults_regress_only_the_source_latent_with_weight_twenty():
     c = task_defaults("events")
-    assert (c.dplg.k0_choices, c.dplg.end_iter) == ((50, 51), 8000)
-    assert (c.lplr.source_weight, c.lplr.target_weight) == (20.0, 0.0)
+    assert (c.method.dplg.k0_choices, c.method.dplg.end_iter) == ((50, 51), 8000)
+    assert (c.method.lplr.source_weight, c.method.lplr.target_weight) == (20.0, 0.0)
     assert (c.data.label_set, c.data.modality, c.data.target_kind) == ("dsec11", "events", "dsec_edges")
 
 
 def test_set_overrides_replace_single_fields_with_yaml_values(tmp_path: Path):
     path = write(tmp_path, {"task": "events", "optim": {"lr": 1e-5}})
-    c = load_config(path, ["optim.lr=2e-5", "data.crop_hw=[256, 256]", "ema.include_unet=true", "run.out_dir=2024",
-                           "run.resume=latest", "dplg.k0_choices=[10]"])
-    assert (c.optim.lr, c.data.crop_hw, c.ema.include_unet) == (2e-5, (256, 256), True)
-    assert (c.run.out_dir, c.run.resume, c.dplg.k0_choices) == ("2024", "latest", (10,))
-    assert c.lplr.source_weight == 20.0  # untouched fields keep the task's defaults
+    c = load_config(path, ["optim.lr=2e-5", "data.crop_hw=[256, 256]", "method.ema.include_unet=true", "run.out_dir=2024",
+                           "run.resume=latest", "method.dplg.k0_choices=[10]"])
+    assert (c.optim.lr, c.data.crop_hw, c.method.ema.include_unet) == (2e-5, (256, 256), True)
+    assert (c.run.out_dir, c.run.resume, c.method.dplg.k0_choices) == ("2024", "latest", (10,))
+    assert c.method.lplr.source_weight == 20.0  # untouched fields keep the task's defaults
 
 
 def test_set_task_switches_the_defaults_before_the_yaml_is_applied(tmp_path: Path):
     c = load_config(write(tmp_path, {"task": "depth"}), ["task=infrared"])
-    assert (c.task, c.dplg.end_iter, c.data.label_set) == ("infrared", 8000, "fmb9")
+    assert (c.task, c.method.dplg.end_iter, c.data.label_set) == ("infrared", 8000, "fmb9")
 
 
 def test_a_misspelt_yaml_key_is_refused_with_the_allowed_keys(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"unknown key 'optim\.learning_rat'.*allowed keys here: lr, weight_decay"):
         load_config(write(tmp_path, {"task": "depth", "optim": {"learning_rat": 1e-5}}))
-    with pytest.raises(ConfigError, match=r"unknown key 'dplgg'.*did you mean 'dplg'"):
-        load_config(write(tmp_path, {"task": "depth", "dplgg": {}}))
+    with pytest.raises(ConfigError, match=r"unknown key 'method\.dplgg'.*did you mean 'dplg'"):
+        load_config(write(tmp_path, {"task": "depth", "method": {"name": "madm", "dplgg": {}}}))
+    with pytest.raises(ConfigError, match=r"unknown key 'dplg'.*allowed keys here: task, method, data, optim, run"):
+        load_config(write(tmp_path, {"task": "depth", "dplg": {}}))  # method keys live in the method section
 
 
 def test_an_unknown_set_key_is_refused():
-    with pytest.raises(ConfigError, match=r"unknown key 'ema\.alpah' in --set \(did you mean 'alpha'\?\)"):
-        load_config(TRAIN_CONFIGS[0], ["ema.alpah=0.99"])
+    with pytest.raises(ConfigError, match=r"unknown key 'method\.ema\.alpah' in --set \(did you mean 'alpha'\?\)"):
+        load_config(TRAIN_CONFIGS[0], ["method.ema.alpah=0.99"])
     with pytest.raises(ConfigError, match="must look like section.key=value"):
-        load_config(TRAIN_CONFIGS[0], ["ema.alpha"])
+        load_config(TRAIN_CONFIGS[0], ["method.ema.alpha"])
     with pytest.raises(ConfigError, match="names a whole section"):
-        load_config(TRAIN_CONFIGS[0], ["ema=1"])
+        load_config(TRAIN_CONFIGS[0], ["method.ema=1"])
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ("optim.max_iter=ten", r"optim\.max_iter must be an integer, got 'ten'"),
     ("optim.max_iter=1.5", r"optim\.max_iter must be an integer"),
     ("data.batch_size=true", r"data\.batch_size must be an integer, got True"),
-    ("ema.include_unet=yes please", r"ema\.include_unet must be true/false"),
+    ("method.ema.include_unet=yes please", r"ema\.include_unet must be true/false"),
     ("data.crop_hw=[512]", r"data\.crop_hw must be a list of 2 values"),
-    ("model.finetune=half", r"model\.finetune must be one of 'full', 'lora'"),
-    ("dplg.k0_choices=[60, x]", r"dplg\.k0_choices\[1\] must be an integer"),
+    ("method.model.finetune=half", r"model\.finetune must be one of 'full', 'lora'"),
+    ("method.dplg.k0_choices=[60, x]", r"dplg\.k0_choices\[1\] must be an integer"),
 ])
 def test_values_of_the_wrong_type_are_refused_naming_key_and_type(override: str, message: str):
     with pytest.raises(ConfigError, match=message):
@@ -116,14 +123,15 @@ def test_values_of_the_wrong_type_are_refused_naming_key_and_type(override: str,
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["model.finetune=lora", "model.lora_rank=0"], r"model\.lora_rank must be ≥ 1 with model\.finetune=lora"),
-    (["dplg.k0_choices=[1000]"], r"dplg\.k0_choices must lie in 0\.\.999"),
+    (["method.model.finetune=lora", "method.model.lora_rank=0"],
+     r"method\.model\.lora_rank must be ≥ 1 with method\.model\.finetune=lora"),
+    (["method.dplg.k0_choices=[1000]"], r"dplg\.k0_choices must lie in 0\.\.999"),
     (["data.crop_hw=[800, 512]"], r"data\.crop_hw \[800, 512\] is larger than data\.source_resize_hw"),
     (["run.device=cpu"], r"run\.amp with float16 needs a CUDA device"),
-    (["ema.alpha=1.0"], r"ema\.alpha must lie in \[0, 1\)"),
-    (["pseudo_labels.threshold=1.5"], r"pseudo_labels\.threshold must lie in"),
+    (["method.ema.alpha=1.0"], r"ema\.alpha must lie in \[0, 1\)"),
+    (["method.pseudo_labels.threshold=1.5"], r"pseudo_labels\.threshold must lie in"),
     (["optim.milestone_fractions=[0.9, 0.5]"], r"optim\.milestone_fractions must increase"),
-    (["model.finetune=lora", "ema.include_unet=true"], r"ema\.include_unet=true averages UNet weights"),
+    (["method.model.finetune=lora", "method.ema.include_unet=true"], r"method\.ema\.include_unet=true averages UNet weights"),
 ])
 def test_impossible_values_and_combinations_are_refused(overrides: list[str], message: str):
     with pytest.raises(ConfigError, match=message):

@@ -52,7 +52,7 @@ def paint_labels(labels: torch.Tensor, label_set: LabelSet, *,
 
 
 def latent_target(labels: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], label_set: LabelSet, *,
-                  unlabelled_color: tuple[int, int, int] = (0, 0, 0)) -> torch.Tensor:
+                  unlabelled_color: tuple[int, int, int] = (0, 0, 0), size_hw: tuple[int, int] | None = None) -> torch.Tensor:
     """The regression target: ``encode(paint_labels(labels))`` without gradient.
 
     Args:
@@ -61,9 +61,16 @@ def latent_target(labels: torch.Tensor, encode: Callable[[torch.Tensor], torch.T
             maps to [-1, 1] and returns the VAE posterior mean × scaling factor.
         label_set: Classes and colours of ``labels``.
         unlabelled_color: Colour of ignore pixels.
+        size_hw: The size the network works at, when it resizes its input (MADM: 512² whatever
+            the crop): labels are resized to it by nearest neighbour first, so the target latent
+            has the UNet output's size. None: the labels' own size.
     """
     import torch
+    import torch.nn.functional as F
 
+    _check_labels(labels)
+    if size_hw is not None and tuple(labels.shape[-2:]) != tuple(size_hw):
+        labels = F.interpolate(labels[:, None].float(), size=size_hw, mode="nearest")[:, 0].to(labels.dtype)
     with torch.no_grad():
         return encode(paint_labels(labels, label_set, unlabelled_color=unlabelled_color)).detach()
 

@@ -1,0 +1,37 @@
+"""bench/madm_step.py at the tiny preset: every row in its own process, figures or a reason, finished rows kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "madm_step.py"
+
+
+def run(tmp_path: Path, *rows: str) -> dict:
+    output = tmp_path / "step.json"
+    command = [sys.executable, str(SCRIPT), "--preset", "tiny", "--device", "cpu", "--rows", *rows, "--iterations", "1",
+               "--warmup", "1", "--work", str(tmp_path / "work"), "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text())
+
+
+@pytest.mark.slow
+def test_rows_are_measured_in_their_own_processes_and_kept_for_the_next_call(tmp_path: Path) -> None:
+    report = run(tmp_path, "madm:full:fp32:off:64", "madm:lora:fp32:on:64", "madm:full:fp16:off:64")
+    rows = {(r["finetune"], r["amp"]): r for r in report["rows"]}
+    full, lora, fp16 = rows["full", "fp32"], rows["lora", "fp32"], rows["full", "fp16"]
+    for row in (full, lora):
+        assert set(row) >= {"method", "finetune", "amp", "checkpointing", "crop", "seconds_per_iteration", "peak_rss_gb",
+                            "trainable_params"}
+        assert row["seconds_per_iteration"] > 0 and row["peak_rss_gb"] > 0
+    assert lora["trainable_params"] < full["trainable_params"]  # adapters, projections, prompt and head only
+    assert fp16["seconds_per_iteration"] is None and "needs CUDA" in fp16["reason"]
+    again = run(tmp_path, "madm:full:fp32:off:64")  # kept, not re-measured
+    assert [r for r in again["rows"] if r["finetune"] == "full" and r["amp"] == "fp32"] == [full]
