@@ -12,8 +12,8 @@ Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
 
    - ``source_only``: the source cross-entropy alone (one run, scored on every modality);
    - ``madm``: the full recipe (the task's released DPLG k₀ and end fraction, LPLR weights);
-   - ``madm_no_dplg``: the teacher sees clean target latents (``dplg.enabled=false``);
-   - ``madm_no_lplr``: no latent regression (``lplr.source_weight=lplr.target_weight=0``).
+   - ``madm_no_dplg``: the teacher sees clean target latents (``method.dplg.enabled=false``);
+   - ``madm_no_lplr``: no latent regression (``method.lplr.source_weight=method.lplr.target_weight=0``).
 
    Starting adaptation from a source-only model, rather than jointly from scratch as the
    reference does over 10k iterations, is this benchmark's departure: at a CPU budget of a few

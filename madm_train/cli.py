@@ -264,7 +264,7 @@ def _prior_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a synthetic folder (python -m madm_train synth); generate it with another seed than the "
                              "evaluation data so the prior never sees a test scene")
     parser.add_argument("--out", required=True, type=Path, help="diffusers folder to write (replaced atomically); "
-                        "use it as model.pretrained with model.preset=tiny")
+                        "use it as method.model.pretrained with method.model.preset=tiny")
     parser.add_argument("--crop", type=int, default=d.crop, help=f"side of the square training crops (default {d.crop})")
     parser.add_argument("--vae-steps", type=int, default=d.vae_steps, help=f"autoencoder steps (default {d.vae_steps})")
     parser.add_argument("--unet-steps", type=int, default=d.unet_steps,

@@ -15,7 +15,7 @@ show that. This module gives the tiny preset a prior of its own, trained the way
 
 The result is written, atomically, as a diffusers folder (``unet/``, ``vae/``, ``scheduler/``,
 ``text_encoder/``, ``tokenizer/``) like a real SD checkpoint, plus ``prior.json`` (settings and
-final losses), and is loaded through the same code (``model.pretrained`` with ``model.preset: tiny``).
+final losses), and is loaded through the same code (``method.model.pretrained`` with ``method.model.preset: tiny``).
 Frames should come from a folder generated with a different seed than the evaluation data, so the
 prior never sees a test image.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Callable
@@ -45,7 +46,7 @@ def _damaged_checkpoint(tmp_path: Path) -> None:
     for step in (2, 4):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        (folder / "state.json").write_text('{"format": 2, "step": %d, "files": []}' % step)
+        (folder / "state.json").write_text(json.dumps({"format": 2, "step": step, "files": []}))
     (tmp_path / "checkpoint-4" / "state.json").write_text("{")
     validate_checkpoint(tmp_path / "checkpoint-4")
 
