@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from madm_train.models.madm_model import MadmModel
 
 __all__ = [
+    "TINY_BACKBONE_OPTIONS",
     "TINY_BOTTLENECK_CHANNELS",
     "TINY_EMBED_DIM",
     "TINY_NORM_GROUPS",
@@ -54,6 +55,9 @@ TINY_NORM_GROUPS = 8
 """GroupNorm groups of the tiny projections; MADM uses 32."""
 TINY_EMBED_DIM = 32
 """DAFormer head width of the tiny preset (embeddings, ASPP branches); MADM uses 256."""
+TINY_BACKBONE_OPTIONS = {"projection_dims": TINY_PROJECTION_DIMS, "bottleneck_channels": TINY_BOTTLENECK_CHANNELS,
+                         "norm_groups": TINY_NORM_GROUPS}
+"""``SDBackbone.from_pretrained`` keyword arguments of the tiny preset's projections."""
 
 _CROSS_ATTENTION_DIM = 32
 _CONTEXT_LENGTH = 77
@@ -326,9 +330,7 @@ def build_tiny_model(folder: str | Path, num_classes: int, *, dtype: torch.dtype
         dtype=dtype or torch.float32,
         input_size=input_size,
         noise_seed=noise_seed,
-        projection_dims=TINY_PROJECTION_DIMS,
-        bottleneck_channels=TINY_BOTTLENECK_CHANNELS,
-        norm_groups=TINY_NORM_GROUPS,
+        **TINY_BACKBONE_OPTIONS,
     )
     head = DAFormerHead(backbone.feature_channels, num_classes, embed_dim=TINY_EMBED_DIM)
     return MadmModel(backbone, head)

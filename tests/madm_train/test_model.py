@@ -15,24 +15,12 @@ from madm_train.models.head import DAFormerHead  # noqa: E402
 from madm_train.models.madm_model import MadmModel  # noqa: E402
 from madm_train.models.sd_backbone import Bottleneck, PromptConditioning, SDBackbone  # noqa: E402
 from madm_train.models.tiny_sd import (  # noqa: E402
-    TINY_BOTTLENECK_CHANNELS,
-    TINY_NORM_GROUPS,
-    TINY_PROJECTION_DIMS,
+    TINY_BACKBONE_OPTIONS,
     build_tiny_model,
-    build_tiny_sd,
 )
 
 NUM_CLASSES = 11
-TINY_OPTIONS = {
-    "projection_dims": TINY_PROJECTION_DIMS,
-    "bottleneck_channels": TINY_BOTTLENECK_CHANNELS,
-    "norm_groups": TINY_NORM_GROUPS,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", seed=0)
+TINY_OPTIONS = TINY_BACKBONE_OPTIONS
 
 
 @pytest.fixture

@@ -30,24 +30,11 @@ from madm_train.models.stable_diffusion import (  # noqa: E402
     empty_prompt_ids,
 )
 from madm_train.models.tiny_sd import (  # noqa: E402
-    TINY_BOTTLENECK_CHANNELS,
-    TINY_NORM_GROUPS,
-    TINY_PROJECTION_DIMS,
-    build_tiny_sd,
+    TINY_BACKBONE_OPTIONS,
     write_single_file,
 )
 
-TINY = {
-    "input_size": None,
-    "projection_dims": TINY_PROJECTION_DIMS,
-    "bottleneck_channels": TINY_BOTTLENECK_CHANNELS,
-    "norm_groups": TINY_NORM_GROUPS,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd", seed=0)
+TINY = {"input_size": None, **TINY_BACKBONE_OPTIONS}
 
 
 @pytest.fixture(scope="module")
