@@ -9,8 +9,11 @@ recorded reliability and durability, keeps the recorded timing scaled by ``--rat
 With ``--monitor TOPIC`` (a node output such as ``/event_segmentation/raw_segmentation_mask``) it
 also reports ros2_benchmark-style figures when playback ends: playback and output frame rates,
 missed frames (image inputs without a mask), latency from sending the input to receiving its mask
-(matched by header stamp; an event mask, stamped with the end of its slice, is timed from the
-last packet stamped at or before that end) and output jitter.
+and output jitter. An image mask is matched to its input by header stamp. An event mask, stamped
+with the end of its slice, is timed from the message that completed the slice: the first one whose
+newest event lies at or past that end, found by decoding the bag's event messages with the node's
+own stream after playback (header stamps of event packets drift by milliseconds against their
+events' time, so matching by header stamp would understate the latency).
 
 Message types must be importable (``event_camera_msgs`` etc.: on machines without ROS,
 ``scripts/setup-env`` builds them); a topic whose type is not is skipped with a message naming
@@ -20,6 +23,7 @@ the package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -33,7 +37,7 @@ from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError, DecodeError, MadmError
 from madm_ros.ros_messages import message_class_of, split_ns, stamp_to_ns
 
-__all__ = ["BagPlayer", "Monitor", "header_stamp_ns", "main", "recorded_qos"]
+__all__ = ["BagPlayer", "Monitor", "event_ends", "header_stamp_ns", "main", "recorded_qos"]
 
 
 def recorded_qos(connection: Any, depth: int = 1000) -> Any:
@@ -99,6 +103,7 @@ class BagPlayer:
                 raise DecodeError(f"{self.bag} has no topic {', '.join(missing)}; it has "
                                   f"{', '.join(sorted(available)) or 'no topics'}")
             self._publishers: dict[str, Any] = {}
+            self.types = {c.topic: c.msgtype for c in reader.connections}
             skipped = []
             for connection in reader.connections:
                 if (topics and connection.topic not in topics) or connection.topic in self._publishers:
@@ -123,6 +128,13 @@ class BagPlayer:
     def plays_images(self) -> bool:
         """Whether every played topic carries ``sensor_msgs/Image`` (inputs and masks then share stamps)."""
         return all(p.msg_type.__name__ == "Image" for p in self._publishers.values())
+
+    @property
+    def event_topics(self) -> list[str]:
+        """The played topics that carry events (whose masks are stamped with slice ends, not input stamps)."""
+        from madm_ros.events.stream import MESSAGE_TYPES
+
+        return [t for t in self.topics if self.types[t] in MESSAGE_TYPES.values()]
 
     @property
     def topics(self) -> list[str]:
@@ -184,6 +196,29 @@ class BagPlayer:
         self._clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
 
 
+def event_ends(bag: str | Path, topic: str) -> list[int | None]:
+    """Per message of the event ``topic`` in bag order: the ROS stamp of the newest event so far (``None`` if none yet).
+
+    Decoded by :class:`~madm_ros.events.stream.EventFrameStream`, whose sensor-to-ROS offset is the
+    node's; its accumulation settings do not matter here (only event times are read).
+    """
+    from madm_ros.events.bags import open_bag
+    from madm_ros.events.stream import MESSAGE_TYPES, EventFrameStream
+
+    ends: list[int | None] = []
+    with open_bag(Path(bag)) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        message_type = next((k for k, v in MESSAGE_TYPES.items() if connections and v == connections[0].msgtype), None)
+        if message_type is None:
+            return ends
+        stream = EventFrameStream(message_type, {})
+        for connection, _, raw in reader.messages(connections=connections):
+            with contextlib.suppress(Exception):  # an undeserializable record: the stream keeps its last value
+                stream.push(reader.deserialize(raw, connection.msgtype))
+            ends.append(stream.newest_event_stamp_ns)
+    return ends
+
+
 def header_stamp_ns(cdr: bytes) -> int | None:
     """The header stamp of a serialized message whose first field is ``std_msgs/Header`` (``None`` if unreadable).
 
@@ -215,29 +250,33 @@ class Monitor:
         with self._lock:
             self.arrivals.append((time.monotonic(), stamp))
 
-    def report(self, sent: list[tuple[float, str, int | None]], input_is_image: bool) -> dict[str, Any]:
-        """Rates, missed frames, latency and jitter; ``sent`` as recorded by :class:`BagPlayer`."""
+    def report(self, sent: list[tuple[float, str, int | None]], input_is_image: bool,
+               event_ends: Sequence[int | None] = ()) -> dict[str, Any]:
+        """Rates, missed frames, latency and jitter; ``sent`` as recorded by :class:`BagPlayer`.
+
+        ``event_ends`` (event inputs): the ROS stamp of the newest event after each of the first
+        sent messages, in order (:func:`event_ends`); a mask is timed from the first message whose
+        value reaches its stamp.
+        """
         import numpy as np
 
         from madm_ros.metrics import latency_summary
 
         with self._lock:
             arrivals = sorted(self.arrivals)
-        stamped = sorted((stamp, wall) for wall, _, stamp in sent if stamp is not None)
         send_walls = [wall for wall, _, _ in sent]
         span = (send_walls[-1] - send_walls[0]) if len(send_walls) > 1 else 0.0
         latencies: list[float] = []
-        if stamped:
-            stamps = np.array([s for s, _ in stamped], dtype=np.float64)
-            walls = np.array([w for _, w in stamped])
-            exact = dict(stamped)
+        if input_is_image:
+            exact = {stamp: wall for wall, _, stamp in sent if stamp is not None}
+            latencies = [(wall - exact[stamp]) * 1e3 for wall, stamp in arrivals if stamp in exact]
+        else:
+            known = [(end, wall) for (wall, _, _), end in zip(sent, event_ends) if end is not None]
+            reached = np.maximum.accumulate(np.array([end for end, _ in known], dtype=np.int64)) if known else None
             for wall, stamp in arrivals:
-                if input_is_image and stamp in exact:
-                    latencies.append((wall - exact[stamp]) * 1e3)
-                elif not input_is_image and stamps[0] <= stamp:
-                    # the packet holding the slice end is the last one stamped (first event) at or before it,
-                    # or the next: timing from the former never under-states the latency
-                    latencies.append((wall - walls[int(np.searchsorted(stamps, stamp, side="right")) - 1]) * 1e3)
+                k = int(np.searchsorted(reached, stamp, side="left")) if reached is not None else 0
+                if reached is not None and k < len(known):  # the first message whose events reach the slice end
+                    latencies.append((wall - known[k][1]) * 1e3)
         intervals = np.diff([wall for wall, _ in arrivals]) if len(arrivals) > 2 else np.empty(0)
         out_span = (arrivals[-1][0] - arrivals[0][0]) if len(arrivals) > 1 else 0.0
         report: dict[str, Any] = {
@@ -299,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bag_play: sent {stats.messages} messages in {stats.seconds:.2f} s", file=sys.stderr)
         if monitor is not None and player.sent is not None:
             time.sleep(args.settle)
-            report = monitor.report(player.sent, input_is_image=player.plays_images)
+            sent, ends = player.sent, []
+            if player.event_topics:  # masks of the (first) event topic are timed from its own messages
+                topic = player.event_topics[0]
+                sent, ends = [s for s in player.sent if s[1] == topic], event_ends(args.bag, topic)
+            report = monitor.report(sent, input_is_image=player.plays_images, event_ends=ends)
             text = json.dumps(report, indent=2)
             print(text)
             if args.json:

@@ -100,6 +100,17 @@ class EventFrameStream:
         """``(height, width)`` of the running stream, ``None`` before the first message."""
         return None if self._key is None else (self._key[2], self._key[1])
 
+    @property
+    def newest_event_stamp_ns(self) -> int | None:
+        """ROS time of the newest event pushed so far (by this stream's sensor-to-ROS offset); ``None`` before any.
+
+        A frame stamped ``S`` is emitted by the first message whose events reach past ``S``, so this
+        tells which message completed a frame (``bag_play --monitor`` times latency from it).
+        """
+        if self._offset_ns is None or self._last_t is None:
+            return None
+        return self._offset_ns + self._last_t * 1000
+
     def counters(self) -> dict[str, int]:
         """Every counter, flat, for diagnostics and summaries."""
         decoder = self._decoder.stats.as_dict() if self._decoder is not None else {}

@@ -254,3 +254,25 @@ def test_a_failed_resume_names_the_bad_file_and_the_checkpoint_to_use_and_change
     resumed = train(tiny_config(synth_folder, run_dir, **{"run.resume": "checkpoint-2"}), progress=False)
     assert [(line["iteration"], line["dplg_timestep"]) for line in log_lines(resumed)] == \
         [(line["iteration"], line["dplg_timestep"]) for line in log_lines(uninterrupted)]  # the log was cut back to 2
+
+
+@pytest.mark.slow
+def test_a_network_that_resizes_its_input_regresses_the_palette_latent_at_its_own_size(synth_folder, tmp_path):
+    """The reference resizes every crop to 512²; the LPLR target must then follow the network, not the crop."""
+    config = tiny_config(synth_folder, tmp_path / "resize", **{"method.model.input_size": 128, "optim.max_iter": 1,
+                                                              "run.checkpoint_every": 0, "method.lplr.target_weight": 1.0})
+    run_dir = train(config, progress=False)
+    (line,) = log_lines(run_dir)
+    assert line["loss_source_lplr"] > 0 and "loss_mixed_lplr" in line  # both latent targets at 128², not the crop
+    with pytest.raises(ConfigError, match=r"data\.crop_hw \[96, 96\] must be multiples of 64"):
+        tiny_config(synth_folder, tmp_path / "bad", **{"data.crop_hw": "[96, 96]"})  # refused before any model loads
+
+
+def test_the_noise_seed_reaches_the_shared_noise(synth_folder, tmp_path):
+    from madm_ros.palettes import get_label_set
+    from madm_train.methods.base import BuildContext
+
+    networks = [tiny_config(synth_folder, tmp_path, **{"method.model.noise_seed": seed}).method.build(
+        BuildContext(tiny_config(synth_folder, tmp_path), get_label_set("dsec11"), tmp_path)).network for seed in (42, 7)]
+    assert [n.backbone.noise_seed for n in networks] == [42, 7]
+    assert not torch.equal(networks[0].backbone.shared_noise, networks[1].backbone.shared_noise)
