@@ -264,8 +264,8 @@ def test_a_network_that_resizes_its_input_regresses_the_palette_latent_at_its_ow
     run_dir = train(config, progress=False)
     (line,) = log_lines(run_dir)
     assert line["loss_source_lplr"] > 0 and "loss_mixed_lplr" in line  # both latent targets at 128², not the crop
-    with pytest.raises(ConfigError, match=r"data\.crop_hw \[96, 96\] must be multiples of 64"):
-        tiny_config(synth_folder, tmp_path / "bad", **{"data.crop_hw": "[96, 96]"})  # refused before any model loads
+    with pytest.raises(ConfigError, match=r"data\.crop_hw \[32, 32\] must be multiples of 64"):
+        tiny_config(synth_folder, tmp_path / "bad", **{"data.crop_hw": "[32, 32]"})  # refused before any model loads
 
 
 def test_the_noise_seed_reaches_the_shared_noise(synth_folder, tmp_path):
