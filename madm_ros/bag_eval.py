@@ -45,6 +45,7 @@ import numpy as np
 from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import ConfigError, DecodeError, InputError, MadmError
 from madm_ros.node_params import load_node_config, params_from_values
+from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 from madm_ros.segmenter import load_segmenter
 
@@ -244,7 +245,7 @@ class _Pipeline:
             from madm_ros.events.stream import EventFrameStream
             from madm_ros.node_params import edge_fields
 
-            self.stream = EventFrameStream(params.message_type, edge_fields(params), self._stream_warning,
+            self.stream = EventFrameStream(params.message_type, edge_fields(params), ProblemCounter(self._stream_warning),
                                            restart_after_us=round(params.restart_after_ms * 1000))
 
     def _stream_warning(self, kind: str, text: str) -> None:
@@ -254,7 +255,7 @@ class _Pipeline:
     def finish(self) -> None:
         """Merge the event stream's problem counters into the run's."""
         if self.stream is not None:
-            for kind, count in self.stream.problems.items():
+            for kind, count in self.stream.problems.counts.items():
                 self.run.problems[f"events_{kind}"] = count
 
     def push(self, message: Any, log_ns: int) -> None:

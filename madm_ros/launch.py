@@ -33,6 +33,7 @@ from typing import Any
 
 from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import ConfigError
+from madm_ros.events.types import MESSAGE_TYPES
 
 __all__ = ["LAUNCHES", "LaunchArgument", "LaunchSpec", "NodeFactory", "NodeSpec", "config_dirs", "find_config",
            "main", "node_specs", "parse_launch_arguments", "ros2_launch_description", "rviz_command"]
@@ -100,7 +101,6 @@ class LaunchSpec:
         return {a.name: a.default for a in self.arguments}
 
 
-_MESSAGE_TYPES = ("event_packet", "dvs", "dv", "packed")  # keys of madm_ros.events.stream.MESSAGE_TYPES (a test checks)
 
 
 def _arguments(config: str, inputs: tuple[LaunchArgument, ...], extra: tuple[LaunchArgument, ...] = ()) -> tuple:
@@ -152,7 +152,7 @@ LAUNCHES: dict[str, LaunchSpec] = {
             (LaunchArgument("events_topic", "events", "event topic, e.g. /event_camera/events", remap="events"),
              _camera_info("event camera")),
             (LaunchArgument("message_type", "", "event_packet, dvs, dv or packed; empty: the params file's value "
-                            "(event_packet)", parameter="message_type", choices=_MESSAGE_TYPES),)),
+                            "(event_packet)", parameter="message_type", choices=tuple(MESSAGE_TYPES)),)),
     ),
     "depth_seg": _image_launch("depth", "16UC1 (mm) or 32FC1 (m)", "/camera/depth/image_rect_raw"),
     "thermal_seg": _image_launch("thermal", "mono16 (raw counts) or mono8", "/thermal/image_raw"),

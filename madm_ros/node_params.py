@@ -135,8 +135,13 @@ class EventParams(SegmentationParams):
         neutral_level: Start value of each pixel as a fraction of 255 (0.5 with ``signed`` polarity).
         polarity: ``ignore`` (every event adds) or ``signed`` (OFF subtracts).
         crop: ``[x0, y0, width, height]`` of the sensor to keep, empty = whole sensor.
-        restart_after_ms: A jump of event or header time by more than this restarts accumulation
-            (bag loops, driver restarts).
+        restart_after_ms: A jump back of event or header time by more than this restarts
+            accumulation (bag loops, driver restarts).
+        max_gap_ms: Time slicing: a forward jump of event time by more than this (at least
+            ``accumulation_time_ms``) starts a new segment without emitting the empty frames in
+            between (counted as ``accumulate_gaps`` / ``accumulate_skipped_windows``): a paused
+            sensor or a corrupt packet yields a few frames, not hours of empty ones. 0 = emit
+            every empty window (dv's slicer).
     """
 
     input_qos_depth: int = 1000
@@ -149,6 +154,7 @@ class EventParams(SegmentationParams):
     polarity: str = "ignore"
     crop: tuple[int, ...] = ()
     restart_after_ms: float = 1000.0
+    max_gap_ms: float = 200.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,6 +168,9 @@ class EventParams(SegmentationParams):
             raise ConfigError(f"crop must be empty or [x0, y0, width, height], got {list(self.crop)}")
         if self.restart_after_ms <= 0:
             raise ConfigError(f"restart_after_ms must be positive, got {self.restart_after_ms}")
+        if self.max_gap_ms < 0 or (0 < self.max_gap_ms < self.accumulation_time_ms and self.slice_method == "time"):
+            raise ConfigError(f"max_gap_ms must be 0 (off) or ≥ accumulation_time_ms ({self.accumulation_time_ms}), "
+                              f"got {self.max_gap_ms}")
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
         edge_fields(self)  # validates the accumulation values through EdgeFrameConfig
 
@@ -177,6 +186,7 @@ def edge_fields(params: EventParams) -> dict[str, Any]:
         "mode": params.slice_method, "window_us": window_us, "window_events": params.accumulation_number,
         "polarity": params.polarity, "contribution": params.event_contribution, "neutral": params.neutral_level,
         "crop": params.crop or None,
+        "max_gap_us": round(params.max_gap_ms * 1000) if params.max_gap_ms and params.slice_method == "time" else None,
     }
     EdgeFrameConfig(width=65535, height=65535, **fields)  # the real sensor size comes with the first message
     return fields

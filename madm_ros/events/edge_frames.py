@@ -24,7 +24,11 @@ publishes a frame with the time up to which it has seen the world):
   the full bag (the first frame is then the first window that contains the first event, which
   may start before it). A window is emitted once an event at or past its end has arrived (dv
   holds the trailing window the same way); windows without events are emitted as neutral frames, like dv's
-  empty callbacks, so a gap of G µs in the stream yields about G / stride_us frames.
+  empty callbacks, so a gap of G µs in the stream yields about G / stride_us frames — unless
+  ``max_gap_us`` is set: a forward jump between two events larger than that starts a new
+  segment, whose windows keep the alignment; the empty windows of the gap are not emitted but
+  counted (``AccumulatorStats.gaps``, ``skipped_windows``). Nodes and bag evaluation set it (a
+  corrupt packet or a paused sensor would otherwise yield hours of empty frames).
   ``t_start_us``/``t_end_us`` are the window bounds (end exclusive).
 - ``mode="count"``: slice k is events ``[k*stride_events, k*stride_events + window_events)`` of
   the stream; ``t_start_us``/``t_end_us`` are the times of its first and last event.
@@ -89,6 +93,9 @@ class EdgeFrameConfig:
         crop: Optional ``(x0, y0, w, h)`` in pixels of the (rectified) image to keep; the output
             is ``h x w``. DSEC-Semantic keeps the top ``(0, 0, 640, 440)``. Events outside are
             dropped and counted in ``AccumulatorStats.cropped``. Default ``None`` = whole sensor.
+        max_gap_us: Time mode: a forward jump between consecutive events larger than this (µs,
+            at least ``window_us``) starts a new segment without emitting the empty windows in
+            between (counted). Default ``None`` = dv's behaviour, every empty window is emitted.
 
     """
 
@@ -105,6 +112,7 @@ class EdgeFrameConfig:
     neutral: float = 0.0
     rectify_map: np.ndarray | None = field(default=None, compare=False, repr=False)
     crop: tuple[int, int, int, int] | None = None
+    max_gap_us: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -123,6 +131,9 @@ class EdgeFrameConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value <= 0):
                 raise ConfigError(f"EdgeFrameConfig.{name} must be a positive integer or None, got {value!r}")
+        if self.max_gap_us is not None and (not _is_int(self.max_gap_us) or self.max_gap_us < self.window_us):
+            raise ConfigError(f"EdgeFrameConfig.max_gap_us must be an integer ≥ window_us ({self.window_us}) or None, "
+                              f"got {self.max_gap_us!r}")
         if self.origin_us is not None and not _is_int(self.origin_us):
             raise ConfigError(f"EdgeFrameConfig.origin_us must be an integer (µs) or None, got {self.origin_us!r}")
         if not (isinstance(self.contribution, (int, float)) and 0.0 < self.contribution <= 1.0):
@@ -221,6 +232,8 @@ class AccumulatorStats:
     cropped: int = 0  # inside the sensor but outside the crop
     rectify_dropped: int = 0  # rectified position outside the image (or NaN in the map)
     time_backwards: int = 0  # earlier than an event already accepted by push(); dropped
+    gaps: int = 0  # forward jumps beyond max_gap_us: new segments
+    skipped_windows: int = 0  # empty windows of those gaps, not emitted
 
     @property
     def dropped_events(self) -> int:
@@ -329,10 +342,47 @@ class EdgeFrameAccumulator:
                 return []
         if self._origin is None:
             self._start(int(events.t[0]))
+        gap = self.config.max_gap_us
+        if gap is None or self.config.mode != "time":
+            return self._append(events)
+        frames: list[EdgeFrame] = []
+        cuts = (np.flatnonzero(np.diff(events.t) > gap) + 1).tolist()
+        if int(events.t[0]) - self._t_last_or(events) > gap:
+            cuts.insert(0, 0)
+        start = 0
+        for cut in [*cuts, len(events)]:
+            if cut > start:
+                frames += self._append(events[start:cut])
+            if cut < len(events):
+                frames += self._jump_to(int(events.t[cut]))
+            start = cut
+        return frames
+
+    def _t_last_or(self, events: Events) -> int:
+        return self._t_last if self._t_last is not None else int(events.t[0])
+
+    def _append(self, events: Events) -> list[EdgeFrame]:
         self._chunks.append((self._n_seen, events))
         self._n_seen += len(events)
         self._t_last = int(events.t[-1])
         return self._emit_completed()
+
+    def _jump_to(self, t_next: int) -> list[EdgeFrame]:
+        """A gap before an event at ``t_next``: emit the windows holding pending events, skip the empty ones."""
+        frames = []
+        if self._t_last is not None:
+            while self._slice_bounds(self._next)[0] <= self._t_last:
+                lo, hi = self._slice_bounds(self._next)
+                frames.append(self._draw(self._pieces(lo, hi), lo, hi, final=False))
+                self._next += 1
+        assert self._origin is not None
+        config = self.config
+        first = math.floor((t_next - self._origin - config.window_us) / (config.stride_us or config.window_us)) + 1
+        self.stats.gaps += 1
+        self.stats.skipped_windows += max(first - self._next, 0)
+        self._next = max(first, self._next)
+        self._chunks = []
+        return frames
 
     def flush(self) -> EdgeFrame | None:
         """Frame of the oldest incomplete slice (everything pending from its start), then forget the stream.

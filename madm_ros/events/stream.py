@@ -3,14 +3,16 @@
 :class:`EventFrameStream` is the ROS-free heart of the event segmentation node: it decodes each
 message with the decoder of its type (one stateful decoder per stream), feeds the streaming
 accumulator, and maps each frame's sensor-time end to ROS time. It never raises on bad input;
-instead it counts the problem by kind and reports it once per kind through ``on_warning``:
+instead it counts the problem by kind in its :class:`~madm_ros.problems.ProblemCounter` (the
+node's or the bag tool's own), which tells the first of each kind:
 
 - an undecodable message (unknown encoding, malformed payload, arrays of different lengths) is
   skipped and counted as ``decode_error``;
 - a change of sensor size or encoding restarts the stream (``size_change``);
 - time jumping backwards by more than ``restart_after_us`` (a bag played in a loop, a driver
   restart) restarts the stream (``time_jump``); smaller steps back are dropped event by event by
-  the accumulator and counted there;
+  the accumulator and counted there; forward jumps beyond the accumulator's ``max_gap_us`` start
+  a new segment there, without the empty frames in between (counted as ``accumulate_gaps``);
 - empty messages, duplicate packets, out-of-range coordinates and truncated payloads are counted
   by the decoder (:class:`~madm_ros.events.types.DecodeStats`).
 
@@ -23,8 +25,6 @@ already carry ROS time.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,19 +33,11 @@ import numpy as np
 from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array, events_from_packed
 from madm_ros.events.edge_frames import AccumulatorStats, EdgeFrameAccumulator, EdgeFrameConfig, check_edge_frame_fields
-from madm_ros.events.types import DecodeStats, Events
+from madm_ros.events.types import MESSAGE_TYPES, DecodeStats, Events
+from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 
 __all__ = ["MESSAGE_TYPES", "EventFrameStream", "StampedFrame"]
-
-MESSAGE_TYPES: dict[str, str] = {
-    "event_packet": "event_camera_msgs/msg/EventPacket",
-    "dvs": "dvs_msgs/msg/EventArray",
-    "dv": "dv_ros2_msgs/msg/EventArray",
-    "packed": "madm_ros/msg/PackedEvents",
-}
-"""``message_type`` parameter value → ROS message type the event node subscribes to."""
-
 
 @dataclass(frozen=True)
 class StampedFrame:
@@ -65,12 +57,13 @@ class EventFrameStream:
         message_type: A key of :data:`MESSAGE_TYPES`.
         edge_fields: :class:`EdgeFrameConfig` fields except ``width`` and ``height``, which come
             from the messages.
-        on_warning: Called with ``(kind, message)`` the first time each kind of problem occurs.
+        problems: Where problems are counted (kinds ``decode_error``, ``size_change``,
+            ``time_jump``, ``restarts``); a new counter of its own when None.
         restart_after_us: A step back in time larger than this restarts the stream.
     """
 
-    def __init__(self, message_type: str, edge_fields: dict[str, Any],
-                 on_warning: Callable[[str, str], None] | None = None, restart_after_us: int = 1_000_000) -> None:
+    def __init__(self, message_type: str, edge_fields: dict[str, Any], problems: ProblemCounter | None = None,
+                 restart_after_us: int = 1_000_000) -> None:
         if message_type not in MESSAGE_TYPES:
             raise ConfigError(f"message_type must be one of {', '.join(MESSAGE_TYPES)}, got {message_type!r}")
         check_edge_frame_fields(edge_fields, "event accumulation parameters")
@@ -82,12 +75,10 @@ class EventFrameStream:
         self.message_type = message_type
         self.edge_fields = dict(edge_fields)
         self.restart_after_us = int(restart_after_us)
-        self._on_warning = on_warning
-        self.problems: Counter[str] = Counter()
+        self.problems = problems if problems is not None else ProblemCounter()
         self.decode_stats = DecodeStats()  # summed over restarts
         self.accumulator_stats = AccumulatorStats()
         self.messages = 0
-        self._warned: set[str] = set()
         self._key: tuple[str, int, int] | None = None  # (encoding, width, height) of the running stream
         self._decoder: PacketDecoder | None = None
         self._accumulator: EdgeFrameAccumulator | None = None
@@ -112,13 +103,13 @@ class EventFrameStream:
         return self._offset_ns + self._last_t * 1000
 
     def counters(self) -> dict[str, int]:
-        """Every counter, flat, for diagnostics and summaries."""
+        """Messages, decode and accumulation counters, flat, for diagnostics and summaries (problems: :attr:`problems`)."""
         decoder = self._decoder.stats.as_dict() if self._decoder is not None else {}
         decoded = {k: v + decoder.get(k, 0) for k, v in self.decode_stats.as_dict().items()}
         accumulated = self._accumulator.stats.as_dict() if self._accumulator is not None else {}
         summed = {k: v + accumulated.get(k, 0) for k, v in self.accumulator_stats.as_dict().items()}
         return {"messages": self.messages, **{f"decode_{k}": v for k, v in decoded.items()},
-                **{f"accumulate_{k}": v for k, v in summed.items()}, **dict(self.problems)}
+                **{f"accumulate_{k}": v for k, v in summed.items()}}
 
     def push(self, message: Any) -> list[StampedFrame]:
         """Add one message; return the frames it completed (oldest first). Never raises on bad input."""
@@ -152,12 +143,8 @@ class EventFrameStream:
             return []
         if not len(events):
             return []
-        if self._last_t is not None and abs(int(events.t[0]) - self._last_t) > self.restart_after_us:
-            backwards = int(events.t[0]) < self._last_t
-            if backwards:
-                self._problem("time_jump", "event time jumped back (bag loop or sensor restart); restarting accumulation")
-            else:  # a long silence: start afresh rather than emit a run of empty frames
-                self.problems["time_gaps"] += 1
+        if self._last_t is not None and self._last_t - int(events.t[0]) > self.restart_after_us:
+            self._problem("time_jump", "event time jumped back (bag loop or sensor restart); restarting accumulation")
             self._reset_accumulation()
         if self._offset_ns is None:
             reference = int(events.t[-1] if self.message_type == "packed" else events.t[0])
@@ -191,7 +178,7 @@ class EventFrameStream:
         self._reset_accumulation()
         self._key = self._decoder = self._accumulator = None
         self._last_stamp_ns = None
-        self.problems["restarts"] += 1
+        self.problems.count("restarts")  # told as size_change or time_jump
 
     def _reset_accumulation(self) -> None:
         """A new accumulator and time offset, keeping the decoder (whose state the next packets need)."""
@@ -209,7 +196,4 @@ class EventFrameStream:
         return events_from_event_array(message, self.decode_stats)
 
     def _problem(self, kind: str, text: str) -> None:
-        self.problems[kind] += 1
-        if kind not in self._warned and self._on_warning is not None:
-            self._warned.add(kind)
-            self._on_warning(kind, text)
+        self.problems.report(kind, text)

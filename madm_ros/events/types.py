@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DecodeStats", "Events"]
+__all__ = ["MESSAGE_TYPES", "DecodeStats", "Events"]
+
+
+MESSAGE_TYPES: dict[str, str] = {
+    "event_packet": "event_camera_msgs/msg/EventPacket",
+    "dvs": "dvs_msgs/msg/EventArray",
+    "dv": "dv_ros2_msgs/msg/EventArray",
+    "packed": "madm_ros/msg/PackedEvents",
+}
+"""``message_type`` parameter value → ROS message type the event node subscribes to."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ the scaled camera info sits beside the masks where RViz's Camera display looks f
 collides with the ``camera_info`` input.
 
 Every problem with the input is counted by kind in diagnostics and logged once per kind; none
-stops the node.
+stops the node. Inputs become frames through :mod:`madm_ros.frame_source`, the path ``bag_eval``
+and ``adapt --target-bag`` share; :attr:`SegmentationNode.timing` is the public hook through which
+``bench/node_latency.py`` times the stages (callback, frame source, hand-over, processing).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,14 +37,16 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
 from madm_ros.errors import MadmError
+from madm_ros.frame_source import EventFrames, Frame, ImageFrames
 from madm_ros.metrics import latency_summary
 from madm_ros.node_params import SegmentationParams, params_from_values
 from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.nodes.worker import LatestSlot
-from madm_ros.ros_messages import stamp_to_ns
+from madm_ros.problems import ProblemCounter
+from madm_ros.ros_messages import split_ns, stamp_to_ns
 from madm_ros.segmenter import UNLABELLED, Segmenter, load_segmenter, scale_camera_matrix
 
-__all__ = ["FrameJob", "SegmentationNode", "qos_profile"]
+__all__ = ["FrameJob", "SegmentationNode", "frame_header", "qos_profile"]
 
 OUTPUT_TOPICS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay")
 
@@ -57,6 +62,15 @@ def qos_profile(preset: str, depth: int) -> QoSProfile:
     else:
         profile = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
     return profile
+
+
+def frame_header(frame: Frame) -> Any:
+    """The ``std_msgs/Header`` every output of ``frame`` carries: its stamp and frame id."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    sec, nanosec = split_ns(frame.stamp_ns)
+    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame.frame_id)
 
 
 @dataclass
@@ -81,8 +95,10 @@ class SegmentationNode(LifecycleNode):
         self.params: Any = None
         self.segmenter: Segmenter | None = None
         self._lock = threading.Lock()
-        self.problems: Counter[str] = Counter()
-        self._warned: set[str] = set()
+        self.problems = ProblemCounter(self._log_first_problem)
+        self.source: ImageFrames | EventFrames | None = None  # set on activate by the subclass
+        self.timing: Callable[[str, float], None] | None = None
+        """Called with (stage, milliseconds) per frame when set (bench/node_latency.py); None costs nothing."""
         self._failure = "not configured yet"
         self._slot = LatestSlot()
         self._worker: threading.Thread | None = None
@@ -139,12 +155,12 @@ class SegmentationNode(LifecycleNode):
             self.segmenter = self._load_segmenter()
         except MadmError as error:
             self._failure = str(error)
-            self.problems["configure_failed"] += 1
+            self.problems.count("configure_failed")
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
         except Exception as error:
             self._failure = f"unexpected {type(error).__name__}: {error}"
-            self.problems["configure_failed"] += 1
+            self.problems.count("configure_failed")
             self.get_logger().error(f"configure failed: {self._failure}")
             return TransitionCallbackReturn.FAILURE
         self._create_publishers()
@@ -162,7 +178,7 @@ class SegmentationNode(LifecycleNode):
             self.segmenter.warm_up()
         except MadmError as error:
             self.get_logger().error(f"activate failed: the model does not run ({error})")
-            self.problems["activate_failed"] += 1
+            self.problems.count("activate_failed")
             return TransitionCallbackReturn.FAILURE
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._inference_loop, name=f"{self.get_name()}-inference", daemon=True)
@@ -252,6 +268,25 @@ class SegmentationNode(LifecycleNode):
         info.header.stamp = self.get_clock().now().to_msg()
         return info
 
+    def _on_input(self, message: Any) -> None:
+        """The input subscription's callback: the source's frames, each handed to the inference thread."""
+        received = time.perf_counter()
+        assert self.source is not None
+        frames = self.source.push(message)
+        self._time("frame_source", (time.perf_counter() - received) * 1e3)
+        for frame in frames:  # older frames completed by the same message replace each other (counted drops)
+            header = frame_header(frame)
+            self._publish_input_frame(frame, header)
+            self.submit(FrameJob(frame.array, frame.encoding, header, received))
+        self._time("callback", (time.perf_counter() - received) * 1e3)
+
+    def _publish_input_frame(self, frame: Frame, header: Any) -> None:
+        """Publish the frame itself where the node has an output for it (the event node's ``~/edge_frame``)."""
+
+    def _time(self, stage: str, milliseconds: float) -> None:
+        if self.timing is not None:
+            self.timing(stage, milliseconds)
+
     def wanted(self, topic: str) -> bool:
         """Whether anyone subscribes to an output (outputs nobody reads are not computed)."""
         publisher = self._outputs.get(topic)
@@ -261,6 +296,7 @@ class SegmentationNode(LifecycleNode):
         """Hand a frame to the inference thread (never blocks; a frame still waiting is dropped)."""
         with self._lock:
             self.frames_in += 1
+        self._time("stamp_to_handover", (time.time_ns() - stamp_to_ns(job.header.stamp)) / 1e6)
         self._slot.put(job)
 
     def _inference_loop(self) -> None:
@@ -269,8 +305,11 @@ class SegmentationNode(LifecycleNode):
             job = slot.take()
             if job is None:
                 return
+            started = time.perf_counter()
+            self._time("handover_wait", (started - job.received) * 1e3)
             try:
                 self._process(job)
+                self._time("process", (time.perf_counter() - started) * 1e3)
             except MadmError as error:
                 self.report_problem(f"bad_input:{type(error).__name__}", f"frame skipped: {error}")
             except Exception as error:
@@ -283,6 +322,8 @@ class SegmentationNode(LifecycleNode):
             return
         assert self.segmenter is not None
         segmentation = self.segmenter.segment(job.array, job.encoding)
+        for stage, milliseconds in segmentation.timings_ms.items():
+            self._time(f"segment_{stage}", milliseconds)
         params = self.params
         header = job.header
         self._outputs["raw_segmentation_mask"].publish(array_to_image_msg(segmentation.labels, "mono8", header))
@@ -299,6 +340,7 @@ class SegmentationNode(LifecycleNode):
             self._outputs["camera_info"].publish(self._scaled_camera_info(camera_info, segmentation.labels.shape, header))
         done = time.perf_counter()
         latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
+        self._time("stamp_to_mask_published", (time.time_ns() - stamp_to_ns(header.stamp)) / 1e6)
         with self._lock:
             self.frames_out += 1
             self._recent["processing"].append((done - job.received) * 1e3)
@@ -334,12 +376,10 @@ class SegmentationNode(LifecycleNode):
     # ------------------------------------------------------------------ problems and diagnostics
     def report_problem(self, kind: str, text: str) -> None:
         """Count a problem of ``kind`` and log it the first time that kind occurs."""
-        with self._lock:
-            self.problems[kind] += 1
-            first = kind not in self._warned
-            self._warned.add(kind)
-        if first:
-            self.get_logger().warning(f"{text} (further '{kind}' problems are only counted in diagnostics)")
+        self.problems.report(kind, text)
+
+    def _log_first_problem(self, kind: str, text: str) -> None:
+        self.get_logger().warning(f"{text} (further '{kind}' problems are only counted in diagnostics)")
 
     def counters(self) -> dict[str, Any]:
         """Everything diagnostics report, as a flat dict (also used by the demo's summary)."""
@@ -349,7 +389,7 @@ class SegmentationNode(LifecycleNode):
             values: dict[str, Any] = {
                 "frames_in": self.frames_in, "frames_out": self.frames_out,
                 "total_dropped_frames": self._slot.dropped, "skipped_no_subscribers": self.skipped,
-                **{f"problem_{k}": v for k, v in self.problems.items()},
+                **self.problems.as_dict("problem_"),
             }
         intervals = np.diff(times) if len(times) > 2 else np.empty(0)
         processing = latency_summary(recent["processing"])
@@ -361,6 +401,8 @@ class SegmentationNode(LifecycleNode):
             "inference_time_ms": latency_summary(recent["inference"])["p50"],
             "current_delay_from_realtime_ms": recent["pipeline"][-1] if recent["pipeline"] else float("nan"),
         })
+        if self.source is not None:
+            values.update({f"{self.source.kind}_{k}": v for k, v in self.source.counters().items()})
         return values
 
     def _publish_diagnostics(self) -> None:

@@ -1,6 +1,6 @@
 """Event segmentation node: ``events`` in, edge frames accumulated in real time, masks out.
 
-The subscription callback decodes and accumulates (:class:`madm_ros.events.stream.EventFrameStream`),
+The subscription callback decodes and accumulates (:class:`madm_ros.frame_source.EventFrames`),
 publishes every completed edge frame on ``~/edge_frame`` (mono8: exactly the image the network
 sees) and hands the newest frame to the inference thread; it never waits for inference, so a slow
 model drops frames (counted) instead of events. Frames are stamped with the end of their slice
@@ -16,18 +16,15 @@ Run alone: ``ros2 run madm_ros event_segmentation --ros-args -r events:=/event_c
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
-from builtin_interfaces.msg import Time
-from std_msgs.msg import Header
-
 from madm_ros.errors import ConfigError
-from madm_ros.events.stream import MESSAGE_TYPES, EventFrameStream, StampedFrame
-from madm_ros.node_params import EventParams, edge_fields
-from madm_ros.nodes.base import FrameJob, SegmentationNode, qos_profile
+from madm_ros.events.stream import MESSAGE_TYPES
+from madm_ros.frame_source import EventFrames, Frame
+from madm_ros.node_params import EventParams
+from madm_ros.nodes.base import SegmentationNode, qos_profile
 from madm_ros.nodes.image_messages import array_to_image_msg
-from madm_ros.ros_messages import message_class_of, split_ns
+from madm_ros.ros_messages import message_class_of
 
 __all__ = ["EventSegmentationNode", "main", "message_class"]
 
@@ -46,7 +43,6 @@ class EventSegmentationNode(SegmentationNode):
     MODALITY = "events"
 
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
-        self.stream: EventFrameStream | None = None
         self._received_any = False
         super().__init__(node_name, **kwargs)
 
@@ -63,8 +59,7 @@ class EventSegmentationNode(SegmentationNode):
             self._failure = str(error)
             self.get_logger().error(str(error))
             return
-        self.stream = EventFrameStream(params.message_type, edge_fields(params), self._on_stream_warning,
-                                       restart_after_us=round(params.restart_after_ms * 1000))
+        self.source = EventFrames(params, self.problems)
         qos = qos_profile(params.input_qos, params.input_qos_depth)
         self._inputs = [
             self.create_subscription(cls, "events", self._on_events, qos, callback_group=self._input_group),
@@ -72,36 +67,17 @@ class EventSegmentationNode(SegmentationNode):
                                      callback_group=self._input_group),
         ]
 
-    def _on_stream_warning(self, kind: str, text: str) -> None:
-        self.report_problem(f"events_{kind}", text)
-
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop
         return tuple(crop) if crop else super()._camera_window(info)  # type: ignore[return-value]
 
     def _on_events(self, message: Any) -> None:
-        received = time.perf_counter()
         self._received_any = True
-        assert self.stream is not None
-        frames = self.stream.push(message)
-        for frame in frames:  # older frames completed by the same message replace each other (counted drops)
-            self._publish_edge_frame(frame)
-            self.submit(FrameJob(frame.image, "mono8", self._header(frame), received))
+        self._on_input(message)
 
-    def _header(self, frame: StampedFrame) -> Header:
-        sec, nanosec = split_ns(frame.stamp_ns)
-        return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame.frame_id)
-
-    def _publish_edge_frame(self, frame: StampedFrame) -> None:
+    def _publish_input_frame(self, frame: Frame, header: Any) -> None:
         if self.wanted("edge_frame"):
-            self._outputs["edge_frame"].publish(array_to_image_msg(frame.image, "mono8", self._header(frame)))
-
-    def counters(self) -> dict[str, Any]:
-        """The base counters plus the event stream's (decode and accumulation drops, restarts)."""
-        values = super().counters()
-        if self.stream is not None:
-            values.update({f"events_{k}": v for k, v in self.stream.counters().items()})
-        return values
+            self._outputs["edge_frame"].publish(array_to_image_msg(frame.array, "mono8", header))
 
     def _publish_diagnostics(self) -> None:
         if not self._received_any and self._inputs:

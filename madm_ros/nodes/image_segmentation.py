@@ -11,12 +11,11 @@ Run alone: ``ros2 run madm_ros image_segmentation --ros-args -p modality:=depth 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
-from madm_ros.errors import InputError
+from madm_ros.frame_source import ImageFrames
 from madm_ros.node_params import ImageParams
-from madm_ros.nodes.base import FrameJob, SegmentationNode, qos_profile
+from madm_ros.nodes.base import SegmentationNode, qos_profile
 from madm_ros.nodes.image_messages import image_msg_to_array
 
 __all__ = ["ImageSegmentationNode", "main"]
@@ -28,7 +27,6 @@ class ImageSegmentationNode(SegmentationNode):
     PARAMS = ImageParams
 
     def __init__(self, node_name: str = "image_segmentation", **kwargs: Any) -> None:
-        self._last_size: tuple[int, int] | None = None
         super().__init__(node_name, **kwargs)
 
     def _modality(self) -> str:
@@ -37,26 +35,13 @@ class ImageSegmentationNode(SegmentationNode):
     def _subscribe(self) -> None:
         from sensor_msgs.msg import CameraInfo, Image
 
+        self.source = ImageFrames(self.problems, convert=image_msg_to_array)
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
         self._inputs = [
-            self.create_subscription(Image, "image", self._on_image, qos, callback_group=self._input_group),
+            self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
                                      callback_group=self._input_group),
         ]
-
-    def _on_image(self, message: Any) -> None:
-        received = time.perf_counter()
-        try:
-            array = image_msg_to_array(message)
-        except InputError as error:
-            self.report_problem(f"bad_image:{message.encoding}", f"image skipped: {error}")
-            return
-        size = (int(message.height), int(message.width))
-        if self._last_size is not None and size != self._last_size:
-            self.report_problem("size_change", f"input size changed from {self._last_size[1]}x{self._last_size[0]} "
-                                f"to {size[1]}x{size[0]}; masks follow the input")
-        self._last_size = size
-        self.submit(FrameJob(array, str(message.encoding), message.header, received))
 
 
 def main(args: list[str] | None = None) -> int:

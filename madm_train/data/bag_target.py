@@ -109,12 +109,13 @@ def _event_frames(bag: Path, topic: str, events_config: dict[str, Any], restart_
     """``(ROS stamp µs, edge frame, "mono8")``: exactly what the event node publishes as ``edge_frame``."""
     from madm_ros.events.bags import open_bag
     from madm_ros.events.stream import EventFrameStream
+    from madm_ros.problems import ProblemCounter
 
     with open_bag(bag) as reader:
         connections = _connections(reader, bag, topic, "events")
         report.message_type = _event_message_types()[connections[0].msgtype]
         stream = EventFrameStream(report.message_type, events_config,
-                                  lambda kind, text: report.warnings.append(f"{kind}: {text}"),
+                                  ProblemCounter(lambda kind, text: report.warnings.append(f"{kind}: {text}")),
                                   restart_after_us=restart_after_us)
         report.stream = stream
         shape = None
@@ -179,8 +180,8 @@ def _notes(modality: str, bag: Path, topic: str, report: _StreamReport) -> dict[
     text = f"extracted from {bag} topic {topic}"
     if modality == "events":
         text += f" ({report.message_type}) by madm_ros.events.stream.EventFrameStream, as the event node"
-        problems = {k: v for k, v in report.stream.counters().items()
-                    if v and k in ("decode_error", "size_change", "time_jump", "restarts", "time_gaps")}
+        problems = {**report.stream.problems.as_dict(), **{k: v for k, v in report.stream.counters().items()
+                                                          if v and k == "accumulate_gaps"}}
         if problems:
             text += f"; stream problems {problems}"
     return {modality: text}

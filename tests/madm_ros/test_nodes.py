@@ -304,12 +304,12 @@ def test_bad_event_packets_are_counted_and_the_node_keeps_segmenting(ros, tiny_o
         assert wait_until(lambda: len(masks.messages) >= 3, 30)
         assert wait_until(lambda: any(s.level == DiagnosticStatus.WARN for d in diagnostics.messages for s in d.status), 5)
     counters = node.counters()
-    assert counters["events_decode_error"] == 2  # evt9 and width 0
-    assert counters["events_size_change"] >= 2 and counters["events_time_jump"] == 1
+    assert counters["problem_decode_error"] == 2  # evt9 and width 0
+    assert counters["problem_size_change"] >= 2 and counters["problem_time_jump"] == 1
     assert counters["events_decode_empty_packets"] >= 1
     assert all((m.width, m.height) == (128, 96) for m in masks.messages[-3:])
     keys = {kv.key for s in diagnostics.messages[-1].status for kv in s.values}
-    assert {"events_decode_error", "events_time_jump", "total_dropped_frames"} <= keys
+    assert {"problem_decode_error", "problem_time_jump", "total_dropped_frames"} <= keys
     node.destroy_node()
 
 
@@ -331,7 +331,7 @@ def test_an_event_flood_drops_frames_not_memory(ros, tiny_onnx_models):
         assert wait_until(lambda: node.counters()["frames_in"] > 500, 60)
         time.sleep(1.0)
         counters = node.counters()
-        accumulator = node.stream._accumulator
+        accumulator = node.source.stream._accumulator
         pending = sum(len(chunk) for _, chunk in accumulator._chunks)
     assert counters["total_dropped_frames"] > counters["frames_out"] > 0
     handled = counters["frames_out"] + counters["total_dropped_frames"] + counters["skipped_no_subscribers"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -153,6 +155,33 @@ def test_empty_time_windows_are_emitted_as_neutral_frames() -> None:
     assert np.all(frames[1].image == 127)
 
 
+def test_a_forward_gap_beyond_max_gap_starts_a_new_segment_without_empty_frames() -> None:
+    config = EdgeFrameConfig(width=W, height=H, window_us=100, max_gap_us=300)
+    accumulator = EdgeFrameAccumulator(config)
+    frames = accumulator.push(Events.from_arrays([1, 2, 3, 4], [1, 1, 1, 1], [0, 150, 10_000_020, 10_000_130], [1] * 4))
+    # the windows holding events are emitted; the 99,998 empty windows of the gap are skipped and counted
+    assert [(f.t_start_us, f.n_events) for f in frames] == [(0, 1), (100, 1), (10_000_000, 1)]
+    assert (accumulator.stats.gaps, accumulator.stats.skipped_windows) == (1, 99_998)
+    later = accumulator.push(Events.from_arrays([5], [1], [10_000_230], [1]))  # same alignment after the gap
+    assert [(f.t_start_us, f.n_events) for f in later] == [(10_000_100, 1)]
+    assert accumulator.push(Events.from_arrays([6], [1], [10_000_260], [1])) == []  # a gap below the bound: normal
+    unbounded = EdgeFrameAccumulator(EdgeFrameConfig(width=W, height=H, window_us=100))
+    assert len(unbounded.push(Events.from_arrays([1, 2], [1, 1], [0, 10_000_020], [1, 1]))) == 100_000  # dv's way
+
+
+def test_a_gap_between_pushes_is_a_gap_too_and_frames_match_the_unsplit_stream_around_it() -> None:
+    events = _stream(4000, seed=12, duration_us=100_000)
+    later = Events.from_arrays(events.x, events.y, events.t + 5_000_000, events.p)
+    config = EdgeFrameConfig(width=W, height=H, window_us=20_000, max_gap_us=60_000)
+    accumulator = EdgeFrameAccumulator(config)
+    frames = accumulator.push(events) + accumulator.push(later) + accumulator.push(Events.from_arrays([1], [1], [9_999_999], [1]))
+    reference = EdgeFrameAccumulator(dataclasses.replace(config, max_gap_us=None))
+    expected = [f for f in reference.push(events) + reference.push(later) + reference.push(
+        Events.from_arrays([1], [1], [9_999_999], [1])) if f.n_events]
+    assert _frames_equal([f for f in frames if f.n_events], expected)  # every non-empty window, identical
+    assert accumulator.stats.gaps == 2 and len(frames) < 20
+
+
 def test_sliding_time_windows_overlap_by_window_minus_stride() -> None:
     events = _stream(20_000, seed=8)
     config = EdgeFrameConfig(width=W, height=H, window_us=40_000, stride_us=10_000)
@@ -287,6 +316,7 @@ def test_rectify_then_crop_counts_cropped_events_separately() -> None:
         ({"neutral": 1.5}, r"neutral must be in \[0, 1\]"),
         ({"width": 0}, r"width must be an integer in 1\.\.65535"),
         ({"crop": (0, 0, 640, 500)}, r"crop \(0, 0, 640, 500\) must lie inside the 640x480 image"),
+        ({"max_gap_us": 10}, r"max_gap_us must be an integer ≥ window_us \(50000\) or None"),
         (
             {"rectify_map": np.zeros((480, 640), np.float32)},
             r"rectify_map must be a float array of shape \(480, 640, 2\)",

@@ -12,6 +12,7 @@ from madm_ros.events.codecs import encode_evt3
 from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig
 from madm_ros.events.stream import EventFrameStream
 from madm_ros.events.types import Events
+from madm_ros.problems import ProblemCounter
 
 WIDTH, HEIGHT = 64, 48
 EDGE = {"window_us": 10_000}
@@ -71,21 +72,22 @@ def test_packed_messages_map_their_last_event_to_the_header_stamp():
 
 def test_a_bag_loop_restarts_accumulation_and_is_reported_once():
     warnings = []
-    stream = EventFrameStream("packed", EDGE, lambda kind, text: warnings.append(kind), restart_after_us=20_000)
+    problems = ProblemCounter(lambda kind, text: warnings.append(kind))
+    stream = EventFrameStream("packed", EDGE, problems, restart_after_us=20_000)
     first = make_events(4000, 0, 60_000, seed=2)
     for _ in range(3):
         for part in split(first, 4):
             frames = stream.push(packed(part, 10**9 + int(part.t[-1]) * 1000))
             assert all(f.stamp_ns >= 10**9 for f in frames)
     assert warnings == ["time_jump"]
-    counters = stream.counters()
-    assert counters["time_jump"] == 2 and counters["restarts"] == 2
-    assert counters["accumulate_time_backwards"] == 0  # the loop was a restart, not 2 × 4000 dropped events
+    assert problems.counts["time_jump"] == 2 and problems.counts["restarts"] == 2
+    assert stream.counters()["accumulate_time_backwards"] == 0  # the loop was a restart, not 2 × 4000 dropped events
 
 
 def test_bad_messages_are_counted_and_the_stream_goes_on():
     warnings = []
-    stream = EventFrameStream("event_packet", EDGE, lambda kind, text: warnings.append((kind, text)))
+    problems = ProblemCounter(lambda kind, text: warnings.append((kind, text)))
+    stream = EventFrameStream("event_packet", EDGE, problems)
     good = make_events(3000, 0, 40_000, seed=3)
     parts = split(good, 3)
     stream.push(packet(parts[0], 10**9, 0))
@@ -98,7 +100,7 @@ def test_bad_messages_are_counted_and_the_stream_goes_on():
     frames += stream.push(packet(make_events(3000, 40_000, 90_000, seed=4), 10**9, 5))
     counters = stream.counters()
     assert counters["decode_empty_packets"] >= 1 and counters["decode_duplicate_packets"] == 1
-    assert counters["decode_error"] == 2 and "size_change" not in counters
+    assert problems.counts["decode_error"] == 2 and "size_change" not in problems.counts
     assert [kind for kind, _ in warnings] == ["decode_error"]
     assert "malformed" in warnings[0][1]  # logged once per kind: the evt9 packet is only counted
     assert frames, "the stream must produce frames again after bad messages"
@@ -119,7 +121,7 @@ def test_a_size_change_restarts_with_the_new_size():
     assert stream.sensor_size == (HEIGHT, WIDTH)
     frames = stream.push(packed(make_events(1000, 0, 30_000, width=128, height=96), 10**9, width=128, height=96))
     assert stream.sensor_size == (96, 128)
-    assert all(f.image.shape == (96, 128) for f in frames) and stream.counters()["size_change"] == 1
+    assert all(f.image.shape == (96, 128) for f in frames) and stream.problems.counts["size_change"] == 1
 
 
 @pytest.mark.parametrize("bad", [{"message_type": "evtX"}, {"edge": {"polarity": "split"}}, {"edge": {"window_us": -1}},
