@@ -13,6 +13,11 @@ Two steps, both pure numpy/OpenCV:
 
 :func:`preprocess` chains both; callers use it rather than the steps, so that trainer, bag
 evaluation and nodes cannot drift apart.
+
+Arrays larger than :class:`~madm_ros.limits.InputLimits` are refused before step 1 allocates
+anything, and :func:`invalid_frame_reason` says when a frame holds no valid pixel at all (a blank
+input the network would segment confidently); :class:`madm_ros.segmenter.Segmenter` skips such
+frames.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ import numpy as np
 
 from madm_ros.errors import ConfigError, InputError, check_known_keys
 from madm_ros.image_conversion import IMAGE_ENCODINGS
+from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size
 
 __all__ = [
     "ENCODINGS",
     "InputSpec",
     "depth_to_image",
+    "invalid_frame_reason",
     "modality_image",
     "preprocess",
     "resize_image",
@@ -153,16 +160,24 @@ def thermal_to_image(raw: np.ndarray, encoding: str, spec: InputSpec) -> np.ndar
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def modality_image(array: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
+def modality_image(array: np.ndarray, encoding: str, spec: InputSpec, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Step 1: a sensor array with its ``sensor_msgs/Image`` encoding → the 8-bit image of ``spec.modality``.
 
     Three-channel input comes back H×W×3 in RGB order; depth, thermal and event edge frames H×W.
+    Arrays wider or taller than ``limits`` are refused before any conversion allocates memory
+    (depth conversion alone makes several float32 copies of the frame).
+
+    Raises:
+        InputError: the encoding does not suit ``spec.modality``, the array is malformed, or it is
+            larger than ``limits``.
     """
     accepted = ENCODINGS[spec.modality]
     if encoding not in accepted:
         raise InputError(
             f"{spec.modality} input must have encoding {' or '.join(accepted)}, got {encoding!r}"
         )
+    if isinstance(array, np.ndarray) and array.ndim >= 2:
+        check_image_size(array.shape[1], array.shape[0], limits, what=f"{spec.modality} {encoding} array")
     if encoding in ("rgb8", "bgr8"):
         _check_array(array, encoding, 3)
         return array[:, :, ::-1] if encoding == "bgr8" else array
@@ -194,6 +209,51 @@ def to_network_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255)
 
 
-def preprocess(array: np.ndarray, encoding: str, spec: InputSpec) -> np.ndarray:
-    """Sensor array → network tensor (3×height×width float32): the function every caller uses."""
-    return to_network_input(modality_image(array, encoding, spec), spec)
+def invalid_frame_reason(array: np.ndarray, encoding: str, spec: InputSpec) -> str | None:
+    """Why a sensor frame holds no valid pixel, or ``None`` when at least one pixel is a real measurement.
+
+    A frame without any valid pixel reaches the network as a blank image, which it segments with
+    full confidence; callers skip such frames (the segmenter returns an all-unlabelled mask) and
+    count them. "No valid pixel" per modality:
+
+    - depth ``16UC1`` / ``32FC1``: no pixel is finite and > 0 (0, NaN, ±inf and negative values are
+      "no measurement", exactly the pixels :func:`depth_to_image` maps to 0);
+    - depth already rendered to ``mono8`` / ``rgb8``: every byte is 0, the rendering's "no measurement";
+    - thermal (``mono8``, ``mono16``, ``rgb8``): every pixel has the same raw value (all zero or any
+      constant): a camera not streaming yet, a closed shutter during flat-field correction, a lens
+      cap. A real scene always shows some sensor noise, so this never drops a live frame; a scene
+      that a fixed ``thermal_min``/``thermal_max`` window clips flat is still a measurement and is
+      segmented;
+    - events (``mono8`` edge frame): every pixel holds the same value, i.e. the accumulator's
+      neutral byte (0 by default): the slice had no event;
+    - rgb: never invalid (8-bit colour has no "no measurement" value).
+
+    Partially valid frames return ``None`` and are segmented as usual. The array must already have
+    passed :func:`modality_image` (encoding and shape checked); this costs one pass over it.
+    """
+    if spec.modality == "depth":
+        if encoding in ("16UC1", "32FC1"):
+            # NaN compares False and +inf fails "< inf": this is "finite and > 0" in two comparisons
+            if not np.any((array > 0) & (array < np.inf)):
+                return f"depth frame has no valid pixel (every value is 0, NaN, ±inf or negative; {encoding})"
+            return None
+        if not array.any():
+            return f"depth frame has no valid pixel (every byte is 0, the {encoding} rendering's no-measurement value)"
+        return None
+    if spec.modality in ("thermal", "events"):
+        first = array[0, 0]  # a scalar, or the RGB triple of an rgb8 frame
+        if not np.any(array != first):
+            value = first.tolist()
+            if spec.modality == "events":
+                return f"event frame has no event (every pixel is {value}, the neutral value)"
+            return f"thermal frame has no valid pixel (every pixel is {value}: shutter closed, lens cap or no data yet)"
+    return None
+
+
+def preprocess(array: np.ndarray, encoding: str, spec: InputSpec, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Sensor array → network tensor (3×height×width float32): the function every caller uses.
+
+    Raises:
+        InputError: see :func:`modality_image` (wrong encoding, malformed array, larger than ``limits``).
+    """
+    return to_network_input(modality_image(array, encoding, spec, limits), spec)

@@ -6,6 +6,10 @@ input resolution and the model's logits). Each one is a plain class satisfying :
 chosen from the :data:`BACKENDS` table; :func:`load_backend` with ``kind="auto"`` picks the fastest
 one that is installed and usable and logs its choice.
 
+Every backend checks at load what the model file says about its tensors against its
+:class:`ModelMetadata` (:func:`check_model_signature`), so a model that cannot run here, or whose
+logits do not match its label set, is refused with one message instead of failing at the first frame.
+
 Importing this package loads nothing heavy: each backend imports its library (``tensorrt``,
 ``onnxruntime``, ``torch``) when it is loaded, and says which package to install when it is missing.
 """
@@ -22,7 +26,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from madm_ros.errors import BackendError, InputError
+from madm_ros.errors import BackendError, ConfigError, InputError
+from madm_ros.palettes import get_label_set
 from madm_ros.preprocessing import InputSpec
 
 __all__ = [
@@ -31,7 +36,9 @@ __all__ = [
     "Backend",
     "BackendOutput",
     "ModelMetadata",
+    "TensorSignature",
     "check_batch",
+    "check_model_signature",
     "load_backend",
 ]
 
@@ -56,6 +63,16 @@ class ModelMetadata:
     input_spec: InputSpec
     logits_stride: int
     argmax_stride: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label_set, str) or not self.label_set:
+            raise ConfigError(f"ModelMetadata.label_set must be a label set name, got {self.label_set!r}")
+        if not isinstance(self.input_spec, InputSpec):
+            raise ConfigError(f"ModelMetadata.input_spec must be an InputSpec, got {type(self.input_spec).__name__}")
+        for name in ("logits_stride", "argmax_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ModelMetadata.{name} must be a positive integer, got {value!r}")
 
     def to_json(self) -> str:
         """One JSON line, as stored in ONNX metadata and engine sidecars."""
@@ -84,6 +101,74 @@ class BackendOutput(NamedTuple):
 
     labels: np.ndarray
     logits: np.ndarray
+
+
+class TensorSignature(NamedTuple):
+    """Shape and element type of one model input or output, as the model file declares them.
+
+    Attributes:
+        shape: One entry per dimension: its size, or ``None`` where the dimension is dynamic.
+        dtype: numpy name of the element type (``float32``, ``uint8``, …); ``None`` when unknown.
+    """
+
+    shape: tuple[int | None, ...]
+    dtype: str | None = None
+
+    def describe(self) -> str:
+        """``1×3×64×128 float32`` (``?`` for a dynamic dimension)."""
+        dims = "×".join("?" if n is None else str(n) for n in self.shape) or "a scalar"
+        return f"{dims} {self.dtype}" if self.dtype else dims
+
+
+def _fits(found: int | None, expected: int) -> bool:
+    return found is None or found == expected
+
+
+def check_model_signature(source: str | Path, metadata: ModelMetadata, *, image: TensorSignature,
+                          labels: TensorSignature, logits: TensorSignature) -> None:
+    """Refuse a model whose tensors do not fit its metadata, listing every problem in one :class:`BackendError`.
+
+    What madm feeds and reads (see :class:`Backend`): ``image`` float32 N×3×H×W with H×W the
+    metadata's ``input_spec`` size (or dynamic) and a batch of 1 allowed; ``labels`` uint8 N×H×W;
+    ``logits`` N×K×h×w with K the number of classes of the metadata's label set, because the
+    arg-max ids index that label set (a model with more logits than classes would publish ids
+    beyond it). Dynamic dimensions pass; the segmenter checks them on the first output.
+
+    Args:
+        source: The model file, named in the message.
+        metadata: The model's metadata.
+        image: The input tensor as the file declares it.
+        labels: The ``labels`` output.
+        logits: The ``logits`` output.
+
+    Raises:
+        BackendError: the label set is unknown or a tensor does not fit (each problem named with the
+            found and the expected shape or number).
+    """
+    spec = metadata.input_spec
+    problems = []
+    try:
+        classes: int | None = get_label_set(metadata.label_set).num_classes
+    except ConfigError as error:
+        classes = None
+        problems.append(f"its metadata names {error}")
+    shape = image.shape
+    if (len(shape) != 4 or image.dtype not in (None, "float32") or not _fits(shape[0], 1) or shape[1] != 3
+            or not _fits(shape[2], spec.height) or not _fits(shape[3], spec.width)):
+        problems.append(f"input is {image.describe()}; madm expects N×3×{spec.height}×{spec.width} float32 "
+                        f"(3 channels, batch 1 or dynamic, H×W {spec.height}×{spec.width} as its metadata's input_spec "
+                        "or dynamic)")
+    if len(labels.shape) != 3 or labels.dtype not in (None, "uint8") or not _fits(labels.shape[1], spec.height) \
+            or not _fits(labels.shape[2], spec.width):
+        problems.append(f"output 'labels' is {labels.describe()}; madm expects N×{spec.height}×{spec.width} uint8 class ids")
+    if len(logits.shape) != 4 or logits.dtype not in (None, "float32", "float16"):
+        problems.append(f"output 'logits' is {logits.describe()}; madm expects N×K×h×w float32")
+    elif classes is not None and logits.shape[1] is not None and logits.shape[1] != classes:
+        problems.append(f"its logits have {logits.shape[1]} channels but its label set {metadata.label_set!r} has "
+                        f"{classes} classes (ids would not match the label set)")
+    if problems:
+        raise BackendError(f"refusing model {source}: " + "; ".join(problems) +
+                           ". Re-export it with python -m madm_train export from a student of this label set and size")
 
 
 class Backend(Protocol):

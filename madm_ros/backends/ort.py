@@ -12,13 +12,28 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.backends import METADATA_KEY, BackendOutput, ModelMetadata, check_batch, require
+from madm_ros.backends import (
+    METADATA_KEY,
+    BackendOutput,
+    ModelMetadata,
+    TensorSignature,
+    check_batch,
+    check_model_signature,
+    require,
+)
 from madm_ros.errors import BackendError
 
 __all__ = ["PROVIDER_PREFERENCE", "OnnxRuntimeBackend"]
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 """Fastest first; ``providers="auto"`` keeps the installed ones in this order."""
+
+
+def _signature(node: Any) -> TensorSignature:
+    """An ONNX Runtime ``NodeArg`` as a :class:`TensorSignature` (symbolic or unknown dimensions → ``None``)."""
+    element = str(node.type).removeprefix("tensor(").removesuffix(")")
+    dtype = {"float": "float32", "double": "float64"}.get(element, element)
+    return TensorSignature(tuple(n if isinstance(n, int) and n > 0 else None for n in (node.shape or ())), dtype)
 
 
 class OnnxRuntimeBackend:
@@ -29,10 +44,16 @@ class OnnxRuntimeBackend:
         self.path = path
         self.metadata = metadata
         self.threads = threads
-        self._input = session.get_inputs()[0].name
-        names = [o.name for o in session.get_outputs()]
-        if not {"labels", "logits"} <= set(names):
-            raise BackendError(f"{path} has outputs {names}; a madm model has 'labels' and 'logits'")
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise BackendError(f"refusing model {path}: it has {len(inputs)} inputs {[i.name for i in inputs]}; "
+                               "a madm model has one, the N×3×H×W image")
+        self._input = inputs[0].name
+        outputs = {o.name: o for o in session.get_outputs()}
+        if not {"labels", "logits"} <= set(outputs):
+            raise BackendError(f"{path} has outputs {list(outputs)}; a madm model has 'labels' and 'logits'")
+        check_model_signature(path, metadata, image=_signature(inputs[0]), labels=_signature(outputs["labels"]),
+                              logits=_signature(outputs["logits"]))
 
     @classmethod
     def load(cls, path: str | Path, *, threads: int = 0, providers: str | list[str] = "auto",
@@ -44,6 +65,10 @@ class OnnxRuntimeBackend:
             threads: Intra-op threads of the CPU provider (0: ONNX Runtime's choice, one per core).
             providers: ``auto`` (installed ones, fastest first), ``cpu``, or an explicit provider list.
             spinning: Let idle worker threads spin (slightly lower latency, burns CPU between frames).
+
+        Raises:
+            BackendError: onnxruntime missing, the file unreadable or without madm metadata, or its
+                input/outputs do not fit that metadata (see :func:`~madm_ros.backends.check_model_signature`).
         """
         ort = require("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)")
         path = Path(path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.backends import BackendOutput, ModelMetadata, check_batch, require
+from madm_ros.backends import BackendOutput, ModelMetadata, TensorSignature, check_batch, check_model_signature, require
 from madm_ros.backends.engine_info import EngineInfo, check_engine_info, read_engine_info
 from madm_ros.errors import BackendError
 
@@ -48,7 +48,12 @@ class TensorRTBackend:
             path: The ``.engine`` file; ``<path>.json`` must sit beside it.
             onnx: The ONNX the caller configured; the engine must have been built from exactly it.
             precision: Refuse an engine of another precision.
-            input_shape: Refuse an engine whose profile does not admit this N×3×H×W.
+            input_shape: Refuse an engine whose profile does not admit this N×3×H×W; ``None``: the
+                1×3×H×W of the metadata's ``input_spec``, which is what the segmenter feeds.
+
+        Raises:
+            BackendError: the engine does not fit this machine or its metadata (tensor shapes are
+                checked with :func:`~madm_ros.backends.check_model_signature`).
         """
         if path is None:
             raise BackendError("the tensorrt backend needs an engine file (engine_file_path / --engine)")
@@ -56,6 +61,9 @@ class TensorRTBackend:
         if not path.is_file():
             raise BackendError(f"TensorRT engine {path} not found; build it with python -m madm_train export --tensorrt")
         info = read_engine_info(path)
+        metadata = ModelMetadata.from_json(info.metadata, str(path))
+        if input_shape is None:
+            input_shape = (1, 3, metadata.input_spec.height, metadata.input_spec.width)
         trt = require("tensorrt", INSTALL_HINT)
         gpu_name, capability = cuda_device_identity()
         check_engine_info(info, engine=path, tensorrt_version=trt.__version__, gpu_name=gpu_name,
@@ -65,7 +73,13 @@ class TensorRTBackend:
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BackendError(f"TensorRT could not deserialise {path} although its sidecar fits; rebuild the engine")
-        return cls(engine, path, info, ModelMetadata.from_json(info.metadata, str(path)))
+
+        def signature(name: str) -> TensorSignature:  # dtypes are converted in infer(); shapes must fit
+            return TensorSignature(tuple(n if n > 0 else None for n in engine.get_tensor_shape(name)))
+
+        check_model_signature(path, metadata, image=signature(info.input_name), labels=signature(info.outputs["labels"]),
+                              logits=signature(info.outputs["logits"]))
+        return cls(engine, path, info, metadata)
 
     def infer(self, images: np.ndarray) -> BackendOutput:
         """See :meth:`madm_ros.backends.Backend.infer`."""

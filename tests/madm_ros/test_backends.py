@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from madm_ros.backends import ModelMetadata, check_batch, load_backend
+from madm_ros.backends import ModelMetadata, TensorSignature, check_batch, check_model_signature, load_backend
 from madm_ros.backends.engine_info import (
     EngineInfo,
     check_engine_info,
@@ -18,7 +18,7 @@ from madm_ros.backends.engine_info import (
     sidecar_path,
     write_engine_info,
 )
-from madm_ros.errors import BackendError, InputError
+from madm_ros.errors import BackendError, ConfigError, InputError
 from madm_ros.preprocessing import InputSpec
 
 RUNNING = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
@@ -127,3 +127,92 @@ def test_importing_the_backends_loads_no_inference_library():
             "print(sorted(m for m in ('torch', 'tensorrt', 'onnxruntime', 'onnx', 'cv2') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def hand_built_onnx(path, image_shape, classes, *, label_set="dsec11", spec=None, labels_type=None):
+    """A tiny madm-shaped ONNX (``image`` → 1×1 Conv ``logits`` → ArgMax ``labels``) with metadata.
+
+    ``image_shape`` may have rank 3 (unsqueezed to one channel inside) and strings for dynamic
+    dimensions; ``classes`` is the number of logits channels.
+    """
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    spec = spec or InputSpec("depth", 64, 128)
+    nodes, first = [], "image"
+    if len(image_shape) == 3:
+        nodes.append(helper.make_node("Unsqueeze", ["image", "axis1"], ["image4"]))
+        first = "image4"
+    channels = 1 if len(image_shape) == 3 else image_shape[1]
+    weights = helper.make_tensor("weights", TensorProto.FLOAT, [classes, channels, 1, 1],
+                                 np.random.default_rng(0).normal(size=classes * channels).tolist())
+    axis1 = helper.make_tensor("axis1", TensorProto.INT64, [1], [1])
+    nodes += [helper.make_node("Conv", [first, "weights"], ["logits"]),
+              helper.make_node("ArgMax", ["logits"], ["ids"], axis=1, keepdims=0),
+              helper.make_node("Cast", ["ids"], ["labels"], to=labels_type or TensorProto.UINT8)]
+    batch, height, width = image_shape[0], image_shape[-2], image_shape[-1]
+    graph = helper.make_graph(
+        nodes, "hand_built", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(image_shape))],
+        [helper.make_tensor_value_info("labels", labels_type or TensorProto.UINT8, [batch, height, width]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes, height, width])],
+        initializer=[weights, axis1])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"madm": ModelMetadata(label_set, spec, 1, 1).to_json()})
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("image_shape", [(1, 3, 64, 128), ("batch", 3, "height", "width"), (1, 3, 64, "width")])
+def test_a_model_that_fits_its_metadata_loads_and_runs(tmp_path, image_shape):
+    pytest.importorskip("onnxruntime")
+    backend = load_backend(hand_built_onnx(tmp_path / "good.onnx", image_shape, 11), "onnxruntime", threads=1)
+    output = backend.infer(np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32))
+    assert output.labels.shape == (1, 64, 128) and output.labels.dtype == np.uint8
+    assert output.logits.shape == (1, 11, 64, 128)
+
+
+@pytest.mark.parametrize(("image_shape", "classes", "message"), [
+    ((1, 32, 32), 11, r"refusing model .*small\.onnx: input is 1×32×32 float32; madm expects N×3×64×128 float32"),
+    ((1, 5, 64, 128), 11, r"input is 1×5×64×128 float32; madm expects N×3×64×128 float32 \(3 channels"),
+    ((1, 1, 64, 128), 11, r"input is 1×1×64×128 float32; madm expects N×3×64×128"),
+    ((1, 3, 32, 32), 11, r"input is 1×3×32×32 float32; madm expects N×3×64×128 .*as its metadata's input_spec"),
+    ((2, 3, 64, 128), 11, r"input is 2×3×64×128 float32; .*batch 1 or dynamic"),
+    ((1, 3, 64, 128), 19, r"its logits have 19 channels but its label set 'dsec11' has 11 classes"),
+    ((1, 3, 64, 128), 9, r"its logits have 9 channels but its label set 'dsec11' has 11 classes"),
+])
+def test_a_model_that_does_not_fit_its_metadata_is_refused_at_load(tmp_path, image_shape, classes, message):
+    pytest.importorskip("onnxruntime")
+    path = hand_built_onnx(tmp_path / "small.onnx", image_shape, classes)
+    with pytest.raises(BackendError, match=message):
+        load_backend(path, "onnxruntime", threads=1)
+
+
+def test_every_signature_problem_is_listed_with_the_model_name(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto
+
+    path = hand_built_onnx(tmp_path / "bad.onnx", (1, 5, 32, 32), 19, label_set="cityscapes19",
+                           labels_type=TensorProto.INT64)
+    with pytest.raises(BackendError, match=r"bad\.onnx: input is 1×5×32×32 .*; output 'labels' is 1×32×32 int64; "
+                                           r"madm expects N×64×128 uint8 class ids\. Re-export"):
+        load_backend(path, "onnxruntime", threads=1)
+    unknown = hand_built_onnx(tmp_path / "unknown.onnx", (1, 3, 64, 128), 11, label_set="ade20k")
+    with pytest.raises(BackendError, match="its metadata names unknown label set 'ade20k'"):
+        load_backend(unknown, "onnxruntime", threads=1)
+
+
+def test_metadata_with_impossible_strides_is_refused():
+    with pytest.raises(ConfigError, match="logits_stride must be a positive integer, got 0"):
+        ModelMetadata("dsec11", InputSpec("depth"), 0, 1)
+    text = ModelMetadata("dsec11", InputSpec("depth"), 8, 4).to_json().replace('"argmax_stride": 4', '"argmax_stride": -4')
+    with pytest.raises(BackendError, match=r"model\.onnx: unreadable madm metadata \(ModelMetadata.argmax_stride"):
+        ModelMetadata.from_json(text, "model.onnx")
+
+
+def test_signatures_describe_dynamic_dimensions():
+    assert TensorSignature((None, 3, 64, None), "float32").describe() == "?×3×64×? float32"
+    check_model_signature("m.onnx", ModelMetadata("fmb9", InputSpec("thermal", 64, 128), 8, 8),
+                          image=TensorSignature((None, 3, None, None), "float32"),
+                          labels=TensorSignature((None, None, None), "uint8"),
+                          logits=TensorSignature((None, None, None, None), "float32"))

@@ -11,6 +11,7 @@ from std_msgs.msg import Header
 
 from madm_ros.errors import InputError
 from madm_ros.image_conversion import IMAGE_ENCODINGS, image_to_array
+from madm_ros.limits import InputLimits
 from madm_ros.nodes import image_messages
 from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array
 
@@ -79,3 +80,28 @@ def test_cv_bridge_and_the_numpy_path_give_the_same_arrays(monkeypatch, encoding
     with_bridge = image_msg_to_array(message)
     monkeypatch.setattr(image_messages, "cv_bridge_or_none", lambda: None)
     np.testing.assert_array_equal(with_bridge, image_msg_to_array(message))
+
+
+class UntouchableData:
+    """An image message whose ``data`` must never be read (reading it fails the test)."""
+
+    def __init__(self, width: int, height: int, encoding: str = "32FC1") -> None:
+        self.width, self.height, self.encoding, self.is_bigendian = width, height, encoding, 0
+        self.step = width * IMAGE_ENCODINGS[encoding][1] * np.dtype(IMAGE_ENCODINGS[encoding][0]).itemsize
+
+    @property
+    def data(self) -> bytes:
+        raise AssertionError("image_to_array read the pixels of an oversize message")
+
+
+def test_oversize_images_are_refused_from_their_header_before_the_data_is_read(numpy_path):
+    with pytest.raises(InputError, match=r"32FC1 image of 10000×10000 pixels exceeds the input limit of 4096×4096"):
+        image_to_array(UntouchableData(10_000, 10_000))
+    with pytest.raises(InputError, match=r"mono16 image of 65535×2 pixels exceeds the input limit of 4096×4096"):
+        image_msg_to_array(Image(height=2, width=65535, encoding="mono16", step=131070, data=b"\0" * 4))
+    with pytest.raises(InputError, match=r"rgb8 image of 641×480 pixels exceeds the input limit of 640×480"):
+        image_to_array(UntouchableData(641, 480, "rgb8"), InputLimits(max_width=640, max_height=480))
+    with pytest.raises(InputError, match=r"has no pixels \(0×480\)"):
+        image_to_array(UntouchableData(0, 480))
+    at_limit = hand_built(sample("16UC1"), "16UC1")
+    np.testing.assert_array_equal(image_to_array(at_limit, InputLimits(max_width=9, max_height=6)), sample("16UC1"))

@@ -1,11 +1,15 @@
+import re
+
 import cv2
 import numpy as np
 import pytest
 
 from madm_ros.errors import ConfigError, InputError
+from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size, check_sensor_size
 from madm_ros.preprocessing import (
     InputSpec,
     depth_to_image,
+    invalid_frame_reason,
     modality_image,
     preprocess,
     thermal_to_image,
@@ -137,3 +141,72 @@ def test_pre_rendered_8bit_depth_and_thermal_are_used_as_they_are():
     rgb = np.random.default_rng(3).integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
     assert modality_image(rgb, "rgb8", InputSpec("depth")) is rgb
     assert modality_image(rgb, "rgb8", InputSpec("thermal")) is rgb
+
+
+@pytest.mark.parametrize(("modality", "array", "encoding", "reason"), [
+    ("depth", np.array([[np.nan, np.inf], [-np.inf, 0.0]], np.float32), "32FC1", r"no valid pixel .*0, NaN, ±inf"),
+    ("depth", np.array([[-2.0, -np.inf]], np.float32), "32FC1", "no valid pixel"),
+    ("depth", np.zeros((2, 3), np.uint16), "16UC1", "no valid pixel"),
+    ("depth", np.zeros((2, 3), np.uint8), "mono8", "every byte is 0"),
+    ("depth", np.zeros((2, 3, 3), np.uint8), "rgb8", "every byte is 0"),
+    ("thermal", np.zeros((2, 3), np.uint16), "mono16", r"every pixel is 0\b"),
+    ("thermal", np.full((2, 3), 4000, np.uint16), "mono16", "every pixel is 4000"),
+    ("thermal", np.full((2, 3), 7, np.uint8), "mono8", "every pixel is 7"),
+    ("thermal", np.broadcast_to(np.array([10, 20, 30], np.uint8), (2, 3, 3)), "rgb8", r"every pixel is \[10, 20, 30\]"),
+    ("events", np.zeros((2, 3), np.uint8), "mono8", "no event .*every pixel is 0"),
+    ("events", np.full((2, 3), 127, np.uint8), "mono8", "every pixel is 127"),
+])
+def test_frames_without_a_valid_pixel_have_a_reason(modality, array, encoding, reason):
+    spec = InputSpec(modality)
+    modality_image(array, encoding, spec)  # the frame itself is well-formed
+    assert re.search(reason, invalid_frame_reason(array, encoding, spec))
+
+
+@pytest.mark.parametrize(("modality", "array", "encoding"), [
+    ("depth", np.array([[np.nan, np.inf], [-np.inf, 0.001]], np.float32), "32FC1"),  # one valid (clipped) pixel
+    ("depth", np.array([[0, 0, 65535]], np.uint16), "16UC1"),
+    ("depth", np.array([[0, 0, 1]], np.uint8), "mono8"),
+    ("thermal", np.array([[3000, 3000, 3001]], np.uint16), "mono16"),
+    ("thermal", np.array([[[10, 20, 30], [10, 20, 31]]], np.uint8), "rgb8"),
+    ("events", np.array([[0, 0, 64]], np.uint8), "mono8"),
+    ("events", np.array([[127, 127, 63]], np.uint8), "mono8"),
+    ("rgb", np.zeros((2, 3, 3), np.uint8), "rgb8"),  # colour has no "no measurement" value
+])
+def test_frames_with_one_valid_pixel_are_valid(modality, array, encoding):
+    assert invalid_frame_reason(array, encoding, InputSpec(modality)) is None
+
+
+def test_arrays_beyond_the_limits_are_refused_before_conversion():
+    depth = InputSpec("depth")
+    huge = np.broadcast_to(np.uint16(1000), (10_000, 10_000))  # a zero-stride view: 2 bytes, not 200 MB
+    with pytest.raises(InputError, match=r"depth 16UC1 array of 10000×10000 pixels exceeds the input limit of "
+                                         r"4096×4096 .* max_input_width / max_input_height"):
+        modality_image(huge, "16UC1", depth)
+    with pytest.raises(InputError, match="10000×10000 pixels"):
+        preprocess(huge, "16UC1", depth)
+    limits = InputLimits(max_width=8, max_height=4)
+    assert preprocess(np.ones((4, 8), np.uint16), "16UC1", depth, limits).shape == (3, 512, 512)
+    with pytest.raises(InputError, match="9×4 pixels exceeds the input limit of 8×4"):
+        preprocess(np.ones((4, 9), np.uint16), "16UC1", depth, limits)
+    with pytest.raises(InputError, match="8×5 pixels exceeds the input limit of 8×4"):
+        modality_image(np.ones((5, 8, 3), np.uint8), "rgb8", InputSpec("rgb"), limits)
+
+
+def test_input_limits_and_sensor_sizes():
+    assert InputLimits() == DEFAULT_LIMITS == InputLimits(4096, 4096)
+    for bad in (0, -1, 1.5, True, "4096"):
+        with pytest.raises(ConfigError, match=rf"InputLimits.max_width must be a positive integer \(pixels\), got {bad!r}"):
+            InputLimits(max_width=bad)
+    check_sensor_size(1280, 720)
+    check_sensor_size(np.uint16(2048), np.int64(2048))
+    check_sensor_size(346, 260, InputLimits(346, 260))
+    with pytest.raises(InputError, match=r"event sensor of 65535×65535 pixels exceeds the input limit of 4096×4096"):
+        check_sensor_size(65535, 65535)
+    with pytest.raises(InputError, match=r"event sensor of 347×260 pixels exceeds the input limit of 346×260"):
+        check_sensor_size(347, 260, InputLimits(346, 260))
+    with pytest.raises(InputError, match=r"event sensor size 0×480 has no pixels"):
+        check_sensor_size(0, 480)
+    with pytest.raises(InputError, match=r"event sensor width must be an integer number of pixels, got 640.0"):
+        check_sensor_size(640.0, 480)
+    with pytest.raises(InputError, match=r"thermal image of 5000×10 pixels exceeds"):
+        check_image_size(5000, 10, what="thermal image")
