@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from madm_ros.errors import MadmError
+from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 
@@ -55,20 +56,24 @@ class ImageFrames:
     Args:
         problems: Where problems are counted (``bad_image:<encoding>``, ``size_change``).
         convert: Message → array (``image_to_array``; nodes pass their cv_bridge-aware converter).
+        limits: Larger images are refused from their header, before any pixel is read.
     """
 
     kind = "image"
 
-    def __init__(self, problems: ProblemCounter, convert: Callable[[Any], np.ndarray] | None = None) -> None:
+    def __init__(self, problems: ProblemCounter, convert: Callable[[Any], np.ndarray] | None = None,
+                 limits: InputLimits = DEFAULT_LIMITS) -> None:
         from madm_ros.image_conversion import image_to_array
 
         self.problems = problems
         self.convert = convert or image_to_array
+        self.limits = limits
         self._size: tuple[int, ...] | None = None
 
     def push(self, message: Any) -> list[Frame]:
         """The frame of one image message (none for a message that cannot be converted)."""
         try:
+            check_image_size(message.width, message.height, self.limits, what=f"{message.encoding} image")
             array = self.convert(message)
         except MadmError as error:
             self.problems.report(f"bad_image:{message.encoding}", f"image skipped: {error}")
@@ -89,7 +94,7 @@ class EventFrames:
     """Event messages → edge frames through :class:`~madm_ros.events.stream.EventFrameStream`.
 
     Args:
-        params: The event node's parameters (message type, accumulation, restarts, gaps).
+        params: The event node's parameters (message type, accumulation, restarts, gaps, size limits).
         problems: Where the stream counts its problems.
     """
 
@@ -101,7 +106,7 @@ class EventFrames:
 
         self.problems = problems
         self.stream = EventFrameStream(params.message_type, edge_fields(params), problems,
-                                       restart_after_us=round(params.restart_after_ms * 1000))
+                                       restart_after_us=round(params.restart_after_ms * 1000), limits=params.limits)
 
     def push(self, message: Any) -> list[Frame]:
         """The edge frames the message completed, oldest first."""
@@ -115,4 +120,4 @@ class EventFrames:
 def frame_source(kind: str, params: Any, problems: ProblemCounter,
                  convert: Callable[[Any], np.ndarray] | None = None) -> ImageFrames | EventFrames:
     """The source for an ``image`` or ``events`` topic with the node parameters ``params``."""
-    return EventFrames(params, problems) if kind == "events" else ImageFrames(problems, convert)
+    return EventFrames(params, problems) if kind == "events" else ImageFrames(problems, convert, params.limits)

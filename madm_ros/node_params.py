@@ -3,7 +3,11 @@
 The nodes declare one ROS parameter per field (same name, type and default), so ``ros2 param``,
 ``config/<modality>.yaml`` and ``python -m madm_ros.launch`` all speak the same vocabulary, which
 follows the Isaac ROS / Autoware names users know (``model_file_path``, ``engine_file_path``,
-``input_qos`` ...). Depth and thermal ranges are deliberately not parameters: they travel inside
+``input_qos`` ...). :func:`parameter_table` is the one table the nodes declare from: each
+parameter's default, its description (the dataclass docstring's), its range or choices and when a
+change takes effect (:data:`PARAMETER_RULES`): ``live`` (the next frame), ``input`` (the input is
+restarted, e.g. a new accumulation window), ``configure`` (a lifecycle reconfigure: the model,
+backend, QoS) or ``start`` (read-only after start). Depth and thermal ranges are deliberately not parameters: they travel inside
 the model (:class:`madm_ros.preprocessing.InputSpec`), so a node cannot silently normalise
 differently from training.
 """
@@ -11,14 +15,17 @@ differently from training.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from madm_ros.errors import ConfigError, check_known_keys
+from madm_ros.limits import InputLimits
 
-__all__ = ["QOS_PRESETS", "EventParams", "ImageParams", "SegmentationParams", "edge_fields", "load_node_config",
-           "params_from_values"]
+__all__ = ["PARAMETER_RULES", "QOS_PRESETS", "EventParams", "ImageParams", "ParameterInfo", "ParameterRule",
+           "SegmentationParams", "edge_fields", "load_node_config", "parameter_table", "params_from_values"]
 
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT")
 ROS_ONLY_PARAMETERS = ("use_sim_time",)  # ROS's own parameters may sit in a node's file; they mean nothing offline
@@ -47,6 +54,9 @@ class SegmentationParams:
         diagnostics_period_s: Seconds between two ``diagnostics`` messages.
         autostart: Configure and activate on start (a plain node); false leaves the lifecycle
             node unconfigured until a manager or ``ros2 lifecycle set`` drives it.
+        max_input_width: Largest accepted image width or event sensor width (pixels); larger
+            inputs are refused and counted before anything is allocated (``madm_ros.limits``).
+        max_input_height: Largest accepted image or event sensor height (pixels).
     """
 
     model_file_path: str = ""
@@ -63,6 +73,8 @@ class SegmentationParams:
     output_qos_depth: int = 5
     diagnostics_period_s: float = 1.0
     autostart: bool = True
+    max_input_width: int = 4096
+    max_input_height: int = 4096
 
     def __post_init__(self) -> None:
         from madm_ros.backends import BACKEND_CHOICES
@@ -86,6 +98,12 @@ class SegmentationParams:
             raise ConfigError("input_qos_depth and output_qos_depth must be ≥ 1")
         if self.diagnostics_period_s <= 0:
             raise ConfigError(f"diagnostics_period_s must be positive, got {self.diagnostics_period_s}")
+        InputLimits(self.max_input_width, self.max_input_height)  # refuses sizes that are not positive integers
+
+    @property
+    def limits(self) -> InputLimits:
+        """The input size limits of ``max_input_width`` / ``max_input_height``."""
+        return InputLimits(self.max_input_width, self.max_input_height)
 
     @property
     def mask_size(self) -> tuple[int, int] | None:
@@ -173,6 +191,84 @@ class EventParams(SegmentationParams):
                               f"got {self.max_gap_ms}")
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
         edge_fields(self)  # validates the accumulation values through EdgeFrameConfig
+
+
+@dataclass(frozen=True)
+class ParameterRule:
+    """When a change of a parameter takes effect, and the values it may take.
+
+    Attributes:
+        apply: ``live`` (the next frame), ``input`` (the input is restarted: the frame source
+            is rebuilt, a partial event slice is dropped), ``configure`` (refused while the
+            node is configured: deactivate, clean up, set, configure) or ``start`` (read-only).
+        low: Smallest value of a number (inclusive), or None.
+        high: Largest value of a number (inclusive), or None.
+        choices: The allowed values of a string, or empty.
+    """
+
+    apply: Literal["live", "input", "configure", "start"]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def _rules() -> dict[str, ParameterRule]:
+    from madm_ros.backends import BACKEND_CHOICES
+    from madm_ros.events.types import MESSAGE_TYPES
+
+    return {
+        "model_file_path": ParameterRule("configure"), "engine_file_path": ParameterRule("configure"),
+        "backend": ParameterRule("configure", choices=BACKEND_CHOICES), "threads": ParameterRule("configure", 0, 1024),
+        "mask_width": ParameterRule("configure", 0, 65535), "mask_height": ParameterRule("configure", 0, 65535),
+        "color_segmentation_mask_encoding": ParameterRule("live", choices=("rgb8", "bgr8")),
+        "overlay_alpha": ParameterRule("live", 0.0, 1.0),
+        "input_qos": ParameterRule("configure", choices=QOS_PRESETS), "input_qos_depth": ParameterRule("configure", 1, 100_000),
+        "output_qos": ParameterRule("configure", choices=QOS_PRESETS),
+        "output_qos_depth": ParameterRule("configure", 1, 100_000),
+        "diagnostics_period_s": ParameterRule("configure", 0.05, 3600.0), "autostart": ParameterRule("start"),
+        "max_input_width": ParameterRule("input", 1, 65535), "max_input_height": ParameterRule("input", 1, 65535),
+        "modality": ParameterRule("configure", choices=("depth", "thermal")),
+        "message_type": ParameterRule("configure", choices=tuple(MESSAGE_TYPES)),
+        "slice_method": ParameterRule("input", choices=("time", "count")),
+        "accumulation_time_ms": ParameterRule("input", 0.001, 3_600_000.0),
+        "accumulation_number": ParameterRule("input", 1, 1_000_000_000),
+        "event_contribution": ParameterRule("input", 0.0, 1.0), "neutral_level": ParameterRule("input", 0.0, 1.0),
+        "polarity": ParameterRule("input", choices=("ignore", "signed")), "crop": ParameterRule("input"),
+        "restart_after_ms": ParameterRule("input", 0.001, 86_400_000.0),
+        "max_gap_ms": ParameterRule("input", 0.0, 86_400_000.0),
+    }
+
+
+PARAMETER_RULES: dict[str, ParameterRule] = _rules()
+"""Parameter name → :class:`ParameterRule`; every field of the parameter dataclasses has one (tested)."""
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """One row of :func:`parameter_table`: what a node declares for a parameter."""
+
+    name: str
+    default: Any
+    description: str
+    rule: ParameterRule
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``name: text`` entries of the ``Attributes:`` sections of ``cls`` and its bases (Google style)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        text = inspect.getdoc(klass) or ""
+        section = text.split("Attributes:", 1)[1] if "Attributes:" in text else ""
+        for match in re.finditer(r"^    (\w+): (.+?)(?=^    \w+: |\Z)", section, re.S | re.M):
+            docs[match.group(1)] = " ".join(match.group(2).split())
+    return docs
+
+
+def parameter_table(cls: type) -> list[ParameterInfo]:
+    """Every parameter of the node parameter dataclass ``cls``, in field order (the nodes declare these)."""
+    docs = _attribute_docs(cls)
+    return [ParameterInfo(f.name, f.default, docs.get(f.name, ""), PARAMETER_RULES[f.name])
+            for f in dataclasses.fields(cls)]
 
 
 def edge_fields(params: EventParams) -> dict[str, Any]:

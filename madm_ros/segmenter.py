@@ -7,6 +7,12 @@ conversion lives in :mod:`madm_ros.nodes`.
 Masks are resized to the camera (or a chosen mask) resolution with nearest-neighbour sampling, so
 ids are never blended; pixels outside every class stay 255 (``UNLABELLED``). The colour mask and
 the overlay are computed on request only, because a node skips them when nobody subscribes.
+
+Bad input never reaches the network silently: frames beyond :class:`~madm_ros.limits.InputLimits`
+are refused (:class:`InputError`), and a frame without any valid pixel (see
+:func:`~madm_ros.preprocessing.invalid_frame_reason`) comes back as an all-unlabelled mask marked
+``valid=False`` without running the network, so that callers count it instead of publishing a
+confident segmentation of a blank image.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from madm_ros.backends import Backend, ModelMetadata, load_backend
-from madm_ros.errors import ConfigError, InputError
+from madm_ros.errors import BackendError, ConfigError, InputError
+from madm_ros.limits import DEFAULT_LIMITS, InputLimits
 from madm_ros.palettes import LabelSet, colorize, get_label_set
-from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
+from madm_ros.preprocessing import InputSpec, invalid_frame_reason, modality_image, to_network_input
 
 __all__ = ["UNLABELLED", "Segmentation", "Segmenter", "load_segmenter", "resize_labels", "scale_camera_matrix"]
 
@@ -58,16 +65,26 @@ class Segmentation:
     """One segmented frame.
 
     Attributes:
-        labels: uint8 H×W class ids at the mask resolution, 255 = unlabelled.
+        labels: uint8 H×W class ids at the mask resolution, 255 = unlabelled (all 255 for an
+            invalid frame).
         image: The 8-bit modality image the network saw before resizing (H×W or H×W×3 RGB),
             the background of the overlay.
-        timings_ms: ``preprocess``, ``inference`` and ``postprocess`` wall times (steady clock).
+        timings_ms: ``preprocess``, ``inference`` and ``postprocess`` wall times (steady clock);
+            ``inference`` is 0 for an invalid frame, which the network did not see.
+        invalid_reason: Why the frame was not segmented (it holds no valid pixel; see
+            :func:`~madm_ros.preprocessing.invalid_frame_reason`), ``None`` for a segmented frame.
     """
 
     labels: np.ndarray
     image: np.ndarray
     label_set: LabelSet
     timings_ms: dict[str, float] = field(default_factory=dict)
+    invalid_reason: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        """``False`` when the frame held no valid pixel and the mask is all unlabelled without inference."""
+        return self.invalid_reason is None
 
     def colored(self, encoding: str = "rgb8") -> np.ndarray:
         """The palette image of the mask (unlabelled = black), in ``rgb8`` or ``bgr8`` channel order."""
@@ -97,25 +114,47 @@ class Segmenter:
     Args:
         backend: A loaded backend (see :func:`madm_ros.backends.load_backend`).
         mask_size: ``(height, width)`` of the masks; ``None`` = the input's own resolution.
+        limits: Largest input (and mask) width and height accepted; larger arrays are refused
+            before preprocessing allocates anything.
+
+    Raises:
+        ConfigError: a bad ``mask_size``, or a label set too large for mono8 masks.
+        BackendError: the model's network input is larger than ``limits``.
     """
 
-    def __init__(self, backend: Backend, mask_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, backend: Backend, mask_size: tuple[int, int] | None = None, *,
+                 limits: InputLimits = DEFAULT_LIMITS) -> None:
         if mask_size is not None and (len(mask_size) != 2 or min(mask_size) <= 0):
             raise ConfigError(f"mask size must be two positive integers (height, width), got {mask_size}")
+        if mask_size is not None and (mask_size[0] > limits.max_height or mask_size[1] > limits.max_width):
+            raise ConfigError(f"mask size {mask_size[1]}×{mask_size[0]} (width×height) exceeds the input limit of "
+                              f"{limits.max_width}×{limits.max_height}; choose a smaller mask_size or raise the limits")
         self.backend = backend
         self.mask_size = mask_size
+        self.limits = limits
         self.metadata: ModelMetadata = backend.metadata
         self.spec: InputSpec = self.metadata.input_spec
         self.label_set: LabelSet = get_label_set(self.metadata.label_set)
         if self.label_set.num_classes > UNLABELLED:
             raise ConfigError(f"label set {self.label_set.name!r} has {self.label_set.num_classes} classes; "
                               f"mono8 masks hold at most {UNLABELLED}")
+        if self.spec.width > limits.max_width or self.spec.height > limits.max_height:
+            raise BackendError(f"the model's network input {self.spec.width}×{self.spec.height} (its metadata's "
+                               f"input_spec) exceeds the input limit of {limits.max_width}×{limits.max_height}; "
+                               "a madm model runs at a few hundred pixels (MADM: 512×512)")
 
     @classmethod
     def load(cls, model: str | Path, kind: str = "auto", *, engine: str | Path | None = None,
-             mask_size: tuple[int, int] | None = None, **options: Any) -> Segmenter:
-        """Load a model file (see :func:`load_backend` for the arguments)."""
-        return cls(load_backend(model, kind, engine=engine, **options), mask_size)
+             mask_size: tuple[int, int] | None = None, limits: InputLimits = DEFAULT_LIMITS,
+             **options: Any) -> Segmenter:
+        """Load a model file (see :func:`load_backend` for the arguments; ``limits`` as in :class:`Segmenter`).
+
+        Raises:
+            BackendError: the file cannot be loaded, or its tensors do not fit its metadata (label
+                set, input shape and channels, logits channels; see
+                :func:`madm_ros.backends.check_model_signature`).
+        """
+        return cls(load_backend(model, kind, engine=engine, **options), mask_size, limits=limits)
 
     @property
     def modality(self) -> str:
@@ -123,24 +162,53 @@ class Segmenter:
         return self.spec.modality
 
     def warm_up(self) -> None:
-        """Run one blank frame so that the backend allocates its buffers before the first real one."""
-        self.backend.infer(np.zeros((1, 3, self.spec.height, self.spec.width), np.float32))
+        """Run one blank frame so that the backend allocates its buffers before the first real one.
+
+        Also checks the logits' channel count, which a model with dynamic channels cannot declare.
+
+        Raises:
+            BackendError: the logits have another number of channels than the label set has classes.
+        """
+        output = self.backend.infer(np.zeros((1, 3, self.spec.height, self.spec.width), np.float32))
+        channels = output.logits.shape[1] if output.logits.ndim == 4 else None
+        if channels != self.label_set.num_classes:
+            raise BackendError(f"model {self.backend.describe().get('path')} returned logits of shape "
+                               f"{output.logits.shape}, expected {self.label_set.num_classes} channels, one per class "
+                               f"of its label set {self.label_set.name!r}; re-export it with python -m madm_train export")
 
     def segment(self, array: np.ndarray, encoding: str) -> Segmentation:
         """Segment one sensor array given with its ``sensor_msgs/Image`` encoding.
 
+        A frame without any valid pixel (:func:`~madm_ros.preprocessing.invalid_frame_reason`: depth
+        all 0/NaN/±inf, a constant thermal frame, an edge frame without events) is not run through
+        the network: its mask is all :data:`UNLABELLED` and the result has ``valid`` False and
+        ``invalid_reason`` set, so callers can count it. Partially valid frames are segmented.
+
         Raises:
-            InputError: the encoding does not suit the model's modality, or the array is malformed.
+            InputError: the encoding does not suit the model's modality, the array is malformed, or
+                it is larger than the segmenter's ``limits``.
+            BackendError: the network returned class ids beyond its label set.
         """
         if not isinstance(array, np.ndarray) or array.ndim not in (2, 3) or array.size == 0:
             raise InputError(f"segment expects a non-empty H×W or H×W×C array, got {getattr(array, 'shape', type(array))}")
         start = time.perf_counter()
-        image = modality_image(array, encoding, self.spec)
+        image = modality_image(array, encoding, self.spec, self.limits)
+        size = self.mask_size or array.shape[:2]
+        reason = invalid_frame_reason(array, encoding, self.spec)
+        if reason is not None:
+            labels = np.full(size, UNLABELLED, np.uint8)
+            elapsed = (time.perf_counter() - start) * 1e3
+            return Segmentation(labels, image, self.label_set,
+                                {"preprocess": elapsed, "inference": 0.0, "postprocess": 0.0}, invalid_reason=reason)
         tensor = to_network_input(image, self.spec)[None]
         inferred = time.perf_counter()
         output = self.backend.infer(tensor)
         done = time.perf_counter()
-        labels = resize_labels(output.labels[0], self.mask_size or array.shape[:2])
+        network = output.labels[0]
+        if network.size and int(network.max()) >= self.label_set.num_classes:
+            raise BackendError(f"the model returned class id {int(network.max())}, beyond its label set "
+                               f"{self.label_set.name!r} (ids 0…{self.label_set.num_classes - 1}); re-export it")
+        labels = resize_labels(network, size)
         finished = time.perf_counter()
         timings = {"preprocess": (inferred - start) * 1e3, "inference": (done - inferred) * 1e3,
                    "postprocess": (finished - done) * 1e3}
@@ -151,6 +219,12 @@ def load_segmenter(params: Any, modality: str | None) -> Segmenter:
     """Load the model a node's parameters name (the built-in default when empty), checked against ``modality``.
 
     ``modality`` is the one the model must have (``None``: any; then ``params.model_file_path`` must be set).
+    ``params.limits`` (``max_input_width`` / ``max_input_height``) bound the frames
+    :meth:`Segmenter.segment` accepts.
+
+    Raises:
+        ConfigError: the model file is missing or made for another modality.
+        BackendError: the model cannot be loaded or does not fit its own metadata (checked at load).
     """
     from madm_ros.default_models import default_model_path
 
@@ -162,7 +236,7 @@ def load_segmenter(params: Any, modality: str | None) -> Segmenter:
     if params.backend in ("auto", "onnxruntime") and Path(model).suffix == ".onnx":
         options["threads"] = params.threads
     segmenter = Segmenter.load(model, params.backend, engine=params.engine_file_path or None, mask_size=params.mask_size,
-                               **options)
+                               limits=params.limits, **options)
     if modality is not None and segmenter.modality != modality:
         raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this input is {modality}; "
                           f"use a {modality} model")

@@ -34,6 +34,7 @@ from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array, events_from_packed
 from madm_ros.events.edge_frames import AccumulatorStats, EdgeFrameAccumulator, EdgeFrameConfig, check_edge_frame_fields
 from madm_ros.events.types import MESSAGE_TYPES, DecodeStats, Events
+from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_sensor_size
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 
@@ -60,10 +61,11 @@ class EventFrameStream:
         problems: Where problems are counted (kinds ``decode_error``, ``size_change``,
             ``time_jump``, ``restarts``); a new counter of its own when None.
         restart_after_us: A step back in time larger than this restarts the stream.
+        limits: A message claiming a larger sensor is refused (``decode_error``) before anything is allocated.
     """
 
     def __init__(self, message_type: str, edge_fields: dict[str, Any], problems: ProblemCounter | None = None,
-                 restart_after_us: int = 1_000_000) -> None:
+                 restart_after_us: int = 1_000_000, limits: InputLimits = DEFAULT_LIMITS) -> None:
         if message_type not in MESSAGE_TYPES:
             raise ConfigError(f"message_type must be one of {', '.join(MESSAGE_TYPES)}, got {message_type!r}")
         check_edge_frame_fields(edge_fields, "event accumulation parameters")
@@ -75,6 +77,7 @@ class EventFrameStream:
         self.message_type = message_type
         self.edge_fields = dict(edge_fields)
         self.restart_after_us = int(restart_after_us)
+        self.limits = limits
         self.problems = problems if problems is not None else ProblemCounter()
         self.decode_stats = DecodeStats()  # summed over restarts
         self.accumulator_stats = AccumulatorStats()
@@ -167,6 +170,7 @@ class EventFrameStream:
     def _make(self, key: tuple[str, int, int]) -> tuple[PacketDecoder | None, EdgeFrameAccumulator]:
         """Decoder and accumulator for a stream (``MadmError`` for an unknown encoding or bad size)."""
         encoding, width, height = key
+        check_sensor_size(width, height, self.limits)
         decoder = PacketDecoder(encoding, width, height) if self.message_type == "event_packet" else None
         return decoder, EdgeFrameAccumulator(EdgeFrameConfig(width=width, height=height, **self.edge_fields))
 

@@ -11,6 +11,12 @@ Outputs are private topics (``~/raw_segmentation_mask``, ``~/colored_segmentatio
 the scaled camera info sits beside the masks where RViz's Camera display looks for it and never
 collides with the ``camera_info`` input.
 
+Parameters are declared from :func:`madm_ros.node_params.parameter_table` with their
+descriptions, ranges and choices. ``ros2 param set`` applies a ``live`` parameter (overlay,
+colour encoding) from the next frame and an ``input`` one (accumulation, limits) by restarting the
+frame source; a ``configure`` one (model, backend, QoS) is refused while the node is configured,
+with the lifecycle commands that apply it; ``autostart`` is read-only.
+
 Every problem with the input is counted by kind in diagnostics and logged once per kind; none
 stops the node. Inputs become frames through :mod:`madm_ros.frame_source`, the path ``bag_eval``
 and ``adapt --target-bag`` share; :attr:`SegmentationNode.timing` is the public hook through which
@@ -28,18 +34,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
-from madm_ros.errors import MadmError
+from madm_ros.errors import ConfigError, MadmError
 from madm_ros.frame_source import EventFrames, Frame, ImageFrames
 from madm_ros.metrics import latency_summary
-from madm_ros.node_params import SegmentationParams, params_from_values
+from madm_ros.node_params import ParameterInfo, SegmentationParams, parameter_table, params_from_values
 from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.nodes.worker import LatestSlot
 from madm_ros.problems import ProblemCounter
@@ -62,6 +68,26 @@ def qos_profile(preset: str, depth: int) -> QoSProfile:
     else:
         profile = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
     return profile
+
+
+_WHEN = {"live": "applies to the next frame", "input": "applies at once: the input restarts",
+         "configure": "applies on (re)configure", "start": "read-only after start"}
+
+
+def _descriptor(info: ParameterInfo) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter: description, when a change applies, range or choices."""
+    rule = info.rule
+    descriptor = ParameterDescriptor(
+        description=f"{info.description} ({_WHEN[rule.apply]})", read_only=rule.apply == "start",
+        # Dynamic typing: YAML files write 50 for 50.0; read_params converts to the field's type.
+        dynamic_typing=not isinstance(info.default, tuple),
+        additional_constraints=f"one of: {', '.join(rule.choices)}" if rule.choices else "")
+    if rule.low is not None and rule.high is not None:
+        if isinstance(info.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(rule.low), to_value=float(rule.high))]
+        elif isinstance(info.default, int) and not isinstance(info.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(rule.low), to_value=int(rule.high), step=1)]
+    return descriptor
 
 
 def frame_header(frame: Frame) -> Any:
@@ -109,7 +135,10 @@ class SegmentationNode(LifecycleNode):
         self._recent: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("processing", "inference", "pipeline")}
         self._out_times: deque[float] = deque(maxlen=200)
         self._last_camera_info: Any = None
+        self._parameter_errors: list[str] = []
         self._declare_parameters()
+        self.add_on_set_parameters_callback(self._check_parameter_change)
+        self.add_post_set_parameters_callback(self._apply_parameter_change)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -127,25 +156,56 @@ class SegmentationNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> None:
-        for field in dataclasses.fields(self.PARAMS):
-            default = field.default
-            # Dynamic typing: YAML files write 50 for 50.0; read_params converts to the field's type.
-            descriptor = ParameterDescriptor(description=f"see {self.PARAMS.__module__}.{self.PARAMS.__name__}",
-                                             dynamic_typing=not isinstance(default, tuple))
-            if isinstance(default, tuple):  # an empty list has no ROS type of its own
-                self.declare_parameter(field.name, Parameter.Type.INTEGER_ARRAY, descriptor)
-            else:
-                self.declare_parameter(field.name, default, descriptor)
+        for info in parameter_table(self.PARAMS):
+            descriptor = _descriptor(info)
+            value: Any = Parameter.Type.INTEGER_ARRAY if isinstance(info.default, tuple) else info.default
+            try:
+                self.declare_parameter(info.name, value, descriptor)
+            except InvalidParameterValueException as error:  # an override out of range: configure will refuse it
+                self._parameter_errors.append(f"{info.name}: {error}")
+                descriptor.floating_point_range, descriptor.integer_range = [], []
+                self.declare_parameter(info.name, value, descriptor)
 
-    def read_params(self) -> Any:
-        """The current parameters as the node's dataclass (``ConfigError`` on a bad value)."""
+    def _check_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Refuse a change that cannot apply now, or whose value is invalid, with the reason (``ros2 param set`` prints it)."""
+        rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
+        changes = {p.name: p.value for p in parameters if p.name in rules}
+        later = sorted(name for name in changes if rules[name].apply == "configure")
+        if later and self.segmenter is not None:
+            node = self.get_fully_qualified_name()
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(later)} take effect on configure and {node} is configured: run `ros2 lifecycle set {node} "
+                f"deactivate`, then `cleanup`, set the parameter, then `configure` and `activate`"))
+        try:
+            params_from_values(self.PARAMS, {**self._parameter_values(), **changes}, "parameter")
+        except MadmError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameter_change(self, parameters: list[Parameter]) -> None:
+        """Use accepted values: ``live`` ones from the next frame, ``input`` ones through a new frame source."""
+        if self.segmenter is None:  # not configured: configure reads them
+            return
+        rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
+        self.params = self.read_params()
+        if self.source is not None and any(rules.get(p.name) and rules[p.name].apply == "input" for p in parameters):
+            self.source = self._make_source()
+            self.get_logger().info("input settings changed: the frame source restarted (a partial slice is dropped)")
+
+    def _parameter_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for field in dataclasses.fields(self.PARAMS):
             try:
                 values[field.name] = self.get_parameter(field.name).value
             except ParameterUninitializedException:  # an array parameter nobody set: keep the default
                 continue
-        return params_from_values(self.PARAMS, values, "parameter")
+        return values
+
+    def read_params(self) -> Any:
+        """The current parameters as the node's dataclass (``ConfigError`` on a bad value)."""
+        if self._parameter_errors:
+            raise ConfigError(f"parameter out of range: {'; '.join(self._parameter_errors)}")
+        return params_from_values(self.PARAMS, self._parameter_values(), "parameter")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -225,6 +285,10 @@ class SegmentationNode(LifecycleNode):
         return self.MODALITY
 
     def _subscribe(self) -> None:
+        raise NotImplementedError
+
+    def _make_source(self) -> ImageFrames | EventFrames:
+        """The frame source of the current parameters (a new one after an ``input`` parameter change)."""
         raise NotImplementedError
 
     def _on_camera_info(self, message: Any) -> None:
@@ -324,6 +388,9 @@ class SegmentationNode(LifecycleNode):
         segmentation = self.segmenter.segment(job.array, job.encoding)
         for stage, milliseconds in segmentation.timings_ms.items():
             self._time(f"segment_{stage}", milliseconds)
+        if not segmentation.valid:  # published as all-unlabelled masks, so every input still has its output
+            self.report_problem("invalid_frame", f"frame with no valid pixel: {segmentation.invalid_reason}; "
+                                "its masks are all 255 (unlabelled)")
         params = self.params
         header = job.header
         self._outputs["raw_segmentation_mask"].publish(array_to_image_msg(segmentation.labels, "mono8", header))
@@ -344,7 +411,8 @@ class SegmentationNode(LifecycleNode):
         with self._lock:
             self.frames_out += 1
             self._recent["processing"].append((done - job.received) * 1e3)
-            self._recent["inference"].append(segmentation.timings_ms["inference"])
+            if segmentation.valid:  # an invalid frame skipped the network: no inference time to report
+                self._recent["inference"].append(segmentation.timings_ms["inference"])
             self._recent["pipeline"].append(latency_ms)
             self._out_times.append(done)
 

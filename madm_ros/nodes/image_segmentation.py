@@ -35,13 +35,16 @@ class ImageSegmentationNode(SegmentationNode):
     def _subscribe(self) -> None:
         from sensor_msgs.msg import CameraInfo, Image
 
-        self.source = ImageFrames(self.problems, convert=image_msg_to_array)
+        self.source = self._make_source()
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
         self._inputs = [
             self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
                                      callback_group=self._input_group),
         ]
+
+    def _make_source(self) -> ImageFrames:
+        return ImageFrames(self.problems, convert=image_msg_to_array, limits=self.params.limits)
 
 
 def main(args: list[str] | None = None) -> int:

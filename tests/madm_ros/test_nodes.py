@@ -360,3 +360,99 @@ def test_use_sim_time_measures_delay_on_the_simulated_clock(ros, tiny_onnx_model
     delay = node.counters()["current_delay_from_realtime_ms"]
     assert delay == pytest.approx(999.99975, abs=1e-4)  # sim now 1000 s minus stamp 999 s + 250 ns, not wall time
     node.destroy_node()
+
+
+def test_parameters_are_declared_with_descriptions_ranges_choices_and_read_only(ros, tiny_onnx_models):
+    from madm_ros.node_params import PARAMETER_RULES, EventParams, ImageParams, parameter_table
+
+    for cls in (ImageParams, EventParams):
+        for info in parameter_table(cls):
+            assert info.description and info.name in PARAMETER_RULES, info.name
+            rule = info.rule
+            if rule.low is not None and not isinstance(info.default, tuple):
+                assert rule.low <= info.default <= rule.high, info.name
+            assert not rule.choices or info.default in rule.choices, info.name
+    node = image_node(tiny_onnx_models["depth"])
+    alpha = node.describe_parameter("overlay_alpha")
+    assert "colour mask" in alpha.description and "next frame" in alpha.description
+    assert (alpha.floating_point_range[0].from_value, alpha.floating_point_range[0].to_value) == (0.0, 1.0)
+    assert "SENSOR_DATA" in node.describe_parameter("input_qos").additional_constraints
+    assert node.describe_parameter("autostart").read_only
+    node.destroy_node()
+
+
+def test_set_parameters_applies_live_changes_and_refuses_the_rest_with_the_reason(ros, tiny_onnx_models, tmp_path):
+    pytest.importorskip("event_camera_msgs")
+    node = event_node(tiny_onnx_models["events"])
+    with spinning(node, ros):
+        assert node.segmenter is not None
+        (ok,) = node.set_parameters([Parameter("overlay_alpha", value=0.2)])
+        assert ok.successful and node.params.overlay_alpha == 0.2  # live: the next frame uses it
+        source = node.source
+        (ok,) = node.set_parameters([Parameter("accumulation_time_ms", value=20.0)])
+        assert ok.successful and node.source is not source  # input: a new frame source with the new window
+        assert node.source.stream.edge_fields["window_us"] == 20_000
+        (refused,) = node.set_parameters([Parameter("overlay_alpha", value=2.0)])
+        assert not refused.successful and node.params.overlay_alpha == 0.2
+        (refused,) = node.set_parameters([Parameter("model_file_path", value=str(tmp_path / "other.onnx"))])
+        assert not refused.successful and "take effect on configure" in refused.reason
+        assert "ros2 lifecycle set /events_seg deactivate" in refused.reason
+        (refused,) = node.set_parameters([Parameter("max_gap_ms", value=5.0)])  # below the 20 ms window
+        assert not refused.successful and "max_gap_ms must be 0 (off) or ≥ accumulation_time_ms" in refused.reason
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+        (ok,) = node.set_parameters([Parameter("model_file_path", value=str(tiny_onnx_models["events"]))])
+        assert ok.successful  # unconfigured: applied at the next configure
+    node.destroy_node()
+
+
+def test_the_event_node_decodes_only_while_someone_listens(ros, tiny_onnx_models):
+    pytest.importorskip("event_camera_msgs")
+    from event_camera_msgs.msg import EventPacket
+
+    node = event_node(tiny_onnx_models["events"], input_qos="DEFAULT")
+    publisher = ros.create_publisher(EventPacket, "events", 100)
+    with spinning(node, ros):
+        time.sleep(0.5)
+        assert publisher.get_subscription_count() == 0 and node.counters()["events_subscribed"] == 0
+        masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 100)
+        assert wait_until(lambda: publisher.get_subscription_count() == 1, 5)
+        chunk = random_events(4000, 0, 200_000, seed=7)
+        for seq in range(4):
+            publisher.publish(evt3_packet(chunk[seq * 1000:(seq + 1) * 1000], seq, 10**9))
+        assert wait_until(lambda: bool(masks.messages), 20)
+        ros.destroy_subscription(masks.subscription)
+        assert wait_until(lambda: publisher.get_subscription_count() == 0, 5)  # nobody listens: no decoding
+    node.destroy_node()
+
+
+def test_frames_without_a_valid_pixel_give_unlabelled_masks_and_are_counted(ros, tiny_onnx_models):
+    node = image_node(tiny_onnx_models["depth"])
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    images = ros.create_publisher(Image, "image", 10)
+    blank = np.full((HEIGHT, WIDTH), np.nan, np.float32)
+    blank[:10] = np.inf
+    with spinning(node, ros):
+        publish_until_matched(images)
+        assert wait_until(lambda: (images.publish(image_msg(blank, "32FC1", sec=5)), bool(masks.messages))[1], 20)
+    assert np.all(image_to_array(masks.messages[0]) == 255)
+    assert node.counters()["problem_invalid_frame"] >= 1
+    node.destroy_node()
+
+
+def test_oversize_inputs_are_refused_before_allocation_and_counted(ros, tiny_onnx_models):
+    pytest.importorskip("event_camera_msgs")
+    from event_camera_msgs.msg import EventPacket
+
+    node = event_node(tiny_onnx_models["events"], input_qos="DEFAULT")
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 100)
+    publisher = ros.create_publisher(EventPacket, "events", 100)
+    with spinning(node, ros):
+        publish_until_matched(publisher)
+        publisher.publish(evt3_packet(random_events(100, 0, 1000, seed=1), 0, 10**9, width=65535, height=65535))
+        assert wait_until(lambda: node.counters().get("problem_decode_error", 0) == 1, 10)
+        chunk = random_events(4000, 0, 200_000, seed=8)
+        for seq in range(4):
+            publisher.publish(evt3_packet(chunk[seq * 1000:(seq + 1) * 1000], seq + 1, 10**9))
+        assert wait_until(lambda: bool(masks.messages), 20)  # the stream went on
+    node.destroy_node()
