@@ -16,6 +16,7 @@ The exported graph is :class:`madm_train.deploy.graph.SegmentationGraph` (``labe
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -159,7 +160,10 @@ def export(options: ExportOptions, *, log: Any = sys.stderr) -> dict[str, Any]:
             require("torch2trt", TORCH2TRT_HINT)
     graph, metadata = load_graph(options.student, argmax_stride=options.argmax_stride)
     height, width = options.size or (metadata.input_spec.height, metadata.input_spec.width)
-    metadata = ModelMetadata(metadata.label_set, metadata.input_spec, metadata.logits_stride, options.argmax_stride)
+    # the files describe themselves: the input spec at the exported size, the arg-max stride the graph really uses
+    spec = dataclasses.replace(metadata.input_spec, height=height, width=width)
+    metadata = ModelMetadata(metadata.label_set, spec, metadata.logits_stride, min(options.argmax_stride,
+                                                                                   metadata.logits_stride))
     out = Path(options.out_dir)
     static = export_onnx(graph, metadata, out / f"student_{height}x{width}.onnx", size=(height, width), dynamic=False,
                          opset=options.opset, simplify=options.simplify)

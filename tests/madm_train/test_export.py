@@ -134,3 +134,11 @@ def test_tensorrt_engine_builds_validates_and_agrees_with_onnx_runtime(exported,
     trt_out = load_backend(report["onnx"]["static"], "tensorrt", engine=engine, precision=precision).infer(real_frames[:1])
     ort_out = load_backend(report["onnx"]["static"], "onnxruntime", providers="cpu").infer(real_frames[:1])
     assert (trt_out.labels == ort_out.labels).mean() > (0.99 if precision == "fp32" else 0.9)
+
+
+def test_an_export_at_another_size_describes_that_size_and_loads(exported, tmp_path):
+    folder, _ = exported
+    report = export(ExportOptions(student=folder / "student", out_dir=tmp_path, size=(240, 320), argmax_stride=4))
+    backend = OnnxRuntimeBackend.load(report["onnx"]["static"], threads=1)  # checked against its metadata at load
+    assert (backend.metadata.input_spec.height, backend.metadata.input_spec.width) == (240, 320)
+    assert backend.infer(np.zeros((1, 3, 240, 320), np.float32)).labels.shape == (1, 240, 320)
