@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,6 +50,7 @@ os.environ["NUMBA_NUM_THREADS"] = "1"
 
 import numpy as np
 
+from bench.machine import LoadWatch, machine_info
 from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig, accumulate
 from madm_ros.events.types import Events
 
@@ -218,39 +218,12 @@ def read_bag_payloads(bag: Path) -> list[bytes]:
     return payloads
 
 
-def machine_info(cpu: int) -> dict[str, object]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"numpy": np.__version__}
-    for name in ("numba", "dv_processing", "faery"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:
-            versions[name] = None
-    return {
-        "cpu_model": model,
-        "logical_cpus": os.cpu_count(),
-        "pinned_cpu": cpu,
-        "numba_num_threads": os.environ["NUMBA_NUM_THREADS"],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_start": os.getloadavg(),
-        "versions": versions,
-    }
-
-
 # -- the benchmark -----------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     os.sched_setaffinity(0, {args.cpu})
-    info = machine_info(args.cpu)
+    watch = LoadWatch()
     rows: list[dict[str, object]] = []
     notes: list[str] = []
 
@@ -406,7 +379,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     name = "memory bandwidth: np.copyto (bytes copied)"
     headline["copy_gb_s"] = row(name, f"{args.copy_mib} MiB", 0, seconds, unit="GB/s", amount=source_array.nbytes)
 
-    info["loadavg_end"] = os.getloadavg()
+    info = machine_info(("numba", "dv_processing", "faery"), watch, pinned_cpu=args.cpu,
+                        numba_num_threads=os.environ["NUMBA_NUM_THREADS"])
     summary = {
         **headline,
         "sources": sources,

@@ -16,8 +16,8 @@ sides must be multiples of 64). On the CPU only the ``tiny`` preset is practical
 far *faster* than the real one, so the speed-up measured against it is a lower bound.
 
 Every figure is the median and p90 over ``--runs`` timed runs after ``--warmup`` untimed ones,
-batch 1, input already preprocessed (``madm_ros.preprocessing`` output). The machine's load
-average is recorded: on a shared CPU, timings are inflated.
+batch 1, input already preprocessed (``madm_ros.preprocessing`` output). Other processes' CPU use
+during the run is recorded (``machine.load``, ``bench.machine``): on a shared CPU, timings are inflated.
 
     scripts/in-env python bench/inference.py --json bench/results/inference.json
 """
@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.machine import LoadWatch, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ((480, 640), (440, 640))
@@ -86,20 +86,17 @@ def main() -> None:
     parser.add_argument("--teacher-runs", type=int, default=5)
     args = parser.parse_args()
 
-    import onnxruntime
     import torch
 
     from madm_ros.backends import load_backend
     from madm_train.deploy.pytorch_backend import PyTorchBackend
     from madm_train.models.tiny_sd import build_tiny_model, build_tiny_sd
 
-    load_before = os.getloadavg()
+    watch = LoadWatch()
     rng = np.random.default_rng(0)
     inputs = {key(s): rng.random((1, 3, *s), dtype=np.float32) for s in SIZES}
     result: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                    "load_average_before": [round(v, 2) for v in load_before]},
+        "machine": None,  # filled in at the end, with the load during the run
         "student": {"architecture": "DDRNet-23-slim-style dual-resolution CNN (madm_train.models.student)",
                     "channels": args.channels, "argmax_stride": args.argmax_stride, "classes": 11},
         "method": f"batch 1, median and p90 of {args.runs} runs after {args.warmup} warm-ups; preprocessed input",
@@ -146,10 +143,10 @@ def main() -> None:
     result["targets"] = {"student_ort_cpu_2_threads_480x640_le_50_ms": ort_2 <= 50,
                          "student_ge_50x_faster_than_teacher_cpu": result[
                              "speedup_student_ort_2_threads_vs_tiny_teacher"] >= 50}
-    result["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    load = result["machine"]["load_average_after"][0]
-    result["note"] = (f"load average {load:.2f} after the run on {os.cpu_count()} cores: "
-                      + ("figures from a busy machine are inflated and noisy" if load > 1.5 else "a quiet machine"))
+    result["machine"] = machine_info(("torch", "onnxruntime"), watch)
+    load, cpus = result["machine"]["load"], result["machine"]["cpus"]
+    result["note"] = (f"other processes used {load['other_processes_cores_mean']:.2f} of {cpus} cores during the run: "
+                      + ("figures from a busy machine are inflated and noisy" if load["contended"] else "a quiet machine"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["targets"]), "->", args.json)

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.machine import LoadWatch, cpu_model, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = {
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(output.read_text()) if output.exists() and not args.force else {"rows": []}
     report["rows"] = [r for r in report.get("rows", []) if "method" in r]  # rows of older layouts are dropped
     done = {tuple(r[k] for k in FIELDS): r for r in report["rows"] if r.get("seconds_per_iteration") is not None}
+    watch = LoadWatch()  # the machine record describes this sitting (rows kept from an earlier one keep their figures)
     for row in rows:
         key = tuple(row[k] for k in FIELDS)
         if key in done:
@@ -167,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measured), flush=True)
         import torch
 
-        device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
-        report.update({"preset": args.preset, "device": device, "cpus": os.cpu_count(), "torch": torch.__version__,
+        device = torch.cuda.get_device_name() if args.device == "cuda" else cpu_model()
+        for moved in ("cpus", "torch"):  # older layouts kept these beside the rows; they are under machine now
+            report.pop(moved, None)
+        report.update({"preset": args.preset, "device": device, "machine": machine_info(("torch", "diffusers"), watch),
                        "batch": "1 source + 1 target", "iterations": args.iterations, "warmup": args.warmup,
                        "note": "each row in its own process; peak_rss_gb: that process's peak resident set (CPU), "
                                "peak_gpu_gb: torch.cuda.max_memory_allocated (CUDA); random weights"})

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.machine import LoadWatch, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 MODALITIES = ("rgb", "depth", "thermal", "events")
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from madm_ros.synthetic import SynthConfig, generate
 
     torch.set_num_threads(2)
+    watch = LoadWatch()
     height, width = (int(v) for v in args.size.split("x"))
     folders = {}
     started = time.perf_counter()
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "generation_s": round(generation_s, 1),
         "training_s": round(training_s, 1),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__},
+        "machine": machine_info(("torch",), watch, torch_threads=torch.get_num_threads()),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")

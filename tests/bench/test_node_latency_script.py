@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,34 +11,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.node_bench import HEIGHT, WIDTH
+from bench.node_bench.dds import dds_info
+from bench.node_bench.event_stream import edge_scene
+from bench.node_bench.probe import Probe
+from bench.node_bench.summary import summarise
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "node_latency.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("node_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_synthetic_stream_is_a_sorted_sensor_readout_that_evt3_carries_exactly():
     pytest.importorskip("numba")
     from madm_ros.events.codecs import PacketDecoder, encode_evt3
 
-    bench = load_script()
-    events = bench.edge_scene(20_000, 10_000, 3)
+    events = edge_scene(20_000, 10_000, 3)
     assert len(events) == 20_000 and events.t[0] == 0 and events.t[-1] < 10_000
     assert np.all(np.diff(events.t) >= 0)
-    assert events.x.max() < bench.WIDTH and events.y.max() < bench.HEIGHT and set(np.unique(events.p)) <= {0, 1}
-    decoded = PacketDecoder("evt3", bench.WIDTH, bench.HEIGHT).decode(encode_evt3(events))
+    assert events.x.max() < WIDTH and events.y.max() < HEIGHT and set(np.unique(events.p)) <= {0, 1}
+    decoded = PacketDecoder("evt3", WIDTH, HEIGHT).decode(encode_evt3(events))
     for field in ("x", "y", "t", "p"):
         assert np.array_equal(getattr(decoded, field), getattr(events, field))
 
 
 def test_the_maximum_event_rate_is_the_highest_rate_up_to_which_every_shipped_rate_kept_up():
-    bench = load_script()
-
     def run(rate, keeps_up, strict, message_type="event_packet", executor="SingleThreadedExecutor", lost=0.0):
         return {"message_type": message_type, "rate_mev_s": rate, "executor": executor, "keeps_up": keeps_up,
                 "keeps_up_strict": strict, "frame_drop_fraction": 0.0, "events_lost_fraction": lost,
@@ -61,7 +56,7 @@ def test_the_maximum_event_rate_is_the_highest_rate_up_to_which_every_shipped_ra
                 "no_fastdds_profile": {"image_runs": [image("10", 20.0, masks=2)], "event_runs": [run(50, True, True)]}}
     result = {"dds": {"fastdds_profiles_file": "config/fastdds_loopback.xml"},
               "image_runs": [image("max", 2.0), image("10", 4.0)], "event_runs": runs, "variants": variants}
-    bench.summarise(result)
+    summarise(result)
     # the headline numbers come from the shipped runs only, never from a variant
     assert (result["event_node_max_mev_s"], result["event_node_max_mev_s_strict"]) == (10, 1)
     assert result["event_node_max_mev_s_packed"] == 10 and result["node_overhead_ms"] == 4.0
@@ -82,14 +77,33 @@ def test_the_maximum_event_rate_is_the_highest_rate_up_to_which_every_shipped_ra
 
 
 def test_the_dds_record_names_the_profile_in_effect_or_says_it_is_unset(monkeypatch):
-    bench = load_script()
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
-    unset = bench.dds_info()
+    unset = dds_info()
     assert unset["fastdds_profiles_file"] is None and "unset" in unset["transports"]
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_loopback.xml"))
-    shipped = bench.dds_info()
+    shipped = dds_info()
     assert shipped["fastdds_profiles_file"] == "config/fastdds_loopback.xml" and shipped["is_shipped_profile"]
     assert shipped["shm_segment_bytes"] == [8 * 2**20] and shipped["udp_interface_whitelist"] == ["127.0.0.1"]
+
+
+class FakeNode:
+    def counters(self):
+        return {"frames_in": 0, "frames_out": 0}
+
+
+def test_the_probe_collects_the_node_hook_only_between_mark_and_report_and_sums_each_frames_segment_steps():
+    probe = Probe()
+    probe.add("callback", 1.0)  # before mark: only the time of the last callback is kept
+    assert probe.last_callback_ns > 0 and not probe.samples
+    probe.mark(FakeNode())
+    for stage, ms in (("frame_source", 0.5), ("callback", 0.7), ("stamp_to_handover", 2.0), ("handover_wait", 0.1),
+                      ("segment_preprocess", 1.0), ("segment_inference", 4.0), ("segment_postprocess", 0.5),
+                      ("stamp_to_mask_published", 9.0), ("process", 6.0),
+                      ("handover_wait", 0.2), ("process", 0.05)):  # a frame nobody subscribed to: no segment steps
+        probe.add(stage, ms)
+    timers = probe.report(FakeNode())["timers_ms"]
+    assert timers["segment_total"]["n"] == 1 and timers["segment_total"]["p50"] == 5.5
+    assert timers["process"]["n"] == 2 and timers["frame_source"]["sum"] == 0.5 and timers["callback"]["n"] == 1
 
 
 @pytest.mark.ros
@@ -111,10 +125,12 @@ def test_a_micro_run_writes_every_key_with_sane_values(tmp_path, tiny_onnx_model
 
     for key in ("node_overhead_ms", "node_overhead_definition", "event_node_max_mev_s", "event_node_max_mev_s_strict",
                 "event_node_max_mev_s_definition", "machine", "dds", "models", "bare", "image_runs", "event_runs", "variants",
-                "variant_comparison", "where_time_goes", "targets", "contended", "load"):
+                "variant_comparison", "where_time_goes", "targets", "contended"):
         assert key in result, key
-    assert result["machine"]["cpus"] >= 1 and result["machine"]["onnxruntime"]
-    assert result["machine"]["ros_domain_id"] == str(ros_domain)
+    machine = result["machine"]  # bench.machine's record, as every bench script writes it
+    assert machine["cpus"] >= 1 and machine["versions"]["onnxruntime"] and machine["onnxruntime_threads"] == 2
+    assert machine["ros_domain_id"] == str(ros_domain)
+    assert result["contended"] == machine["load"]["contended"] and machine["load"]["wall_s"] > 0
     assert all(m["source"].startswith("--") for m in result["models"].values())
     assert isinstance(result["contended"], bool)
     assert set(result["targets"]) == {"node_overhead_le_5_ms", "event_node_keeps_up_50_mev_s"}
@@ -130,6 +146,12 @@ def test_a_micro_run_writes_every_key_with_sane_values(tmp_path, tiny_onnx_model
     assert image["rate_hz"] == "max" and image["input_qos"] == "SENSOR_DATA"
     assert 1 <= image["masks_received"] <= image["frames_published"]
     assert image["latency_ms"]["p50"] > 0 and isinstance(result["node_overhead_ms"], float)
+    # the node's stages, from its public timing hook (one sample per frame that reached the inference thread)
+    timers = image["node_timers_ms"]
+    for stage in ("frame_source", "callback", "stamp_to_handover", "handover_wait", "process", "segment_inference",
+                  "segment_total", "stamp_to_mask_published"):
+        assert timers[stage]["n"] >= 1 and timers[stage]["p50"] >= 0, stage
+    assert isinstance(result["node_overhead_vs_in_node_segment_ms"], float)
 
     (events,) = result["event_runs"]
     assert events["message_type"] == "event_packet" and events["rate_mev_s"] == 1
@@ -140,7 +162,10 @@ def test_a_micro_run_writes_every_key_with_sane_values(tmp_path, tiny_onnx_model
     assert events["masks_received"] <= events["edge_frames"] <= events["frames_expected"]
     assert 0 <= events["frame_drop_fraction"] <= 1
     assert result["event_node_max_mev_s"] in (None, 1)
-    assert result["where_time_goes"][0]["run"] == f"event_packet 1 Mev/s, {image['executor']}"
+    assert events["node_timers_ms"]["frame_source"]["n"] == events["messages_received"]
+    where = result["where_time_goes"][0]
+    assert where["run"] == f"event_packet 1 Mev/s, {image['executor']}"
+    assert where["node: frame source (decode + accumulate + stamping)"] > 0
 
     multi, no_profile = result["variants"]["multi_threaded_executor"], result["variants"]["no_fastdds_profile"]
     assert {r["executor"] for r in multi["image_runs"] + multi["event_runs"]} == {"MultiThreadedExecutor"}
