@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from madm_ros.launch import LAUNCHES, RVIZ_CONFIG, node_specs
+from madm_ros.errors import ConfigError
+from madm_ros.launch import LAUNCHES, RVIZ_CONFIG, launch_problems, node_specs
 from madm_ros.node_params import EventParams, ImageParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,8 +290,10 @@ def test_rviz_config_shows_topics_the_nodes_publish():
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def test_dry_run_prints_each_launchs_node_and_ros_arguments():
-    result = run_launch("depth_seg", "model_file_path:=/m/depth.onnx", "image_topic:=/cam/depth", "namespace:=front",
+def test_dry_run_prints_each_launchs_node_and_ros_arguments(tmp_path):
+    model = tmp_path / "depth.onnx"
+    model.write_bytes(b"")  # --dry-run checks that the file exists, not what is in it
+    result = run_launch("depth_seg", f"model_file_path:={model}", "image_topic:=/cam/depth", "namespace:=front",
                         "use_sim_time:=True", "--dry-run")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
@@ -299,7 +302,7 @@ def test_dry_run_prints_each_launchs_node_and_ros_arguments():
     assert node["factory"] == "madm_ros.nodes.image_segmentation:ImageSegmentationNode"
     assert node["cli_args"] == [
         "--ros-args", "--params-file", str(REPO / "config" / "depth.yaml"), "-p", "use_sim_time:=true",
-        "-p", "modality:=depth", "-p", "model_file_path:=/m/depth.onnx", "-r", "image:=/cam/depth",
+        "-p", "modality:=depth", "-p", f"model_file_path:={model}", "-r", "image:=/cam/depth",
         "-r", "camera_info:=camera_info"]
     assert plan["rviz"] is None
 
@@ -333,7 +336,6 @@ def test_string_parameters_stay_strings_for_rcl():
     (("depth_seg", "events_topic:=/x"), "launch depth_seg has no argument events_topic"),
     (("event_seg", "backend:=cuda"), "backend must be one of auto, tensorrt, onnxruntime"),
     (("event_seg", "use_sim_time:=maybe"), "use_sim_time must be true or false"),
-    (("depth_seg", "params_file:=/no/such.yaml"), "params_file /no/such.yaml does not exist"),
     (("depth_seg", "image_topic:="), "image_topic must name a topic"),
     (("depth_seg", "image_topic"), "launch arguments are written name:=value"),
     (("depth_seg", "--bogus"), "unknown option --bogus"),
@@ -344,6 +346,123 @@ def test_bad_command_lines_exit_2_with_a_message(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+MISSING_FILES = {
+    "model": (("model_file_path:=missing.onnx",),
+              "madm_ros.launch: model_file_path missing.onnx does not exist; give an exported .onnx "
+              "(python -m madm_train export) or leave model_file_path empty for the built-in model"),
+    "model folder": (("model_file_path:=models",),
+                     "madm_ros.launch: model_file_path models is a folder, not a model file; export it "
+                     "(python -m madm_train export --student FOLDER --out DIR) and give the .onnx"),
+    "engine": (("engine_file_path:=/no/such.engine",),
+               "madm_ros.launch: engine_file_path /no/such.engine does not exist; build it "
+               "(python -m madm_train export --tensorrt fp16) or leave engine_file_path empty to run the ONNX model"),
+    "params": (("params_file:=/no/such.yaml",),
+               "madm_ros.launch: params_file /no/such.yaml does not exist; give an existing YAML file (a copy of "
+               "config/depth.yaml) or leave params_file empty for the package's config/depth.yaml"),
+    "model by -p": (("--ros-args", "-p", "model_file_path:=missing.onnx"),
+                    "madm_ros.launch: model_file_path missing.onnx (from --ros-args -p) does not exist;"),
+}
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real-start"])
+@pytest.mark.parametrize("case", MISSING_FILES, ids=str)
+def test_a_missing_file_exits_2_with_one_line_naming_the_argument_and_the_fix(ros_domain, dry_run, case):
+    """The real start checks first as well: without the check it would spin a node that never configures (timeout)."""
+    args, message = MISSING_FILES[case]
+    at = args.index("--ros-args") if "--ros-args" in args else len(args)
+    result = run_launch("depth_seg", *args[:at], *(["--dry-run"] if dry_run else []), *args[at:], timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[0].startswith(message), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stdout == ""
+
+
+def test_every_missing_file_is_reported_at_once():
+    result = run_launch("event_seg", "params_file:=/no/such.yaml", "model_file_path:=missing.onnx",
+                        "engine_file_path:=missing.engine", "--dry-run")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert [line.split()[1] for line in lines] == ["params_file", "model_file_path", "engine_file_path"], lines
+
+
+def test_existing_model_and_engine_pass_the_check(tmp_path):
+    model, engine = tmp_path / "student.onnx", tmp_path / "student.engine"
+    model.write_bytes(b"")
+    engine.write_bytes(b"")
+    result = run_launch("thermal_seg", f"model_file_path:={model}", f"engine_file_path:={engine}", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    cli_args = json.loads(result.stdout)["nodes"][0]["cli_args"]
+    assert f"model_file_path:={model}" in cli_args
+    assert f"engine_file_path:={engine}" in cli_args
+    assert launch_problems("event_seg", {"model_file_path": str(model)}) == []
+    assert launch_problems("depth_seg") == []  # the built-in model
+
+
+def _params_file(path: Path, key: str, **parameters: str) -> Path:
+    path.write_text(yaml.safe_dump({key: {"ros__parameters": parameters}}))
+    return path
+
+
+def test_files_named_in_the_params_file_are_checked_as_the_node_would_see_them(tmp_path):
+    params = _params_file(tmp_path / "p.yaml", "/**/depth_segmentation", model_file_path="gone.onnx",
+                          engine_file_path="gone.engine")
+    (model, engine) = launch_problems("depth_seg", {"params_file": str(params)})
+    assert model.startswith(f"model_file_path gone.onnx (set in {params}) does not exist;")
+    assert engine.startswith(f"engine_file_path gone.engine (set in {params}) does not exist;")
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"")
+    # the launch argument wins over the file, and -p after --ros-args over both (rcl's order)
+    assert launch_problems("depth_seg", {"params_file": str(params), "model_file_path": str(existing),
+                                         "engine_file_path": str(existing)}) == []
+    (problem,) = launch_problems("depth_seg", {"model_file_path": str(existing)}, ["-p", "model_file_path:=gone.onnx"])
+    assert problem.startswith("model_file_path gone.onnx (from --ros-args -p) does not exist;")
+    assert launch_problems("depth_seg", {"params_file": str(params), "engine_file_path": str(existing)},
+                           ["-p", f"model_file_path:={existing}"]) == []
+
+
+@pytest.mark.parametrize(("key", "namespace", "read"), [
+    ("/**/depth_segmentation", "front", True),
+    ("/**", "", True),
+    ("depth_segmentation", "", True),
+    ("depth_segmentation", "front", False),  # a plain key is the root namespace's node only
+    ("/front/depth_segmentation", "front", True),
+    ("/*/depth_segmentation", "a/b", False),
+    ("/**/thermal_segmentation", "", False),
+])
+def test_params_file_keys_select_the_node_as_in_rcl(tmp_path, key, namespace, read):
+    params = _params_file(tmp_path / "p.yaml", key, model_file_path="gone.onnx")
+    problems = launch_problems("depth_seg", {"params_file": str(params), "namespace": namespace})
+    assert len(problems) == int(read), problems
+
+
+def test_an_unreadable_params_file_is_one_line(tmp_path):
+    params = tmp_path / "bad.yaml"
+    params.write_text("/**/depth_segmentation:\n  ros__parameters: [\n")
+    (problem,) = launch_problems("depth_seg", {"params_file": str(params)})
+    assert problem.startswith(f"params_file {params} cannot be read as YAML (")
+    assert problem.endswith("; fix it or start again from a copy of config/depth.yaml")
+    assert "\n" not in problem
+
+
+def test_an_empty_model_file_path_needs_the_built_in_model(monkeypatch):
+    import madm_ros.launch.preflight as preflight
+
+    def no_default(modality: str) -> Path:
+        raise ConfigError(f"no default model {modality}_student.onnx in /x; set model_file_path")
+
+    monkeypatch.setattr(preflight, "default_model_path", no_default)
+    assert launch_problems("thermal_seg") == [
+        "model_file_path is empty (the built-in thermal model) and there is no default model thermal_student.onnx "
+        "in /x; set model_file_path"]
+
+
+def test_node_specs_refuses_a_missing_params_file():
+    with pytest.raises(ConfigError, match=r"^params_file /no/such\.yaml does not exist; give an existing YAML file"):
+        node_specs("depth_seg", {"params_file": "/no/such.yaml"})
+    with pytest.raises(ConfigError, match=r"^unknown launch 'lidar_seg'"):
+        launch_problems("lidar_seg")
 
 
 def test_help_lists_every_launch_and_argument_with_its_default():
