@@ -5,7 +5,7 @@
 
 Starts one ``image_segmentation`` node named ``thermal_segmentation`` with the package's ``config/thermal.yaml``
 (or ``params_file``); arguments left empty keep that file's value, others override it. The
-arguments and the node are those of ``LAUNCHES["thermal_seg"]`` in madm_ros/launch.py; where
+arguments and the node are those of ``LAUNCHES["thermal_seg"]`` in madm_ros/launch/table.py; where
 ``ros2 launch`` is not installed, ``python -m madm_ros.launch thermal_seg name:=value ...`` starts the
 same node with the same arguments.
 """
