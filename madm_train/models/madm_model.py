@@ -8,7 +8,6 @@ network from the config alone and loads the tensors — no pickle, nothing execu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,26 +17,12 @@ from torch import nn
 
 from madm_ros.errors import ConfigError
 from madm_train.models.head import DAFormerHead
-from madm_train.models.sd_backbone import BackboneOutput, SDBackbone, TrainMode, atomic_folder
+from madm_train.models.sd_backbone import BackboneOutput, SDBackbone, TrainMode
 
-__all__ = ["CHECKPOINT_FORMAT", "MadmModel", "read_format_config"]
+__all__ = ["CHECKPOINT_FORMAT", "MadmModel"]
 
 CHECKPOINT_FORMAT = "madm-model/1"
 """Value of ``format`` in a saved model's ``config.json``; bumped when the layout changes."""
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-def read_format_config(config_file: Path, expected_format: str) -> dict[str, Any]:
-    """Read a saved folder's ``config.json`` and check its ``format`` tag (one error type for every saved artifact)."""
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"could not read {config_file}: {error}") from None
-    if not isinstance(config, dict) or config.get("format") != expected_format:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise ConfigError(f"{config_file} has format {found!r}, expected {expected_format!r}")
-    return config
 
 
 class MadmModel(nn.Module):
@@ -89,30 +74,19 @@ class MadmModel(nn.Module):
         ``state_dict`` replaces this module's own (the trainer passes accelerate's gathered full
         state when the parameters are sharded across processes).
         """
-        from safetensors.torch import save_file
+        from madm_train.models.saved import write_model_folder
 
-        path = Path(path)
-        source = self.state_dict() if state_dict is None else state_dict
-        state = {name: tensor.detach().contiguous().cpu() for name, tensor in source.items()}
-        with atomic_folder(path) as temp:
-            save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
-            (temp / CONFIG_FILE).write_text(json.dumps(self.config(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        return path
+        return write_model_folder(path, self.config(), self.state_dict() if state_dict is None else state_dict)
 
     @classmethod
     def load(cls, path: str | Path, *, dtype: torch.dtype = torch.float32) -> MadmModel:
         """Rebuild the network from ``path/config.json`` and load ``path/model.safetensors`` (strict: every tensor must match)."""
-        from safetensors.torch import load_file
+        from madm_train.models.saved import fill_weights, read_model_folder
 
-        path = Path(path)
-        config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
-        missing = [p.name for p in (config_file, weights_file) if not p.is_file()]
-        if missing:
-            raise ConfigError(f"{path} is not a saved MADM model: {', '.join(missing)} missing (MadmModel.save writes both)")
-        config = read_format_config(config_file, CHECKPOINT_FORMAT)
+        config, weights_file = read_model_folder(path, CHECKPOINT_FORMAT)
         unknown = sorted(set(config) - {"format", "backbone", "head"})
         if unknown or "backbone" not in config or "head" not in config:
-            raise ConfigError(f"{config_file}: expected keys format, backbone, head; unknown {unknown}")
+            raise ConfigError(f"{path}/config.json: expected keys format, backbone, head; unknown {unknown}")
         # Parameters are created on the meta device and replaced by the loaded tensors (assign=True),
         # so a full SD model is not randomly initialised first only to be overwritten.
         backbone = SDBackbone.from_config(config["backbone"], dtype=dtype, empty_weights=True)
@@ -120,17 +94,7 @@ class MadmModel(nn.Module):
             with torch.device("meta"):
                 head = DAFormerHead(**config["head"])
         except TypeError as error:
-            raise ConfigError(f"{config_file}: bad head config: {error}") from None
+            raise ConfigError(f"{path}/config.json: bad head config: {error}") from None
         model = cls(backbone, head)
-        try:
-            state = load_file(str(weights_file))
-        except Exception as error:  # safetensors raises its own error types for a broken file
-            raise ConfigError(f"could not read weights {weights_file}: {error}") from None
-        try:
-            model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, assign=True)
-        except RuntimeError as error:
-            raise ConfigError(f"weights {weights_file} do not fit the network of {config_file}: {error}") from None
-        left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-        if left:
-            raise ConfigError(f"weights {weights_file} lack tensors {left[:5]}…; the checkpoint is incomplete")
+        fill_weights(model, weights_file, dtype=dtype)
         return model

@@ -11,10 +11,10 @@ saved in a new format adds one line here, and every command can use it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from madm_ros.errors import ConfigError
 from madm_ros.preprocessing import InputSpec
@@ -23,7 +23,66 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["SAVED_FORMATS", "LoadedModel", "load_saved", "saved_format"]
+__all__ = ["CONFIG_FILE", "SAVED_FORMATS", "WEIGHTS_FILE", "LoadedModel", "fill_weights", "load_saved", "read_format_config",
+           "read_model_folder", "saved_format", "write_model_folder"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def read_format_config(config_file: Path, expected_format: str) -> dict[str, Any]:
+    """Read a saved folder's ``config.json`` and check its ``format`` tag (one error type for every saved artifact)."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"could not read {config_file}: {error}") from None
+    if not isinstance(config, dict) or config.get("format") != expected_format:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ConfigError(f"{config_file} has format {found!r}, expected {expected_format!r}")
+    return config
+
+
+def write_model_folder(path: str | Path, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``config.json`` (with its ``format`` tag) and ``model.safetensors`` into ``path``, replacing it atomically."""
+    from safetensors.torch import save_file
+
+    from madm_train.models.sd_backbone import atomic_folder
+
+    path = Path(path)
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
+    with atomic_folder(path) as temp:
+        save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": str(config["format"])})
+        (temp / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_model_folder(path: str | Path, expected_format: str) -> tuple[dict[str, Any], Path]:
+    """``(config, weights file)`` of a saved folder whose format tag is ``expected_format``."""
+    path = Path(path)
+    config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+    missing = [p.name for p in (config_file, weights_file) if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{path} is not a saved model of format {expected_format}: {', '.join(missing)} missing")
+    return read_format_config(config_file, expected_format), weights_file
+
+
+def fill_weights(module: nn.Module, weights_file: Path, *, dtype: torch.dtype | None = None) -> None:
+    """Load ``weights_file`` into ``module`` built on the meta device (``assign``), strictly: every tensor must fit."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_file))
+    except Exception as error:  # safetensors raises its own error types for a broken file
+        raise ConfigError(f"could not read weights {weights_file}: {error}") from None
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, assign=True)
+    except RuntimeError as error:
+        raise ConfigError(f"weights {weights_file} do not fit the network of its config.json: {error}") from None
+    left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise ConfigError(f"weights {weights_file} lack tensors {left[:5]}…; the checkpoint is incomplete")
 
 
 @dataclass(frozen=True)

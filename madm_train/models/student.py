@@ -29,7 +29,6 @@ ONNX Runtime on 2 CPU cores where the slim width does not (bench/inference.py me
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +174,6 @@ class DDRNetStudent(nn.Module):
         return dict(self._config)
 
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 def save_student(model: DDRNetStudent, path: str | Path, *, label_set: str, input_spec: InputSpec,
@@ -185,29 +182,20 @@ def save_student(model: DDRNetStudent, path: str | Path, *, label_set: str, inpu
 
     The auxiliary head is saved too, so that distillation can be continued from the folder.
     """
-    from safetensors.torch import save_file
+    from madm_train.models.saved import write_model_folder
 
-    from madm_train.models.sd_backbone import atomic_folder
-
-    path = Path(path)
     config = {"format": STUDENT_FORMAT, "student": model.config(), "label_set": label_set,
               "input_spec": input_spec.to_dict(), **(extra or {})}
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    with atomic_folder(path) as temp:
-        save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": STUDENT_FORMAT})
-        (temp / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    return write_model_folder(path, config, model.state_dict())
 
 
 def load_student(path: str | Path) -> tuple[DDRNetStudent, dict[str, Any]]:
     """Rebuild a saved student (in eval mode, on the CPU) and return it with its ``config.json``."""
     from safetensors.torch import load_file
 
-    from madm_train.models.madm_model import read_format_config
+    from madm_train.models.saved import read_model_folder
 
-    path = Path(path)
-    config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
-    config = read_format_config(config_file, STUDENT_FORMAT)
+    config, weights_file = read_model_folder(path, STUDENT_FORMAT)
     try:
         model = DDRNetStudent(**config["student"])
         model.load_state_dict(load_file(str(weights_file)))

@@ -359,7 +359,7 @@ def test_bad_inputs_are_errors_saying_what_was_expected(model: MadmModel) -> Non
 
 
 def test_loading_a_folder_that_is_not_a_saved_model_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"not a saved MADM model: config.json, model.safetensors missing"):
+    with pytest.raises(ConfigError, match=r"not a saved model of format madm-model/1: config.json, model.safetensors missing"):
         MadmModel.load(tmp_path)
 
 
