@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 __all__ = [
-    "LORA_TARGET_MODULES",
     "BackboneOutput",
     "Bottleneck",
     "PromptConditioning",
@@ -55,8 +53,6 @@ __all__ = [
     "atomic_folder",
 ]
 
-LORA_TARGET_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-"""UNet attention projections that get LoRA adapters (MADM's dormant multi-LoRA set, spec §1.7/§8)."""
 FROZEN_UNET_MODULES: tuple[str, ...] = ("conv_norm_out", "conv_out")
 """UNet modules that get no gradient from the tapped features and stay frozen (spec §1.7)."""
 TrainMode = Literal["full", "lora"]
@@ -448,21 +444,9 @@ class SDBackbone(nn.Module):
         initialisation of A and zeros in B, so a new adapter leaves the output unchanged. One adapter
         per target modality; switch with :meth:`set_adapter`.
         """
-        from peft import LoraConfig
+        from madm_train.models.lora import attach_lora
 
-        if not adapter_name or not adapter_name.isidentifier():
-            raise ConfigError(f"LoRA adapter name {adapter_name!r} must be a non-empty identifier, e.g. 'depth'")
-        if adapter_name in self.lora_adapters:
-            raise ConfigError(f"LoRA adapter {adapter_name!r} exists already; adapters: {sorted(self.lora_adapters)}")
-        if int(rank) != rank or rank <= 0 or alpha <= 0:
-            raise ConfigError(f"LoRA rank {rank} must be a positive integer and alpha {alpha} positive")
-        config = LoraConfig(
-            r=int(rank), lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(LORA_TARGET_MODULES)
-        )
-        with warnings.catch_warnings():
-            # peft warns on every adapter after the first; several named adapters are the point here.
-            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
-            self.unet.add_adapter(config, adapter_name=adapter_name)
+        attach_lora(self.unet, adapter_name, rank, alpha, self.lora_adapters)
         self.lora_adapters[adapter_name] = {"rank": int(rank), "alpha": alpha}
         self.active_adapter = adapter_name
 
