@@ -1,10 +1,12 @@
 """``python -m madm_ros.bag_play BAG``: publish a rosbag2 (or rosbag1) into running nodes, without ``ros2 bag``.
 
-PyPI has no ``rosbag2_py``; this player reads the bag with ``rosbags`` and publishes each record's
-serialized bytes unchanged through rclpy, so nothing is decoded or re-encoded on the way (the
-same bytes ``ros2 bag play`` would send). Like ``ros2 bag play`` it offers each topic with its
-recorded reliability and durability, keeps the recorded timing scaled by ``--rate``, and with
-``--clock HZ`` publishes ``/clock`` from the bag's time for nodes running with ``use_sim_time``.
+PyPI has no ``rosbag2_py``; this player reads the bag with madm's one bag reader
+(:class:`madm_ros.bag_source.BagSource`, so every recording the other madm tools read plays too)
+and publishes each record's serialized bytes unchanged through rclpy, so nothing is decoded or
+re-encoded on the way (the same bytes ``ros2 bag play`` would send). Like ``ros2 bag play`` it
+offers each topic with its recorded reliability and durability, keeps the recorded timing scaled
+by ``--rate``, and with ``--clock HZ`` publishes ``/clock`` from the bag's time for nodes running
+with ``use_sim_time``. A bag readable only in part plays up to where it breaks off, with a warning.
 
 With ``--monitor TOPIC`` (a node output such as ``/event_segmentation/raw_segmentation_mask``) it
 also reports ros2_benchmark-style figures when playback ends: playback and output frame rates,
@@ -34,29 +36,22 @@ from pathlib import Path
 from typing import Any
 
 from madm_ros.atomic_io import atomic_write_bytes
+from madm_ros.bag_source import BagSource, QosProfile
 from madm_ros.errors import ConfigError, DecodeError, MadmError
 from madm_ros.ros_messages import message_class_of, split_ns, stamp_to_ns
 
 __all__ = ["BagPlayer", "Monitor", "event_ends", "header_stamp_ns", "main", "recorded_qos"]
 
 
-def recorded_qos(connection: Any, depth: int = 1000) -> Any:
-    """A QoS profile offering what the bag's recorded publishers offered (reliable unless all were best effort)."""
-    import yaml
+def recorded_qos(profiles: Sequence[QosProfile], depth: int = 1000) -> Any:
+    """A QoS profile offering what the bag's recorded publishers offered (reliable unless all were best effort).
+
+    ``profiles``: a topic's :attr:`madm_ros.bag_source.TopicInfo.qos` (whatever form the bag stored them in).
+    """
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    text = getattr(getattr(connection, "ext", None), "offered_qos_profiles", "") or ""
-    profiles = yaml.safe_load(text) if isinstance(text, str) and text.strip() else text or []
-    if not isinstance(profiles, list):
-        profiles = []
-
-    def value(profile: Any, key: str) -> str:
-        raw = profile.get(key) if isinstance(profile, dict) else getattr(profile, key, None)
-        raw = getattr(raw, "name", raw)
-        return str(raw).lower()
-
-    best_effort = bool(profiles) and all(value(p, "reliability") in ("2", "best_effort") for p in profiles)
-    latched = bool(profiles) and all(value(p, "durability") in ("1", "transient_local") for p in profiles)
+    best_effort = bool(profiles) and all(p.reliability == "best_effort" for p in profiles)
+    latched = bool(profiles) and all(p.durability == "transient_local" for p in profiles)
     return QoSProfile(depth=depth,
                       reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
@@ -70,6 +65,7 @@ class PlayStats:
     loops: int = 0
     skipped_topics: tuple[str, ...] = ()
     seconds: float = 0.0
+    problem: str = ""  # why the bag was played only in part (empty when whole)
 
 
 class BagPlayer:
@@ -86,8 +82,6 @@ class BagPlayer:
 
     def __init__(self, node: Any, bag: str | Path, *, topics: Sequence[str] | None = None, rate: float = 1.0,
                  clock_hz: float = 0.0, loop: bool = False) -> None:
-        from madm_ros.events.bags import open_bag
-
         if rate <= 0:
             raise MadmError(f"--rate must be positive, got {rate}")
         if clock_hz < 0:
@@ -96,17 +90,17 @@ class BagPlayer:
         self.stats = PlayStats()
         self.sent: list[tuple[float, str, int | None]] | None = None  # (wall, topic, header stamp) when monitored
         self._stop = threading.Event()
-        with open_bag(self.bag) as reader:
-            available = {c.topic for c in reader.connections}
-            missing = sorted(set(topics or ()) - available)
+        with BagSource(self.bag) as source:
+            self.read_note = source.note  # how the bag was read when not normally, for the user
+            missing = sorted(set(topics or ()) - set(source.topics))
             if missing:
                 raise DecodeError(f"{self.bag} has no topic {', '.join(missing)}; it has "
-                                  f"{', '.join(sorted(available)) or 'no topics'}")
+                                  f"{', '.join(sorted(source.topics)) or 'no topics'}")
             self._publishers: dict[str, Any] = {}
-            self.types = {c.topic: c.msgtype for c in reader.connections}
+            self.types = dict(source.topics)
             skipped = []
-            for connection in reader.connections:
-                if (topics and connection.topic not in topics) or connection.topic in self._publishers:
+            for connection in source.connections:
+                if topics and connection.topic not in topics:
                     continue
                 try:
                     cls = message_class_of(connection.msgtype)
@@ -114,7 +108,8 @@ class BagPlayer:
                     skipped.append(connection.topic)
                     node.get_logger().warning(f"{connection.topic} skipped: {error}")
                     continue
-                self._publishers[connection.topic] = node.create_publisher(cls, connection.topic, recorded_qos(connection))
+                self._publishers[connection.topic] = node.create_publisher(cls, connection.topic,
+                                                                           recorded_qos(connection.qos))
             self.stats.skipped_topics = tuple(skipped)
         if not self._publishers:
             raise DecodeError(f"nothing to play in {self.bag}: no selected topic has an installed message type")
@@ -156,14 +151,11 @@ class BagPlayer:
 
     def play(self) -> PlayStats:
         """Publish the bag once (or until :meth:`stop` with ``loop``); returns what was sent."""
-        from madm_ros.events.bags import open_bag
-
         start = time.monotonic()
         while not self._stop.is_set():
-            with open_bag(self.bag) as reader:
-                connections = [c for c in reader.connections if c.topic in self._publishers]
+            with BagSource(self.bag) as source:
                 wall0, bag0, last_clock = time.monotonic(), None, 0.0
-                for connection, timestamp, raw in reader.messages(connections=connections):
+                for topic, _, timestamp, raw in source.messages(self._publishers):
                     if self._stop.is_set():
                         break
                     bag0 = timestamp if bag0 is None else bag0
@@ -177,10 +169,11 @@ class BagPlayer:
                         self._publish_clock(timestamp)
                         last_clock = time.monotonic()
                     data = bytes(raw)
-                    self._publishers[connection.topic].publish(data)
+                    self._publishers[topic].publish(data)
                     self.stats.messages += 1
                     if self.sent is not None:
-                        self.sent.append((time.monotonic(), connection.topic, header_stamp_ns(data)))
+                        self.sent.append((time.monotonic(), topic, header_stamp_ns(data)))
+                self.stats.problem = source.problem
             self.stats.loops += 1
             if not self.loop:
                 break
@@ -202,19 +195,17 @@ def event_ends(bag: str | Path, topic: str) -> list[int | None]:
     Decoded by :class:`~madm_ros.events.stream.EventFrameStream`, whose sensor-to-ROS offset is the
     node's; its accumulation settings do not matter here (only event times are read).
     """
-    from madm_ros.events.bags import open_bag
     from madm_ros.events.stream import MESSAGE_TYPES, EventFrameStream
 
     ends: list[int | None] = []
-    with open_bag(Path(bag)) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        message_type = next((k for k, v in MESSAGE_TYPES.items() if connections and v == connections[0].msgtype), None)
+    with BagSource(bag) as source:
+        message_type = next((k for k, v in MESSAGE_TYPES.items() if v == source.topics.get(topic)), None)
         if message_type is None:
             return ends
         stream = EventFrameStream(message_type, {})
-        for connection, _, raw in reader.messages(connections=connections):
+        for _, msgtype, _, raw in source.messages({topic}):
             with contextlib.suppress(Exception):  # an undeserializable record: the stream keeps its last value
-                stream.push(reader.deserialize(raw, connection.msgtype))
+                stream.push(source.deserialize(raw, msgtype))
             ends.append(stream.newest_event_stamp_ns)
     return ends
 
@@ -334,8 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.wait_for_subscribers and not player.wait_for_subscribers(args.wait_for_subscribers):
             print(f"bag_play: no subscriber on every topic after {args.wait_for_subscribers} s; playing anyway", file=sys.stderr)
         print(f"bag_play: playing {', '.join(player.topics)} from {args.bag} at rate {args.rate}", file=sys.stderr)
+        if player.read_note:
+            print(f"bag_play: note: {player.read_note}", file=sys.stderr)
         stats = player.play()
         print(f"bag_play: sent {stats.messages} messages in {stats.seconds:.2f} s", file=sys.stderr)
+        if stats.problem:
+            print(f"bag_play: warning: {args.bag} was played only in part: {stats.problem}", file=sys.stderr)
         if monitor is not None and player.sent is not None:
             time.sleep(args.settle)
             sent, ends = player.sent, []

@@ -4,12 +4,13 @@
 refused as a whole, although every chunk before the cut is intact. :class:`McapScanner` walks the
 records from the start instead (MCAP record framing: opcode byte, little-endian u64 length, body),
 as the MCAP specification allows for unindexed reading, and stops quietly at the first record that
-runs past the end of the file or fails its checksum. Offline evaluation uses it only after the
-normal reader refused a ``.mcap`` file, and then says that its results are partial.
+runs past the end of the file or fails its checksum.
 
-Only what evaluation needs is read: schemas (message definitions), channels and messages, inside
-chunks or at the top level, streaming one record at a time; chunk decompression is rosbags' own
-(none, lz4, zstd).
+Only what reading needs is read: schemas (message definitions, whatever their encoding, so that a
+schema ``rosbags`` refuses still yields its channel), channels with the QoS profiles rosbag2 keeps
+in their metadata, and messages, inside chunks or at the top level, streaming one record at a time;
+chunk decompression is rosbags' own (none, lz4, zstd). :class:`madm_ros.bag_source.BagSource` uses it
+after ``rosbags`` refused a ``.mcap`` file.
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ class _TruncatedError(Exception):
 
 @dataclass(frozen=True)
 class ScannedChannel:
-    """A channel (topic) of the file with its type name and the type's definition (``encoding`` ros2msg or ros2idl)."""
+    """A channel (topic) of the file with its type name and the type's definition.
+
+    ``encoding`` is the schema's (``ros2msg``, ``ros2idl``, or what the writer put there, e.g.
+    ``unknown`` when rosbag2 found no definition); ``qos`` the channel's ``offered_qos_profiles``
+    metadata (YAML text, empty when absent).
+    """
 
     id: int
     topic: str
     msgtype: str
     encoding: str
     definition: str
+    message_encoding: str = "cdr"
+    qos: str = ""
 
 
 class _Buffer:
@@ -157,14 +165,29 @@ class McapScanner:
             schemas[key] = (name, encoding, body.take(body.u32()).decode("utf-8", "replace"))
         elif opcode == _CHANNEL:
             key, schema_id = body.u16(), body.u16()
-            topic, _message_encoding = body.string(), body.string()
+            topic, message_encoding = body.string(), body.string()
+            metadata = _string_map(body)
             name, encoding, text = schemas.get(schema_id, ("", "", ""))
-            channels[key] = ScannedChannel(key, topic, name, encoding, text)
+            channels[key] = ScannedChannel(key, topic, name, encoding, text, message_encoding,
+                                           metadata.get("offered_qos_profiles", ""))
         elif opcode == _MESSAGE:
             channel_id, _sequence, log_time, _publish = body.u16(), body.u32(), body.u64(), body.u64()
             channel = channels.get(channel_id)
             if channel is not None and (want is None or channel.topic in want):
                 yield channel, log_time, body.rest()
+
+
+def _string_map(body: _Buffer) -> dict[str, str]:
+    """A record's ``map<string, string>`` (u32 byte length, then key/value strings); empty where it is damaged."""
+    try:
+        inner = _Buffer(body.take(body.u32()))
+        out = {}
+        while inner.pos < len(inner.data):
+            key = inner.string()
+            out[key] = inner.string()
+        return out
+    except _TruncatedError:
+        return {}
 
 
 def _read(file: BinaryIO, length: int) -> bytes:

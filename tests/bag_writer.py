@@ -5,17 +5,23 @@ label topics, unknown message types, truncated files. This helper builds the mes
 ``rosbags`` dataclasses with the event types registered (:func:`madm_ros.events.bags.event_typestore`)
 and writes them with the same ``Writer`` users' tools use, so the bytes on disk are what
 ``ros2 bag record`` would store.
+
+Recordings of other rosbag2 versions are made from such a bag by changing what differs:
+:func:`edit_metadata` rewrites ``metadata.yaml`` as another version wrote it, ``definitions=``
+stores message definitions as another recorder did (:func:`rosidl_idl_definition`: the ``ros2idl``
+text rosbag2 stores when no ``.msg`` file exists), and :func:`qos_profile` gives the recorded QoS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["event_packet", "image_message", "typestore", "write_bag", "write_ros1_image_bag"]
+__all__ = ["edit_metadata", "event_packet", "image_message", "qos_profile", "rosidl_idl_definition", "typestore",
+           "write_bag", "write_ros1_image_bag"]
 
 _STORE: Any = None
 
@@ -65,8 +71,19 @@ def _foreign_store(msgtype: str) -> Any:
     return store
 
 
+def qos_profile(reliability: str = "best_effort", durability: str = "volatile", depth: int = 10) -> Any:
+    """A rosbags ``Qos`` as a recorder stores it for a publisher (``keep_last``, no deadlines)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    never = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability[reliability.upper()], QosDurability[durability.upper()],
+               never, never, QosLiveliness.AUTOMATIC, never, False)
+
+
 def write_bag(path: Path, topics: Mapping[str, str], messages: Iterable[tuple[str, int, Any]],
-              storage: str = "sqlite3", raw: bool = False) -> Path:
+              storage: str = "sqlite3", raw: bool = False, *, version: int = 9,
+              qos: Mapping[str, Sequence[Any]] | None = None,
+              definitions: Mapping[str, tuple[str, str]] | None = None) -> Path:
     """Write ``(topic, log time ns, message)`` records into a new rosbag2 folder ``path``.
 
     Args:
@@ -76,6 +93,10 @@ def write_bag(path: Path, topics: Mapping[str, str], messages: Iterable[tuple[st
             written as given when ``raw`` (bytes: for types the typestore does not know).
         storage: ``sqlite3`` or ``mcap``.
         raw: Messages are already CDR bytes.
+        version: metadata.yaml version as rosbags writes it (8: QoS as a YAML string, 9: as a list).
+        qos: Topic → offered QoS profiles (:func:`qos_profile`); none by default.
+        definitions: Message type → ``(definition text, RIHS01 hash)`` stored instead of the
+            typestore's (text starting with rosbag2's ``IDL:`` separator is stored as ``ros2idl``).
 
     Returns:
         ``path``.
@@ -84,18 +105,124 @@ def write_bag(path: Path, topics: Mapping[str, str], messages: Iterable[tuple[st
 
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
     store = typestore()
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
+    with Writer(path, version=version, storage_plugin=plugin) as writer:
         connections = {}
         for topic, msgtype in topics.items():
-            if msgtype in store.types:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            offered = list((qos or {}).get(topic, ()))
+            if definitions and msgtype in definitions:
+                text, rihs01 = definitions[msgtype]
+                connections[topic] = writer.add_connection(topic, msgtype, msgdef=text, rihs01=rihs01,
+                                                            offered_qos_profiles=offered)
+            elif msgtype in store.types:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=offered)
             else:  # a type madm does not know: stored with a one-field definition ("uint8[] data")
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=_foreign_store(msgtype))
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=_foreign_store(msgtype),
+                                                           offered_qos_profiles=offered)
         for topic, stamp_ns, message in messages:
             data = message if raw or isinstance(message, (bytes, bytearray)) else store.serialize_cdr(
                 message, topics[topic])
             writer.write(connections[topic], stamp_ns, data)
     return path
+
+
+def edit_metadata(bag: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """Rewrite ``bag/metadata.yaml`` after ``change`` edited its ``rosbag2_bagfile_information`` mapping in place."""
+    import yaml
+
+    document = yaml.safe_load((bag / "metadata.yaml").read_text())
+    change(document["rosbag2_bagfile_information"])
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return bag
+
+
+# rosidl_adapter's IDL of the event packet and its dependencies, as `rosidl generate` writes them
+_ROSIDL_IDL = {
+    "event_camera_msgs/msg/EventPacket": """\
+// generated from rosidl_adapter/resource/msg.idl.em
+// with input from event_camera_msgs/msg/EventPacket.msg
+// generated code does not contain a copyright notice
+
+#include "std_msgs/msg/Header.idl"
+
+module event_camera_msgs {
+  module msg {
+    @verbatim (language="comment", text=
+      "This message contains a packet of camera events")
+    struct EventPacket {
+      @verbatim (language="comment", text=
+        "standard ROS header")
+      std_msgs::msg::Header header;
+
+      uint32 height;
+
+      uint32 width;
+
+      @verbatim (language="comment", text=
+        "sequence number to detect lost messages")
+      uint64 seq;
+
+      uint64 time_base;
+
+      string encoding;
+
+      boolean is_bigendian;
+
+      sequence<uint8> events;
+    };
+  };
+};
+""",
+    "std_msgs/msg/Header": """\
+// generated from rosidl_adapter/resource/msg.idl.em
+// with input from std_msgs/msg/Header.msg
+// generated code does not contain a copyright notice
+
+#include "builtin_interfaces/msg/Time.idl"
+
+module std_msgs {
+  module msg {
+    @verbatim (language="comment", text=
+      "Standard metadata for higher-level stamped data types.")
+    struct Header {
+      builtin_interfaces::msg::Time stamp;
+
+      @verbatim (language="comment", text=
+        "Transform frame with which this data is associated.")
+      string frame_id;
+    };
+  };
+};
+""",
+    "builtin_interfaces/msg/Time": """\
+// generated from rosidl_adapter/resource/msg.idl.em
+// with input from builtin_interfaces/msg/Time.msg
+// generated code does not contain a copyright notice
+
+
+module builtin_interfaces {
+  module msg {
+    struct Time {
+      int32 sec;
+
+      @verbatim (language="comment", text=
+        "The nanoseconds component, valid in the range [0, 1e9).")
+      uint32 nanosec;
+    };
+  };
+};
+""",
+}
+
+
+def rosidl_idl_definition(msgtype: str = "event_camera_msgs/msg/EventPacket") -> str:
+    """The ``ros2idl`` definition rosbag2 stores for ``msgtype`` when it finds only ``.idl`` files.
+
+    rosbag2_cpp's LocalMessageDefinitionSource joins the type's IDL and its dependencies', each
+    after a line of 80 ``=`` and ``IDL: <type>``; rosidl's IDL starts with ``#include`` lines.
+    """
+    order = [msgtype] + [name for name in _ROSIDL_IDL if name != msgtype]
+    separator = "=" * 80 + "\n"
+    return "\n".join(f"{separator}IDL: {name}\n{_ROSIDL_IDL[name]}" for name in order)
 
 
 def write_ros1_image_bag(path: Path, topic: str, images: Iterable[tuple[int, np.ndarray]], encoding: str) -> Path:

@@ -1,7 +1,9 @@
 """Command line: ``python -m madm_ros.events info PATH [--topic TOPIC] [--frame OUT.png] [--window-us N]``.
 
 Only argument parsing lives here; the work is done by :mod:`madm_ros.events.info`.
-Exit codes: 0 success, 2 unusable input (one line on stderr naming the file and the problem).
+Exit codes: 0 success, 2 unusable input (one line on stderr naming the file and the problem). A bag
+that can be read only in part (a truncated file) is described up to the cut: exit code 0, the
+reason in the report's ``problem`` and one warning line on stderr.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ Formats, recognised by content:
   DSEC events.h5  HDF5 with /events/{x,y,t,p}, /ms_to_idx, /t_offset; times include t_offset
                   (Blosc/ZSTD-compressed files need the hdf5plugin package)
   rosbag2         bag directory (metadata.yaml) or .db3/.mcap file holding
-                  event_camera_msgs/EventPacket messages
+                  event_camera_msgs/EventPacket messages; other rosbag2 versions and
+                  truncated MCAP files read as in every madm tool ("problem", "read_note")
+  rosbag1         ROS 1 .bag file with event messages
 
-Exit status 2 with a one-line message for a missing, unknown, empty or corrupt input."""
+Exit status 2 with a one-line message for a missing, unknown, empty or corrupt input. A bag
+that can be read only in part (a truncated file) is described up to the cut: exit status 0,
+the reason in "problem" and a warning line on stderr."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_INFO_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    info.add_argument("path", help="Prophesee .raw, .aedat4, DSEC events.h5, or rosbag2 directory / .db3 / .mcap")
+    info.add_argument("path", help="Prophesee .raw, .aedat4, DSEC events.h5, rosbag2 directory / .db3 / .mcap, or ROS 1 .bag")
     info.add_argument(
         "--topic", default=None, help="rosbag2 only: event topic to read (default: the only EventPacket topic)"
     )
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())  # one line, whatever the library put in it
         print(f"madm_ros.events info: {message}", file=sys.stderr)
         return 2
+    if report.get("problem"):
+        print(f"madm_ros.events info: warning: {args.path} was read only in part: {report['problem']}", file=sys.stderr)
     print(json.dumps(report))
     return 0
 

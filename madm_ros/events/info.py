@@ -1,6 +1,6 @@
 """Inspect an event recording: counts, sensor size, time span, decoder losses, and one edge frame.
 
-Four inputs are recognised by their content, not their name:
+These inputs are recognised by their content, not their name:
 
 - Prophesee RAW (``.raw``): ASCII header lines starting with ``%``, then EVT 2.0/2.1/3.0 words
   (:class:`madm_ros.events.raw_files.RawFile`);
@@ -8,8 +8,11 @@ Four inputs are recognised by their content, not their name:
   (:class:`madm_ros.events.aedat.AedatFile`);
 - DSEC ``events.h5``: HDF5 with ``/events/{x,y,t,p}``, ``/ms_to_idx``, ``/t_offset``
   (:class:`madm_ros.events.dsec.DsecEventsFile`; times are reported with ``t_offset`` added);
-- rosbag2 (a bag directory with ``metadata.yaml``, or one ``.db3`` / ``.mcap`` file) holding
-  ``event_camera_msgs/EventPacket`` messages (:mod:`madm_ros.events.bags`).
+- rosbag2 (a bag directory with ``metadata.yaml`` or storage files, or one ``.db3`` / ``.mcap``
+  file) and ROS 1 ``.bag`` files holding event messages (:mod:`madm_ros.events.bags`), read by
+  madm's one bag reader (:class:`madm_ros.bag_source.BagSource`): recordings of other rosbag2
+  versions and truncated MCAP files read as they do in every other madm tool, and the report says
+  so (``problem``: read only in part; ``read_note``: how the bag was read when not normally).
 
 Every reader is consumed chunk by chunk, so files larger than memory can be described.
 Used by ``python -m madm_ros.events info``; the functions here are what tests call.
@@ -37,6 +40,7 @@ FORMATS: dict[str, str] = {
     "aedat4": "AEDAT4 file (iniVation DV, '#!AER-DAT4.0'); the first event stream is read",
     "dsec": "DSEC events.h5 (HDF5: /events/{x,y,t,p}, /ms_to_idx, /t_offset); times include t_offset",
     "rosbag2": "rosbag2 directory or .db3/.mcap file with event_camera_msgs/EventPacket messages",
+    "rosbag1": "ROS 1 .bag file with event messages (dvs_msgs/EventArray, EventPacket)",
 }
 
 LOSS_COUNTERS = ("out_of_range", "bad_words", "truncated_bytes", "time_backwards", "duplicate_packets")
@@ -45,6 +49,8 @@ LOSS_COUNTERS = ("out_of_range", "bad_words", "truncated_bytes", "time_backwards
 _CHUNK_EVENTS = 1_000_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _MCAP_MAGIC = b"\x89MCAP"
+_ROSBAG1_MAGIC = b"#ROSBAG V2.0"
+_BAG_FORMATS = ("rosbag2", "rosbag1")
 
 
 class EventSource(Protocol):
@@ -82,6 +88,8 @@ def detect_format(path: str | Path) -> str:
         return "dsec"
     if head.startswith((_SQLITE_MAGIC, _MCAP_MAGIC)):
         return "rosbag2"
+    if head.startswith(_ROSBAG1_MAGIC):
+        return "rosbag1"
     if head.startswith(b"%"):
         return "prophesee_raw"
     raise DecodeError(
@@ -90,11 +98,12 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-class _BagSource:
-    """A rosbag2 event topic seen through the reader interface (width, height, encoding, stats, chunks).
+class _BagEvents:
+    """A bag's event topic seen through the reader interface (width, height, encoding, stats, chunks).
 
     Messages are decoded one at a time (:func:`madm_ros.events.bags.iter_bag_events`); the first is
-    read on opening because the sensor size and encoding come from it.
+    read on opening because the sensor size and encoding come from it. A bag readable only in part
+    is described up to where it breaks off, with ``info["problem"]`` saying why.
     """
 
     def __init__(self, path: Path, topic: str | None) -> None:
@@ -120,7 +129,7 @@ def open_event_source(path: str | Path, *, topic: str | None = None) -> Iterator
     """Detect the format of ``path`` and open the matching reader; yields (format name, reader), then closes it."""
     path = Path(path)
     kind = detect_format(path)
-    if topic is not None and kind != "rosbag2":
+    if topic is not None and kind not in _BAG_FORMATS:
         raise InputError(f"{path}: --topic only applies to rosbag2 input, this is {FORMATS[kind]}")
     if kind == "aedat4":
         from madm_ros.events.aedat import AedatFile
@@ -136,7 +145,7 @@ def open_event_source(path: str | Path, *, topic: str | None = None) -> Iterator
 
         yield kind, RawFile(path)
     else:
-        yield kind, _BagSource(path, topic)
+        yield kind, _BagEvents(path, topic)
 
 
 def _extras(kind: str, source: Any) -> dict[str, Any]:
@@ -147,7 +156,7 @@ def _extras(kind: str, source: Any) -> dict[str, Any]:
         return {"stream": source.stream_name}
     if kind == "prophesee_raw":
         return {"header": dict(source.header), "geometry_source": source.geometry_source}
-    if kind == "rosbag2":
+    if kind in _BAG_FORMATS:
         return {key: value for key, value in source.info.items() if key not in ("width", "height", "encoding")}
     return {}
 
@@ -159,7 +168,8 @@ def describe(path: str | Path, topic: str | None = None, *, max_events: int = _C
     ``t_first_us`` / ``t_last_us`` (first and last event in stream order, µs; ``None`` without
     events), ``duration_us``, ``dropped`` (sum of :data:`LOSS_COUNTERS`), ``stats`` (all decoder
     counters) and format-specific extras (DSEC ``t_offset_us``, AEDAT4 ``stream``, RAW ``header`` and
-    ``geometry_source``, bag ``topic``, ``msgtype``, ``messages``).
+    ``geometry_source``, bag ``topic``, ``msgtype``, ``messages``, ``problem`` (why the bag was read
+    only in part; empty when whole) and ``read_note`` (how it was read when not normally)).
 
     Raises:
         InputError, DecodeError: For a missing, unknown, corrupt or truncated input (message names it).

@@ -85,13 +85,13 @@ def _connections(reader: Any, bag: Path, topic: str, modality: str, what: str = 
 
 def _image_frames(bag: Path, topic: str, modality: str) -> Iterator[tuple[int, np.ndarray, str]]:
     """``(header stamp µs, array, encoding)`` of every image on ``topic``."""
-    from madm_ros.events.bags import open_bag
+    from madm_ros.bag_source import BagSource
     from madm_ros.image_conversion import image_to_array
 
-    with open_bag(bag) as reader:
+    with BagSource(bag) as reader:
         connections = _connections(reader, bag, topic, modality)
-        for connection, _, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, connection.msgtype)
+        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
+            msg = reader.deserialize(raw, msgtype)
             yield _stamp_us(msg.header), image_to_array(msg), str(msg.encoding)
 
 
@@ -107,11 +107,11 @@ class _StreamReport:
 def _event_frames(bag: Path, topic: str, events_config: dict[str, Any], restart_after_us: int,
                   report: _StreamReport) -> Iterator[tuple[int, np.ndarray, str]]:
     """``(ROS stamp µs, edge frame, "mono8")``: exactly what the event node publishes as ``edge_frame``."""
-    from madm_ros.events.bags import open_bag
+    from madm_ros.bag_source import BagSource
     from madm_ros.events.stream import EventFrameStream
     from madm_ros.problems import ProblemCounter
 
-    with open_bag(bag) as reader:
+    with BagSource(bag) as reader:
         connections = _connections(reader, bag, topic, "events")
         report.message_type = _event_message_types()[connections[0].msgtype]
         stream = EventFrameStream(report.message_type, events_config,
@@ -119,8 +119,8 @@ def _event_frames(bag: Path, topic: str, events_config: dict[str, Any], restart_
                                   restart_after_us=restart_after_us)
         report.stream = stream
         shape = None
-        for connection, _, raw in reader.messages(connections=connections):
-            for frame in stream.push(reader.deserialize(raw, connection.msgtype)):
+        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
+            for frame in stream.push(reader.deserialize(raw, msgtype)):
                 if shape is not None and frame.image.shape != shape:
                     raise DecodeError(f"event topic {topic!r} changes sensor size mid-bag ({shape[1]}x{shape[0]} to "
                                       f"{frame.image.shape[1]}x{frame.image.shape[0]}); extract each part on its own")
@@ -350,13 +350,13 @@ def _summary(out_dir: Path, marker: dict[str, Any]) -> BagTarget:
 
 def _label_stamps(bag: Path, label_topic: str) -> list[int]:
     """Header stamps (µs) of the label messages, in bag order; checks topic, type and encoding."""
-    from madm_ros.events.bags import open_bag
+    from madm_ros.bag_source import BagSource
 
     stamps = []
-    with open_bag(bag) as reader:
+    with BagSource(bag) as reader:
         connections = _connections(reader, bag, label_topic, "labels", "label ")
-        for connection, _, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, connection.msgtype)
+        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
+            msg = reader.deserialize(raw, msgtype)
             if str(msg.encoding) not in LABEL_ENCODINGS:
                 raise DecodeError(f"label topic {label_topic!r} carries {msg.encoding} images; labels are mono8 "
                                   "class ids (255 = ignore)")
@@ -366,11 +366,11 @@ def _label_stamps(bag: Path, label_topic: str) -> list[int]:
 
 def _check_topics(bag: Path, topic: str, modality: str, label_topic: str) -> None:
     """Both topics exist with usable types (before anything is read or deleted)."""
-    from madm_ros.events.bags import open_bag
+    from madm_ros.bag_source import BagSource
 
     if label_topic and label_topic == topic:
         raise ConfigError(f"the label topic must differ from the frame topic {topic!r}")
-    with open_bag(bag) as reader:
+    with BagSource(bag) as reader:
         _connections(reader, bag, topic, modality)
         if label_topic:
             _connections(reader, bag, label_topic, "labels", "label ")
@@ -397,16 +397,16 @@ def _match_labels(label_stamps: list[int], frame_stamps: dict[int, int], toleran
 def _write_labels(bag: Path, label_topic: str, test_dir: Path, wanted: dict[int, int], shapes: dict[int, tuple[int, ...]],
                   num_classes: int, label_set: str) -> None:
     """Write label message k (``wanted``: label index → frame index) as the label of its frame."""
-    from madm_ros.events.bags import open_bag
+    from madm_ros.bag_source import BagSource
     from madm_ros.image_conversion import image_to_array
     from madm_ros.palettes import IGNORE_INDEX
 
-    with open_bag(bag) as reader:
+    with BagSource(bag) as reader:
         connections = _connections(reader, bag, label_topic, "labels", "label ")
-        for index, (connection, _, raw) in enumerate(reader.messages(connections=connections)):
+        for index, (_, msgtype, _, raw) in enumerate(reader.messages(c.topic for c in connections)):
             if index not in wanted:
                 continue
-            msg = reader.deserialize(raw, connection.msgtype)
+            msg = reader.deserialize(raw, msgtype)
             label, frame = image_to_array(msg), wanted[index]
             stamp = _stamp_us(msg.header)
             if label.shape != shapes[frame]:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from madm_ros.events.bags import EVENT_MSG_DEFINITIONS, event_typestore, open_bag, read_bag_events
+from madm_ros.bag_source import BagSource
+from madm_ros.events.bags import EVENT_MSG_DEFINITIONS, event_typestore, read_bag_events
 from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array
 from madm_ros.events.types import DecodeStats, Events
 
@@ -121,11 +122,11 @@ def test_real_bag_through_rclpy_event_packets_decodes_to_the_same_events_and_the
     stats = DecodeStats()
     parts: list[Events] = []
     messages = 0
-    with open_bag(event_bag) as reader:
+    with BagSource(event_bag) as reader:
         connections = [c for c in reader.connections if c.msgtype == EVENT_PACKET]
         assert len(connections) == 1
-        for connection, _, raw in reader.messages(connections=connections):
-            original = reader.deserialize(raw, connection.msgtype)
+        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
+            original = reader.deserialize(raw, msgtype)
             serialized = rclpy_serialization.serialize_message(rclpy_event_packet(original))
             if messages == 0:  # the driver's bytes, reproduced by the type built here
                 assert_same_cdr(serialized, bytes(raw), cdr_padding(reader.typestore, EVENT_PACKET, original))

@@ -38,6 +38,8 @@ def test_real_evt3_bag_decodes_to_the_published_count_with_coordinates_in_range(
             "height": 480,
             "encoding": "evt3",
             "messages": 517,
+            "problem": "",
+            "read_note": "",
         },
         "events": 343_474,
         "x_max": 639,
@@ -77,7 +79,7 @@ def test_missing_topic_raises_listing_the_bags_topics(event_bag: Path) -> None:
 
 
 def test_non_bag_path_raises_decode_error(tmp_path: Path) -> None:
-    with pytest.raises(DecodeError, match=r"cannot open .* as a bag"):
+    with pytest.raises(DecodeError, match=r"cannot open .*nothing as a bag: it does not exist \(check the path\)"):
         list(iter_event_messages(tmp_path / "nothing"))
 
 

@@ -129,6 +129,32 @@ def test_info_on_a_generated_dsec_file_reports_absolute_times(tmp_path: Path) ->
     assert report["stats"]["packets"] == 5  # ceil(5000 / 1234) chunks were read
 
 
+def test_info_on_a_ros1_bag_of_dvs_event_arrays_reports_its_events(tmp_path: Path) -> None:
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)  # as a ROS 1 driver (dvs_ros_driver) defines and records them
+    store.register({**get_types_from_msg("uint16 x\nuint16 y\ntime ts\nbool polarity\n", "dvs_msgs/msg/Event"),
+                    **get_types_from_msg("Header header\nuint32 height\nuint32 width\nEvent[] events\n",
+                                         "dvs_msgs/msg/EventArray")})
+    types = store.types
+    path = tmp_path / "dvs.bag"
+    with Writer(path) as writer:
+        connection = writer.add_connection("/dvs/events", "dvs_msgs/msg/EventArray", typestore=store)
+        for i in range(3):
+            stamp = types["builtin_interfaces/msg/Time"]
+            events = [types["dvs_msgs/msg/Event"](x=j, y=2 * j, ts=stamp(sec=100 + i, nanosec=1000 * j), polarity=j % 2 == 1)
+                      for j in range(5)]
+            header = types["std_msgs/msg/Header"](seq=i, stamp=stamp(sec=100 + i, nanosec=0), frame_id="dvs")
+            message = types["dvs_msgs/msg/EventArray"](header=header, height=260, width=346, events=events)
+            writer.write(connection, (100 + i) * 10**9, store.serialize_ros1(message, "dvs_msgs/msg/EventArray"))
+
+    report = describe(path)
+    assert summary(report) == {"events": 15, "width": 346, "height": 260, "t_first_us": 100_000_000,
+                               "t_last_us": 102_000_004, "encoding": "dvs_msgs/msg/EventArray", "dropped": 0}
+    assert (report["format"], report["topic"], report["messages"], report["problem"]) == ("rosbag1", "/dvs/events", 3, "")
+
+
 # --- unusable input -----------------------------------------------------------------------------
 
 
@@ -193,7 +219,10 @@ def test_info_on_a_bag_directory_with_broken_metadata_exits_2(
 ) -> None:
     (tmp_path / "metadata.yaml").write_text("rosbag2_bagfile_information: [\n")
     assert main(["info", str(tmp_path)]) == 2
-    assert f"cannot open {tmp_path} as a bag: Could not load YAML" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cannot open {tmp_path} as a bag (" in err and err.count("\n") == 1
+    assert "metadata.yaml is not valid YAML" in err and "the folder holds no .db3, .mcap or .bag file" in err
+    assert "check that it is a complete rosbag2 folder" in err
 
 
 def test_describe_raises_typed_errors_for_missing_and_unknown_input(tmp_path: Path) -> None:
