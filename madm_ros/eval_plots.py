@@ -1,8 +1,9 @@
-"""The figures of an evaluation report, drawn with OpenCV: per-class IoU bars, confusion matrix, latency histogram.
+"""The figures of an evaluation report, drawn with OpenCV: per-class IoU bars, confusion matrix, latency histogram, contact sheet.
 
 OpenCV is already a core dependency (the nodes and preprocessing need it); matplotlib is not, and
 adding it for three charts would grow every install, including the Jetson's. The charts are plain
-PNGs readable in any viewer and embedded by ``report.md``. ``cv2`` is imported inside the
+PNGs readable in any viewer and embedded by ``report.md``; the contact sheet shows what the masks
+look like, which no score does. ``cv2`` is imported inside the
 functions so that importing this module stays cheap.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["confusion_figure", "iou_bars_figure", "latency_figure"]
+__all__ = ["confusion_figure", "contact_sheet_figure", "iou_bars_figure", "latency_figure"]
 
 WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (120, 120, 120), (225, 225, 225)
 FONT_SCALE = 0.45
@@ -136,4 +137,44 @@ def latency_figure(latencies_ms: Sequence[float], title: str, bins: int = 30) ->
         label = f"{name} {v:.1f} ms"
         _text(image, label, (legend_x, 24), color, anchor="right")
         legend_x -= _text_width(label) + 16
+    return image
+
+
+def contact_sheet_figure(tiles: Sequence[Sequence[np.ndarray]], captions: Sequence[str], title: str,
+                         panel_height: int = 160, columns: int = 4) -> np.ndarray:
+    """A grid of tiles, each one or more RGB panels side by side (e.g. overlay | ground truth) over its caption, as RGB.
+
+    Panels are scaled to ``panel_height`` keeping their aspect (grey panels are drawn as RGB).
+    """
+    import cv2
+
+    if len(tiles) != len(captions):
+        raise ValueError(f"{len(tiles)} tiles but {len(captions)} captions")
+    gap, caption_h, top = 8, 22, 40
+    rows_of_panels = []
+    for panels in tiles:
+        scaled = []
+        for panel in panels:
+            rgb = np.repeat(panel[:, :, None], 3, axis=2) if panel.ndim == 2 else panel
+            width = max(1, round(rgb.shape[1] * panel_height / max(rgb.shape[0], 1)))
+            scaled.append(cv2.resize(np.ascontiguousarray(rgb), (width, panel_height), interpolation=cv2.INTER_AREA))
+        joined = scaled[0]
+        for panel in scaled[1:]:
+            joined = np.concatenate([joined, np.full((panel_height, 4, 3), WHITE, np.uint8), panel], axis=1)
+        rows_of_panels.append(joined)
+    if not rows_of_panels:
+        image = np.full((top + 60, 400, 3), WHITE, np.uint8)
+        _text(image, title, (10, 24), scale=0.55)
+        _text(image, "no frames", (200, top + 30), GREY, anchor="centre")
+        return image
+    columns = max(1, min(columns, len(rows_of_panels)))
+    cell_w = max(max(t.shape[1] for t in rows_of_panels), max(_text_width(c) for c in captions)) + gap
+    cell_h = panel_height + caption_h + gap
+    rows = -(-len(rows_of_panels) // columns)
+    image = np.full((top + rows * cell_h + gap, gap + columns * cell_w, 3), WHITE, np.uint8)
+    _text(image, title, (10, 24), scale=0.55)
+    for i, (tile, caption) in enumerate(zip(rows_of_panels, captions)):
+        x, y = gap + (i % columns) * cell_w, top + (i // columns) * cell_h
+        image[y: y + panel_height, x: x + tile.shape[1]] = tile
+        _text(image, caption, (x, y + panel_height + 16))
     return image

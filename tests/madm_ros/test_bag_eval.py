@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -12,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madm_ros.bag_eval import EvalOptions, evaluate_bag, load_node_config, main, simulate_realtime_drops
+from madm_ros.bag_eval import EvalOptions, evaluate_bag, main, simulate_realtime_drops
 from madm_ros.errors import ConfigError, DecodeError
 from madm_ros.events.types import Events
 from madm_ros.metrics import ConfusionMatrix
-from madm_ros.node_params import EventParams, ImageParams, edge_fields, params_from_values
+from madm_ros.node_params import EventParams, ImageParams, edge_fields, load_node_config, params_from_values
 from madm_ros.palettes import DSEC_11, FMB_9, FMB_15_NAMES
 from madm_ros.segmenter import Segmenter
 from tests.bag_writer import event_packet, image_message, write_bag, write_ros1_image_bag
@@ -224,7 +225,7 @@ def test_a_truncated_mcap_is_evaluated_up_to_the_cut_and_exits_2(tmp_path, tiny_
     assert report["labels_unmatched"] == 0  # labels after the cut are not reached, not unmatched
     written = read_output_bag(out / "output_bag")
     assert len(written["/depth_segmentation/raw_segmentation_mask"]) == report["frames"]
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".bag_eval.json"]  # no staging folder left
 
 
 def test_a_recording_without_metadata_yaml_still_reads(tmp_path, scenes, tiny_onnx_models):
@@ -274,7 +275,7 @@ def test_bad_bags_give_one_line_messages_and_exit_2(tmp_path, scenes, tiny_onnx_
     assert code == 2 and "--topic" in err
     code, err = run("--topic", INPUTS["depth"][0], "--label-topic", "/missing_labels")
     assert code == 2 and "no label topic '/missing_labels'" in err
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["error"]
+    assert not (tmp_path / "out").exists()  # errors before evaluation starts write nothing
 
     far = tmp_path / "far_labels"
     far.mkdir()
@@ -292,8 +293,8 @@ def test_bad_bags_give_one_line_messages_and_exit_2(tmp_path, scenes, tiny_onnx_
     (db3 / "in.db3").write_bytes(data[: len(data) // 2])
     code = main([str(db3), "--out", str(tmp_path / "cut_out"), "--model", model, "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "cannot read" in err and "malformed" in err
-    assert json.loads((tmp_path / "cut_out" / "report.json").read_text())["error"]
+    assert code == 2 and "cannot read" in err and "malformed" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cut_out").exists()
 
     with pytest.raises(DecodeError, match="does not exist"):
         evaluate_bag(EvalOptions(bag=tmp_path / "nothing", out=tmp_path / "o"))
@@ -372,3 +373,291 @@ def test_event_packets_round_trip_through_the_bag_writer(tmp_path):
                     [("/ev", BASE_NS, event_packet(events, BASE_NS, 16, 8, 0))], "mcap")
     decoded, _, info = read_bag_events(bag)
     assert np.array_equal(decoded.x, events.x) and np.array_equal(decoded.t, events.t) and info["encoding"] == "evt3"
+
+
+# ---------------------------------------------------------------------------------------------- bounds
+def random_event_bag(path: Path, bogus_encoding_at: int | None = None) -> Path:
+    """40 EventPackets of 4 kB random bytes as evt3 (640×480): time words jump anywhere, most words are nonsense."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(40):
+        stamp = BASE_NS + i * 1_000_000
+        message = event_packet(Events.empty(), stamp, 640, 480, i, encoding="bogus" if i == bogus_encoding_at else "evt3")
+        records.append(("/ev", stamp, dataclasses.replace(message, events=np.frombuffer(rng.bytes(4096), np.uint8))))
+    return write_bag(path, {"/ev": "event_camera_msgs/msg/EventPacket"}, records, "mcap")
+
+
+def test_random_event_packets_end_with_bounded_output(tmp_path, tiny_onnx_models):
+    bag = random_event_bag(tmp_path / "in", bogus_encoding_at=7)
+    model = str(tiny_onnx_models["events"])
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=model, threads=1, output_bag_format="none",
+                                      max_frames=2000))  # a safety net far above the bound asserted below
+    assert report["exit_code"] == 0 and report["messages"] == 40 and not report["max_frames_reached"]
+    # each forward jump of a random time word beyond max_gap_ms closes a segment (about 11 per packet here);
+    # without the gap rule the same bag gives about 200 000 empty frames
+    assert 40 <= report["frames"] <= 20 * 40
+    assert report["stream"]["accumulate_gaps"] > 0 and report["stream"]["accumulate_skipped_windows"] > 100 * report["frames"]
+    kinds = {w["kind"]: w for w in report["warnings"]}
+    assert kinds["decode_error"]["count"] == 1 and "bogus" in kinds["decode_error"]["message"]  # the stream's own problem
+    assert len(list((tmp_path / "out" / "overlays").iterdir())) == 24
+
+    short = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "short", model=model, threads=1, max_frames=3))
+    assert (short["frames"], short["messages"], short["max_frames_reached"]) == (3, 1, True)  # the first packet made 8
+    written = read_output_bag(tmp_path / "short" / "output_bag")
+    assert [len(v) for v in written.values()] == [3, 3, 3, 3]
+
+
+def test_frames_without_a_valid_pixel_are_counted_and_masked_unlabelled(tmp_path, scenes, tiny_onnx_models):
+    topic, encoding = INPUTS["depth"]
+    records = []
+    for i, frame in enumerate(scenes):
+        stamp = BASE_NS + frame.stamp_us * 1000
+        depth = np.zeros_like(frame.images["depth"]) if i in (2, 5) else frame.images["depth"]
+        records.append((topic, stamp, image_message(depth, encoding, stamp)))
+    bag = write_bag(tmp_path / "in", {topic: "sensor_msgs/msg/Image"}, records, "sqlite3")
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(tiny_onnx_models["depth"]), threads=1))
+    assert (report["frames"], report["invalid_frames"], report["exit_code"]) == (8, 2, 0)
+    assert {w["kind"]: w["count"] for w in report["warnings"]}["invalid_frame"] == 2
+    masks = [m for _, _, m in read_output_bag(tmp_path / "out" / "output_bag")["/depth_segmentation/raw_segmentation_mask"]]
+    assert [bool((m == 255).all()) for m in masks] == [i in (2, 5) for i in range(8)]
+    assert "frames without any valid pixel (mask all unlabelled) | 2 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+
+def test_unusable_images_are_dropped_and_every_problem_lands_in_one_warning_list(tmp_path, scenes, tiny_onnx_models):
+    topic, encoding = INPUTS["depth"]
+    records = []
+    for i, frame in enumerate(scenes):
+        stamp = BASE_NS + frame.stamp_us * 1000
+        message = image_message(frame.images["depth"], encoding, stamp)
+        if i == 3:  # a header that promises more rows than the data holds
+            message = dataclasses.replace(message, height=message.height * 2)
+        records.append((topic, stamp, message))
+        records.append((LABELS, stamp + 1, image_message(frame.label, "mono8", stamp)))
+    records.append((LABELS, BASE_NS + 1, image_message(scenes[0].label.astype(np.uint16), "mono16", BASE_NS)))
+    records.sort(key=lambda r: r[1])
+    bag = write_bag(tmp_path / "in", {topic: "sensor_msgs/msg/Image", LABELS: "sensor_msgs/msg/Image"}, records, "sqlite3")
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(tiny_onnx_models["depth"]), threads=1,
+                                      topic=topic, label_topic=LABELS, output_bag_format="none"))
+    assert (report["frames"], report["dropped"], report["messages"]) == (7, 1, 8)
+    kinds = {w["kind"]: w for w in report["warnings"]}
+    assert kinds["bad_image:16UC1"]["count"] == 1 and "needs step" in kinds["bad_image:16UC1"]["message"]  # frame source
+    assert kinds["bad_label_message"]["count"] == 1 and "mono8" in kinds["bad_label_message"]["message"]  # label reader
+    assert kinds["labels_without_frame"]["count"] == 1  # the run's own check (frame 3's label), in the same list
+
+
+# ---------------------------------------------------------------------------------------------- label matching
+def test_a_frame_is_scored_against_its_nearest_label_only(tmp_path, scenes, tiny_onnx_models):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3", labels=False)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for frame in scenes:
+        assert cv2_write(labels / f"{BASE_NS + frame.stamp_us * 1000}.png", frame.label)
+    wrong = np.full_like(scenes[3].label, 7)  # would lower the score if it were scored
+    assert cv2_write(labels / f"{BASE_NS + scenes[3].stamp_us * 1000 + 400_000}.png", wrong)  # 0.4 ms after frame 3
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(tiny_onnx_models["depth"]), threads=1,
+                                      label_dir=labels, output_bag_format="none"))
+    assert (report["labels"], report["labels_scored"], report["labels_sharing_frame"], report["labels_unmatched"]) == (9, 8, 1, 0)
+    assert report["miou"] == pytest.approx(in_memory_miou(scenes, "depth", tiny_onnx_models["depth"])[0], abs=1e-12)
+    assert any(w["kind"] == "labels_sharing_frame" for w in report["warnings"])
+
+
+# ---------------------------------------------------------------------------------------------- output folder
+def small_run(bag: Path, out: Path, model: Path, *args: str) -> tuple[int, str]:
+    """``main`` on the depth scene bag; returns the exit code and stderr."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(bag), "--out", str(out), "--model", str(model), "--topic", INPUTS["depth"][0], "--threads", "1",
+                     "--overlays", "2", "--no-progress", *args])
+    return code, err.getvalue().strip()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_non_empty_out_is_refused_and_overwrite_replaces_only_what_bag_eval_wrote(tmp_path, scenes, tiny_onnx_models):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    model, out = tiny_onnx_models["depth"], tmp_path / "out"
+    code, err = small_run(bag, out, model, "--label-topic", LABELS)
+    assert code == 0 and (out / "iou.png").is_file() and (out / "confusion.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+
+    code, err = small_run(bag, out, model)
+    assert code == 2 and len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+    assert snapshot(out) == before
+
+    code, err = small_run(bag, out, model, "--overwrite", "--output-bag-format", "none")  # unlabelled now
+    assert code == 0
+    manifest = json.loads((out / ".bag_eval.json").read_text())["paths"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*manifest, ".bag_eval.json", "notes.txt"])
+    assert not (out / "iou.png").exists() and not (out / "confusion.png").exists()  # no stale plots of the labelled run
+    assert not (out / "output_bag").exists() and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "report.json").read_text())["labels"] == 0
+
+    shutil.copytree(bag, out / "output_bag")  # someone's own bag where bag_eval writes its own
+    code, err = small_run(bag, out, model, "--overwrite")
+    assert code == 2 and "output_bag was not written by bag_eval" in err and len(err.splitlines()) == 1
+    assert (out / "output_bag" / "in.db3").is_file()
+
+
+def test_errors_before_evaluation_write_nothing(tmp_path, scenes, tiny_onnx_models):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    model, out = tiny_onnx_models["depth"], tmp_path / "out"
+    code, err = small_run(tmp_path / "mistyped", out, model)
+    assert code == 2 and "does not exist" in err and not out.exists()
+
+    assert small_run(bag, out, model)[0] == 0
+    before = snapshot(out)
+    bad_model = tmp_path / "model.onnx"
+    bad_model.write_bytes(b"not a model")
+    for args in (("--topic", "/nope"), ("--label-topic", "/missing"), ("--model", str(bad_model))):
+        code, err = small_run(bag, out, model, "--overwrite", *args)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert snapshot(out) == before  # the earlier good report stays
+
+
+def test_a_failed_write_removes_the_runs_output_and_keeps_the_earlier_report(tmp_path, scenes, tiny_onnx_models,
+                                                                           monkeypatch):
+    import errno
+
+    from madm_ros import atomic_io
+
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    model, out = tiny_onnx_models["depth"], tmp_path / "out"
+    assert small_run(bag, out, model)[0] == 0
+    before = snapshot(out)
+
+    def disk_full(path, data, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic_io, "atomic_write_bytes", disk_full)
+    code, err = small_run(bag, out, model, "--overwrite", "--label-topic", LABELS)
+    assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err and str(out) in err
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == sorted(
+        [*json.loads((out / ".bag_eval.json").read_text())["paths"], ".bag_eval.json"])  # no staging folder left
+
+    code, err = small_run(bag, tmp_path / "new", model)
+    assert code == 2 and "No space left on device" in err and not (tmp_path / "new").exists()
+
+    monkeypatch.undo()  # now the output bag fills the disk, part way through the frames
+    import madm_ros.bag_source
+
+    def bag_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(madm_ros.bag_source.OutputBag, "write_image", bag_full)
+    code, err = small_run(bag, out, model, "--overwrite")
+    assert code == 2 and len(err.splitlines()) == 1 and "output bag" in err and "No space left on device" in err
+    assert snapshot(out) == before
+
+
+def test_an_unwritable_out_ends_with_one_line_and_leaves_it_empty(tmp_path, scenes, tiny_onnx_models, monkeypatch):
+    import errno
+    import os
+
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    out = tmp_path / "out"
+    out.mkdir()
+    real_mkdir = Path.mkdir
+
+    def refused(self, *args, **kwargs):  # what a read-only folder does, also for root (whom chmod does not stop)
+        if self.parent == out:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "mkdir", refused)
+        code, err = small_run(bag, out, tiny_onnx_models["depth"])
+    assert code == 2 and len(err.splitlines()) == 1 and "Permission denied" in err and "writable" in err
+    assert not list(out.iterdir())
+    if os.geteuid() == 0:
+        pytest.skip("running as root: chmod does not stop root's writes")
+    out.chmod(0o555)
+    try:
+        code, err = small_run(bag, out, tiny_onnx_models["depth"])
+    finally:
+        out.chmod(0o755)
+    assert code == 2 and len(err.splitlines()) == 1 and "Permission denied" in err and not list(out.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- what users see
+def test_overlays_of_evenly_spaced_frames_and_a_contact_sheet(tmp_path, scenes, tiny_onnx_models):
+    import cv2
+
+    model = tiny_onnx_models["depth"]
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(model), threads=1, label_topic=LABELS,
+                                      topic=INPUTS["depth"][0], overlays=3, output_bag_format="none"))
+    stamps = [BASE_NS + f.stamp_us * 1000 for f in scenes]
+    # every frame is held until 2 × 3 are, then every other one (0, 2, 4, 6); three are spread over those
+    assert report["overlays"] == [f"overlays/{stamps[i]}.png" for i in (0, 4, 6)]
+    segmenter = Segmenter.load(model, threads=1)
+    expected = segmenter.segment(scenes[4].images["depth"], "16UC1").overlay(ImageParams().overlay_alpha)
+    written = cv2.imread(str(tmp_path / "out" / report["overlays"][1]))[:, :, ::-1]
+    assert np.array_equal(written, expected)
+    sheet = cv2.imread(str(tmp_path / "out" / "overlays.png"))
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "![Overlays](overlays.png)" in markdown and all(f"]({name})" in markdown for name in report["overlays"])
+
+    unlabelled = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "plain", model=str(model), threads=1,
+                                          topic=INPUTS["depth"][0], overlays=3, output_bag_format="none"))
+    plain = cv2.imread(str(tmp_path / "plain" / "overlays.png"))
+    assert unlabelled["overlays"] == report["overlays"]
+    assert sheet.shape[1] > 1.5 * plain.shape[1]  # each scored frame's label beside its overlay
+
+    none = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "none", model=str(model), threads=1,
+                                    topic=INPUTS["depth"][0], overlays=0, output_bag_format="none"))
+    assert none["overlays"] == [] and not (tmp_path / "none" / "overlays").exists()
+    assert not (tmp_path / "none" / "overlays.png").exists()
+
+
+def test_the_overlay_sample_stays_small_and_evenly_spaced():
+    from madm_ros.bag_eval.state import OverlaySample
+
+    sample, held = OverlaySample(24), 0
+    for index in range(1000):
+        if sample.wants(index):
+            sample.add(index, index, np.full((2, 2, 3), index % 256, np.uint8))
+        held = max(held, len(sample._kept))
+    chosen = [index for index, _, _ in sample.chosen()]
+    assert held <= 48 and len(chosen) == 24 and chosen[0] == 0 and chosen[-1] >= 900
+    steps = np.diff(chosen)
+    assert steps.max() <= 2 * steps.min()
+
+
+def test_a_built_in_model_carries_the_synthetic_only_caveat(tmp_path, scenes, tiny_onnx_models):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3", labels=False)
+    report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "default", threads=1, output_bag_format="none"))
+    assert "synthetic scenes only" in report["model_caveat"] and "python -m madm_train adapt" in report["model_caveat"]
+    assert json.loads((tmp_path / "default" / "report.json").read_text())["model_caveat"] == report["model_caveat"]
+    assert "synthetic-only model" in (tmp_path / "default" / "report.md").read_text()
+    own = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "own", model=str(tiny_onnx_models["depth"]), threads=1,
+                                   output_bag_format="none"))
+    assert own["model_caveat"] is None and "synthetic-only" not in (tmp_path / "own" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("name", "kind"), [("x.raw", "Prophesee RAW"), ("x.aedat4", "AEDAT4"), ("events.h5", "HDF5")])
+def test_an_event_file_is_named_with_the_tool_that_reads_it(tmp_path, capsys, name, kind):
+    path = tmp_path / name
+    path.write_bytes(b"% evt 3.0\n")
+    code = main([str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and kind in err and f"python -m madm_ros.events info {path}" in err
+    assert not (tmp_path / "out").exists()
+    other = tmp_path / "notes.txt"  # any other file: the bag reader's one line
+    other.write_text("x")
+    code = main([str(other), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "notes.txt" in err and not (tmp_path / "out").exists()
+
+
+def test_the_real_evt3_bag_stops_at_max_frames(event_bag, tiny_onnx_models, tmp_path):
+    report = evaluate_bag(EvalOptions(bag=event_bag, out=tmp_path / "out", model=str(tiny_onnx_models["events"]), threads=1,
+                                      max_frames=5, output_bag_format="none", overlays=2))
+    assert (report["frames"], report["exit_code"], report["max_frames_reached"]) == (5, 0, True)
+    assert len(report["overlays"]) == 2
