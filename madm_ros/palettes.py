@@ -1,10 +1,10 @@
 """Class sets, colours and label mappings as data.
 
 Three label sets matter to MADM (reference: MADM's configs, see ../shared/reference/madm_spec.md §4.1, §5):
-Cityscapes-19 (the labelled RGB source), DSEC-11 (depth and event targets) and FMB-9 (infrared).
-Index order is logits order. The 11- and 9-class colours are the Cityscapes colours of the kept
-classes, because LPLR paints labels with exactly these colours; "traffic sign" therefore wears
-Cityscapes' traffic-*light* orange.
+Cityscapes-19 (the labelled RGB source, and the classes of the GTA5/SYNTHIA → Cityscapes
+benchmarks), DSEC-11 (depth and event targets) and FMB-9 (infrared). Index order is logits order.
+The 11- and 9-class colours are the Cityscapes colours of the kept classes, because LPLR paints
+labels with exactly these colours; "traffic sign" therefore wears Cityscapes' traffic-*light* orange.
 
 Mappings are 256-entry uint8 lookup tables, so any uint8 label image maps with one indexing
 operation and 255 (ignore) stays 255.
@@ -12,6 +12,7 @@ operation and 255 (ignore) stays 255.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,15 +24,19 @@ __all__ = [
     "CITYSCAPES_LABELID_TO_TRAINID",
     "DELIVER_25_NAMES",
     "DSEC_11",
+    "EVAL_CLASS_SUBSETS",
     "FMB_9",
     "FMB_15_NAMES",
     "IGNORE_INDEX",
     "LABEL_SETS",
+    "SYNTHIA_23_NAMES",
     "LabelSet",
     "colorize",
+    "eval_class_names",
     "get_label_set",
     "label_mapping",
     "remap_labels",
+    "subset_miou",
 ]
 
 IGNORE_INDEX = 255
@@ -120,6 +125,15 @@ FMB_15_NAMES = (
 )
 """FMB's 15 label values in order (value 0 is unlabelled)."""
 
+SYNTHIA_23_NAMES = (
+    "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign", "pedestrian",
+    "bicycle", "motorcycle", "parking slot", "road-work", "traffic light", "terrain", "rider", "truck", "bus", "train",
+    "wall", "lanemarking",
+)
+"""SYNTHIA-RAND-CITYSCAPES' class ids 0..22 (its README), stored in the first channel of the 16-bit
+``GT/LABELS`` PNGs. Terrain, truck and train are defined but never occur, so the data set covers
+16 of Cityscapes' 19 classes."""
+
 
 def _by_name(src: tuple[str, ...], dst: LabelSet, renames: dict[str, str | None]) -> np.ndarray:
     """Map class names ``src`` (index = value) onto ``dst`` by name, after ``renames`` (None = ignore)."""
@@ -153,12 +167,60 @@ _MAPPINGS: dict[tuple[str, str], np.ndarray] = {
         "RailTrack": None, "GroundRail": None, "TrafficLight": "traffic sign", "Static": None, "Dynamic": None,
         "Water": None, "Terrain": "vegetation", "TwoWheeler": "car", "Bus": "car", "Truck": "car",
     }),
+    # SYNTHIA → Cityscapes train ids, exactly DAFormer's tools/convert_datasets/synthia.py: pedestrian is
+    # person; void, parking slot, road-work and lane marking become ignore (lane marking is not road there).
+    ("synthia23", "cityscapes19"): _by_name(SYNTHIA_23_NAMES, CITYSCAPES_19, {
+        "void": None, "pedestrian": "person", "parking slot": None, "road-work": None, "lanemarking": None,
+    }),
     # MADM's FMB infrared test labels (madm_spec.md §5.4).
     ("fmb15", "fmb9"): _by_name(FMB_15_NAMES, FMB_9, {
         "unlabelled": None, "traffic lamp": "traffic sign", "truck": "car", "bus": "car", "motorcycle": "car",
         "bicycle": "car",
     }),
 }
+
+
+EVAL_CLASS_SUBSETS: dict[str, tuple[str, ...]] = {
+    # SYNTHIA → Cityscapes is scored over the 16 classes SYNTHIA has: all but terrain, truck, train
+    # (iccld_diff_spec.md A.3; DAFormer, HRDA, MIC report this "mIoU16").
+    "synthia16": tuple(n for n in CITYSCAPES_19.class_names if n not in ("terrain", "truck", "train")),
+    # … and, in many papers beside it, over 13: also without wall, fence and pole (the "mIoU13" or
+    # "mIoU*" of the UDA literature, e.g. the synthia_set_13 of AdaptSegNet-derived evaluation code).
+    "synthia13": tuple(n for n in CITYSCAPES_19.class_names
+                       if n not in ("terrain", "truck", "train", "wall", "fence", "pole")),
+}
+"""Class subsets an mIoU is reported over, by name (``data.eval_classes``); ``all`` means every class.
+
+The network still predicts all classes of its label set and the confusion matrix is the full
+one: a subset only chooses which per-class IoUs are averaged (so a pixel of a missing class that
+is predicted as, say, terrain still costs the class it belongs to)."""
+
+
+def eval_class_names(label_set: str, eval_classes: str) -> tuple[str, ...]:
+    """The classes of ``label_set`` that ``eval_classes`` (``all`` or a key of :data:`EVAL_CLASS_SUBSETS`) averages."""
+    classes = get_label_set(label_set).class_names
+    if eval_classes == "all":
+        return classes
+    if eval_classes not in EVAL_CLASS_SUBSETS:
+        raise ConfigError(f"unknown evaluation class subset {eval_classes!r}; known: all, {', '.join(EVAL_CLASS_SUBSETS)}")
+    missing = [n for n in EVAL_CLASS_SUBSETS[eval_classes] if n not in classes]
+    if missing:
+        raise ConfigError(f"evaluation subset {eval_classes} names classes {missing} that label set {label_set} does not "
+                          f"have; {eval_classes} is defined on cityscapes19 (--set data.label_set=cityscapes19)")
+    return EVAL_CLASS_SUBSETS[eval_classes]
+
+
+def subset_miou(per_class_iou: Mapping[str, float | None], names: Sequence[str]) -> float | None:
+    """Mean IoU over ``names`` of a ``{class: IoU or None}`` mapping (``ConfusionMatrix.as_dict``'s ``per_class_iou``).
+
+    Classes whose IoU is undefined (None: neither labelled nor predicted anywhere) are left out, as
+    mmseg's ``nanmean`` does; None when every one is undefined.
+    """
+    unknown = [n for n in names if n not in per_class_iou]
+    if unknown:
+        raise InputError(f"classes {unknown} have no IoU here; the metrics hold {', '.join(per_class_iou)}")
+    values = [v for v in (per_class_iou[n] for n in names) if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def get_label_set(name: str) -> LabelSet:

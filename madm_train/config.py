@@ -54,8 +54,10 @@ __all__ = [
     "task_defaults",
 ]
 
-Task = Literal["depth", "infrared", "events"]
+Task = Literal["depth", "infrared", "events", "rgb"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
+"""The released tasks, each a set of defaults (:func:`task_defaults`): three RGB → modality tasks of
+MADM, and ``rgb``, the synthetic-to-real RGB benchmark of DIFF and ICCLD (GTA5 → Cityscapes)."""
 
 # ODISE's detectron2 schedule, which MADM rescales to its own length (madm_spec.md §2.5): 500
 # warm-up iterations and drops at 163,889 and 177,546 of 184,375.
@@ -66,25 +68,38 @@ _ODISE_MILESTONES = (163_889, 177_546)
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Source and target data (madm_spec.md §2.4, §2.6, §5).
+    """Source and target data (madm_spec.md §2.4, §2.6, §5; the ``rgb`` task: iccld_diff_spec.md A.3, B.3, B.4).
 
     Attributes:
-        source_kind: ``cityscapes`` (labelled RGB) or ``folder`` (the generic folder layout, e.g.
-            synthetic scenes, read as modality ``rgb``).
+        source_kind: Labelled RGB in its publisher's layout: ``cityscapes``, ``gta5`` (``images/``,
+            ``labels/``) or ``synthia`` (SYNTHIA-RAND-CITYSCAPES: ``RGB/``, ``GT/LABELS/``); or
+            ``folder`` (the generic folder layout, e.g. synthetic scenes, read as modality ``rgb``).
+            GTA5 and SYNTHIA are used whole (``source_split`` must be ``train``); their labels are
+            Cityscapes train ids, like Cityscapes', so rare-class sampling counts in the 19 classes.
         source_root: Root of the source data set.
         source_split: Source split that is trained on.
         target_kind: ``deliver_depth``, ``fmb_infrared``, ``dsec_edges`` (MADM's pre-rendered DSEC
-            edge PNGs), ``dsec_events`` (edge frames rendered from DSEC ``events.h5``) or ``folder``.
+            edge PNGs), ``dsec_events`` (edge frames rendered from DSEC ``events.h5``),
+            ``cityscapes`` (an RGB target, modality ``rgb``: ``target_split`` is read without its
+            labels, ``test_split`` — ``val`` — with them) or ``folder``.
         target_root: Root of the target data set.
         target_split: Unlabelled target split that is adapted to.
         test_split: Labelled target split that is evaluated on.
         test_root: Root of the labelled evaluation data when it is not ``target_root`` (e.g. your
             own unlabelled folder to adapt to, plus a few hand-labelled frames in another folder);
             empty: ``target_root``.
-        modality: Target modality (``depth``, ``thermal`` or ``events``).
-        label_set: Class set of labels and logits (``dsec11``: 11 classes, ``fmb9``: 9).
+        modality: Target modality (``depth``, ``thermal``, ``events`` or ``rgb``).
+        label_set: Class set of labels and logits (``dsec11``: 11 classes, ``fmb9``: 9,
+            ``cityscapes19``: Cityscapes' 19 train ids).
+        eval_classes: Which classes the benchmark's mIoU averages (``madm_ros.palettes.EVAL_CLASS_SUBSETS``):
+            ``all``, or for SYNTHIA → Cityscapes ``synthia16`` (without terrain, truck, train, which
+            SYNTHIA lacks) or ``synthia13`` (also without wall, fence, pole); the network predicts
+            all classes of ``label_set`` either way. Needs ``label_set`` ``cityscapes19``.
         source_resize_hw: Every source image is resized to this (height, width) before cropping.
         target_resize_hw: The same for target images.
+        test_resize_hw: Test images (and labels, nearest) are resized to this for evaluation; null:
+            ``crop_hw`` (MADM evaluates at its 512×512 network size). DIFF tests Cityscapes whole at
+            1024×512: ``[512, 1024]``.
         crop_hw: Random training crop = network input size; must fit in both resize sizes.
         flip_probability: Chance of a horizontal flip (source and target independently).
         batch_size: Source images and target images per step (one of each in the reference, per GPU).
@@ -124,18 +139,21 @@ class DataConfig:
             the file the node will run with, so training and deployment see the same frames.
     """
 
-    source_kind: Literal["cityscapes", "folder"] = "cityscapes"
+    source_kind: Literal["cityscapes", "gta5", "synthia", "folder"] = "cityscapes"
     source_root: str = "/data/cityscapes"
     source_split: str = "train"
-    target_kind: Literal["deliver_depth", "fmb_infrared", "dsec_edges", "dsec_events", "folder"] = "deliver_depth"
+    target_kind: Literal["deliver_depth", "fmb_infrared", "dsec_edges", "dsec_events", "cityscapes", "folder"] = \
+        "deliver_depth"
     target_root: str = "/data/DELIVER"
     target_split: str = "train"
     test_split: str = "test"
     test_root: str = ""
-    modality: Literal["depth", "thermal", "events"] = "depth"
-    label_set: Literal["dsec11", "fmb9"] = "dsec11"
+    modality: Literal["depth", "thermal", "events", "rgb"] = "depth"
+    label_set: Literal["dsec11", "fmb9", "cityscapes19"] = "dsec11"
+    eval_classes: Literal["all", "synthia16", "synthia13"] = "all"
     source_resize_hw: tuple[int, int] = (512, 1024)
     target_resize_hw: tuple[int, int] = (712, 712)
+    test_resize_hw: tuple[int, int] | None = None
     crop_hw: tuple[int, int] = (512, 512)
     flip_probability: float = 0.5
     batch_size: int = 1
@@ -156,6 +174,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("source_resize_hw", "target_resize_hw", "crop_hw"):
             positive_size(f"data.{name}", getattr(self, name))
+        if self.test_resize_hw is not None:
+            positive_size("data.test_resize_hw", self.test_resize_hw)
+        self._check_rgb_target()
         for name in ("source_resize_hw", "target_resize_hw"):
             resize = getattr(self, name)
             if self.crop_hw[0] > resize[0] or self.crop_hw[1] > resize[1]:
@@ -173,6 +194,18 @@ class DataConfig:
             raise ConfigError(f"data.rare_class_temperature must be > 0, got {self.rare_class_temperature}")
         at_least("data.rare_class_min_pixels", self.rare_class_min_pixels, 0)
         in_range("data.rare_class_min_crop_ratio", self.rare_class_min_crop_ratio, 0.0, 1.0)
+
+    def _check_rgb_target(self) -> None:
+        """Cityscapes is the one RGB target kind (besides a folder); the Synthia subsets live in the 19 classes."""
+        if self.target_kind == "cityscapes" and self.modality != "rgb":
+            raise ConfigError(f"data.target_kind=cityscapes is an RGB target but data.modality is {self.modality}: "
+                              "use --set data.modality=rgb")
+        if self.modality == "rgb" and self.target_kind not in ("cityscapes", "folder"):
+            raise ConfigError(f"data.modality=rgb needs an RGB target; data.target_kind={self.target_kind} is not one: "
+                              "use --set data.target_kind=cityscapes (or a folder with rgb frames)")
+        if self.eval_classes != "all" and self.label_set != "cityscapes19":
+            raise ConfigError(f"data.eval_classes={self.eval_classes} averages Cityscapes classes; data.label_set is "
+                              f"{self.label_set}: use --set data.label_set=cityscapes19 or --set data.eval_classes=all")
 
     def _check_bag(self) -> None:
         if self.target_bag and not self.target_topic:
@@ -344,7 +377,16 @@ class TrainConfig:
 
 
 def task_defaults(task: str, method: str = "madm") -> TrainConfig:
-    """The released settings of ``task`` for ``method`` (madm_spec.md §2.5, §2.6, §5)."""
+    """The released settings of ``task`` for ``method`` (madm_spec.md §2.5, §2.6, §5).
+
+    ``rgb`` is DIFF's GTA5 → Cityscapes protocol (iccld_diff_spec.md B.3, B.4; ICCLD's A.3 is the
+    same benchmark): GTA5 whole, resized to 1280×720 and cropped to 512² (DAFormer keeps the aspect
+    ratio, which gives 1280×704 for GTA5's 1914×1052 frames), adapted to Cityscapes ``train`` at
+    1024×512 and tested on its 500 ``val`` images whole at 1024×512, over the 19 classes. For
+    SYNTHIA → Cityscapes set ``data.source_kind=synthia``, ``data.source_root``,
+    ``data.source_resize_hw=[760, 1280]`` (DAFormer's) and ``data.eval_classes=synthia16`` or ``synthia13``.
+    Trainer and method values stay MADM's (only the data protocol is DIFF's).
+    """
     from madm_train.methods import METHODS
 
     if task not in TASKS:
@@ -357,6 +399,10 @@ def task_defaults(task: str, method: str = "madm") -> TrainConfig:
                                target_resize_hw=(512, 683)),
         "events": DataConfig(target_kind="dsec_edges", target_root="/data/DSEC", modality="events", label_set="dsec11",
                              target_resize_hw=(512, 768)),
+        "rgb": DataConfig(source_kind="gta5", source_root="/data/GTA5", source_split="train", source_resize_hw=(720, 1280),
+                          target_kind="cityscapes", target_root="/data/cityscapes", target_split="train", test_split="val",
+                          target_resize_hw=(512, 1024), test_resize_hw=(512, 1024), modality="rgb",
+                          label_set="cityscapes19"),
     }[task]
     return TrainConfig(task=task, method=METHODS[method].for_task(task), data=data,  # type: ignore[arg-type]
                        run=RunConfig(out_dir=f"runs/{task}"))

@@ -3,6 +3,12 @@
 Used by the trainer, ``evaluate``, ``distill``, ``export`` and the benchmark, so every command reads
 a config's data the same way. Synthetic frames (``data.synthetic_frames``) and a bag's frames
 (``data.target_bag``) are produced once by the writing process; the others wait at ``barrier``.
+
+Sources (``data.source_kind``): ``cityscapes``, ``gta5``, ``synthia`` (labelled RGB in their
+publishers' layouts) or ``folder``. Targets (``data.target_kind``): ``deliver_depth``,
+``fmb_infrared``, ``dsec_edges``, ``dsec_events``, ``cityscapes`` (RGB: the GTA5/SYNTHIA →
+Cityscapes benchmarks, adapting to ``train`` without its labels and testing on labelled ``val``)
+or ``folder``. A data set that cannot be found names the config key that points at it.
 """
 
 from __future__ import annotations
@@ -10,9 +16,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from madm_ros.errors import ConfigError
+from madm_ros.errors import ConfigError, InputError
 from madm_ros.preprocessing import InputSpec
 
 if TYPE_CHECKING:
@@ -22,6 +28,17 @@ __all__ = ["TEST_FRACTION", "build_datasets", "split_folder_frames"]
 
 TEST_FRACTION = 0.2
 """Folder data sets used as source and target at once: the fraction of sequences held out for testing."""
+
+_T = TypeVar("_T")
+
+
+def _found_at(key: str, root: str, make: Callable[[], _T]) -> _T:
+    """``make()``, with a layout error (missing folder, no examples) extended by the config key to change."""
+    try:
+        return make()
+    except InputError as error:
+        raise InputError(f"{error} (looked under {key} = {root!r}; point it at the data set with "
+                         f"--set {key}=PATH)") from None
 
 
 def split_folder_frames(root: Path) -> tuple[list[str], list[str], list[str]]:
@@ -71,6 +88,8 @@ def build_datasets(config: TrainConfig, *, rank: int = 0, is_main: bool = True,
     check_data_paths(config)
     spec_source = InputSpec("rgb", height=d.crop_hw[0], width=d.crop_hw[1])
     spec_target = InputSpec(d.modality, height=d.crop_hw[0], width=d.crop_hw[1])
+    test_hw = d.test_resize_hw or d.crop_hw
+    spec_test = InputSpec(d.modality, height=test_hw[0], width=test_hw[1])
     source_aug = TrainAugmentation(d.source_resize_hw, d.crop_hw, d.flip_probability)
     target_aug = TrainAugmentation(d.target_resize_hw, d.crop_hw, d.flip_probability)
     seed = config.run.seed + rank
@@ -80,28 +99,36 @@ def build_datasets(config: TrainConfig, *, rank: int = 0, is_main: bool = True,
     if shared_folder:
         source_frames, target_frames, test_frames = split_folder_frames(Path(d.source_root))
 
-    if d.source_kind == "cityscapes":
-        source = datasets.CityscapesDataset(d.source_root, d.source_split, spec_source, label_set=d.label_set,
-                                            augmentation=source_aug, seed=seed)
+    labelled_rgb = {"cityscapes": datasets.CityscapesDataset, "gta5": datasets.Gta5Dataset,
+                    "synthia": datasets.SynthiaDataset}
+    if d.source_kind in labelled_rgb:
+        reader = labelled_rgb[d.source_kind]
+        source = _found_at("data.source_root", d.source_root, lambda: reader(
+            d.source_root, d.source_split, spec_source, label_set=d.label_set, augmentation=source_aug, seed=seed))
     else:
-        source = datasets.FolderDataset(d.source_root, spec_source, frames=source_frames, augmentation=source_aug,
-                                        seed=seed)
+        source = _found_at("data.source_root", d.source_root, lambda: datasets.FolderDataset(
+            d.source_root, spec_source, frames=source_frames, augmentation=source_aug, seed=seed))
 
-    def target_set(split: str, augmentation: TrainAugmentation | None, frames: list[str] | None, offset: int,
-                   root: str) -> Any:
-        kind = d.target_kind
+    def target_set(split: str, spec: InputSpec, augmentation: TrainAugmentation | None, frames: list[str] | None,
+                   offset: int, root: str, *, labelled: bool) -> Any:
+        kind, more = d.target_kind, {"augmentation": augmentation, "seed": seed + offset}
         if kind == "deliver_depth":
-            return datasets.DeliverDepthDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
+            return datasets.DeliverDepthDataset(root, split, spec, **more)
         if kind == "fmb_infrared":
-            return datasets.FmbInfraredDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
+            return datasets.FmbInfraredDataset(root, split, spec, **more)
         if kind == "dsec_edges":
-            return datasets.DsecEdgeDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
+            return datasets.DsecEdgeDataset(root, split, spec, **more)
         if kind == "dsec_events":
-            return datasets.DsecEventsDataset(root, split, spec_target, augmentation=augmentation, seed=seed + offset)
-        return datasets.FolderDataset(root, spec_target, frames=frames, augmentation=augmentation, seed=seed + offset)
+            return datasets.DsecEventsDataset(root, split, spec, **more)
+        if kind == "cityscapes":  # the split adapted to is read without its labels
+            return datasets.CityscapesDataset(root, split, spec, label_set=d.label_set, labelled=labelled, **more)
+        return datasets.FolderDataset(root, spec, frames=frames, **more)
 
-    target = target_set(d.target_split, target_aug, target_frames, 1, d.target_root)
-    test = target_set(d.test_split, None, test_frames, 2, d.test_root or d.target_root)
+    target = _found_at("data.target_root", d.target_root, lambda: target_set(
+        d.target_split, spec_target, target_aug, target_frames, 1, d.target_root, labelled=False))
+    test_key = "data.test_root" if d.test_root else "data.target_root"
+    test = _found_at(test_key, d.test_root or d.target_root, lambda: target_set(
+        d.test_split, spec_test, None, test_frames, 2, d.test_root or d.target_root, labelled=True))
     if source.label_set is None or source.label_set.name != d.label_set:
         raise ConfigError(f"the source data at {d.source_root} is not labelled in {d.label_set}")
     return source, target, test

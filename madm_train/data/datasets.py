@@ -10,6 +10,12 @@ Layouts, as their publishers ship them (paths relative to the root given):
 - Cityscapes: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with
   ``gtFine/<split>/<city>/<stem>_gtFine_labelTrainIds.png``, or ``…_labelIds.png`` mapped to train
   ids when the former is missing.
+- GTA5 (Richter et al. 2016): ``images/<NNNNN>.png`` with ``labels/<NNNNN>.png`` (8-bit palette
+  PNGs whose indices are Cityscapes label ids), or ``labels/<NNNNN>_labelTrainIds.png`` as
+  DAFormer's ``tools/convert_datasets/gta.py`` writes them beside the originals.
+- SYNTHIA-RAND-CITYSCAPES: ``RGB/<NNNNNNN>.png`` with ``GT/LABELS/<NNNNNNN>.png`` (16-bit PNGs, the
+  class id in the first channel), or ``GT/LABELS/<NNNNNNN>_labelTrainIds.png`` (DAFormer's
+  ``tools/convert_datasets/synthia.py``).
 - DELIVER depth (front camera): ``depth/<condition>/<split>/<map>/<frame>_depth_front.png``, labels
   ``semantic/<condition>/<split>/<map>/<frame>_semantic_front.png`` (first channel minus one with
   uint8 wrap, a stored 255 staying 255, then 25 → 11 classes, as MADM's loader does).
@@ -34,7 +40,14 @@ from typing import Any, Literal
 import numpy as np
 
 from madm_ros.errors import ConfigError, InputError
-from madm_ros.palettes import CITYSCAPES_LABELID_TO_TRAINID, IGNORE_INDEX, LabelSet, get_label_set, label_mapping
+from madm_ros.palettes import (
+    CITYSCAPES_LABELID_TO_TRAINID,
+    IGNORE_INDEX,
+    SYNTHIA_23_NAMES,
+    LabelSet,
+    get_label_set,
+    label_mapping,
+)
 from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
 from madm_train.data.augment import TrainAugmentation, resize_label
 
@@ -47,11 +60,15 @@ __all__ = [
     "DsecEventsDataset",
     "FmbInfraredDataset",
     "FolderDataset",
+    "Gta5Dataset",
     "ModalityDataset",
     "Record",
     "Sample",
+    "SynthiaDataset",
+    "read_gta5_label",
     "read_label_file",
     "read_modality_file",
+    "read_synthia_label",
 ]
 
 
@@ -165,7 +182,12 @@ class ModalityDataset(Sequence[Sample]):
     labels_sized_like_images = True
     """Whether a label must have its image's size. Where a publisher ships them at different sizes
     (DSEC), MADM resizes each to the network size on its own and so does :meth:`load`; elsewhere a
-    mismatch means a broken data set and is an error."""
+    mismatch means a broken data set and is an error (beyond ``label_size_tolerance``)."""
+
+    label_size_tolerance = 0.0
+    """Largest relative difference per side between a label and its image that is resized away
+    rather than refused (with ``labels_sized_like_images``). 0 elsewhere; GTA5 ships a few frames
+    whose label is a few pixels off its image."""
 
     def __init__(
         self,
@@ -275,8 +297,12 @@ class ModalityDataset(Sequence[Sample]):
 
     def _check_label(self, label: np.ndarray, image: np.ndarray, record: Record, label_set: LabelSet) -> None:
         if self.labels_sized_like_images and label.shape != image.shape[:2]:
-            raise InputError(f"label {record.label_path} is {label.shape[1]}×{label.shape[0]} but its image "
-                             f"{record.image_path} is {image.shape[1]}×{image.shape[0]}")
+            off = max(abs(a - b) / b for a, b in zip(label.shape, image.shape[:2]))
+            if off > self.label_size_tolerance:
+                allowed = f" (more than the {self.label_size_tolerance:.0%} this data set tolerates)" \
+                    if self.label_size_tolerance else ""
+                raise InputError(f"label {record.label_path} is {label.shape[1]}×{label.shape[0]} but its image "
+                                 f"{record.image_path} is {image.shape[1]}×{image.shape[0]}{allowed}")
         bad = label[(label >= label_set.num_classes) & (label != IGNORE_INDEX)]
         if bad.size:
             raise InputError(f"label {record.label_path} has values {sorted(set(bad.tolist()))[:5]} outside "
@@ -295,6 +321,90 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def _require_labels(records: list[Record], what: str, label_dir: Path) -> None:
+    """Refuse a labelled source in which some images have no label (they would train on nothing)."""
+    missing = [r.image_path.name for r in records if r.label_path is None]
+    if missing:
+        raise InputError(f"{len(missing)} {what} image(s) have no label in {label_dir} (e.g. {', '.join(missing[:3])}); "
+                         "a labelled source needs one per image: restore them, or remove those images")
+
+
+def _whole_set_split(what: str, split: str) -> None:
+    """GTA5 and SYNTHIA are used whole as the training source (DAFormer's readers accept only ``train``)."""
+    if split != "train":
+        raise ConfigError(f"{what} has no {split!r} split here: every image is the training source, as in "
+                          "DAFormer/DIFF; use split 'train' (--set data.source_split=train)")
+
+
+def _read_index_png(path: Path) -> np.ndarray:
+    """An 8-bit single-channel or palette PNG as its stored values (OpenCV would expand a palette to colours)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.asarray(image) if mode in ("P", "L") else None
+    except (OSError, UnidentifiedImageError):
+        raise InputError(f"cannot read label {path}: missing, unreadable or not an image file") from None
+    if array is None:
+        raise InputError(f"{path}: a label must be an 8-bit palette or grey PNG of class ids, got PIL mode {mode} "
+                         "(a colour-painted label cannot be read as ids)")
+    return array
+
+
+def read_gta5_label(path: Path) -> np.ndarray:
+    """A GTA5 label as Cityscapes train ids (255 = ignore).
+
+    ``*_labelTrainIds.png`` (DAFormer's conversion) holds train ids already; the publisher's
+    ``labels/<NNNNN>.png`` are palette PNGs whose indices are Cityscapes label ids 0..33, mapped
+    with Cityscapes' table (0 unlabelled … 6 ground and the other non-train ids → 255, a stored 255
+    stays 255). Values beyond them are an error, not silently "ignore".
+    """
+    label = _read_index_png(path)
+    if path.name.endswith("_labelTrainIds.png"):
+        return _checked_ids(label, path, 19)
+    return CITYSCAPES_LABELID_TO_TRAINID[_checked_ids(label, path, 34)]
+
+
+def _checked_ids(label: np.ndarray, path: Path, classes: int) -> np.ndarray:
+    bad = np.unique(label[(label >= classes) & (label != IGNORE_INDEX)])
+    if bad.size:
+        raise InputError(f"label {path} has values {bad[:5].tolist()} outside the data set's {classes} classes "
+                         f"(0..{classes - 1}, 255); is this the right label folder?")
+    return label
+
+
+_SYNTHIA_TO_TRAINID = label_mapping("synthia23", "cityscapes19")
+
+
+def read_synthia_label(path: Path) -> np.ndarray:
+    """A SYNTHIA-RAND-CITYSCAPES label as Cityscapes train ids (255 = ignore).
+
+    The publisher's ``GT/LABELS/*.png`` are 16-bit PNGs with the class id (0..22, see
+    ``SYNTHIA_23_NAMES``) in the first channel and the instance id in the second; OpenCV reads them
+    unchanged (PIL would cut them to 8 bits) in BGR order, so the id is channel 2, as DAFormer's
+    converter takes it. ``*_labelTrainIds.png`` (DAFormer's conversion) holds train ids already.
+    """
+    import cv2
+
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise InputError(f"cannot read label {path}: missing, unreadable or not an image file")
+    if path.name.endswith("_labelTrainIds.png"):
+        if label.ndim != 2 or label.dtype != np.uint8:
+            raise InputError(f"{path}: a _labelTrainIds.png must be 8-bit single-channel, got {label.dtype} {label.shape}")
+        return _checked_ids(label, path, 19)
+    if label.ndim == 3:
+        label = label[:, :, 2]  # BGR(A): the file's first (R) channel
+    if label.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: SYNTHIA labels are 16-bit PNGs, got {label.dtype}")
+    bad = np.unique(label[label >= len(SYNTHIA_23_NAMES)])
+    if bad.size:
+        raise InputError(f"label {path} has class ids {bad[:5].tolist()} beyond SYNTHIA's 0..{len(SYNTHIA_23_NAMES) - 1} "
+                         "in its first channel; is this GT/LABELS (not GT/COLOR or Depth)?")
+    return _SYNTHIA_TO_TRAINID[label.astype(np.uint8)]
+
+
 def _pair(images: list[Path], label_for: Callable[[Path], Path | None], name_for: Callable[[Path], str]) -> list[Record]:
     return [Record(name_for(p), p, label_for(p)) for p in sorted(images)]
 
@@ -303,16 +413,20 @@ class CityscapesDataset(ModalityDataset):
     """Cityscapes RGB with labels in ``label_set`` (``cityscapes19``, ``dsec11`` or ``fmb9``).
 
     The annotations' own classes are the 19 train ids (``source_classes``), the space MADM's
-    rare-class sampling works in.
+    rare-class sampling works in. As the target of GTA5/SYNTHIA → Cityscapes, ``train`` is read
+    with ``labelled=False`` (adaptation must not see its labels) and ``val`` (the 500 images every
+    such benchmark reports on) with labels.
     """
 
     def __init__(self, root: Path | str, split: str, spec: InputSpec, *, label_set: str = "dsec11",
-                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+                 labelled: bool = True, augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
         root = Path(root)
         image_dir = _require_dir(root / "leftImg8bit" / split, "Cityscapes leftImg8bit")
         label_dir = root / "gtFine" / split
 
         def label_for(image: Path) -> Path | None:
+            if not labelled:
+                return None
             stem = image.name.removesuffix("_leftImg8bit.png")
             folder = label_dir / image.parent.name
             train_ids = folder / f"{stem}_gtFine_labelTrainIds.png"
@@ -332,6 +446,74 @@ class CityscapesDataset(ModalityDataset):
         if spec.modality != "rgb":
             raise ConfigError(f"Cityscapes is an RGB data set; got an InputSpec for {spec.modality}")
         super().__init__(records, spec, label_set, read_train_ids, source_classes="cityscapes19",
+                         augmentation=augmentation, seed=seed)
+
+
+class Gta5Dataset(ModalityDataset):
+    """GTA5 (24,966 game frames, 1914×1052 mostly) as labelled RGB source, labels in ``label_set``.
+
+    Every image is the training set (``split`` must be ``train``), as DAFormer and DIFF use it.
+    Labels are read from ``labels/<NNNNN>_labelTrainIds.png`` where DAFormer's converter wrote
+    them, else from the publisher's ``labels/<NNNNN>.png`` (see :func:`read_gta5_label`). The
+    annotations' own classes are Cityscapes' 19 train ids, so rare-class sampling counts in them
+    and other label sets (``dsec11``, ``fmb9``) are mapped from them, as for Cityscapes.
+
+    A few GTA5 labels differ from their image by some pixels. DAFormer's pipeline resizes image and
+    label each to its working size on its own; so does this reader (``label_size_tolerance``: up
+    to 5 % per side), and a larger difference is an error.
+    """
+
+    label_size_tolerance = 0.05
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *, label_set: str = "cityscapes19",
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = Path(root)
+        _whole_set_split("GTA5", split)
+        if spec.modality != "rgb":
+            raise ConfigError(f"GTA5 is an RGB data set; got an InputSpec for {spec.modality}")
+        image_dir = _require_dir(root / "images", "GTA5 images")
+        label_dir = _require_dir(root / "labels", "GTA5 labels")
+
+        def label_for(image: Path) -> Path | None:
+            for candidate in (label_dir / f"{image.stem}_labelTrainIds.png", label_dir / image.name):
+                if candidate.exists():
+                    return candidate
+            return None
+
+        records = _pair(list(image_dir.glob("*.png")), label_for, lambda p: p.stem)
+        _require_labels(records, "GTA5", label_dir)
+        super().__init__(records, spec, label_set, read_gta5_label, source_classes="cityscapes19",
+                         augmentation=augmentation, seed=seed)
+
+
+class SynthiaDataset(ModalityDataset):
+    """SYNTHIA-RAND-CITYSCAPES (9,400 frames, 1280×760) as labelled RGB source, labels in ``label_set``.
+
+    Every image is the training set (``split`` must be ``train``), as in DAFormer. Labels are read
+    from ``GT/LABELS/<NNNNNNN>_labelTrainIds.png`` where DAFormer's converter wrote them, else from
+    the publisher's 16-bit ``GT/LABELS/<NNNNNNN>.png`` (see :func:`read_synthia_label`). Labels hold
+    16 of Cityscapes' 19 train ids (never terrain, truck or train); the network still predicts 19
+    and the benchmark averages 16 or 13 of them (``data.eval_classes``).
+    """
+
+    def __init__(self, root: Path | str, split: str, spec: InputSpec, *, label_set: str = "cityscapes19",
+                 augmentation: TrainAugmentation | None = None, seed: int = 0) -> None:
+        root = Path(root)
+        _whole_set_split("SYNTHIA", split)
+        if spec.modality != "rgb":
+            raise ConfigError(f"SYNTHIA is an RGB data set; got an InputSpec for {spec.modality}")
+        image_dir = _require_dir(root / "RGB", "SYNTHIA RGB")
+        label_dir = _require_dir(root / "GT" / "LABELS", "SYNTHIA GT/LABELS")
+
+        def label_for(image: Path) -> Path | None:
+            for candidate in (label_dir / f"{image.stem}_labelTrainIds.png", label_dir / image.name):
+                if candidate.exists():
+                    return candidate
+            return None
+
+        records = _pair(list(image_dir.glob("*.png")), label_for, lambda p: p.stem)
+        _require_labels(records, "SYNTHIA", label_dir)
+        super().__init__(records, spec, label_set, read_synthia_label, source_classes="cityscapes19",
                          augmentation=augmentation, seed=seed)
 
 

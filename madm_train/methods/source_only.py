@@ -30,7 +30,12 @@ class SourceOnlyConfig:
 
     @classmethod
     def for_task(cls, task: str) -> SourceOnlyConfig:
-        """The same for every task."""
+        """The same for every task of ``madm_train.config.TASKS`` (``rgb`` included: nothing here is per task)."""
+        from madm_ros.errors import ConfigError
+        from madm_train.config import TASKS
+
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         return cls()
 
     def check(self, config: TrainConfig) -> None:

@@ -76,6 +76,45 @@ def test_event_defaults_regress_only_the_source_latent_with_weight_twenty():
     assert (c.data.label_set, c.data.modality, c.data.target_kind) == ("dsec11", "events", "dsec_edges")
 
 
+def test_rgb_defaults_are_diffs_gta5_to_cityscapes_protocol_with_madms_depth_values():
+    c = task_defaults("rgb")
+    d = c.data
+    assert (d.source_kind, d.source_root, d.source_split, d.source_resize_hw) == ("gta5", "/data/GTA5", "train", (720, 1280))
+    assert (d.target_kind, d.target_root, d.target_split, d.test_split) == ("cityscapes", "/data/cityscapes", "train", "val")
+    assert (d.target_resize_hw, d.test_resize_hw, d.crop_hw) == ((512, 1024), (512, 1024), (512, 512))
+    assert (d.label_set, d.modality, d.eval_classes, d.rare_class_classes) == ("cityscapes19", "rgb", "all", "source")
+    assert (d.rare_class_temperature, d.rare_class_min_pixels, d.rare_class_min_crop_ratio) == (0.01, 3000, 0.5)
+    # MADM has no RGB task: the depth task's DPLG and LPLR values
+    assert (c.method.dplg.k0_choices, c.method.dplg.end_iter) == ((60, 61), 5000)
+    assert (c.method.lplr.source_weight, c.method.lplr.target_weight) == (1.0, 1.0)
+    assert task_defaults("rgb", "source_only").method.name == "source_only"
+    assert task_defaults("depth").data.test_resize_hw is None  # MADM's tasks still test at the crop size
+    assert c.run.out_dir == "runs/rgb"
+
+
+def test_rgb_task_loads_from_yaml_and_switches_to_synthia_with_its_subsets(tmp_path: Path):
+    c = load_config(write(tmp_path, {"task": "rgb"}), ["data.source_kind=synthia", "data.source_root=/data/SYNTHIA",
+                                                       "data.source_resize_hw=[760, 1280]", "data.eval_classes=synthia13"])
+    assert (c.data.source_kind, c.data.eval_classes, c.data.source_resize_hw) == ("synthia", "synthia13", (760, 1280))
+    yaml_path, _ = save_config(c, tmp_path / "run")
+    assert config_from_dict(yaml.safe_load(yaml_path.read_text())) == c
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.modality=depth"], r"data\.target_kind=cityscapes is an RGB target but data\.modality is depth: "
+                              r"use --set data\.modality=rgb"),
+    (["data.target_kind=deliver_depth"], r"data\.modality=rgb needs an RGB target; data\.target_kind=deliver_depth"),
+    (["data.label_set=dsec11", "data.eval_classes=synthia16"],
+     r"data\.eval_classes=synthia16 averages Cityscapes classes; .*--set data\.label_set=cityscapes19"),
+    (["data.eval_classes=synthia19"], r"data\.eval_classes must be one of 'all', 'synthia16', 'synthia13'"),
+    (["data.source_kind=gta"], r"data\.source_kind must be one of 'cityscapes', 'gta5', 'synthia', 'folder'"),
+    (["data.test_resize_hw=[0, 1024]"], r"data\.test_resize_hw must be \[height, width\] with positive integers"),
+])
+def test_impossible_rgb_task_values_are_refused(tmp_path: Path, overrides: list[str], message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, {"task": "rgb"}), overrides)
+
+
 def test_set_overrides_replace_single_fields_with_yaml_values(tmp_path: Path):
     path = write(tmp_path, {"task": "events", "optim": {"lr": 1e-5}})
     c = load_config(path, ["optim.lr=2e-5", "data.crop_hw=[256, 256]", "method.ema.include_unet=true", "run.out_dir=2024",
@@ -141,8 +180,8 @@ def test_impossible_values_and_combinations_are_refused(overrides: list[str], me
 def test_a_yaml_without_task_or_with_an_unknown_task_is_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="has no 'task' key"):
         load_config(write(tmp_path, {"optim": {"lr": 1e-5}}))
-    with pytest.raises(ConfigError, match="task must be one of depth, infrared, events"):
-        load_config(write(tmp_path, {"task": "rgb"}))
+    with pytest.raises(ConfigError, match="task must be one of depth, infrared, events, rgb, got 'radar'"):
+        load_config(write(tmp_path, {"task": "radar"}))
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(write(tmp_path, {"task": "depth", "optim": 3}))
 

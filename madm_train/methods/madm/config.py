@@ -148,15 +148,21 @@ class MadmConfig:
 
     @classmethod
     def for_task(cls, task: str) -> MadmConfig:
-        """The released per-task values (madm_spec.md §3, §4.3): k₀ and E of DPLG, the LPLR weights."""
-        if task == "depth":
+        """The released per-task values (madm_spec.md §3, §4.3): k₀ and E of DPLG, the LPLR weights.
+
+        MADM released no RGB → RGB task; ``rgb`` (GTA5 → Cityscapes) gets the depth task's values
+        (k₀ ∈ {60, 61}, E = 5000, λ_s = λ_t = 1), the defaults, as an untuned starting point.
+        """
+        from madm_train.config import TASKS
+
+        if task in ("depth", "rgb"):
             return cls()
         if task == "infrared":
             return cls(dplg=DplgConfig(k0_choices=(50, 51), end_iter=8000))
         if task == "events":
             return cls(dplg=DplgConfig(k0_choices=(50, 51), end_iter=8000), lplr=LplrConfig(source_weight=20.0,
                                                                                           target_weight=0.0))
-        raise ConfigError(f"task must be one of depth, infrared, events, got {task!r}")
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
     def check(self, config: TrainConfig) -> None:
         """Refuse crops the network cannot run at."""
