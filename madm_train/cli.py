@@ -160,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if config.run.device == "cuda" and torch.cuda.is_available() else "cpu")
     model.network.to(device)
     metrics = evaluate(lambda x: model.logits(x.to(device)), test, get_label_set(config.data.label_set), args.out,
-                       batch_size=config.data.batch_size, progress=True)
+                       batch_size=config.data.batch_size, progress=True, eval_classes=config.data.eval_classes)
     print(f"evaluate: mIoU {100 * (metrics['miou'] or 0):.2f} over {metrics['images']} images -> {args.out}",
           file=sys.stderr)
     return 0

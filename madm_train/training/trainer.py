@@ -98,7 +98,8 @@ def _image_grid(images: dict[str, Any], label_set: LabelSet) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
-def _evaluate(predictor: Any, test: Any, label_set: LabelSet, out_dir: Path, device: Any, batch_size: int) -> dict[str, Any]:
+def _evaluate(predictor: Any, test: Any, label_set: LabelSet, out_dir: Path, device: Any, batch_size: int,
+              eval_classes: str) -> dict[str, Any]:
     """The predictor (MADM: the student) on the target test split, in fp32."""
     import torch
 
@@ -108,7 +109,8 @@ def _evaluate(predictor: Any, test: Any, label_set: LabelSet, out_dir: Path, dev
         return {"miou": None, "images": 0, "note": "the target evaluation split has no labels: not evaluated"}
     predictor.eval()
     try:
-        return evaluate(lambda x: predictor.logits(x.to(device)), test, label_set, out_dir, batch_size=batch_size)
+        return evaluate(lambda x: predictor.logits(x.to(device)), test, label_set, out_dir, batch_size=batch_size,
+                        eval_classes=eval_classes)
     finally:
         torch.set_grad_enabled(True)
         predictor.train()
@@ -239,7 +241,7 @@ class Trainer:
     def evaluate(self, out_dir: Path) -> dict[str, Any]:
         """The method's predictor (MADM: the student) on the target test split, in fp32 (main process)."""
         return _evaluate(self.method.predictor(), self.test, self.label_set, out_dir, self.accelerator.device,
-                         self.config.data.batch_size)
+                         self.config.data.batch_size, self.config.data.eval_classes)
 
     def run(self) -> None:
         """Iterations ``start`` … ``optim.max_iter``, with logging, periodic evaluation and checkpoints."""

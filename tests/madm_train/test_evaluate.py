@@ -63,3 +63,21 @@ def test_unlabelled_splits_and_wrong_class_counts_are_refused():
         evaluate(oracle(samples), unlabelled, DSEC_11)
     with pytest.raises(InputError, match="predicts 19 classes but dsec11 has 11"):
         evaluate(lambda x: torch.zeros(len(x), 19, 8, 12), samples, DSEC_11)
+
+
+def test_a_protocol_class_subset_adds_its_mean_iou():
+    from madm_ros.palettes import CITYSCAPES_19, EVAL_CLASS_SUBSETS
+
+    rng = np.random.default_rng(3)
+    samples = [Sample(rng.random((3, 8, 12)).astype(np.float32), rng.integers(0, 19, (8, 12), dtype=np.uint8), "rgb",
+                      {"name": f"s{i}"}) for i in range(4)]
+
+    def road_everywhere(images):
+        logits = torch.zeros(len(images), 19, 8, 12)
+        logits[:, 0] = 1.0
+        return logits
+
+    metrics = evaluate(road_everywhere, samples, CITYSCAPES_19, None, eval_classes="synthia13")
+    kept = [v for k, v in metrics["per_class_iou"].items() if k in EVAL_CLASS_SUBSETS["synthia13"] and v is not None]
+    assert metrics["miou_synthia13"] == pytest.approx(np.mean(kept))
+    assert metrics["miou_synthia13"] != pytest.approx(metrics["miou"])  # 13 of the 19 classes
