@@ -10,6 +10,9 @@ prompt (the text encoder is run once on the CPU and dropped; MADM needs nothing 
   read off the weights (:func:`detect_version`) unless ``sd_version`` forces it, and the empty
   prompt's token ids are fixed numbers, so no tokenizer files are needed. ``config_dir`` replaces
   the bundled configs for other architectures (the tiny preset's single file, for one).
+- :func:`load_text_encoder` keeps the text encoder, read the same way, with its tokenizer, for
+  prompts other than "" (DIFF's class prompts); a single file has no tokenizer, so it takes a
+  ``tokenizer=`` folder and checks that it gives the configs' empty-prompt token ids.
 - A ``.ckpt`` is read with ``torch.load(weights_only=True)`` only. Lightning-era files also pickle
   training objects (e.g. ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`` as a key
   of ``callbacks``); they are refused with a :class:`~madm_ros.errors.ConfigError` that names the
@@ -87,7 +90,7 @@ from madm_ros.errors import ConfigError
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 __all__ = [
     "CONFIGS_DIR",
@@ -98,6 +101,7 @@ __all__ = [
     "SDComponents",
     "SDModules",
     "SDVersion",
+    "TextEncoder",
     "build_sd_modules",
     "bundled_config_dir",
     "convert_checkpoint",
@@ -105,6 +109,8 @@ __all__ = [
     "empty_prompt_embedding",
     "empty_prompt_ids",
     "load_stable_diffusion",
+    "load_text_encoder",
+    "prompt_embedding",
 ]
 
 SDVersion = Literal["v1", "v2", "v2-base"]
@@ -133,6 +139,13 @@ class SDComponents(NamedTuple):
     scheduler: DDPMScheduler
     empty_prompt: torch.Tensor
     """CLIP embedding of "" padded to the context length, float32, 1×77×768 (v1) or 1×77×1024 (v2)."""
+
+
+class TextEncoder(NamedTuple):
+    """The CLIP text encoder of a Stable Diffusion model and the tokenizer that feeds it (see :func:`load_text_encoder`)."""
+
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
 
 
 class SDModules(NamedTuple):
@@ -187,14 +200,29 @@ def empty_prompt_embedding(text_encoder: nn.Module, tokenizer: Any) -> torch.Ten
 
     ``tokenizer`` is a CLIP tokenizer, or the token ids of "" themselves (from :func:`empty_prompt_ids`).
     """
-    if isinstance(tokenizer, torch.Tensor):
-        ids = tokenizer
-    else:
-        ids = tokenizer(
-            "", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
+    if not isinstance(tokenizer, torch.Tensor):
+        return prompt_embedding(text_encoder, tokenizer, "")
     with torch.no_grad():
-        return text_encoder(ids).last_hidden_state.float()
+        return text_encoder(tokenizer).last_hidden_state.float()
+
+
+def prompt_embedding(text_encoder: nn.Module, tokenizer: Any, text: str) -> torch.Tensor:
+    """CLIP text embedding of ``text`` as Stable Diffusion conditions on it, float32 (1×77×768 for SD-1.x).
+
+    The text is padded to the tokenizer's full context and passed without an attention mask, as the
+    SD pipelines (and DIFF's ``get_tokens_embedding``) do: the UNet attends to all 77 positions, the
+    padding included. A text with more tokens than the context is refused, not cut, so a long class
+    prompt cannot silently lose its end. ``tokenizer`` is a CLIP tokenizer.
+    """
+    length = len(tokenizer(text).input_ids)
+    if length > tokenizer.model_max_length:
+        raise ConfigError(
+            f"prompt {text!r} is {length} tokens with its start and end tokens, more than the text encoder's context "
+            f"of {tokenizer.model_max_length}; shorten it"
+        )
+    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return text_encoder(ids.input_ids).last_hidden_state.float()
 
 
 def load_stable_diffusion(
@@ -215,17 +243,86 @@ def load_stable_diffusion(
             describe the file, for architectures other than the bundled ones.
     """
     path = Path(path)
-    if sd_version is not None and config_dir is not None:
-        raise ConfigError(f"pass sd_version ({sd_version!r}) or config_dir ({config_dir}), not both")
+    _check_source_options(path, sd_version, config_dir)
     if path.is_dir():
-        if sd_version is not None or config_dir is not None:
-            raise ConfigError(
-                f"sd_version and config_dir are only for single-file checkpoints; {path} is a folder with its own configs"
-            )
         return _load_folder(path, dtype)
     if path.is_file():
         return _load_single_file(path, dtype=dtype, sd_version=sd_version, config_dir=config_dir)
-    raise ConfigError(
+    raise _not_found(path)
+
+
+def load_text_encoder(
+    path: str | Path,
+    *,
+    sd_version: SDVersion | None = None,
+    config_dir: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> TextEncoder:
+    """Load the CLIP text encoder and tokenizer of SD v1.x/v2.x from local files, float32 on the CPU.
+
+    For text other than "" (DIFF's class prompts): :func:`load_stable_diffusion` keeps only the
+    empty-prompt embedding, this keeps the encoder itself. It is read exactly as there: from a
+    folder's ``text_encoder/``, or from a single file's ``cond_stage_model`` weights with the
+    bundled (or ``config_dir``) config, so SD 2.x gives the 23-layer encoder whose last hidden state
+    is the penultimate OpenCLIP layer SD conditions on. A single file holds no tokenizer: pass
+    ``tokenizer``; it must tokenize "" into the ids that the configs' ``empty_prompt_tokens.json``
+    name (which tells SD 1.x's from SD 2.x's padding). Nothing is downloaded.
+
+    Args:
+        path: A diffusers folder, or an original-layout ``.safetensors``/``.ckpt`` file (the
+            ``path`` of :func:`load_stable_diffusion`).
+        sd_version: For a single file, as in :func:`load_stable_diffusion`.
+        config_dir: For a single file, as in :func:`load_stable_diffusion`.
+        tokenizer: A local tokenizer folder (``vocab.json``, ``merges.txt``, ...), or a diffusers
+            folder with ``tokenizer/``; required for a single file, replaces a folder's own.
+    """
+    path = Path(path)
+    _check_source_options(path, sd_version, config_dir)
+    if path.is_dir():
+        if not (path / "text_encoder" / "config.json").is_file():
+            raise ConfigError(
+                f"{path} has no text_encoder/ (a saved backbone keeps only {EMPTY_PROMPT_FILE}), and text prompts need "
+                "the text encoder: point to the Stable Diffusion folder or file the backbone was loaded from"
+            )
+        if tokenizer is None and not (path / "tokenizer").is_dir():
+            raise ConfigError(f"{path} has no tokenizer/; pass tokenizer= a local tokenizer folder of the same model")
+        tokens = _prompt_tokenizer(path / "tokenizer" if tokenizer is None else _tokenizer_folder(tokenizer))
+        try:
+            encoder = _read_folder_text_encoder(path)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ConfigError(f"could not load the text encoder of {path}: {error}") from None
+        _check_tokenizer(encoder, tokens, None, path)
+        return TextEncoder(encoder.float().eval(), tokens)
+    if not path.is_file():
+        raise _not_found(path)
+    if tokenizer is None:
+        raise ConfigError(
+            f"{path} is a single checkpoint file, which holds no tokenizer, and the conditional branch needs the tokenizer "
+            "of the text encoder to turn its class prompts into tokens: pass tokenizer= a local tokenizer folder of the "
+            "same model (the tokenizer/ of a diffusers copy, e.g. of CompVis/stable-diffusion-v1-4 for SD 1.x or "
+            "stabilityai/stable-diffusion-2-1 for SD 2.x), or load from that diffusers folder; nothing is downloaded"
+        )
+    tokens = _prompt_tokenizer(_tokenizer_folder(tokenizer))
+    checkpoint, global_step = _read_single_file(path)
+    folder, described = _single_file_configs(checkpoint, global_step, sd_version, config_dir)
+    expected_ids = _read_tokens(folder)
+    encoder = _single_file_text_encoder(checkpoint, path, folder, described)
+    del checkpoint
+    _check_tokenizer(encoder, tokens, expected_ids, folder / TOKENS_FILE)
+    return TextEncoder(encoder.float().eval(), tokens)
+
+
+def _check_source_options(path: Path, sd_version: SDVersion | None, config_dir: str | Path | None) -> None:
+    if sd_version is not None and config_dir is not None:
+        raise ConfigError(f"pass sd_version ({sd_version!r}) or config_dir ({config_dir}), not both")
+    if path.is_dir() and (sd_version is not None or config_dir is not None):
+        raise ConfigError(
+            f"sd_version and config_dir are only for single-file checkpoints; {path} is a folder with its own configs"
+        )
+
+
+def _not_found(path: Path) -> ConfigError:
+    return ConfigError(
         f"Stable Diffusion weights {path} not found: pass a local diffusers folder (unet/, vae/, scheduler/, "
         "text_encoder/, tokenizer/) or one .safetensors/.ckpt file; nothing is downloaded"
     )
@@ -286,15 +383,75 @@ def _load_folder(path: Path, dtype: torch.dtype) -> SDComponents:
         if has_cache:
             empty = load_file(str(path / EMPTY_PROMPT_FILE))["embedding"]
         else:
-            from transformers import CLIPTextModel, CLIPTokenizer
-
-            tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-            text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+            tokenizer = _read_tokenizer(path / "tokenizer")
+            text_encoder = _read_folder_text_encoder(path)
             empty = empty_prompt_embedding(text_encoder, tokenizer)
             del text_encoder  # used once; the embedding is all MADM needs from it
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ConfigError(f"could not load Stable Diffusion folder {path}: {error}") from None
     return SDComponents(unet, vae, scheduler, empty)
+
+
+def _read_folder_text_encoder(path: Path) -> CLIPTextModel:
+    """The text encoder of the diffusers folder ``path``, as ``from_pretrained`` gives it."""
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+
+
+# -- tokenizer ------------------------------------------------------------------------------------
+
+
+def _tokenizer_folder(tokenizer: str | Path) -> Path:
+    """The tokenizer folder named by ``tokenizer=``: the folder itself, or the ``tokenizer/`` of a diffusers folder."""
+    folder = Path(tokenizer)
+    if (folder / "tokenizer").is_dir():
+        return folder / "tokenizer"
+    if not folder.is_dir():
+        raise ConfigError(f"tokenizer folder {folder} not found; pass a local CLIP tokenizer folder (vocab.json, merges.txt)")
+    return folder
+
+
+def _read_tokenizer(folder: Path) -> CLIPTokenizer:
+    """The CLIP tokenizer saved in ``folder``."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _prompt_tokenizer(folder: Path) -> CLIPTokenizer:
+    """:func:`_read_tokenizer` for :func:`load_text_encoder`, whose errors name the folder and what it must hold."""
+    try:
+        return _read_tokenizer(folder)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"could not load a CLIP tokenizer from {folder} (it needs the vocab.json, merges.txt and tokenizer configs "
+            f"that a saved CLIPTokenizer writes): {error}"
+        ) from None
+
+
+def _check_tokenizer(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, empty_ids: torch.Tensor | None,
+                     described: Path) -> None:  # fmt: skip
+    """Refuse a tokenizer that does not feed ``text_encoder`` (vocabulary, context, the ids of "" if known)."""
+    config = text_encoder.config
+    if len(tokenizer) > config.vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {len(tokenizer)} tokens, the text encoder embeds only {config.vocab_size}: "
+            "they belong to different models; pass the tokenizer of this model"
+        )
+    if tokenizer.model_max_length != config.max_position_embeddings:
+        raise ConfigError(
+            f"the tokenizer pads to {tokenizer.model_max_length} tokens, the text encoder's context is "
+            f"{config.max_position_embeddings} (SD: 77); pass the tokenizer of this model"
+        )
+    if empty_ids is not None:
+        ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        if not torch.equal(ids, empty_ids):
+            raise ConfigError(
+                f'the tokenizer turns "" into {ids[0, :4].tolist()}..., {described} says {empty_ids[0, :4].tolist()}... '
+                '(SD 1.x pads with <|endoftext|>, SD 2.x with "!" = 0): it is the tokenizer of another model; pass the '
+                "tokenizer of this one"
+            )
 
 
 # -- single file ----------------------------------------------------------------------------------
@@ -380,50 +537,46 @@ _OTHER_ARCHITECTURE = (
 )
 
 
-def _load_single_file(
-    path: Path, *, dtype: torch.dtype, sd_version: SDVersion | None, config_dir: str | Path | None
-) -> SDComponents:
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-        create_diffusers_clip_model_from_ldm,
-    )
-    from transformers import CLIPTextModel
+_LDM_PARTS = {
+    "UNet (model.diffusion_model.*)": ("model.diffusion_model.",),
+    "VAE (first_stage_model.*)": ("first_stage_model.",),
+    "CLIP text encoder (cond_stage_model.transformer.* or cond_stage_model.model.*)": (
+        "cond_stage_model.transformer.", "cond_stage_model.model."),
+}  # fmt: skip
+"""What a full original-layout SD checkpoint holds: each part and the key prefixes of its weights."""
 
+
+def _read_single_file(path: Path) -> tuple[dict[str, Any], int | None]:
+    """State dict and ``global_step`` of an original-layout SD file; refuses other suffixes and incomplete files."""
     if path.suffix not in (".safetensors", ".ckpt"):
         raise ConfigError(
             f"{path} is not a Stable Diffusion checkpoint: expected a .safetensors or .ckpt file, or a diffusers folder"
         )
     checkpoint, global_step = _read_checkpoint(path)
-    expected = {
-        "UNet (model.diffusion_model.*)": ("model.diffusion_model.",),
-        "VAE (first_stage_model.*)": ("first_stage_model.",),
-        "CLIP text encoder (cond_stage_model.transformer.* or cond_stage_model.model.*)": (
-            "cond_stage_model.transformer.", "cond_stage_model.model."),
-    }  # fmt: skip
-    absent = [what for what, prefixes in expected.items() if not any(k.startswith(prefixes) for k in checkpoint)]
+    absent = [what for what, prefixes in _LDM_PARTS.items() if not any(k.startswith(prefixes) for k in checkpoint)]
     if absent:
         raise ConfigError(
             f"{path} is not a full SD v1.x/v2.x checkpoint, it lacks the {', '.join(absent)} weights; "
             "use a complete original-layout checkpoint or a diffusers folder"
         )
+    return checkpoint, global_step
+
+
+def _single_file_configs(checkpoint: Mapping[str, Any], global_step: int | None, sd_version: SDVersion | None,
+                         config_dir: str | Path | None) -> tuple[Path, str]:  # fmt: skip
+    """The config folder that describes a single file, and how to name it in errors."""
     if config_dir is not None:
-        folder, described = _checked_config_dir(Path(config_dir)), f"the configs of {config_dir}"
-    else:
-        version = sd_version or detect_version(checkpoint, global_step)
-        folder, described = bundled_config_dir(version), f"the bundled SD {version} configs"
-    ids = _read_tokens(folder)
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
-    # diffusers' own LDM → diffusers key conversions. extract_ema: files that carry both weight sets
-    # (e.g. sd-v1-4-full-ema.ckpt) give their EMA weights, which the published diffusers folders hold.
-    _fill(unet, convert_ldm_unet_checkpoint(checkpoint, unet.config, extract_ema=True), dtype, "UNet", path, described)
-    _fill(vae, convert_ldm_vae_checkpoint(checkpoint, vae.config), dtype, "VAE", path, described)
-    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
-    try:  # float32 on the CPU whatever dtype is: used once, for the embedding
+        return _checked_config_dir(Path(config_dir)), f"the configs of {config_dir}"
+    version = sd_version or detect_version(checkpoint, global_step)
+    return bundled_config_dir(version), f"the bundled SD {version} configs"
+
+
+def _single_file_text_encoder(checkpoint: Mapping[str, Any], path: Path, folder: Path, described: str) -> CLIPTextModel:
+    """The CLIP text encoder of an original-layout state dict, converted by diffusers; every weight must be there."""
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel
+
+    try:
         text_encoder = create_diffusers_clip_model_from_ldm(
             CLIPTextModel, checkpoint, subfolder="text_encoder", config=str(folder), local_files_only=True
         )
@@ -435,6 +588,29 @@ def _load_single_file(
             f"{path} lacks {len(unloaded)} text encoder weights that {described} call for (e.g. {unloaded[0]}); "
             "use a complete checkpoint of that architecture"
         )
+    return text_encoder
+
+
+def _load_single_file(
+    path: Path, *, dtype: torch.dtype, sd_version: SDVersion | None, config_dir: str | Path | None
+) -> SDComponents:
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    checkpoint, global_step = _read_single_file(path)
+    folder, described = _single_file_configs(checkpoint, global_step, sd_version, config_dir)
+    ids = _read_tokens(folder)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    # diffusers' own LDM → diffusers key conversions. extract_ema: files that carry both weight sets
+    # (e.g. sd-v1-4-full-ema.ckpt) give their EMA weights, which the published diffusers folders hold.
+    _fill(unet, convert_ldm_unet_checkpoint(checkpoint, unet.config, extract_ema=True), dtype, "UNet", path, described)
+    _fill(vae, convert_ldm_vae_checkpoint(checkpoint, vae.config), dtype, "VAE", path, described)
+    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+    # float32 on the CPU whatever dtype is: used once, for the embedding
+    text_encoder = _single_file_text_encoder(checkpoint, path, folder, described)
     empty = empty_prompt_embedding(text_encoder, ids)
     del text_encoder, checkpoint
     return SDComponents(unet.eval(), vae.eval(), scheduler, empty)

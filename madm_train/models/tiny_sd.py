@@ -14,7 +14,10 @@ What is kept from SD-1.x and why:
 - Scheduler: 1000 steps, scaled-linear betas 0.00085 → 0.012 (SD-1.x's values).
 - Text encoder: 2-layer CLIP with a 77-token context; the tokenizer's vocabulary is generated here
   (the 256 byte symbols, their end-of-word forms and the two special tokens, in CLIP's order, so
-  ``!`` is id 0), so nothing is downloaded.
+  ``!`` is id 0), so nothing is downloaded. Byte symbols alone spend one token per letter, so a
+  sentence longer than 75 characters would not fit; ``words`` adds BPE merges that make each given
+  word one token (a vocabulary "trained" on exactly those words), which is how DIFF's class
+  prompts fit the tiny context.
 
 The folder also holds ``empty_prompt_tokens.json`` (the token ids of "" for its tokenizer), which
 makes it a config folder in the layout of ``madm_train/models/sd_configs/v1`` as well.
@@ -27,7 +30,9 @@ architecture preset for CPU runs).
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -76,17 +81,55 @@ def _byte_symbols() -> list[str]:
     return [chr(code) for code in codes]
 
 
-def _write_tokenizer(folder: Path) -> int:
+def _word_merges(words: Sequence[str]) -> list[tuple[str, str]]:
+    """BPE merges (in rank order) under which each lower-case letter word of ``words`` is one token.
+
+    Each word is split as the merges so far split it (:func:`_bpe`); while it is in several pieces,
+    a merge of its first two is appended. A word made whole keeps its tokenization when later
+    merges are added: at every step one of its own, lower-ranked merges still applies.
+    """
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    for word in dict.fromkeys(w.lower() for w in words if w.isalpha()):
+        while len(pieces := _bpe(word, ranks)) > 1:
+            ranks[pieces[0], pieces[1]] = len(merges)
+            merges.append((pieces[0], pieces[1]))
+    return merges
+
+
+def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's byte-pair encoding of one word: merge every occurrence of the lowest-ranked pair until none applies."""
+    pieces = [*word[:-1], word[-1] + "</w>"]
+    while len(pieces) > 1:
+        pairs = [pair for pair in itertools.pairwise(pieces) if pair in ranks]
+        if not pairs:
+            break
+        best = min(pairs, key=ranks.__getitem__)
+        merged: list[str] = []
+        i = 0
+        while i < len(pieces):
+            if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == best:
+                merged.append(pieces[i] + pieces[i + 1])
+                i += 2
+            else:
+                merged.append(pieces[i])
+                i += 1
+        pieces = merged
+    return pieces
+
+
+def _write_tokenizer(folder: Path, words: Sequence[str] = ()) -> int:
     """Write a tiny CLIP tokenizer (padding with ``<|endoftext|>``, as SD 1.x's) to ``folder``; returns its vocabulary size."""
     from transformers import CLIPTokenizer
 
     symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    merges = _word_merges(words)
+    tokens = [*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), "<|startoftext|>", "<|endoftext|>"]
     vocab = {token: i for i, token in enumerate(tokens)}
     raw = folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     (raw / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (raw / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (raw / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     tokenizer = CLIPTokenizer(vocab=str(raw / "vocab.json"), merges=str(raw / "merges.txt"), model_max_length=_CONTEXT_LENGTH)
     tokenizer.save_pretrained(folder)
     for file in raw.iterdir():
@@ -95,12 +138,13 @@ def _write_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def build_tiny_sd(path: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_sd(path: str | Path, *, seed: int = 0, words: Sequence[str] = ()) -> Path:
     """Write a tiny SD-1.x-shaped diffusers folder with random weights to ``path``; returns ``path``.
 
     Args:
         path: Folder to create (may exist; its SD sub-folders are overwritten).
-        seed: Seed of the random weights; the same seed gives the same files.
+        seed: Seed of the random weights; the same seed (and ``words``) gives the same files.
+        words: Words the tokenizer encodes as one token each (letters only; others are ignored).
     """
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -108,7 +152,7 @@ def build_tiny_sd(path: str | Path, *, seed: int = 0) -> Path:
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab_size = _write_tokenizer(folder / "tokenizer")
+    vocab_size = _write_tokenizer(folder / "tokenizer", words)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=64,
