@@ -87,6 +87,7 @@ import torch
 from torch import nn
 
 from madm_ros.errors import ConfigError
+from madm_train.models.owned_memory import own_memory
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -389,14 +390,14 @@ def _load_folder(path: Path, dtype: torch.dtype) -> SDComponents:
             del text_encoder  # used once; the embedding is all MADM needs from it
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ConfigError(f"could not load Stable Diffusion folder {path}: {error}") from None
-    return SDComponents(unet, vae, scheduler, empty)
+    return SDComponents(own_memory(unet), own_memory(vae), scheduler, empty)
 
 
 def _read_folder_text_encoder(path: Path) -> CLIPTextModel:
     """The text encoder of the diffusers folder ``path``, as ``from_pretrained`` gives it."""
     from transformers import CLIPTextModel
 
-    return CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+    return own_memory(CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True))
 
 
 # -- tokenizer ------------------------------------------------------------------------------------
@@ -588,7 +589,7 @@ def _single_file_text_encoder(checkpoint: Mapping[str, Any], path: Path, folder:
             f"{path} lacks {len(unloaded)} text encoder weights that {described} call for (e.g. {unloaded[0]}); "
             "use a complete checkpoint of that architecture"
         )
-    return text_encoder
+    return own_memory(text_encoder)
 
 
 def _load_single_file(
@@ -613,7 +614,7 @@ def _load_single_file(
     text_encoder = _single_file_text_encoder(checkpoint, path, folder, described)
     empty = empty_prompt_embedding(text_encoder, ids)
     del text_encoder, checkpoint
-    return SDComponents(unet.eval(), vae.eval(), scheduler, empty)
+    return SDComponents(own_memory(unet.eval()), own_memory(vae.eval()), scheduler, empty)
 
 
 # -- conversion of pickled checkpoints ------------------------------------------------------------

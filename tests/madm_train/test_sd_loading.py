@@ -376,3 +376,27 @@ def test_version_and_config_options_are_checked(tiny_sd: Path, tiny_file: Path, 
     (configs / "empty_prompt_tokens.json").write_text('{"bos_token_id": 512}')
     with pytest.raises(ConfigError, match=r"empty_prompt_tokens.json must be a JSON object with integer"):
         SDBackbone.from_pretrained(tiny_file, config_dir=configs)
+
+
+def test_loaded_weights_sit_in_aligned_memory_so_results_do_not_depend_on_the_files_layout(tiny_sd: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from madm_train.models.owned_memory import ALIGNMENT, own_memory
+    from madm_train.models.stable_diffusion import load_stable_diffusion
+
+    mapped = UNet2DConditionModel.from_pretrained(tiny_sd / "unet", local_files_only=True)  # where the file puts them
+    offsets = {p.data_ptr() % ALIGNMENT for p in mapped.parameters()}
+    loaded = load_stable_diffusion(tiny_sd)
+    assert {p.data_ptr() % ALIGNMENT for m in (loaded.unet, loaded.vae) for p in m.parameters()} == {0}
+    latents, t = torch.randn(1, 4, 8, 8), torch.tensor([10])
+    with torch.no_grad():
+        before = mapped(latents, t, encoder_hidden_states=loaded.empty_prompt).sample
+        parameters = dict(mapped.named_parameters())
+        own_memory(mapped)
+        after = mapped(latents, t, encoder_hidden_states=loaded.empty_prompt).sample
+        reference = loaded.unet(latents, t, encoder_hidden_states=loaded.empty_prompt).sample
+    assert all(parameters[name] is p for name, p in mapped.named_parameters())  # the same Parameter objects
+    assert {p.data_ptr() % ALIGNMENT for p in mapped.parameters()} == {0}
+    assert torch.equal(after, reference)  # aligned copies of the same weights: bit for bit
+    if offsets != {0}:  # the mapped file put them off the boundary: kernels may round differently there
+        assert torch.allclose(before, reference, atol=1e-5)
