@@ -34,6 +34,7 @@ from madm_train.config_loader import (
     at_least,
     build_dataclass,
     in_range,
+    mapping_fields,
     merge_values,
     parse_override,
     plain,
@@ -226,10 +227,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW and the learning-rate multiplier (madm_spec.md §2.5; see ``madm_train.training.schedule``).
+    """AdamW and the learning-rate multiplier (MADM's by default; see ``madm_train.training.schedule``).
 
     Attributes:
-        lr: Learning rate of every trained parameter.
+        lr: Learning rate of every trained parameter (times ``head_lr_multiplier`` for the head).
+        head_lr_multiplier: Learning-rate factor of the decode head's parameters (DIFF: 10).
         weight_decay: AdamW weight decay (0 on norm layers and biases).
         betas: AdamW β₁, β₂.
         eps: AdamW ε.
@@ -237,8 +239,12 @@ class OptimConfig:
         max_iter: Training iterations (optimiser steps).
         gradient_accumulation_steps: Batches whose gradients are summed before each optimiser step
             (effective batch = ``data.batch_size`` × this × processes).
-        warmup_factor: The multiplier starts at this factor and rises linearly to 1.
-        warmup_fraction: Warm-up length as a fraction of ``max_iter`` (500/184375 ≈ 27 of 10,000).
+        schedule: ``step`` (MADM: warm-up, then drops at the milestones) or ``poly`` (DIFF:
+            (1 − i/max_iter)^``poly_power`` times a linear warm-up factor).
+        poly_power: Exponent of the ``poly`` schedule (DIFF: 1).
+        warmup_factor: The multiplier starts at this factor and rises linearly to 1 (DIFF: 1e-6).
+        warmup_fraction: Warm-up length as a fraction of ``max_iter`` (500/184375 ≈ 27 of 10,000;
+            DIFF: 1500/40000).
         milestone_fractions: Step drops, as fractions of detectron2's ``num_updates = 2·max_iter − 1``
             evaluated at ``iter/max_iter`` (→ iterations 8889 and 9630 of 10,000).
         step_factors: Multiplier after each milestone.
@@ -255,10 +261,17 @@ class OptimConfig:
     warmup_fraction: float = _ODISE_WARMUP / _ODISE_ITERS
     milestone_fractions: tuple[float, ...] = tuple(m / _ODISE_ITERS for m in _ODISE_MILESTONES)
     step_factors: tuple[float, ...] = (0.1, 0.01)
+    schedule: Literal["step", "poly"] = "step"
+    poly_power: float = 1.0
+    head_lr_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not self.head_lr_multiplier > 0:
+            raise ConfigError(f"optim.head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
+        if not self.poly_power > 0:
+            raise ConfigError(f"optim.poly_power must be > 0, got {self.poly_power}")
         at_least("optim.weight_decay", self.weight_decay, 0.0)
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
@@ -333,11 +346,11 @@ class TrainConfig:
     """Everything ``madm_train adapt`` needs: the trainer's sections and one tagged method section.
 
     Attributes:
-        task: ``depth``, ``infrared`` or ``events``: selects the released per-task defaults.
+        task: ``depth``, ``infrared``, ``events`` or ``rgb``: selects the released per-task defaults.
         method: The adaptation method's own section, tagged by ``method.name`` (a key of
-            :data:`madm_train.methods.METHODS`: ``madm``, or ``source_only`` — the source
-            cross-entropy alone, the baseline adaptation is measured against). A run carries only
-            its method's keys.
+            :data:`madm_train.methods.METHODS`: ``madm``; ``diff``, DIFF's multi-timestep features
+            with IPKL; or ``source_only`` — the source cross-entropy alone, the baseline adaptation
+            is measured against). A run carries only its method's keys.
         data: Source and target data.
         optim: Optimiser and schedule.
         run: Devices, precision, distribution, logging and checkpoints.
@@ -385,7 +398,8 @@ def task_defaults(task: str, method: str = "madm") -> TrainConfig:
     1024×512 and tested on its 500 ``val`` images whole at 1024×512, over the 19 classes. For
     SYNTHIA → Cityscapes set ``data.source_kind=synthia``, ``data.source_root``,
     ``data.source_resize_hw=[760, 1280]`` (DAFormer's) and ``data.eval_classes=synthia16`` or ``synthia13``.
-    Trainer and method values stay MADM's (only the data protocol is DIFF's).
+    The optimiser is MADM's unless the method has released its own (``optim_defaults``: DIFF's
+    poly schedule with a ×10 head); the rest of the trainer's values are MADM's for every method.
     """
     from madm_train.methods import METHODS
 
@@ -405,7 +419,7 @@ def task_defaults(task: str, method: str = "madm") -> TrainConfig:
                           label_set="cityscapes19"),
     }[task]
     return TrainConfig(task=task, method=METHODS[method].for_task(task), data=data,  # type: ignore[arg-type]
-                       run=RunConfig(out_dir=f"runs/{task}"))
+                       optim=OptimConfig(**METHODS[method].optim_defaults), run=RunConfig(out_dir=f"runs/{task}"))
 
 
 def _method_name(values: Mapping[str, Any], source: str) -> str:
@@ -451,10 +465,18 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> TrainConfig:
         raise ConfigError(f"--set method.name={method} switches {path}'s method {written}, whose keys "
                           f"{', '.join(f'method.{k}' for k in stray)} {method} does not have; use a YAML written for "
                           f"{method} (method: {{name: {method}, ...}})")
-    merge_values(merged, loaded, prefix="", source=str(path))
+    mappings = _mapping_fields(method)
+    merge_values(merged, loaded, prefix="", source=str(path), mappings=mappings)
     for keys, value, raw in parsed:
-        set_override(merged, keys, value, raw)
+        set_override(merged, keys, value, raw, mappings)
     return _build(merged)
+
+
+def _mapping_fields(method: str) -> frozenset[str]:
+    """The dict-valued keys of a config with ``method``: whole values for YAML and ``--set``, not sections."""
+    from madm_train.methods import METHODS
+
+    return mapping_fields(TrainConfig) | {f"method.{key}" for key in mapping_fields(METHODS[method])}
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
@@ -462,8 +484,9 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     task = values.get("task")
     if task is None:
         raise ConfigError("config has no 'task' key")
-    merged = task_defaults(str(task), _method_name(values, "saved config")).to_dict()
-    merge_values(merged, values, prefix="", source="saved config")
+    method = _method_name(values, "saved config")
+    merged = task_defaults(str(task), method).to_dict()
+    merge_values(merged, values, prefix="", source="saved config", mappings=_mapping_fields(method))
     return _build(merged)
 
 

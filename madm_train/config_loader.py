@@ -25,6 +25,7 @@ __all__ = [
     "at_least",
     "build_dataclass",
     "in_range",
+    "mapping_fields",
     "merge_values",
     "parse_override",
     "plain",
@@ -75,17 +76,32 @@ def unknown_key(key: str, allowed: Sequence[str], source: str) -> ConfigError:
     return ConfigError(f"unknown key {key!r} in {source}{hint}; allowed keys here: {', '.join(allowed)}")
 
 
-def merge_values(base: dict[str, Any], new: Mapping[str, Any], *, prefix: str, source: str) -> None:
-    """Write ``new`` into ``base`` key by key (sections recursively); a key ``base`` lacks is an error."""
+def mapping_fields(cls: type, prefix: str = "") -> frozenset[str]:
+    """Dotted keys of the ``dict``-typed fields of dataclass ``cls`` and its sections: values, not sections."""
+    found: set[str] = set()
+    for name, tp in typing.get_type_hints(cls).items():
+        if typing.get_origin(tp) is dict:
+            found.add(f"{prefix}{name}")
+        elif dataclasses.is_dataclass(tp):
+            found |= mapping_fields(tp, f"{prefix}{name}.")
+    return frozenset(found)
+
+
+def merge_values(base: dict[str, Any], new: Mapping[str, Any], *, prefix: str, source: str,
+                 mappings: frozenset[str] = frozenset()) -> None:
+    """Write ``new`` into ``base`` key by key (sections recursively); a key ``base`` lacks is an error.
+
+    ``mappings`` (from :func:`mapping_fields`) are dict-valued fields, replaced as a whole.
+    """
     for key, value in new.items():
         dotted = f"{prefix}{key}"
         if key not in base:
             raise unknown_key(dotted, list(base), source)
-        if isinstance(base[key], dict):
+        if isinstance(base[key], dict) and dotted not in mappings:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{dotted} in {source} must be a mapping of keys {', '.join(base[key])}, "
                                   f"got {value!r}")
-            merge_values(base[key], value, prefix=f"{dotted}.", source=source)
+            merge_values(base[key], value, prefix=f"{dotted}.", source=source, mappings=mappings)
         else:
             base[key] = value
 
@@ -104,17 +120,18 @@ def parse_override(text: str) -> tuple[list[str], Any, str]:
     return key.strip().split("."), value, raw
 
 
-def set_override(tree: dict[str, Any], keys: list[str], value: Any, raw: str) -> None:
-    """Apply one parsed override to the nested values ``tree`` (the key path must exist)."""
+def set_override(tree: dict[str, Any], keys: list[str], value: Any, raw: str,
+                 mappings: frozenset[str] = frozenset()) -> None:
+    """Apply one parsed override to the nested values ``tree`` (the key must exist; ``mappings`` as in merge_values)."""
     node = tree
     for depth, key in enumerate(keys):
         dotted = ".".join(keys[: depth + 1])
-        if not isinstance(node, dict):
+        if not isinstance(node, dict) or ".".join(keys[:depth]) in mappings:
             raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[:depth])} is not a section")
         if key not in node:
             raise unknown_key(dotted, list(node), "--set")
         if depth == len(keys) - 1:
-            if isinstance(node[key], dict):
+            if isinstance(node[key], dict) and dotted not in mappings:
                 raise ConfigError(f"--set {dotted}=… names a whole section; set one of its keys: "
                                   f"{', '.join(f'{dotted}.{k}' for k in node[key])}")
             # A value that YAML reads as a number stays text where the field is text (run.out_dir=2024).
@@ -168,6 +185,9 @@ def _type_name(tp: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_type_name(args[0])}"
         return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    if typing.get_origin(tp) is dict:
+        key_type, value_type = typing.get_args(tp)
+        return f"a mapping of {_type_name(key_type)} to {_type_name(value_type)}"
     return {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "null"}.get(tp, str(tp))
 
 
@@ -204,6 +224,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if len(value) != len(args):
             raise bad()
         return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad()
+        return {_convert(k, key_type, f"{key} key {k!r}"): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise bad()

@@ -137,6 +137,8 @@ class MethodConfig(Protocol):
     name: ClassVar[str]
     find_unused_parameters: ClassVar[bool]
     """DDP must look for parameters that get no gradient in a step (costs a graph walk per step)."""
+    optim_defaults: ClassVar[Mapping[str, Any]]
+    """The method's released optimiser values (``OptimConfig`` fields) where they differ from MADM's."""
 
     @classmethod
     def for_task(cls, task: str) -> MethodConfig:

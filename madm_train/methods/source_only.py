@@ -6,7 +6,9 @@ no target images, no mixing, no pseudo-labels, no LPLR.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from madm_train.methods.madm.config import ModelConfig
@@ -26,6 +28,7 @@ class SourceOnlyConfig:
 
     name: ClassVar[str] = "source_only"
     find_unused_parameters: ClassVar[bool] = False
+    optim_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @classmethod

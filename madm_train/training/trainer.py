@@ -188,7 +188,8 @@ class Trainer:
         self.drawer = BatchDrawer(source, target, config, rank=rank, device=accelerator.device)
 
         # -- optimiser, schedule, accelerate ----------------------------------------------------
-        groups = parameter_groups([self.method.network], lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        groups = parameter_groups([self.method.network], lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+                                  head_lr_multiplier=config.optim.head_lr_multiplier)
         optimizer = build_optimizer(groups, config.optim)
         scheduler = build_lr_scheduler(optimizer, config.optim)
         self.network, self.optimizer, self.scheduler = accelerator.prepare(self.method.network, optimizer, scheduler)

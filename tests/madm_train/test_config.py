@@ -155,10 +155,19 @@ def test_an_unknown_set_key_is_refused():
     ("data.crop_hw=[512]", r"data\.crop_hw must be a list of 2 values"),
     ("method.model.finetune=half", r"model\.finetune must be one of 'full', 'lora'"),
     ("method.dplg.k0_choices=[60, x]", r"dplg\.k0_choices\[1\] must be an integer"),
+    ("method.ipkl.prompt_texts=[a]", r"ipkl\.prompt_texts must be a mapping of text to text"),
+    ("method.ipkl.prompt_texts={car: 3}", r"ipkl\.prompt_texts\.car must be text, got 3"),
 ])
 def test_values_of_the_wrong_type_are_refused_naming_key_and_type(override: str, message: str):
+    path = REPO / "config" / "train" / "synthetic_event_diff_tiny.yaml" if "ipkl" in override else TRAIN_CONFIGS[0]
     with pytest.raises(ConfigError, match=message):
-        load_config(TRAIN_CONFIGS[0], [override])
+        load_config(path, [override])
+
+
+def test_a_mapping_field_reads_from_yaml_and_set(tmp_path: Path):
+    path = write(tmp_path, {"task": "events", "method": {"name": "diff", "ipkl": {"prompt_texts": {"car": "a car"}}}})
+    assert load_config(path).method.ipkl.prompt_texts == {"car": "a car"}
+    assert load_config(path, ["method.ipkl.prompt_texts={road: a road}"]).method.ipkl.prompt_texts == {"road": "a road"}
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -321,6 +321,51 @@ def test_lr_multiplier_scales_with_max_iter():
     assert lr_multiplier(888, 1000) == 1.0 and lr_multiplier(889, 1000) == 0.1 and lr_multiplier(963, 1000) == 0.01
 
 
+def test_poly_schedule_is_mmcvs_poly_with_linear_warmup_as_diff_configures_it():
+    diff = {"warmup_factor": 1e-6, "warmup_fraction": 1_500 / 40_000, "schedule": "poly", "poly_power": 1.0}
+    got = {i: lr_multiplier(i, 40_000, **diff) for i in (0, 750, 1499, 1500, 20_000, 39_999)}
+    # mmcv: regular = (1 - i/max)^power; warm-up (linear): regular * (1 - (1 - i/W)(1 - ratio))
+    expected = {i: (1 - i / 40_000) * (1 - (1 - i / 1500) * (1 - 1e-6) if i < 1500 else 1.0) for i in got}
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got[0] == pytest.approx(1e-6) and got[20_000] == pytest.approx(0.5)
+    assert lr_multiplier(500, 1000, schedule="poly", poly_power=2.0, warmup_fraction=0.0) == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match="schedule must be step or poly"):
+        lr_multiplier(0, 10, schedule="cosine")
+
+
+def test_a_head_lr_multiplier_puts_the_head_into_two_more_groups_at_the_multiplied_rate():
+    net = TinyNet()
+    net.head.bias = nn.Parameter(torch.zeros(2))
+    groups = parameter_groups([net], lr=6e-5, weight_decay=0.01, head_lr_multiplier=10.0)
+    names = {id(p): n for n, p in net.named_parameters()}
+    by_group = {g["name"]: (sorted(names[id(p)] for p in g["params"]), g["lr"], g["weight_decay"]) for g in groups}
+    assert by_group == {
+        "decay": (["conv.weight"], 6e-5, 0.01),
+        "no_decay": (["conv.bias", "group.bias", "group.weight", "norm.bias", "norm.weight"], 6e-5, 0.0),
+        "head_decay": (["head.weight"], pytest.approx(6e-4), 0.01),
+        "head_no_decay": (["head.bias"], pytest.approx(6e-4), 0.0),
+    }
+    assert [g["name"] for g in parameter_groups([net], lr=6e-5, weight_decay=0.01)] == ["decay", "no_decay"]
+
+
+def test_diffs_task_defaults_carry_its_optimiser_and_the_scheduler_keeps_the_head_ten_times_faster():
+    optim = task_defaults("rgb", "diff").optim
+    assert (optim.lr, optim.head_lr_multiplier, optim.weight_decay, optim.grad_clip_norm, optim.max_iter) == (
+        6e-5, 10.0, 0.01, 5.0, 40_000)
+    assert (optim.schedule, optim.warmup_factor, optim.warmup_fraction * optim.max_iter) == ("poly", 1e-6, 1500)
+    assert task_defaults("rgb", "madm").optim == task_defaults("depth").optim  # MADM's for the other methods
+    net = TinyNet()
+    optimizer = build_optimizer(parameter_groups([net], lr=optim.lr, weight_decay=optim.weight_decay,
+                                                 head_lr_multiplier=optim.head_lr_multiplier), optim)
+    lr_scheduler = build_lr_scheduler(optimizer, optim)
+    for _ in range(3000):
+        optimizer.step()
+        lr_scheduler.step()
+    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert rates["decay"] == pytest.approx(6e-5 * (1 - 3000 / 40_000))
+    assert rates["head_decay"] == pytest.approx(10 * rates["decay"])
+
+
 def test_norm_layers_and_biases_get_no_weight_decay():
     net = TinyNet()
     extra = nn.Parameter(torch.zeros(5))

@@ -7,8 +7,10 @@ that ``source_only`` trains, which is MADM's without its adaptation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from madm_ros.errors import ConfigError
 from madm_train.config_loader import at_least
@@ -134,6 +136,7 @@ class MadmConfig:
 
     name: ClassVar[str] = "madm"
     find_unused_parameters: ClassVar[bool] = False
+    optim_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     model: ModelConfig = field(default_factory=ModelConfig)
     dplg: DplgConfig = field(default_factory=DplgConfig)
     lplr: LplrConfig = field(default_factory=LplrConfig)
