@@ -7,6 +7,7 @@ new method is one folder (or module) and one line here.
 
 from __future__ import annotations
 
+from madm_train.methods.diff.config import DiffConfig
 from madm_train.methods.madm.config import MadmConfig
 from madm_train.methods.source_only import SourceOnlyConfig
 
@@ -15,5 +16,6 @@ __all__ = ["METHODS"]
 METHODS: dict[str, type] = {
     "source_only": SourceOnlyConfig,
     "madm": MadmConfig,
+    "diff": DiffConfig,
 }
 """``method.name`` → its config class (a frozen dataclass with ``for_task``, ``check`` and ``build``)."""

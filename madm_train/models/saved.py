@@ -70,6 +70,8 @@ def fill_weights(module: nn.Module, weights_file: Path, *, dtype: torch.dtype | 
     """Load ``weights_file`` into ``module`` built on the meta device (``assign``), strictly: every tensor must fit."""
     from safetensors.torch import load_file
 
+    from madm_train.models.owned_memory import own_memory
+
     try:
         state = load_file(str(weights_file))
     except Exception as error:  # safetensors raises its own error types for a broken file
@@ -83,6 +85,7 @@ def fill_weights(module: nn.Module, weights_file: Path, *, dtype: torch.dtype | 
     left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if left:
         raise ConfigError(f"weights {weights_file} lack tensors {left[:5]}…; the checkpoint is incomplete")
+    own_memory(module)  # assign=True left them where the file's memory map puts them
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,16 @@ def _load_student(path: Path) -> LoadedModel:
                        InputSpec.from_dict(config["input_spec"]))
 
 
+def _load_diff(path: Path) -> LoadedModel:
+    from madm_train.methods.diff.model import DIFF_FORMAT, DiffModel
+
+    model = DiffModel.load(path).eval()
+    return LoadedModel(model, DIFF_FORMAT, model.logits, 4, None, None, model.input_size)
+
+
 SAVED_FORMATS: dict[str, Callable[[Path], LoadedModel]] = {
     "madm-model/1": _load_madm,
+    "madm-diff/1": _load_diff,
     "madm-student/1": _load_student,
 }
 """Format tag of a saved folder's ``config.json`` → its loader."""

@@ -15,43 +15,15 @@ from madm_ros.errors import ConfigError  # noqa: E402
 from madm_train.config import load_config  # noqa: E402
 from madm_train.methods.madm.method import MadmMethod  # noqa: E402
 from madm_train.training.trainer import train  # noqa: E402
+from tests.madm_train.tiny_runs import log_lines, tiny_overrides, weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config/train/synthetic_event_tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def synth_folder(tmp_path_factory):
-    from madm_ros.synthetic import SynthConfig, generate
-
-    folder = tmp_path_factory.mktemp("synth")
-    generate(SynthConfig(frames=30, height=64, width=128, seed=3, frames_per_sequence=10, modalities=("rgb", "events")),
-             folder)
-    return folder
-
-
-def tiny_overrides(folder, out_dir, **extra):
-    return [
-        f"data.source_root={folder}", f"data.target_root={folder}", "data.source_resize_hw=[64, 128]",
-        "data.target_resize_hw=[64, 128]", "data.crop_hw=[64, 64]", "data.batch_size=1", "data.rare_class_min_pixels=50",
-        "optim.max_iter=4", f"run.out_dir={out_dir}", "run.log_every=1", "run.eval_every=0",
-        "run.checkpoint_every=2", "run.checkpoints_total_limit=3",
-    ] + [f"{k}={v}" for k, v in extra.items()]
-
-
 def tiny_config(folder, out_dir, **extra):
     return load_config(YAML, [*tiny_overrides(folder, out_dir), "method.dplg.end_iter=3",
                               *(f"{k}={v}" for k, v in extra.items())])
-
-
-def weights(run_dir):
-    from safetensors.torch import load_file
-
-    return load_file(str(run_dir / "model" / "model.safetensors"))
-
-
-def log_lines(run_dir):
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
