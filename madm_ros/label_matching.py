@@ -16,8 +16,8 @@ whose stamp is the end of a slice that a label anywhere inside the nearer half b
 for count-sliced event frames, whose spacing follows the event rate and has no fixed window.
 
 :class:`NearestFrames` applies the rule to a stream of frames (bag evaluation keeps only each
-label's nearest frame so far, never every frame); :func:`match_labels` applies it to known lists.
-Stamps and tolerance may be in any one unit (ns in madm_ros, µs in bag_target).
+label's nearest frame so far, never every frame), for bag evaluation and bag targets alike.
+Stamps and tolerance may be in any one unit (every caller uses ns: bag_eval and bag_target alike).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["COUNT_SLICE_TOLERANCE_NS", "IMAGE_TOLERANCE_NS", "Match", "NearestFrames", "default_tolerance_ns",
-           "keep_nearest_per_frame", "match_labels"]
+           "keep_nearest_per_frame"]
 
 IMAGE_TOLERANCE_NS = 1_000_000
 """Default label-to-image tolerance: 1 ms."""
@@ -105,11 +105,3 @@ def keep_nearest_per_frame(nearest: Mapping[int, Match], label_stamps: Sequence[
         if rival is None or key < (rival.distance, label_stamps[rival.label], rival.label):
             kept[match.frame] = match
     return {m.label: m for m in sorted(kept.values(), key=lambda m: m.label)}
-
-
-def match_labels(label_stamps: Sequence[int], frame_stamps: Sequence[int], tolerance: int) -> dict[int, Match]:
-    """Label index → :class:`Match` (frame index into ``frame_stamps``) under the module's rule."""
-    matcher = NearestFrames(label_stamps, tolerance)
-    for frame, stamp in enumerate(frame_stamps):
-        matcher.offer(frame, int(stamp))
-    return matcher.matches()

@@ -1,19 +1,32 @@
 """Bag-derived target sets: frames of a user's depth, thermal or event topic, cached in the folder layout.
 
-``extract_bag_frames`` reads a rosbag2 (sqlite3 or mcap; rosbag1 where ``rosbags`` can) with
-``rosbags`` and writes what the ROS node would see before its preprocessing: depth and thermal
-images unchanged (``image_to_array``), event topics decoded, accumulated and stamped by the event
-node's own pipeline (:class:`madm_ros.events.stream.EventFrameStream`, the message type taken from
-the topic's type). ``FolderDataset`` then applies the shared preprocessing, so training on a bag
-and running the node on the same bag feed the network identical tensors. Frame stamps are the
-header stamps the node publishes (µs): the image's own, or the edge frame's.
+``extract_bag_frames`` reads a rosbag2 (sqlite3 or mcap; rosbag1 where ``rosbags`` can) through
+the one bag reader (:class:`madm_ros.bag_source.BagSource`, which also reads recordings of other
+rosbag2 versions and cut-off files) and writes what the ROS node would see before its
+preprocessing: the frames of :func:`madm_ros.frame_source.frame_source`, the code the nodes and
+``bag_eval`` run. Depth and thermal images stay as converted (``32FC1`` depth is stored as the
+layout's ``16UC1`` millimetres); event topics become the event node's edge frames, from the
+node's own parameters (:class:`~madm_ros.node_params.EventParams`, message type taken from the
+topic). ``FolderDataset`` then applies the shared preprocessing, so training on a bag and running
+the node on the same bag feed the network identical tensors. Frame stamps are the header stamps
+the node publishes (µs): the image's own, or the edge frame's.
+
+Bad input is counted, not fatal, as in ``bag_eval``: undecodable messages, images of an encoding
+the modality does not take, frames without a valid pixel (NaN depth, an event slice without
+events), and frames the folder cannot hold beside the first (another encoding, another event
+sensor size) are left out and counted by kind in one :class:`~madm_ros.problems.ProblemCounter`;
+the counts land in ``meta.json``'s notes and in the target set's summary. A cut-off bag gives the
+frames before the cut, and the summary says where it broke off. Only a topic without a single
+usable frame is an error, naming what was wrong with its frames.
 
 ``extract_bag_target`` adds a label topic (``sensor_msgs/Image``, ``mono8`` class ids, 255 =
-ignore): each label goes to the frame nearest to its header stamp within a tolerance, and those
-frames become the labelled evaluation split (``<out>/test``), held out of the frames adapted to
-(``<out>/target``) unless every frame is labelled. ``prepare_bag_target`` does this for an
-:class:`~madm_train.config.AdaptConfig` whose ``data.target_bag`` is set (``python -m madm_train
-adapt --target-bag BAG --target-topic TOPIC [--target-label-topic TOPIC]``).
+ignore), read by ``bag_eval``'s reader (:class:`madm_ros.bag_eval.labels.Labels`) and paired with
+frames by the package's one rule (:mod:`madm_ros.label_matching`: nearest frame within the
+tolerance, one label per frame, on the ns stamps), so that a bag's labelled split here is the one
+``bag_eval`` scores. Those frames become the labelled evaluation split (``<out>/test``), held out of
+the frames adapted to (``<out>/target``) unless every frame is labelled. ``prepare_bag_target``
+does this for an :class:`~madm_train.config.AdaptConfig` whose ``data.target_bag`` is set
+(``python -m madm_train adapt --target-bag BAG --target-topic TOPIC [--target-label-topic TOPIC]``).
 
 Both folders are caches: reused when the bag (path, size, modification time), topics and settings
 are unchanged, and rewritten otherwise.
@@ -21,30 +34,37 @@ are unchanged, and rewritten otherwise.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
 import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError, DecodeError, InputError, MadmError
-from madm_ros.folder_layout import LABELS_DIR, FolderMeta, frame_name, write_image
+from madm_ros.folder_layout import DEPTH_MM_PER_M, LABELS_DIR, FolderMeta, frame_name, write_image
+from madm_ros.problems import ProblemCounter
 
-__all__ = ["BagTarget", "default_tolerance_us", "event_settings", "extract_bag_frames", "extract_bag_target",
-           "prepare_bag_target"]
+if TYPE_CHECKING:
+    from madm_ros.node_params import EventParams
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image",)
-LABEL_ENCODINGS = ("mono8", "8UC1")
+__all__ = ["BagTarget", "extract_bag_frames", "extract_bag_target", "load_event_params", "prepare_bag_target"]
+
 GENERATOR_NAME = "madm_train.data.bag_target"
+GENERATOR_VERSION = 2
+"""Bumped when the same settings would extract other frames (2: the shared frame source, ns label matching)."""
 MARKER_FILE = "bag_target.json"
 """Written first into an ``extract_bag_target`` folder (marks it as ours) and rewritten last (complete)."""
+_ADVICE = {
+    "depth": "record the depth camera's own 16UC1 (mm) or 32FC1 (m) image topic",
+    "thermal": "record the thermal camera's own mono8 or mono16 image topic",
+    "events": "an edge frame closes only when a later event arrives, so the topic must span more than one "
+              "accumulation window; check the event parameters (data.target_events_params)",
+}
 
 
 def _bag_identity(bag: Path) -> dict[str, Any]:
@@ -52,103 +72,10 @@ def _bag_identity(bag: Path) -> dict[str, Any]:
     return {"path": str(bag.resolve()), "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
 
 
-def _stamp_us(header: Any) -> int:
-    from madm_ros.ros_messages import stamp_to_ns
+def _check_request(bag: Path, modality: str, every: int, event_params: EventParams | None) -> Any:
+    """The node parameters frames are made with: ``event_params`` (default: the event node's) or an image node's."""
+    from madm_ros.node_params import EventParams, ImageParams
 
-    return stamp_to_ns(header.stamp) // 1000
-
-
-def _event_message_types() -> dict[str, str]:
-    """ROS message type → the event node's ``message_type`` value."""
-    from madm_ros.events.stream import MESSAGE_TYPES
-
-    return {msgtype: name for name, msgtype in MESSAGE_TYPES.items()}
-
-
-def _connections(reader: Any, bag: Path, topic: str, modality: str, what: str = "") -> list[Any]:
-    """The connections of ``topic``; ``DecodeError`` naming the bag's topics or the type wanted."""
-    from madm_ros.events.bags import describe_topics
-
-    connections = [c for c in reader.connections if c.topic == topic]
-    if not connections:
-        raise DecodeError(f"bag {bag} has no {what}topic {topic!r}; it has: {describe_topics(list(reader.connections))}")
-    msgtype = connections[0].msgtype
-    if modality == "events":
-        if msgtype not in _event_message_types():
-            raise DecodeError(f"topic {topic!r} is {msgtype}, not an event type; the event node reads "
-                              f"{', '.join(_event_message_types())}")
-    elif msgtype not in IMAGE_TYPES:
-        raise DecodeError(f"{what}topic {topic!r} is {msgtype}, not sensor_msgs/msg/Image"
-                          + ("" if what else f" ({modality} frames are images; event topics are modality events)"))
-    return connections
-
-
-def _image_frames(bag: Path, topic: str, modality: str) -> Iterator[tuple[int, np.ndarray, str]]:
-    """``(header stamp µs, array, encoding)`` of every image on ``topic``."""
-    from madm_ros.bag_source import BagSource
-    from madm_ros.image_conversion import image_to_array
-
-    with BagSource(bag) as reader:
-        connections = _connections(reader, bag, topic, modality)
-        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
-            msg = reader.deserialize(raw, msgtype)
-            yield _stamp_us(msg.header), image_to_array(msg), str(msg.encoding)
-
-
-@dataclasses.dataclass
-class _StreamReport:
-    """What the event pipeline met on the way (filled while frames are drawn)."""
-
-    message_type: str = ""
-    stream: Any = None  # the EventFrameStream, for its sensor size and counters
-    warnings: list[str] = dataclasses.field(default_factory=list)
-
-
-def _event_frames(bag: Path, topic: str, events_config: dict[str, Any], restart_after_us: int,
-                  report: _StreamReport) -> Iterator[tuple[int, np.ndarray, str]]:
-    """``(ROS stamp µs, edge frame, "mono8")``: exactly what the event node publishes as ``edge_frame``."""
-    from madm_ros.bag_source import BagSource
-    from madm_ros.events.stream import EventFrameStream
-    from madm_ros.problems import ProblemCounter
-
-    with BagSource(bag) as reader:
-        connections = _connections(reader, bag, topic, "events")
-        report.message_type = _event_message_types()[connections[0].msgtype]
-        stream = EventFrameStream(report.message_type, events_config,
-                                  ProblemCounter(lambda kind, text: report.warnings.append(f"{kind}: {text}")),
-                                  restart_after_us=restart_after_us)
-        report.stream = stream
-        shape = None
-        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
-            for frame in stream.push(reader.deserialize(raw, msgtype)):
-                if shape is not None and frame.image.shape != shape:
-                    raise DecodeError(f"event topic {topic!r} changes sensor size mid-bag ({shape[1]}x{shape[0]} to "
-                                      f"{frame.image.shape[1]}x{frame.image.shape[0]}); extract each part on its own")
-                shape = frame.image.shape
-                yield frame.stamp_ns // 1000, frame.image, "mono8"
-
-
-def _frames(bag: Path, topic: str, modality: str, events_config: dict[str, Any] | None, restart_after_us: int,
-            report: _StreamReport) -> Iterator[tuple[int, np.ndarray, str]]:
-    """``(stamp µs, array in the layout's encoding, encoding)`` of every frame of ``topic``."""
-    if modality == "events":
-        source = _event_frames(bag, topic, events_config or {}, restart_after_us, report)
-    else:
-        source = _image_frames(bag, topic, modality)
-    first_encoding = None
-    for stamp, image, encoding in source:
-        if first_encoding is None:
-            first_encoding = encoding
-        elif encoding != first_encoding:
-            raise DecodeError(f"topic {topic!r} changes encoding from {first_encoding} to {encoding} mid-bag")
-        if encoding == "32FC1":  # stored as the 16UC1 millimetres of the layout; invalid stays 0
-            valid = np.isfinite(image) & (image > 0)
-            image = np.where(valid, np.clip(np.rint(image * 1000), 1, 65535), 0).astype(np.uint16)
-            encoding = "16UC1"
-        yield stamp, image, encoding
-
-
-def _check_request(bag: Path, modality: str, every: int, events_config: dict[str, Any] | None) -> dict[str, Any] | None:
     if modality not in ("depth", "thermal", "events"):
         raise ConfigError(f"bag-derived sets are depth, thermal or events, got {modality!r}")
     if every < 1:
@@ -156,34 +83,165 @@ def _check_request(bag: Path, modality: str, every: int, events_config: dict[str
     if not bag.exists():
         raise InputError(f"bag {bag} not found")
     if modality != "events":
-        return None
-    from madm_ros.events.edge_frames import check_edge_frame_fields
-
-    events_config = dict(events_config or {})
-    check_edge_frame_fields(events_config, "events_config")
-    if events_config.get("polarity") == "split":
-        raise ConfigError("the folder layout stores one-channel edge frames; use polarity 'ignore' or 'signed'")
-    return events_config
+        if event_params is not None:
+            raise ConfigError(f"event parameters make edge frames of event topics; modality is {modality}")
+        return ImageParams(modality=modality)
+    return event_params if event_params is not None else EventParams()
 
 
-def _edge_meta(report: _StreamReport, events_config: dict[str, Any]) -> dict[str, Any]:
+def _frame_settings(modality: str, params: Any) -> dict[str, Any]:
+    """What of the node parameters decides the frames (for the cache key)."""
+    from madm_ros.node_params import edge_fields
+
+    if modality != "events":
+        return {}
+    return {"events_config": edge_fields(params), "restart_after_us": round(params.restart_after_ms * 1000),
+            "input_limits": [params.max_input_width, params.max_input_height]}
+
+
+def _generator(settings: dict[str, Any]) -> dict[str, Any]:
+    # compared with what meta.json / the marker give back, so in JSON form (tuples become lists)
+    return json.loads(json.dumps({"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "config": settings}))
+
+
+def _check_topic(source: Any, topic: str, modality: str, params: Any) -> Any:
+    """``params`` for ``topic`` (an event topic's message type set from its type); ``DecodeError`` naming what is wrong."""
+    from madm_ros.bag_eval.labels import IMAGE_TYPE, describe_topics
+    from madm_ros.events.stream import MESSAGE_TYPES
+
+    msgtype = source.topics.get(topic)
+    if msgtype is None:
+        raise DecodeError(f"bag {source.path} has no topic {topic!r}; it has: {describe_topics(source.topics)}")
+    if modality == "events":
+        names = {t: name for name, t in MESSAGE_TYPES.items()}
+        if msgtype not in names:
+            raise DecodeError(f"topic {topic!r} is {msgtype}, not an event type; the event node reads {', '.join(names)}")
+        return dataclasses.replace(params, message_type=names[msgtype])
+    if msgtype != IMAGE_TYPE:
+        raise DecodeError(f"topic {topic!r} is {msgtype}, not {IMAGE_TYPE} ({modality} frames are images; event topics "
+                          "are modality events)")
+    return params
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames
+
+
+@dataclasses.dataclass
+class _Reading:
+    """One pass over the frame topic: what it met, and what the folder's first frame fixed."""
+
+    problems: ProblemCounter = dataclasses.field(default_factory=ProblemCounter)
+    messages: int = 0
+    frames: int = 0  # frames the node would segment (usable or not)
+    encoding: str = ""  # of the folder, from the first usable frame
+    shape: tuple[int, ...] | None = None  # of the first usable frame (edge frames all have it)
+    sensor_size: tuple[int, int] | None = None  # (height, width) of the event stream at the first usable frame
+    first_stamp_ns: int | None = None
+    last_stamp_ns: int | None = None
+    counters: Callable[[], dict[str, int]] = dict
+
+    def storable(self, modality: str, frame: Any, frames: Any) -> str:
+        """Why the folder cannot hold ``frame`` (of the frame source ``frames``) beside earlier ones (counted), or ``""``."""
+        if not self.encoding:
+            self.encoding, self.shape = frame.encoding, frame.array.shape
+            self.sensor_size = frames.stream.sensor_size if modality == "events" else None
+            return ""
+        if frame.encoding != self.encoding:
+            self.problems.report("encoding_change", f"the topic changes encoding from {self.encoding} to {frame.encoding}; "
+                                 f"a folder holds one, so {frame.encoding} frames are left out")
+            return "encoding_change"
+        if modality == "events" and frame.array.shape != self.shape:
+            (height, width), (new_height, new_width) = self.shape or (0, 0), frame.array.shape
+            self.problems.report("sensor_size_change", (
+                f"edge frames change size from {width}x{height} to {new_width}x{new_height}; a folder holds one "
+                "sensor size, so later ones are left out: extract each part of the bag on its own"))
+            return "sensor_size_change"
+        return ""
+
+
+def _frames(source: Any, topic: str, modality: str, params: Any, reading: _Reading) -> Iterator[tuple[Any, str]]:
+    """``(frame, why it is not stored)`` for every frame the node would segment; ``""`` for a frame to store.
+
+    Frames come from :func:`madm_ros.frame_source.frame_source` as in the node and ``bag_eval``;
+    ``32FC1`` depth comes in the layout's ``16UC1`` millimetres (invalid pixels 0). Messages that
+    cannot be deserialized and images of an encoding the modality does not take are counted and
+    not yielded (the node does not segment them either); frames without a valid pixel are
+    yielded as ``invalid_frame`` (the node answers them with an empty mask), so label matching
+    sees the frames ``bag_eval`` sees.
+    """
+    from madm_ros.frame_source import frame_source
+    from madm_ros.preprocessing import ENCODINGS, InputSpec, invalid_frame_reason
+
+    frames = frame_source("events" if modality == "events" else "image", params, reading.problems)
+    reading.counters = frames.counters
+    spec, msgtype = InputSpec(modality), source.topics[topic]  # type: ignore[arg-type]
+    for _, _, log_ns, raw in source.messages({topic}):
+        reading.messages += 1
+        try:
+            message = source.deserialize(raw, msgtype)
+        except Exception as error:  # a malformed record: skipped and counted, as bag_eval does
+            reading.problems.report("undecodable_message", f"message at {log_ns} ns on {topic} could not be "
+                                    f"deserialized: {error}")
+            continue
+        for frame in frames.push(message):
+            if frame.encoding not in ENCODINGS[modality]:
+                reading.problems.report(f"wrong_encoding:{frame.encoding}", (
+                    f"{frame.encoding} image at {frame.stamp_ns} ns skipped: {modality} frames are "
+                    f"{' or '.join(ENCODINGS[modality])}"))
+                continue
+            reading.frames += 1
+            if reading.first_stamp_ns is None:
+                reading.first_stamp_ns = frame.stamp_ns
+            reading.last_stamp_ns = frame.stamp_ns
+            invalid = invalid_frame_reason(frame.array, frame.encoding, spec)
+            if invalid is not None:
+                reading.problems.report("invalid_frame", f"frame at {frame.stamp_ns} ns left out: {invalid}")
+                yield frame, "invalid_frame"
+                continue
+            if frame.encoding == "32FC1":  # stored as the 16UC1 millimetres of the layout; invalid stays 0
+                valid = np.isfinite(frame.array) & (frame.array > 0)
+                millimetres = np.where(valid, np.clip(np.rint(frame.array * DEPTH_MM_PER_M), 1, 65535), 0).astype(np.uint16)
+                frame = dataclasses.replace(frame, array=millimetres, encoding="16UC1")
+            yield frame, reading.storable(modality, frame, frames)
+
+
+def _no_frame_error(bag: Path, topic: str, modality: str, reading: _Reading, source: Any) -> InputError:
+    """The error for a topic that gave no frame to store: what its messages had, and what to do."""
+    read = f"{reading.messages} messages read" + (f"; {source.problem}" if source.problem else "")
+    why = "; ".join(text for kind, text in reading.problems.first_text.items() if kind != "restarts")
+    return InputError(f"topic {topic!r} of {bag} gave no usable {modality} frame ({read})" + (f": {why}" if why else "")
+                      + f". {_ADVICE[modality][0].upper()}{_ADVICE[modality][1:]}")
+
+
+def _warnings(problems: ProblemCounter) -> list[dict[str, Any]]:
+    """``{kind, count, message}`` per problem kind, as ``bag_eval``'s report lists them."""
+    return [{"kind": kind, "count": int(count), "message": problems.first_text.get(kind, "")}
+            for kind, count in sorted(problems.counts.items())]
+
+
+def _edge_meta(reading: _Reading, params: Any) -> dict[str, Any]:
     """``FolderMeta.events`` of the stream: its EdgeFrameConfig, less the rectify map."""
     from madm_ros.events.edge_frames import EdgeFrameConfig
+    from madm_ros.node_params import edge_fields
 
-    assert report.stream is not None and report.stream.sensor_size is not None  # a frame was made
-    height, width = report.stream.sensor_size
-    config = EdgeFrameConfig(width=width, height=height, **events_config)
+    assert reading.sensor_size is not None  # a frame was stored
+    height, width = reading.sensor_size
+    config = EdgeFrameConfig(width=width, height=height, **edge_fields(params))
     return {k: v for k, v in dataclasses.asdict(config).items() if k != "rectify_map"}
 
 
-def _notes(modality: str, bag: Path, topic: str, report: _StreamReport) -> dict[str, str]:
+def _notes(modality: str, bag: Path, topic: str, params: Any, reading: _Reading, source: Any) -> dict[str, str]:
     text = f"extracted from {bag} topic {topic}"
     if modality == "events":
-        text += f" ({report.message_type}) by madm_ros.events.stream.EventFrameStream, as the event node"
-        problems = {**report.stream.problems.as_dict(), **{k: v for k, v in report.stream.counters().items()
-                                                          if v and k == "accumulate_gaps"}}
-        if problems:
-            text += f"; stream problems {problems}"
+        text += f" ({params.message_type}) by madm_ros.frame_source.EventFrames, as the event node"
+    if source.note:
+        text += f"; the bag was read unusually: {source.note}"
+    if source.problem:
+        text += f"; {source.problem} ({reading.messages} messages read before the cut)"
+    problems = {**reading.problems.as_dict(), **{k: v for k, v in reading.counters().items() if v and k == "accumulate_gaps"}}
+    if problems:
+        text += f"; problems {problems}"
     return {modality: text}
 
 
@@ -204,16 +262,22 @@ def _cached_meta(out_dir: Path) -> FolderMeta | None:
     return meta
 
 
+def _fresh(out_dir: Path) -> None:
+    """Replace an earlier extraction in ``out_dir`` (checked to be ours) by an empty folder."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+
 def extract_bag_frames(
     bag: Path | str,
     topic: str,
     out_dir: Path | str,
     *,
     modality: str,
-    events_config: dict[str, Any] | None = None,
+    event_params: EventParams | None = None,
     every: int = 1,
     max_frames: int | None = None,
-    restart_after_us: int = 1_000_000,
 ) -> FolderMeta:
     """Write the frames of ``topic`` into ``out_dir`` in the folder layout (reusing a matching cache).
 
@@ -224,52 +288,62 @@ def extract_bag_frames(
         out_dir: Cache folder: new or empty, or an earlier extraction (reused when the bag and
             settings match, rewritten otherwise). Any other folder is refused, never deleted.
         modality: ``depth``, ``thermal`` or ``events``.
-        events_config: ``EdgeFrameConfig`` fields except width and height (taken from the stream),
-            i.e. the event node's ``edge_fields(params)``; defaults to the config's own defaults
-            (50 ms windows, polarity ignored), which are the node's defaults.
-        every: Keep every n-th frame (consecutive frames of a fast camera are near duplicates).
+        event_params: The event node's :class:`~madm_ros.node_params.EventParams` (accumulation,
+            restarts, gaps, size limits; the message type is taken from the topic); ``None``: the
+            node's defaults. Only for ``events``.
+        every: Keep every n-th usable frame (consecutive frames of a fast camera are near duplicates).
         max_frames: Stop after this many frames.
-        restart_after_us: The event node's ``restart_after_ms`` in µs (time jumps restart accumulation).
 
     Returns:
-        The folder's ``FolderMeta``.
+        The folder's ``FolderMeta``; its notes say how the bag was read (cut off, repaired) and
+        count the frames and messages left out by kind.
+
+    Raises:
+        DecodeError: unreadable bag, missing topic (the message lists the bag's topics), wrong type.
+        InputError: the topic gave no usable frame (the message names what its frames had).
     """
+    from madm_ros.bag_source import BagSource
+
     bag, out_dir = Path(bag), Path(out_dir)
-    events_config = _check_request(bag, modality, every, events_config)
-    settings = {"bag": _bag_identity(bag), "topic": topic, "modality": modality, "events_config": events_config,
-                "every": every, "max_frames": max_frames}
-    if modality == "events" and restart_after_us != 1_000_000:
-        settings["restart_after_us"] = restart_after_us
-    # compared with what meta.json gives back, so in JSON form (tuples become lists)
-    generator = json.loads(json.dumps({"name": GENERATOR_NAME, "config": settings}))
+    params = _check_request(bag, modality, every, event_params)
+    generator = _generator({"bag": _bag_identity(bag), "topic": topic, "modality": modality,
+                            **_frame_settings(modality, params), "every": every, "max_frames": max_frames})
     cached = _cached_meta(out_dir)
     if cached is not None and cached.generator == generator:
         return cached
-    report = _StreamReport()
-    frames_source = _frames(bag, topic, modality, events_config, restart_after_us, report)
-    first = next(frames_source, None)  # opens the bag and checks the topic before anything is deleted
-    if first is None:
-        raise InputError(f"topic {topic!r} of {bag} produced no frames")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-
     names: list[str] = []
     stamps: list[int] = []
-    encoding = first[2]
-    for index, (stamp, image, _) in enumerate(itertools.chain([first], frames_source)):
-        if index % every:
-            continue
-        name = frame_name(0, len(names))
-        write_image(out_dir, modality, name, image, encoding=encoding)
-        names.append(name)
-        stamps.append(stamp)
-        if max_frames is not None and len(names) >= max_frames:
-            break
-    frames_source.close()
-    events_meta = _edge_meta(report, events_config or {}) if modality == "events" else None
-    meta = FolderMeta(frames=tuple(names), modalities={modality: encoding}, events=events_meta, stamps_us=tuple(stamps),
-                      notes=_notes(modality, bag, topic, report), generator=generator)
+    reading = _Reading()
+    with BagSource(bag) as source:
+        params = _check_topic(source, topic, modality, params)
+        frames = _frames(source, topic, modality, params, reading)
+        usable = 0
+        try:
+            for frame, reason in frames:
+                if reason:
+                    continue
+                if not usable:  # the first usable frame: only now is an older cache replaced
+                    _fresh(out_dir)
+                usable += 1
+                if (usable - 1) % every:
+                    continue
+                name = frame_name(0, len(names))
+                write_image(out_dir, modality, name, frame.array, encoding=reading.encoding)
+                names.append(name)
+                stamps.append(frame.stamp_ns // 1000)
+                if max_frames is not None and len(names) >= max_frames:
+                    break
+        except BaseException:
+            if usable:
+                shutil.rmtree(out_dir, ignore_errors=True)  # ours and incomplete
+            raise
+        finally:
+            frames.close()
+        if not names:
+            raise _no_frame_error(bag, topic, modality, reading, source)
+        meta = FolderMeta(frames=tuple(names), modalities={modality: reading.encoding},
+                          events=_edge_meta(reading, params) if modality == "events" else None, stamps_us=tuple(stamps),
+                          notes=_notes(modality, bag, topic, params, reading, source), generator=generator)
     meta.write(out_dir)
     return FolderMeta.read(out_dir)  # as later reads see it (JSON turns tuples into lists)
 
@@ -287,11 +361,19 @@ class BagTarget:
         test: Folder of the labelled frames (the evaluation split); ``None`` without a label topic.
         frames: Frames in ``target``.
         labelled: Frames in ``test``.
-        labels: Messages on the label topic.
-        unmatched_labels: Labels with no frame within the tolerance (or whose frame took a nearer label).
-        tolerance_us: The label tolerance used (µs).
+        labels: Usable messages on the label topic (one per stamp).
+        unmatched_labels: Labels not in ``test``: no frame within the tolerance, a frame that a
+            nearer label kept, a frame left out as unusable, or a label of the wrong size or values.
         transductive: Every frame is labelled, so ``target`` holds the evaluation frames too.
         message_type: The event node's ``message_type`` of an event topic, else empty.
+        tolerance_us: The label tolerance used (µs; matching itself compares ns stamps).
+        bag_frames: Frames the topic gave (as many as the node would segment), stored or not.
+        warnings: ``{kind, count, message}`` of every problem met (messages, frames and labels
+            left out), as ``bag_eval`` reports them.
+        stopped_early: Why the bag could be read only in part (a cut-off file), else empty: the
+            frames are those before the cut.
+        read_note: How the bag was read when not normally (a repaired metadata.yaml, storage files
+            read directly), else empty.
     """
 
     target: Path
@@ -303,27 +385,34 @@ class BagTarget:
     transductive: bool = False
     message_type: str = ""
     tolerance_us: int = 0
+    bag_frames: int = 0
+    warnings: tuple[dict[str, Any], ...] = ()
+    stopped_early: str = ""
+    read_note: str = ""
 
 
-def default_tolerance_us(modality: str, events_config: dict[str, Any] | None) -> int:
-    """The label tolerance ``madm_ros.bag_eval`` uses by default, in µs."""
-    if modality != "events":
-        return 1_000
-    fields = events_config or {}
-    return int(fields.get("window_us", 50_000)) // 2 if fields.get("mode", "time") == "time" else 25_000
+def _tolerance_ns(modality: str, params: Any, label_tolerance_us: int | None) -> int:
+    """``label_tolerance_us`` in ns, or ``bag_eval``'s default for frames made with ``params``."""
+    from madm_ros.label_matching import default_tolerance_ns
+
+    if label_tolerance_us is not None:
+        if label_tolerance_us < 0:
+            raise ConfigError(f"label_tolerance_us must be ≥ 0, got {label_tolerance_us}")
+        return int(label_tolerance_us) * 1000
+    time_sliced = modality == "events" and params.slice_method == "time"
+    return default_tolerance_ns(modality, round(params.accumulation_time_ms * 1e6) if time_sliced else None)
 
 
 def _frame_name(index: int) -> str:
     return frame_name(index // 100_000, index % 100_000)
 
 
-def _target_generator(bag: Path, topic: str, modality: str, label_topic: str, label_set: str, label_tolerance_us: int,
-                      events_config: dict[str, Any] | None, restart_after_us: int, every: int) -> dict[str, Any]:
-    settings = {"bag": _bag_identity(bag), "topic": topic, "modality": modality, "label_topic": label_topic,
-                "label_set": label_set if label_topic else None,
-                "label_tolerance_us": label_tolerance_us if label_topic else None, "events_config": events_config,
-                "restart_after_us": restart_after_us if modality == "events" else None, "every": every}
-    return json.loads(json.dumps({"name": GENERATOR_NAME, "config": settings}))
+def _target_generator(bag: Path, topic: str, modality: str, label_topic: str, label_set: str, tolerance_ns: int,
+                      params: Any, every: int) -> dict[str, Any]:
+    return _generator({"bag": _bag_identity(bag), "topic": topic, "modality": modality, "label_topic": label_topic,
+                       "label_set": label_set if label_topic else None,
+                       "label_tolerance_ns": tolerance_ns if label_topic else None, **_frame_settings(modality, params),
+                       "every": every})
 
 
 def _read_marker(out_dir: Path) -> dict[str, Any] | None:
@@ -345,78 +434,51 @@ def _summary(out_dir: Path, marker: dict[str, Any]) -> BagTarget:
     return BagTarget(target=out_dir / "target", test=(out_dir / "test") if s["label_topic"] else None,
                      frames=s["frames"], labelled=s["labelled"], labels=s["labels"],
                      unmatched_labels=s["unmatched_labels"], transductive=s["transductive"],
-                     message_type=s["message_type"], tolerance_us=s["tolerance_us"])
+                     message_type=s["message_type"], tolerance_us=s["tolerance_ns"] // 1000, bag_frames=s["bag_frames"],
+                     warnings=tuple(s["warnings"]), stopped_early=s["stopped_early"] or "", read_note=s["read_note"] or "")
 
 
-def _label_stamps(bag: Path, label_topic: str) -> list[int]:
-    """Header stamps (µs) of the label messages, in bag order; checks topic, type and encoding."""
-    from madm_ros.bag_source import BagSource
-
-    stamps = []
-    with BagSource(bag) as reader:
-        connections = _connections(reader, bag, label_topic, "labels", "label ")
-        for _, msgtype, _, raw in reader.messages(c.topic for c in connections):
-            msg = reader.deserialize(raw, msgtype)
-            if str(msg.encoding) not in LABEL_ENCODINGS:
-                raise DecodeError(f"label topic {label_topic!r} carries {msg.encoding} images; labels are mono8 "
-                                  "class ids (255 = ignore)")
-            stamps.append(_stamp_us(msg.header))
-    return stamps
-
-
-def _check_topics(bag: Path, topic: str, modality: str, label_topic: str) -> None:
-    """Both topics exist with usable types (before anything is read or deleted)."""
-    from madm_ros.bag_source import BagSource
-
-    if label_topic and label_topic == topic:
-        raise ConfigError(f"the label topic must differ from the frame topic {topic!r}")
-    with BagSource(bag) as reader:
-        _connections(reader, bag, topic, modality)
-        if label_topic:
-            _connections(reader, bag, label_topic, "labels", "label ")
-
-
-def _match_labels(label_stamps: list[int], frame_stamps: dict[int, int], tolerance_us: int) -> dict[int, tuple[int, int]]:
-    """Frame index → (label index, |Δt| µs): each label to its nearest frame within the tolerance, one label per frame."""
-    order = sorted(frame_stamps, key=lambda i: (frame_stamps[i], i))
-    times = [frame_stamps[i] for i in order]
-    chosen: dict[int, tuple[int, int]] = {}
-    for label, stamp in enumerate(label_stamps):
-        k = bisect.bisect_left(times, stamp)
-        near = [j for j in (k - 1, k) if 0 <= j < len(times)]
-        if not near:
-            continue
-        j = min(near, key=lambda j: abs(times[j] - stamp))
-        distance = abs(times[j] - stamp)
-        frame = order[j]
-        if distance <= tolerance_us and (frame not in chosen or distance < chosen[frame][1]):
-            chosen[frame] = (label, distance)
-    return chosen
-
-
-def _write_labels(bag: Path, label_topic: str, test_dir: Path, wanted: dict[int, int], shapes: dict[int, tuple[int, ...]],
-                  num_classes: int, label_set: str) -> None:
-    """Write label message k (``wanted``: label index → frame index) as the label of its frame."""
-    from madm_ros.bag_source import BagSource
-    from madm_ros.image_conversion import image_to_array
+def _label_problem(label: np.ndarray, frame_shape: tuple[int, ...], num_classes: int, label_set: str,
+                   where: str) -> tuple[str, str] | None:
+    """``(kind, text)`` of why a matched label cannot be used for its frame, or ``None``."""
     from madm_ros.palettes import IGNORE_INDEX
 
-    with BagSource(bag) as reader:
-        connections = _connections(reader, bag, label_topic, "labels", "label ")
-        for index, (_, msgtype, _, raw) in enumerate(reader.messages(c.topic for c in connections)):
-            if index not in wanted:
-                continue
-            msg = reader.deserialize(raw, msgtype)
-            label, frame = image_to_array(msg), wanted[index]
-            stamp = _stamp_us(msg.header)
-            if label.shape != shapes[frame]:
-                raise InputError(f"label at {stamp} µs on {label_topic!r} is {label.shape[1]}×{label.shape[0]} but its "
-                                 f"frame is {shapes[frame][-1]}×{shapes[frame][0]}; labels must match the frames")
-            bad = np.unique(label[(label >= num_classes) & (label != IGNORE_INDEX)])
-            if bad.size:
-                raise InputError(f"label at {stamp} µs on {label_topic!r} has values {bad[:5].tolist()} outside "
-                                 f"{label_set} (0..{num_classes - 1}, 255 = ignore)")
-            write_image(test_dir, LABELS_DIR, _frame_name(frame), label)
+    if label.shape != frame_shape[:2]:
+        return "label_size", (f"label {where} is {label.shape[1]}×{label.shape[0]} but its frame is {frame_shape[1]}×"
+                              f"{frame_shape[0]}; labels must match the frames, such labels are left out")
+    bad = np.unique(label[(label >= num_classes) & (label != IGNORE_INDEX)])
+    if bad.size:
+        return "bad_label", (f"label {where} has values {bad[:5].tolist()} outside {label_set} (0..{num_classes - 1}, "
+                             "255 = ignore); such labels are left out")
+    return None
+
+
+@dataclasses.dataclass
+class _Split:
+    """The frames written so far into ``<out>/target``: every n-th usable one, and those nearest to a label."""
+
+    out_dir: Path
+    modality: str
+    every: int
+    generator: dict[str, Any]
+    stamps_us: dict[int, int] = dataclasses.field(default_factory=dict)  # written frames: index → stamp
+    shapes: dict[int, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    kept: set[int] = dataclasses.field(default_factory=set)  # every n-th usable frame
+    usable: int = 0
+
+    def add(self, index: int, frame: Any, encoding: str, near_a_label: bool) -> None:
+        """Write a usable frame when it is every n-th or (for now) the nearest frame of a label."""
+        if not self.usable:  # the first usable frame: only now is an older cache replaced
+            _fresh(self.out_dir)
+            atomic_write_bytes(self.out_dir / MARKER_FILE, json.dumps({"generator": self.generator,
+                                                                       "complete": False}).encode())
+        if self.usable % self.every == 0:
+            self.kept.add(index)
+        self.usable += 1
+        if index in self.kept or near_a_label:
+            write_image(self.out_dir / "target", self.modality, _frame_name(index), frame.array, encoding=encoding)
+            self.stamps_us[index] = frame.stamp_ns // 1000
+            self.shapes[index] = frame.array.shape
 
 
 def extract_bag_target(
@@ -428,18 +490,20 @@ def extract_bag_target(
     label_topic: str = "",
     label_set: str = "dsec11",
     label_tolerance_us: int | None = None,
-    events_config: dict[str, Any] | None = None,
-    restart_after_us: int = 1_000_000,
+    event_params: EventParams | None = None,
     every: int = 1,
 ) -> BagTarget:
     """Extract ``topic`` into ``out_dir/target`` and, with ``label_topic``, its labelled frames into ``out_dir/test``.
 
     Each label message (``mono8`` class ids of ``label_set``, 255 = ignore) goes to the frame
-    whose stamp is nearest to its header stamp, if within ``label_tolerance_us``; a frame keeps the
-    nearest of several labels. Labelled frames form the evaluation split and are left out of
-    ``target``, unless every frame is labelled: then ``target`` holds them all (transductive).
-    ``every`` thins the unlabelled frames only. Image frames are stamped with their header stamp,
-    edge frames with the stamp the event node gives them.
+    whose stamp is nearest to its header stamp, if within the tolerance; a frame keeps the nearest
+    of several labels (:mod:`madm_ros.label_matching`, the rule ``bag_eval`` scores with).
+    Labelled frames form the evaluation split and are left out of ``target``, unless every frame
+    is labelled: then ``target`` holds them all (transductive). ``every`` thins the unlabelled
+    frames only. Image frames are stamped with their header stamp, edge frames with the stamp the
+    event node gives them. Bad messages, frames and labels are left out and counted
+    (:attr:`BagTarget.warnings`); a cut-off bag gives the frames before the cut
+    (:attr:`BagTarget.stopped_early`).
 
     Args:
         bag: rosbag2 folder or file.
@@ -450,121 +514,130 @@ def extract_bag_target(
         label_topic: ``sensor_msgs/Image`` label topic; empty: no evaluation split.
         label_set: Label set of the class ids.
         label_tolerance_us: Largest |label stamp − frame stamp| of a match; ``None``: as
-            ``madm_ros.bag_eval`` (1 ms for images; half the window of time-sliced edge frames,
-            whose ends follow the first event, and 25 ms for count-sliced ones).
-        events_config: The event node's ``edge_fields`` (see :func:`extract_bag_frames`).
-        restart_after_us: The event node's ``restart_after_ms`` in µs.
+            ``madm_ros.bag_eval`` (:func:`madm_ros.label_matching.default_tolerance_ns`: 1 ms for
+            images, half the window of time-sliced edge frames, 25 ms for count-sliced ones).
+        event_params: The event node's parameters (see :func:`extract_bag_frames`).
         every: Keep every n-th unlabelled frame.
 
     Raises:
         DecodeError: unreadable bag, missing topic (the message lists the bag's topics), wrong type.
-        InputError: no frames, or a label topic none of whose labels matches a frame, or a label
-            of the wrong size or with values outside the label set.
+        InputError: no usable frame; a label topic without a usable label, none of whose labels
+            matches a frame, or whose matched labels are all unusable (wrong size or values).
     """
+    from madm_ros.bag_eval.labels import Labels
+    from madm_ros.bag_source import BagSource
+    from madm_ros.label_matching import NearestFrames
     from madm_ros.palettes import get_label_set
 
     bag, out_dir = Path(bag), Path(out_dir)
-    events_config = _check_request(bag, modality, every, events_config)
-    if label_tolerance_us is None:
-        label_tolerance_us = default_tolerance_us(modality, events_config)
-    if label_tolerance_us < 0:
-        raise ConfigError(f"label_tolerance_us must be ≥ 0, got {label_tolerance_us}")
+    params = _check_request(bag, modality, every, event_params)
+    if label_topic and label_topic == topic:
+        raise ConfigError(f"the label topic must differ from the frame topic {topic!r}")
+    tolerance_ns = _tolerance_ns(modality, params, label_tolerance_us)
     num_classes = get_label_set(label_set).num_classes
-    generator = _target_generator(bag, topic, modality, label_topic, label_set, label_tolerance_us, events_config,
-                                  restart_after_us, every)
+    generator = _target_generator(bag, topic, modality, label_topic, label_set, tolerance_ns, params, every)
     if _read_marker(out_dir) is not None and (marker := _current_marker(out_dir, generator)) is not None:
         return _summary(out_dir, marker)
-    _check_topics(bag, topic, modality, label_topic)  # before anything is deleted
-    label_stamps = _label_stamps(bag, label_topic) if label_topic else []
-    if label_topic and not label_stamps:
-        raise InputError(f"label topic {label_topic!r} of {bag} has no messages")
-    report = _StreamReport()
-    frames_source = _frames(bag, topic, modality, events_config, restart_after_us, report)
-    first = next(frames_source, None)
-    if first is None:
-        raise InputError(f"topic {topic!r} of {bag} produced no frames")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    reading = _Reading()
+    split = _Split(out_dir, modality, every, generator)
     try:
-        atomic_write_bytes(out_dir / MARKER_FILE, json.dumps({"generator": generator, "complete": False}).encode())
-        return _extract_target(bag, topic, out_dir, modality, label_topic, label_set, num_classes, label_tolerance_us,
-                               events_config, every, generator, label_stamps, first, frames_source, report)
+        with BagSource(bag) as source:
+            params = _check_topic(source, topic, modality, params)
+            labels = Labels.from_topic(source, label_topic, reading.problems) if label_topic else None
+            if labels is not None and not labels.stamps:
+                notes = "; ".join(reading.problems.first_text.values())
+                raise InputError(f"label topic {label_topic!r} of {bag} has no usable label" + (f" ({notes})" if notes else "")
+                                 + ": labels are mono8 sensor_msgs/Image class ids (255 = ignore)")
+            matcher = NearestFrames(labels.stamps, tolerance_ns) if labels is not None else None
+            frames = _frames(source, topic, modality, params, reading)
+            for index, (frame, reason) in enumerate(frames):
+                taken = matcher.offer(index, frame.stamp_ns) if matcher is not None else []
+                if not reason:
+                    split.add(index, frame, reading.encoding, bool(taken))
+            if not split.usable:
+                raise _no_frame_error(bag, topic, modality, reading, source)
+            facts = {"message_type": params.message_type if modality == "events" else "", "read_note": source.note or None,
+                     "stopped_early": source.problem or None}
+            notes = _notes(modality, bag, topic, params, reading, source)
+        chosen = _chosen_labels(labels, matcher, split, reading, label_topic, topic, num_classes, label_set)
+        return _finish(out_dir, split, reading, params, labels, chosen, label_topic, label_set, tolerance_ns, notes, facts)
     except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)  # ours and incomplete: never leave half a cache behind
+        if split.usable:
+            shutil.rmtree(out_dir, ignore_errors=True)  # ours and incomplete: never leave half a cache behind
         raise
 
 
-def _extract_target(bag: Path, topic: str, out_dir: Path, modality: str, label_topic: str, label_set: str,
-                    num_classes: int, tolerance_us: int, events_config: dict[str, Any] | None, every: int,
-                    generator: dict[str, Any], label_stamps: list[int], first: tuple[int, np.ndarray, str],
-                    frames_source: Iterator[tuple[int, np.ndarray, str]], report: _StreamReport) -> BagTarget:
-    target_dir, test_dir = out_dir / "target", out_dir / "test"
-    sorted_labels = sorted(label_stamps)
-
-    def near_a_label(stamp: int) -> bool:
-        k = bisect.bisect_left(sorted_labels, stamp - tolerance_us)
-        return k < len(sorted_labels) and sorted_labels[k] <= stamp + tolerance_us
-
-    encoding = first[2]
-    stamps: dict[int, int] = {}  # written frames: index → stamp
-    candidates: dict[int, int] = {}  # frames near a label: index → stamp
-    shapes: dict[int, tuple[int, ...]] = {}
-    total = 0
-    for index, (stamp, image, _) in enumerate(itertools.chain([first], frames_source)):
-        total += 1
-        candidate = bool(sorted_labels) and near_a_label(stamp)
-        if candidate:
-            candidates[index] = stamp
-            shapes[index] = image.shape
-        if candidate or index % every == 0:
-            write_image(target_dir, modality, _frame_name(index), image, encoding=encoding)
-            stamps[index] = stamp
-    matched = _match_labels(label_stamps, candidates, tolerance_us) if label_topic else {}
-    if label_topic and not matched:
-        frame_times = sorted(stamps.values())
+def _chosen_labels(labels: Any, matcher: Any, split: _Split, reading: _Reading, label_topic: str, topic: str,
+                   num_classes: int, label_set: str) -> dict[int, np.ndarray]:
+    """Frame index → its label, for the matched labels that can be used (the others are counted)."""
+    if labels is None:
+        return {}
+    matches = matcher.matches()
+    if not matches:
         raise InputError(
-            f"none of the {len(label_stamps)} labels on {label_topic!r} lies within {tolerance_us / 1000:g} ms of a frame "
-            f"of {topic!r} (frame stamps {frame_times[0]}..{frame_times[-1]} µs, label stamps {min(label_stamps)}.."
-            f"{max(label_stamps)} µs): stamp the labels with their frames' header stamps, or raise "
-            "data.target_label_tolerance_ms")
-    for index in sorted(matched):  # labelled frames move to the evaluation split
+            f"none of the {len(labels.stamps)} labels on {label_topic!r} lies within {matcher.tolerance / 1e6:g} ms of a "
+            f"frame of {topic!r} (frame stamps {reading.first_stamp_ns // 1000}..{reading.last_stamp_ns // 1000} µs, "
+            f"label stamps {labels.stamps[0] // 1000}..{labels.stamps[-1] // 1000} µs): stamp the labels with their "
+            "frames' header stamps, or raise data.target_label_tolerance_ms")
+    chosen: dict[int, np.ndarray] = {}
+    for index, match in matches.items():
+        stamp = labels.stamps[index]
+        where = f"at {stamp // 1000} µs on {label_topic!r}"
+        if match.frame not in split.shapes:  # the matched frame was left out (no valid pixel, another size ...)
+            reading.problems.report("label_on_unusable_frame", f"label {where} matches a frame that was left out as "
+                                    "unusable (see the other warnings); the label is left out too")
+            continue
+        label = labels.load(stamp)
+        problem = _label_problem(label, split.shapes[match.frame], num_classes, label_set, where)
+        if problem is not None:
+            reading.problems.report(*problem)
+            continue
+        chosen[match.frame] = label
+    if not chosen:
+        why = "; ".join(reading.problems.first_text[k] for k in ("label_on_unusable_frame", "label_size", "bad_label")
+                        if k in reading.problems.counts)
+        raise InputError(f"none of the {len(matches)} labels on {label_topic!r} that match a frame can be used: {why}")
+    return chosen
+
+
+def _finish(out_dir: Path, split: _Split, reading: _Reading, params: Any, labels: Any, chosen: dict[int, np.ndarray],
+            label_topic: str, label_set: str, tolerance_ns: int, notes: dict[str, str], facts: dict[str, Any]) -> BagTarget:
+    """Move the labelled frames into the evaluation split, drop unneeded candidates, write metas and the marker."""
+    modality, target_dir, test_dir = split.modality, out_dir / "target", out_dir / "test"
+    for index in sorted(chosen):  # labelled frames move to the evaluation split
         name = _frame_name(index)
         (test_dir / modality).mkdir(parents=True, exist_ok=True)
         (target_dir / modality / f"{name}.png").replace(test_dir / modality / f"{name}.png")
-    for index in candidates:  # near a label but not chosen, and not one of every n-th
-        if index not in matched and index % every:
+        write_image(test_dir, LABELS_DIR, name, chosen[index])
+    for index in list(split.stamps_us):  # nearest to a label at some point, but neither labelled nor every n-th
+        if index not in chosen and index not in split.kept:
             (target_dir / modality / f"{_frame_name(index)}.png").unlink()
-            del stamps[index]
-    if matched:
-        _write_labels(bag, label_topic, test_dir, {label: frame for frame, (label, _) in matched.items()}, shapes,
-                      num_classes, label_set)
-    unlabelled = sorted(i for i in stamps if i not in matched)
+            del split.stamps_us[index]
+    unlabelled = sorted(i for i in split.stamps_us if i not in chosen)
     transductive = not unlabelled
     if transductive:  # every frame is labelled: adapt to them all (their labels are never used for training)
-        unlabelled = sorted(matched)
+        unlabelled = sorted(chosen)
         for index in unlabelled:
             shutil.copyfile(test_dir / modality / f"{_frame_name(index)}.png",
                             target_dir / modality / f"{_frame_name(index)}.png")
-    events_meta = _edge_meta(report, events_config or {}) if modality == "events" else None
-    notes = _notes(modality, bag, topic, report)
+    events_meta = _edge_meta(reading, params) if modality == "events" else None
 
     def meta(indices: list[int], labelled: bool) -> FolderMeta:
-        return FolderMeta(frames=tuple(_frame_name(i) for i in indices), modalities={modality: encoding},
+        return FolderMeta(frames=tuple(_frame_name(i) for i in indices), modalities={modality: reading.encoding},
                           has_labels=labelled, label_set=label_set if labelled else None, events=events_meta,
-                          stamps_us=tuple(stamps[i] for i in indices), generator=generator,
+                          stamps_us=tuple(split.stamps_us[i] for i in indices), generator=split.generator,
                           notes={**notes, **({LABELS_DIR: f"from topic {label_topic}, matched within "
-                                              f"{tolerance_us / 1000:g} ms"} if labelled else {})})
+                                              f"{tolerance_ns / 1e6:g} ms"} if labelled else {})})
 
-    if matched:
-        meta(sorted(matched), True).write(test_dir)
+    if chosen:
+        meta(sorted(chosen), True).write(test_dir)
     meta(unlabelled, False).write(target_dir)
-    summary = {"label_topic": label_topic, "frames": len(unlabelled), "labelled": len(matched),
-               "labels": len(label_stamps), "unmatched_labels": len(label_stamps) - len(matched),
-               "transductive": transductive, "message_type": report.message_type, "bag_frames": total,
-               "tolerance_us": tolerance_us}
-    atomic_write_bytes(out_dir / MARKER_FILE, json.dumps({"generator": generator, "complete": True, "summary": summary},
-                                                         indent=1).encode())
+    label_count = len(labels.stamps) if labels is not None else 0
+    summary = {"label_topic": label_topic, "frames": len(unlabelled), "labelled": len(chosen), "labels": label_count,
+               "unmatched_labels": label_count - len(chosen), "transductive": transductive, "bag_frames": reading.frames,
+               "messages": reading.messages, "tolerance_ns": tolerance_ns, "warnings": _warnings(reading.problems), **facts}
+    atomic_write_bytes(out_dir / MARKER_FILE, json.dumps({"generator": split.generator, "complete": True,
+                                                          "summary": summary}, indent=1).encode())
     return _summary(out_dir, {"summary": summary})
 
 
@@ -572,13 +645,13 @@ def _extract_target(bag: Path, topic: str, out_dir: Path, modality: str, label_t
 # From a training config
 
 
-def event_settings(params_file: str) -> tuple[dict[str, Any], int]:
-    """``(edge_fields, restart_after_us)`` of the event node's parameters, as the node computes them.
+def load_event_params(params_file: str) -> EventParams:
+    """The event node's :class:`~madm_ros.node_params.EventParams` from its parameter file, as the node reads it.
 
     ``params_file``: a node parameter file (``config/events.yaml`` form, or a plain mapping of
     parameters); ``""``: the node's defaults.
     """
-    from madm_ros.node_params import EventParams, edge_fields, load_node_config
+    from madm_ros.node_params import EventParams, load_node_config
 
     values: dict[str, Any] = {}
     if params_file:
@@ -586,8 +659,18 @@ def event_settings(params_file: str) -> tuple[dict[str, Any], int]:
             _, values = load_node_config(params_file, allow_plain=True)
         except ConfigError as error:
             raise ConfigError(f"data.target_events_params: {error}") from None
-    params = EventParams.from_dict(values)
-    return edge_fields(params), round(params.restart_after_ms * 1000)
+    return EventParams.from_dict(values)
+
+
+def _tell(target: BagTarget, log: Callable[[str], None]) -> None:
+    """Say how the bag was read and what was left out (the summary's warnings)."""
+    if target.read_note:
+        log(f"note: {target.read_note}")
+    if target.stopped_early:
+        log(f"warning: {target.stopped_early}; the {target.bag_frames} frames before it were extracted")
+    for warning in target.warnings:
+        if warning["kind"] != "restarts":
+            log(f"warning: {warning['message']} ({warning['kind']}: {warning['count']}x)")
 
 
 def prepare_bag_target(config: Any, *, wait: bool = False, poll_s: float = 1.0,
@@ -596,7 +679,8 @@ def prepare_bag_target(config: Any, *, wait: bool = False, poll_s: float = 1.0,
 
     ``AdaptConfig`` already points ``data.target_root`` (and ``data.test_root``) into that cache;
     this fills it. Returns ``None`` when the config names no bag. With ``wait`` (processes other
-    than the first of a multi-process run) the cache is not written but waited for.
+    than the first of a multi-process run) the cache is not written but waited for. ``log`` is
+    told how the bag was read and what was left out of it.
     """
     d = config.data
     if not d.target_bag:
@@ -604,27 +688,31 @@ def prepare_bag_target(config: Any, *, wait: bool = False, poll_s: float = 1.0,
     bag = Path(d.target_bag)
     if not bag.exists():
         raise InputError(f"data.target_bag {bag} not found (--target-bag): give a rosbag2 folder or file")
-    events_config, restart_after_us = event_settings(d.target_events_params) if d.modality == "events" else (None, 1_000_000)
-    tolerance_us = default_tolerance_us(d.modality, events_config) if d.target_label_tolerance_ms is None else \
-        round(d.target_label_tolerance_ms * 1000)
+    event_params = load_event_params(d.target_events_params) if d.modality == "events" else None
+    tolerance_us = None if d.target_label_tolerance_ms is None else round(d.target_label_tolerance_ms * 1000)
     kwargs = {"modality": d.modality, "label_topic": d.target_label_topic, "label_set": d.label_set,
-              "label_tolerance_us": tolerance_us, "events_config": events_config,
-              "restart_after_us": restart_after_us, "every": d.target_bag_every}
+              "label_tolerance_us": tolerance_us, "event_params": event_params, "every": d.target_bag_every}
     cache = Path(d.target_bag_cache)
+    params = _check_request(bag, d.modality, d.target_bag_every, event_params)
     generator = _target_generator(bag, d.target_topic, d.modality, d.target_label_topic, d.label_set,
-                                  tolerance_us, events_config, restart_after_us, d.target_bag_every)
+                                  _tolerance_ns(d.modality, params, tolerance_us), params, d.target_bag_every)
     while True:
         marker = _current_marker(cache, generator)
         if marker is not None:
+            target = _summary(cache, marker)
             if log is not None:
                 log(f"reusing the frames of {d.target_topic} extracted into {cache} (bag and settings unchanged)")
-            return _summary(cache, marker)
+                _tell(target, log)
+            return target
         if not wait:
             break
         time.sleep(poll_s)  # the first process of the run is extracting
     if log is not None:
         log(f"reading {d.target_topic} of {bag} into {cache}")
-    return extract_bag_target(bag, d.target_topic, cache, **kwargs)
+    target = extract_bag_target(bag, d.target_topic, cache, **kwargs)
+    if log is not None:
+        _tell(target, log)
+    return target
 
 
 def _current_marker(cache: Path, generator: dict[str, Any]) -> dict[str, Any] | None:

@@ -434,11 +434,12 @@ def test_events_info_reads_every_variant(info_of, variant):
 @pytest.fixture(scope="module")
 def target_frames(bags: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[int]]:
     """Variant → stamps (µs) of the edge frames ``madm_train``'s bag target extracts."""
+    from madm_ros.node_params import EventParams
     from madm_train.data.bag_target import extract_bag_frames
 
     root = tmp_path_factory.mktemp("targets")
     return functools.cache(lambda name: list(extract_bag_frames(bags[name], TOPIC, root / name, modality="events",
-                                                events_config={"window_us": 20_000}).stamps_us))
+                                                event_params=EventParams(accumulation_time_ms=20.0)).stamps_us))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -446,6 +447,33 @@ def test_the_bag_target_reads_every_variant(target_frames, variant):
     reference = target_frames("pristine")
     assert len(reference) >= 10
     assert_same_or_cut(target_frames(variant), reference, variant)
+
+
+def test_the_target_set_of_a_cut_bag_holds_the_frames_before_the_cut_and_says_so(bags, target_frames, tmp_path):
+    """``adapt --target-bag`` on a cut file: the frames before the cut, the cut in the summary, the marker and the log."""
+    from types import SimpleNamespace
+
+    from madm_ros.folder_layout import FolderMeta
+    from madm_train.data.bag_target import MARKER_FILE, prepare_bag_target
+
+    params = tmp_path / "events.yaml"
+    params.write_text("accumulation_time_ms: 20.0\n")
+    data = SimpleNamespace(target_bag=str(bags["truncated_mcap"]), target_topic=TOPIC, target_label_topic="",
+                           modality="events", label_set="dsec11", target_events_params=str(params),
+                           target_label_tolerance_ms=None, target_bag_every=1, target_bag_cache=str(tmp_path / "cache"))
+    said: list[str] = []
+    target = prepare_bag_target(SimpleNamespace(data=data), log=said.append)
+    kept = target_frames("truncated_mcap")
+    assert 0 < target.frames == target.bag_frames == len(kept) < len(target_frames("pristine"))
+    assert FolderMeta.read(target.target).stamps_us == tuple(kept)
+    assert target.stopped_early.startswith("the bag is truncated") and READ_BY["truncated_mcap"] in target.read_note
+    assert f"{target.stopped_early}; the {len(kept)} frames before it were extracted" in "\n".join(said)
+    summary = json.loads((tmp_path / "cache" / MARKER_FILE).read_text())["summary"]
+    assert summary["stopped_early"] == target.stopped_early and 0 < summary["messages"] < PACKETS
+    assert "the bag is truncated" in FolderMeta.read(target.target).notes["events"]
+    said.clear()  # reused from the cache, and said again
+    assert prepare_bag_target(SimpleNamespace(data=data), log=said.append) == target
+    assert said[0].startswith("reusing") and any(target.stopped_early in line for line in said)
 
 
 @pytest.fixture(scope="module")

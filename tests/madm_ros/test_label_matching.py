@@ -10,12 +10,15 @@ from madm_ros.label_matching import (
     IMAGE_TOLERANCE_NS,
     NearestFrames,
     default_tolerance_ns,
-    match_labels,
 )
 
 
 def pairs(label_stamps, frame_stamps, tolerance) -> dict[int, int]:
-    return {label: m.frame for label, m in match_labels(label_stamps, frame_stamps, tolerance).items()}
+    """Label → frame index when ``frame_stamps`` stream by in order."""
+    matcher = NearestFrames(label_stamps, tolerance)
+    for frame, stamp in enumerate(frame_stamps):
+        matcher.offer(frame, int(stamp))
+    return {label: m.frame for label, m in matcher.matches().items()}
 
 
 def by_the_words(label_stamps, frame_stamps, tolerance) -> dict[int, int]:

@@ -139,7 +139,7 @@ def test_clear_errors_for_bag_topic_and_type(synthetic, tmp_path, capsys):
     assert code == 2 and "topic '/chatter' is std_msgs/msg/String, not sensor_msgs/msg/Image" in err
     code, err = adapt_cli(capsys, "--target-bag", bag, "--target-topic", "/camera/depth", "--target-label-topic",
                           "/chatter", *out)
-    assert code == 2 and "label topic '/chatter' is std_msgs/msg/String, not sensor_msgs/msg/Image" in err
+    assert code == 2 and "label topic /chatter is std_msgs/msg/String; labels must be sensor_msgs/msg/Image" in err
     code, err = adapt_cli(capsys, "--target-bag", bag, "--target-topic", "/camera/depth", "--target-label-topic",
                           "/camera/labels", "--set", "data.target_label_tolerance_ms=0.1", *out)
     assert code == 2 and "none of the 3 labels on '/camera/labels' lies within 0.1 ms of a frame" in err

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ from madm_ros.events.codecs import PacketDecoder, decode_packet
 from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig
 from madm_ros.folder_layout import FolderMeta, read_image
 from madm_ros.image_conversion import array_to_image_fields
+from madm_ros.node_params import EventParams, edge_fields
 from madm_ros.preprocessing import InputSpec, preprocess
-from madm_train.data.bag_target import default_tolerance_us, event_settings, extract_bag_frames, extract_bag_target
+from madm_train.data.bag_target import extract_bag_frames, extract_bag_target, load_event_params
 from madm_train.data.datasets import FolderDataset
 
 EVENT_BAG = "event_camera/ros2_bags/test_events_1"
@@ -18,9 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_event_bag_frames_equal_the_accumulator_fed_with_the_same_packets(tmp_path, shared_data):
-    config = {"window_us": 20_000, "polarity": "signed", "neutral": 0.5}
+    params = EventParams(accumulation_time_ms=20.0, polarity="signed", neutral_level=0.5)
+    config = edge_fields(params)
     meta = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "cache", modality="events",
-                              events_config=config)
+                              event_params=params)
     decoder, accumulator = None, None
     frames = []
     for _, _, _, msg in iter_event_messages(shared_data / EVENT_BAG, "/event_camera/events"):
@@ -47,7 +50,7 @@ def test_event_cache_is_reused_and_rebuilt_when_settings_change(tmp_path, shared
     again = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events", max_frames=3)
     assert again == first and marker.stat().st_mtime_ns == before
     other = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events", max_frames=2,
-                               events_config={"window_us": 10_000})
+                               event_params=EventParams(accumulation_time_ms=10.0))
     assert len(other.frames) == 2 and other.events["window_us"] == 10_000
 
 
@@ -88,9 +91,9 @@ def test_bad_bag_requests_are_named(tmp_path, shared_data):
         extract_bag_frames(shared_data / EVENT_BAG, "/nope", tmp_path / "a", modality="events")
     with pytest.raises(DecodeError, match="not sensor_msgs/msg/Image"):
         extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "b", modality="depth")
-    with pytest.raises(ConfigError, match="one-channel edge frames"):
-        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "c", modality="events",
-                           events_config={"polarity": "split"})
+    with pytest.raises(ConfigError, match="event parameters make edge frames of event topics; modality is depth"):
+        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "c", modality="depth",
+                           event_params=EventParams())
     with pytest.raises(ConfigError, match="depth, thermal or events, got 'rgb'"):
         extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "d", modality="rgb")
     assert not (tmp_path / "c" / "meta.json").exists()
@@ -105,22 +108,16 @@ def test_a_foreign_folder_is_refused_and_left_untouched(tmp_path, shared_data):
     with pytest.raises(ConfigError, match="is not a bag-derived set written by madm"):
         extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", precious, modality="events")
     assert (precious / "thesis.tex").read_text() == "years of work"
-    with pytest.raises(ConfigError, match="unknown events_config keys \\['windw_us'\\]"):
-        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "x", modality="events",
-                           events_config={"windw_us": 1})
-    with pytest.raises(ConfigError, match="must not set \\['width'\\]"):
-        extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "x", modality="events",
-                           events_config={"width": 1})
 
 
 def test_a_cache_with_tuple_settings_is_reused(tmp_path, shared_data):
     out = tmp_path / "cache"
-    config = {"crop": (0, 0, 640, 440)}
+    params = EventParams(crop=(0, 0, 640, 440))
     first = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events",
-                               events_config=config, max_frames=2)
+                               event_params=params, max_frames=2)
     stamp = (out / "meta.json").stat().st_mtime_ns
     again = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", out, modality="events",
-                               events_config=config, max_frames=2)
+                               event_params=params, max_frames=2)
     assert again == first and (out / "meta.json").stat().st_mtime_ns == stamp
     assert read_image(out, "events", first.frames[0]).shape == (440, 640)
 
@@ -147,16 +144,15 @@ def test_mono8_thermal_bag_keeps_its_encoding(tmp_path):
 def test_event_bag_frames_are_exactly_the_event_nodes_frames(tmp_path, shared_data):
     """bag_target runs the event node's pipeline (EventFrameStream with the node's edge_fields), stamps included."""
     from madm_ros.events.stream import EventFrameStream
-    from madm_ros.node_params import EventParams, edge_fields
 
     params = EventParams(accumulation_time_ms=20.0, polarity="signed", neutral_level=0.5, restart_after_ms=500.0)
     fields, restart_us = edge_fields(params), round(params.restart_after_ms * 1000)
     stream = EventFrameStream(params.message_type, fields, restart_after_us=restart_us)
     node = [f for *_, msg in iter_event_messages(shared_data / EVENT_BAG, "/event_camera/events") for f in stream.push(msg)]
     meta = extract_bag_frames(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "frames", modality="events",
-                              events_config=fields, restart_after_us=restart_us)
+                              event_params=params)
     target = extract_bag_target(shared_data / EVENT_BAG, "/event_camera/events", tmp_path / "target", modality="events",
-                                events_config=fields, restart_after_us=restart_us)
+                                event_params=params)
     target_meta = FolderMeta.read(target.target)
     assert len(node) == len(meta.frames) == len(target_meta.frames) == target.frames > 50
     assert target.message_type == "event_packet" and target.test is None
@@ -168,27 +164,34 @@ def test_event_bag_frames_are_exactly_the_event_nodes_frames(tmp_path, shared_da
 
 
 def test_default_label_tolerances_are_bag_evals():
-    assert default_tolerance_us("depth", None) == 1_000
-    assert default_tolerance_us("events", {}) == 25_000
-    assert default_tolerance_us("events", {"window_us": 20_000}) == 10_000
-    assert default_tolerance_us("events", {"mode": "count"}) == 25_000
+    """The default tolerance is label_matching's for the node's frames, in ns as bag_eval computes it."""
+    from madm_ros.node_params import ImageParams
+    from madm_train.data.bag_target import _tolerance_ns
+
+    assert _tolerance_ns("depth", ImageParams(), None) == _tolerance_ns("thermal", ImageParams(), None) == 1_000_000
+    assert _tolerance_ns("events", EventParams(), None) == 25_000_000  # half of the 50 ms window
+    assert _tolerance_ns("events", EventParams(accumulation_time_ms=20.0), None) == 10_000_000
+    assert _tolerance_ns("events", EventParams(accumulation_time_ms=33.3333), None) == 16_666_650  # not rounded to µs
+    assert _tolerance_ns("events", EventParams(slice_method="count", accumulation_time_ms=10.0), None) == 25_000_000
+    assert _tolerance_ns("events", EventParams(), 300) == 300_000  # a given tolerance (µs) wins
+    with pytest.raises(ConfigError, match="must be ≥ 0"):
+        _tolerance_ns("depth", ImageParams(), -1)
 
 
-def test_event_settings_are_the_node_parameter_files(tmp_path):
-    from madm_ros.node_params import EventParams, edge_fields
-
-    assert event_settings("") == (edge_fields(EventParams()), 1_000_000)
-    assert event_settings(str(REPO / "config" / "events.yaml")) == (edge_fields(EventParams()), 1_000_000)
+def test_event_params_are_the_node_parameter_files(tmp_path):
+    assert load_event_params("") == EventParams()
+    shipped = load_event_params(str(REPO / "config" / "events.yaml"))
+    assert edge_fields(shipped) == edge_fields(EventParams()) and shipped.restart_after_ms == 1000.0
     mine = tmp_path / "events.yaml"
     mine.write_text("event_segmentation:\n  ros__parameters:\n    accumulation_time_ms: 20.0\n    crop: [0, 0, 640, 440]\n"
                     "    restart_after_ms: 250.0\n    use_sim_time: true\n")
-    fields, restart = event_settings(str(mine))
-    assert fields["window_us"] == 20_000 and fields["crop"] == (0, 0, 640, 440) and restart == 250_000
+    params = load_event_params(str(mine))
+    assert edge_fields(params)["window_us"] == 20_000 and params.crop == (0, 0, 640, 440) and params.restart_after_ms == 250
     mine.write_text("accumulation_tim_ms: 20.0\n")
     with pytest.raises(ConfigError, match="accumulation_tim_ms"):
-        event_settings(str(mine))
+        load_event_params(str(mine))
     with pytest.raises(ConfigError, match="cannot read"):
-        event_settings(str(tmp_path / "nope.yaml"))
+        load_event_params(str(tmp_path / "nope.yaml"))
 
 
 # ------------------------------------------------------------------------- labelled target sets
@@ -197,7 +200,10 @@ FRAME_STAMPS_US = [100_000_000 + 100_000 * k for k in range(6)]
 
 
 def write_bag(path, topics, storage="sqlite3"):
-    """``topics``: topic → list of (header stamp µs, array, encoding) images, or "std_msgs/msg/String"."""
+    """``topics``: topic → list of (header stamp µs, array, encoding) images, or "std_msgs/msg/String".
+
+    Encoding ``corrupt``: a 16UC1 image message cut in half (it cannot be deserialized).
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -214,11 +220,11 @@ def write_bag(path, topics, storage="sqlite3"):
                 continue
             connection = writer.add_connection(topic, Image.__msgtype__, typestore=store)
             for stamp, array, encoding in items:
-                fields = array_to_image_fields(array, encoding)
+                fields = array_to_image_fields(array, "16UC1" if encoding == "corrupt" else encoding)
                 fields["data"] = np.frombuffer(fields["data"], np.uint8)
                 header = Header(stamp=Time(sec=stamp // 1_000_000, nanosec=stamp % 1_000_000 * 1000), frame_id="cam")
-                messages.append((stamp * 1000, connection, store.serialize_cdr(Image(header=header, **fields),
-                                                                               Image.__msgtype__)))
+                data = store.serialize_cdr(Image(header=header, **fields), Image.__msgtype__)
+                messages.append((stamp * 1000, connection, data[: len(data) // 2] if encoding == "corrupt" else data))
         for time_ns, connection, data in sorted(messages, key=lambda m: m[0]):
             writer.write(connection, time_ns, data)
 
@@ -308,13 +314,16 @@ def test_bad_label_topics_are_named(tmp_path):
     with pytest.raises(DecodeError, match=r"has no label topic '/nope'; it has: /bad \(sensor_msgs/msg/Image\), "
                                           r"/chatter \(std_msgs/msg/String\)"):
         extract("/nope")
-    with pytest.raises(DecodeError, match="label topic '/chatter' is std_msgs/msg/String, not sensor_msgs/msg/Image"):
+    with pytest.raises(DecodeError, match="label topic /chatter is std_msgs/msg/String; labels must be sensor_msgs/msg/Image"):
         extract("/chatter")
     with pytest.raises(DecodeError, match="topic '/chatter' is std_msgs/msg/String, not sensor_msgs/msg/Image"):
         extract("", topic="/chatter")
-    with pytest.raises(DecodeError, match="carries mono16 images; labels are mono8 class ids"):
+    # unusable labels are counted and left out (bag_eval's label reader); with none left the error names why
+    with pytest.raises(InputError, match="'/mono16' of .* has no usable label .*label images must be mono8 class ids, "
+                                         "got mono16"):
         extract("/mono16")
-    with pytest.raises(InputError, match="is 13×8 but its frame is 12×8"):
+    with pytest.raises(InputError, match="none of the 1 labels on '/wide' that match a frame can be used: label at "
+                                         "100100500 µs on '/wide' is 13×8 but its frame is 12×8"):
         extract("/wide")
     with pytest.raises(InputError, match=r"values \[11\] outside dsec11"):
         extract("/bad")
@@ -327,3 +336,48 @@ def test_bad_label_topics_are_named(tmp_path):
     with pytest.raises(ConfigError, match="is not a bag-derived target set written by madm"):
         extract_bag_target(tmp_path / "bag", "/depth", precious, modality="depth")
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_bad_messages_and_frames_are_counted_and_left_out_as_bag_eval_counts_them(tmp_path):
+    depth = depth_frames()
+    nan = np.full((8, 12), np.nan, np.float32)  # no valid pixel
+    metres = np.where(depth[2] % 7 == 0, np.nan, depth[2] / 1000).astype(np.float32)  # partly invalid: stays
+    frames = [(FRAME_STAMPS_US[0], depth[0], "16UC1"), (FRAME_STAMPS_US[1], nan, "32FC1"),
+              (FRAME_STAMPS_US[2], metres, "32FC1"), (FRAME_STAMPS_US[3], depth[3], "corrupt"),
+              (FRAME_STAMPS_US[4], depth[4], "mono16"), (FRAME_STAMPS_US[5], depth[5], "16UC1")]
+    labels = labels_for([1, 5])
+    write_bag(tmp_path / "bag", {"/depth": frames, "/labels": [labels[1], labels[5]]})
+    result = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels")
+    assert (result.frames, result.labelled, result.labels, result.unmatched_labels, result.bag_frames) == (2, 1, 2, 1, 4)
+    counts = {w["kind"]: w["count"] for w in result.warnings}
+    assert counts == {"invalid_frame": 1, "undecodable_message": 1, "wrong_encoding:mono16": 1, "label_on_unusable_frame": 1}
+    texts = {w["kind"]: w["message"] for w in result.warnings}
+    assert "depth frame has no valid pixel" in texts["invalid_frame"]
+    assert "depth frames are 16UC1 or 32FC1 or mono8 or rgb8" in texts["wrong_encoding:mono16"]
+    target, test = FolderMeta.read(result.target), FolderMeta.read(result.test)
+    assert target.stamps_us == (FRAME_STAMPS_US[0], FRAME_STAMPS_US[2]) and test.stamps_us == (FRAME_STAMPS_US[5],)
+    millimetres = read_image(result.target, "depth", target.frames[1])  # 32FC1 stored as 16UC1 mm, NaN as 0
+    np.testing.assert_array_equal(millimetres, np.where(depth[2] % 7 == 0, 0, depth[2]))
+    np.testing.assert_array_equal(FolderDataset(result.test, InputSpec("depth", height=8, width=12))[0].label, labels[5][1])
+    summary = json.loads((tmp_path / "out" / "bag_target.json").read_text())["summary"]
+    assert summary["messages"] == 6 and {w["kind"] for w in summary["warnings"]} == set(counts)
+    assert "'invalid_frame': 1" in target.notes["depth"] and "'undecodable_message': 1" in target.notes["depth"]
+    frames_only = extract_bag_frames(tmp_path / "bag", "/depth", tmp_path / "frames", modality="depth")
+    assert frames_only.stamps_us == tuple(FRAME_STAMPS_US[i] for i in (0, 2, 5))
+    assert "'wrong_encoding:mono16': 1" in frames_only.notes["depth"]
+
+
+def test_a_topic_without_a_usable_frame_is_an_error_naming_why_and_an_old_cache_stays(tmp_path):
+    write_bag(tmp_path / "good", {"/depth": [(s, d, "16UC1") for s, d in zip(FRAME_STAMPS_US, depth_frames())]})
+    write_bag(tmp_path / "bad", {"/depth": [(FRAME_STAMPS_US[0], np.full((8, 12), np.nan, np.float32), "32FC1"),
+                                            (FRAME_STAMPS_US[1], np.zeros((8, 12, 3), np.uint8), "bgr8")]})
+    for extract in (extract_bag_frames, extract_bag_target):
+        out = tmp_path / extract.__name__
+        extract(tmp_path / "good", "/depth", out, modality="depth")
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        with pytest.raises(InputError, match=r"topic '/depth' of .*bad gave no usable depth frame \(2 messages read\): "
+                                             r"frame at 100000000000 ns left out: depth frame has no valid pixel .*; "
+                                             r"bgr8 image at 100100000000 ns skipped: depth frames are .*\. Record the "
+                                             r"depth camera's own 16UC1"):
+            extract(tmp_path / "bad", "/depth", out, modality="depth")
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing was deleted
