@@ -2,9 +2,13 @@
 
 Times the trainer's own iteration (``madm_train.training.trainer.Trainer.iteration``: batch draws,
 the method's step — for MADM the student source and mixed passes, the DPLG teacher pass and the
-LPLR encodes — backward, clipping, AdamW) on synthetic street scenes, with a Stable Diffusion
-v1.4-sized model of random weights built from the package's bundled SD-1.x configs (``--preset sd``:
-UNet 859.5 M, VAE 83.7 M; nothing is downloaded) or the tiny preset.
+LPLR encodes; for DIFF the trajectory of the unconditional and conditional source branches, the
+teacher's and the mixed target pass — backward, clipping, AdamW) on synthetic street scenes, with
+models of random weights built from the package's bundled SD configs (``--preset sd``: MADM on
+SD v1.4's architecture, UNet 859.5 M, VAE 83.7 M; DIFF on SD 2.1's, UNet 865.9 M, as released;
+nothing is downloaded) or the tiny preset. DIFF's class-prompt embeddings come from a prompt cache
+written into the run folder (random, for the random model), which is the path a real run takes
+after its first start, so no text encoder is needed.
 
 Every row runs in its own process, so its peak memory is its own: ``ru_maxrss`` of that process on
 the CPU, ``torch.cuda.max_memory_allocated`` on a GPU. A row that cannot run says why (fp16 on a
@@ -14,9 +18,11 @@ runs again (``--force`` re-measures), so a long CPU benchmark can span several s
     scripts/in-env python bench/madm_step.py --preset sd --device cpu           # the issue's CPU rows, bf16
     scripts/in-env python bench/madm_step.py --preset sd --device cuda --rows madm:full:fp32:off:512 madm:lora:bf16:on:512
     scripts/in-env python bench/madm_step.py --preset tiny --device cpu --rows madm:full:fp32:off:128 --iterations 3
+    scripts/in-env python bench/madm_step.py --preset sd --device cpu --rows diff:frozen:bf16:off:256:5
 
 A row is ``method:finetune:amp:checkpointing:crop`` (amp ``fp32``, ``bf16`` or ``fp16``; checkpointing
-``on``/``off``). Goals (issue 15): full fine-tuning < 40 GB and LoRA < 24 GB on one GPU.
+``on``/``off``), for DIFF ``diff:frozen|lora:amp:off:crop:steps`` (the trajectory preset: 1, 5 or
+37). Goals (issue 15): full fine-tuning < 40 GB and LoRA < 24 GB on one GPU.
 """
 
 from __future__ import annotations
@@ -34,32 +40,62 @@ from bench.machine import LoadWatch, cpu_model, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = {
-    "cpu": ["madm:lora:bf16:on:256", "madm:lora:bf16:on:512", "madm:full:bf16:off:256"],
-    "cuda": [f"madm:{f}:{a}:{c}:512" for f in ("full", "lora") for a in ("fp32", "bf16", "fp16") for c in ("off", "on")],
+    "cpu": ["madm:lora:bf16:on:256", "madm:lora:bf16:on:512", "madm:full:bf16:off:256",
+            "diff:frozen:bf16:off:256:1", "diff:frozen:bf16:off:256:5"],
+    "cuda": [f"madm:{f}:{a}:{c}:512" for f in ("full", "lora") for a in ("fp32", "bf16", "fp16") for c in ("off", "on")]
+    + [f"diff:{f}:bf16:off:512:{s}" for f in ("frozen", "lora") for s in (5, 37)],
 }
-FIELDS = ("method", "finetune", "amp", "checkpointing", "crop")
+FIELDS = ("method", "finetune", "amp", "checkpointing", "crop", "steps")
+SD_VERSION = {"madm": "v1", "diff": "v2"}
+"""The SD architecture each method is measured on (its released one)."""
 
 
 def parse_row(text: str) -> dict[str, object]:
     parts = text.split(":")
-    if len(parts) != 5 or parts[1] not in ("full", "lora") or parts[2] not in ("fp32", "bf16", "fp16") or \
-            parts[3] not in ("on", "off") or not parts[4].isdigit() or int(parts[4]) % 64:
-        raise SystemExit(f"bad row {text!r}: expected method:full|lora:fp32|bf16|fp16:on|off:CROP (a multiple of 64)")
+    diff = parts[0] == "diff"
+    finetunes = ("frozen", "lora") if diff else ("full", "lora")
+    if len(parts) != (6 if diff else 5) or parts[1] not in finetunes or parts[2] not in ("fp32", "bf16", "fp16") or \
+            parts[3] not in ("on", "off") or not parts[4].isdigit() or int(parts[4]) % 64 or \
+            (diff and (parts[3] == "on" or parts[5] not in ("1", "5", "37"))):
+        raise SystemExit(f"bad row {text!r}: expected method:full|lora:fp32|bf16|fp16:on|off:CROP (a multiple of 64), "
+                         "for DIFF diff:frozen|lora:fp32|bf16|fp16:off:CROP:1|5|37")
     return {"method": parts[0], "finetune": parts[1], "amp": parts[2], "checkpointing": parts[3] == "on",
-            "crop": int(parts[4])}
+            "crop": int(parts[4]), **({"steps": int(parts[5])} if diff else {})}
 
 
-def write_random_sd(path: Path) -> Path:
-    """An SD-1.4-architecture folder with random weights (the bundled SD-1.x configs), as SDBackbone.from_pretrained reads."""
+def row_spec(row: dict[str, object]) -> str:
+    """The command-line form of ``row`` (inverse of :func:`parse_row`)."""
+    spec = f"{row['method']}:{row['finetune']}:{row['amp']}:{'on' if row['checkpointing'] else 'off'}:{row['crop']}"
+    return spec + (f":{row['steps']}" if "steps" in row else "")
+
+
+def write_random_sd(path: Path, version: str) -> Path:
+    """An SD folder of the bundled ``version`` configs with random weights, as ``load_stable_diffusion`` reads it."""
     import torch
 
     from madm_train.models.sd_backbone import SDBackbone
     from madm_train.models.stable_diffusion import build_sd_modules, bundled_config_dir
 
     torch.manual_seed(0)
-    modules = build_sd_modules(bundled_config_dir("v1"))
-    SDBackbone(modules.unet, modules.vae, modules.scheduler, torch.randn(1, 77, 768) * 0.1).save_pretrained(path)
+    modules = build_sd_modules(bundled_config_dir(version))
+    width = modules.unet.config.cross_attention_dim
+    SDBackbone(modules.unet, modules.vae, modules.scheduler, torch.randn(1, 77, width) * 0.1).save_pretrained(path)
     return path
+
+
+def write_prompt_cache(run_dir: Path, sd_folder: Path, label_set: str) -> None:
+    """Random class-prompt embeddings for the released prompt set, cached where a DIFF run looks first."""
+    import torch
+
+    from madm_train.methods.diff.network import PROMPT_CACHE
+    from madm_train.methods.diff.prompts import PromptEmbeddings, class_prompts
+    from madm_train.models.stable_diffusion import load_stable_diffusion
+
+    prompts = class_prompts(label_set)
+    empty = load_stable_diffusion(sd_folder).empty_prompt
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn((len(prompts), *empty.shape[1:]), generator=generator) * 0.1
+    PromptEmbeddings(tuple(prompts), tuple(prompts.values()), embeddings, empty).save(run_dir / PROMPT_CACHE)
 
 
 def peak_memory_gb(device: str) -> float:
@@ -78,20 +114,26 @@ def measure(row: dict[str, object], args: argparse.Namespace, data: Path, sd_fol
     from madm_train.training.trainer import Trainer
 
     crop, amp = row["crop"], row["amp"]
+    run_dir = Path(tempfile.mkdtemp(prefix="madm_step_"))
     overrides = [
         f"data.source_root={data}", f"data.target_root={data}", f"data.crop_hw=[{crop}, {crop}]",
         f"data.source_resize_hw=[{crop}, {2 * crop}]", f"data.target_resize_hw=[{crop}, {2 * crop}]",
         "data.batch_size=1", "data.synthetic_frames=0", "data.rare_class_min_pixels=100",
         f"method.model.preset={args.preset}", f"method.model.finetune={row['finetune']}", "method.model.input_size=null",
-        f"method.model.gradient_checkpointing={str(row['checkpointing']).lower()}",
         f"run.device={args.device}", f"run.amp={'false' if amp == 'fp32' else 'true'}",
         f"run.amp_dtype={'bfloat16' if amp == 'bf16' else 'float16'}",
-        f"optim.max_iter={args.iterations + args.warmup}", f"run.out_dir={tempfile.mkdtemp(prefix='madm_step_')}",
+        f"optim.max_iter={args.iterations + args.warmup}", f"run.out_dir={run_dir}",
     ]
+    if row["method"] == "diff":
+        overrides.append(f"method.model.steps={row['steps']}")
+    else:
+        overrides.append(f"method.model.gradient_checkpointing={str(row['checkpointing']).lower()}")
     if sd_folder is not None:
         overrides.append(f"method.model.pretrained={sd_folder}")
     name = "synthetic_event_tiny.yaml" if row["method"] == "madm" else f"synthetic_event_{row['method']}_tiny.yaml"
     config = load_config(REPO / "config/train" / name, overrides)  # the method's own tiny YAML, resized here
+    if row["method"] == "diff" and sd_folder is not None:
+        write_prompt_cache(run_dir, sd_folder, config.data.label_set)
     trainer = Trainer(config, progress=False)
     trainable = sum(p.numel() for p in trainer.trainable)
     for i in range(args.warmup):
@@ -112,8 +154,7 @@ def run_row(row: dict[str, object], args: argparse.Namespace) -> dict[str, objec
     """Measure ``row`` in a child process; a row that cannot run gets ``reason`` instead of figures."""
     if row["amp"] == "fp16" and args.device == "cpu":
         return {**row, "seconds_per_iteration": None, "reason": "fp16 autocast with loss scaling needs CUDA"}
-    spec = f"{row['method']}:{row['finetune']}:{row['amp']}:{'on' if row['checkpointing'] else 'off'}:{row['crop']}"
-    command = [sys.executable, __file__, "--child", spec, "--preset", args.preset, "--device", args.device,
+    command = [sys.executable, __file__, "--child", row_spec(row), "--preset", args.preset, "--device", args.device,
                "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--work", str(args.work)]
     result = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -127,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("sd", "tiny"), default="sd")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--rows", nargs="+", default=None, help="method:finetune:amp:checkpointing:crop (default: per device)")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="method:finetune:amp:checkpointing:crop[:steps] (default: per device)")
     parser.add_argument("--iterations", type=int, default=1, help="timed iterations per row (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "madm_step",
@@ -141,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     from madm_ros.synthetic import SynthConfig, generate
 
     rows = [parse_row(r) for r in ([args.child] if args.child else args.rows or DEFAULT_ROWS[args.device])]
-    sd_folder = args.work / "random_sd14" if args.preset == "sd" else None
+    folders = {"v1": args.work / "random_sd14", "v2": args.work / "random_sd21"}
     if args.child:
         data = args.work / f"synth_{rows[0]['crop']}"
+        sd_folder = folders[SD_VERSION[str(rows[0]["method"])]] if args.preset == "sd" else None
         print(json.dumps(measure(rows[0], args, data, sd_folder)))
         return 0
     for crop in sorted({int(r["crop"]) for r in rows}):
@@ -151,20 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         if not (data / "meta.json").exists():  # 3 sequences of 2 frames: source, target and test scenes
             generate(SynthConfig(frames=6, frames_per_sequence=2, height=crop, width=2 * crop, seed=0,
                                  modalities=("rgb", "events")), data, workers=1, progress=False)
-    if sd_folder is not None and not (sd_folder / "unet").exists():
-        write_random_sd(sd_folder)
+    for version in sorted({SD_VERSION[str(r["method"])] for r in rows} if args.preset == "sd" else ()):
+        if not (folders[version] / "unet").exists():
+            write_random_sd(folders[version], version)
     output = args.output or REPO / f"bench/results/madm_step_{args.preset}_{args.device}.json"
     report = json.loads(output.read_text()) if output.exists() and not args.force else {"rows": []}
     report["rows"] = [r for r in report.get("rows", []) if "method" in r]  # rows of older layouts are dropped
-    done = {tuple(r[k] for k in FIELDS): r for r in report["rows"] if r.get("seconds_per_iteration") is not None}
+    done = {tuple(r.get(k) for k in FIELDS): r for r in report["rows"] if r.get("seconds_per_iteration") is not None}
     watch = LoadWatch()  # the machine record describes this sitting (rows kept from an earlier one keep their figures)
     for row in rows:
-        key = tuple(row[k] for k in FIELDS)
+        key = tuple(row.get(k) for k in FIELDS)
         if key in done:
             print(f"{key}: kept from {output.name}", flush=True)
             continue
         measured = run_row(row, args)
-        report["rows"] = [r for r in report["rows"] if tuple(r[k] for k in FIELDS) != key] + [measured]
+        report["rows"] = [r for r in report["rows"] if tuple(r.get(k) for k in FIELDS) != key] + [measured]
         print(json.dumps(measured), flush=True)
         import torch
 
@@ -177,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                                "peak_gpu_gb: torch.cuda.max_memory_allocated (CUDA); random weights"})
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1) + "\n")  # after every row: a stopped run keeps what it measured
-    print(f"{'method':8s} {'finetune':8s} {'amp':5s} {'ckpt':4s} {'crop':5s} {'s/it':>9s} {'peak GB':>8s}  trainable")
+    print(f"{'method':8s} {'finetune':8s} {'amp':5s} {'ckpt':4s} {'crop':5s} {'steps':5s} {'s/it':>9s} {'peak GB':>8s}  "
+          "trainable")
     for r in report["rows"]:
         peak = r.get("peak_rss_gb", r.get("peak_gpu_gb"))
         print(f"{r['method']:8s} {r['finetune']:8s} {r['amp']:5s} {'on' if r['checkpointing'] else 'off':4s} "
-              f"{r['crop']:<5d} {r['seconds_per_iteration'] or '-':>9} {peak or '-':>8}  "
+              f"{r['crop']:<5d} {r.get('steps', ''):<5} {r['seconds_per_iteration'] or '-':>9} {peak or '-':>8}  "
               f"{r.get('trainable_params') or r.get('reason')}")
     print(f"wrote {output}")
     return 0

@@ -24,14 +24,16 @@ def run(tmp_path: Path, *rows: str) -> dict:
 
 @pytest.mark.slow
 def test_rows_are_measured_in_their_own_processes_and_kept_for_the_next_call(tmp_path: Path) -> None:
-    report = run(tmp_path, "madm:full:fp32:off:64", "madm:lora:fp32:on:64", "madm:full:fp16:off:64")
+    report = run(tmp_path, "madm:full:fp32:off:64", "madm:lora:fp32:on:64", "madm:full:fp16:off:64", "diff:frozen:fp32:off:64:1")
     rows = {(r["finetune"], r["amp"]): r for r in report["rows"]}
-    full, lora, fp16 = rows["full", "fp32"], rows["lora", "fp32"], rows["full", "fp16"]
-    for row in (full, lora):
+    full, lora, fp16, diff = rows["full", "fp32"], rows["lora", "fp32"], rows["full", "fp16"], rows["frozen", "fp32"]
+    assert (diff["method"], diff["steps"]) == ("diff", 1)
+    for row in (full, lora, diff):
         assert set(row) >= {"method", "finetune", "amp", "checkpointing", "crop", "seconds_per_iteration", "peak_rss_gb",
                             "trainable_params"}
         assert row["seconds_per_iteration"] > 0 and row["peak_rss_gb"] > 0
     assert lora["trainable_params"] < full["trainable_params"]  # adapters, projections, prompt and head only
+    assert diff["trainable_params"] < full["trainable_params"]  # DIFF: fusion and head, the UNet frozen
     assert fp16["seconds_per_iteration"] is None and "needs CUDA" in fp16["reason"]
     again = run(tmp_path, "madm:full:fp32:off:64")  # kept, not re-measured
     assert [r for r in again["rows"] if r["finetune"] == "full" and r["amp"] == "fp32"] == [full]

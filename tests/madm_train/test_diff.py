@@ -76,6 +76,47 @@ def test_a_trajectory_step_is_the_ddim_formula_in_the_noising_direction():
         ddim_forward_step(x, eps, a, b, 1.0, None)
 
 
+def record_unet_calls(model: DiffModel) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+    """(latent input, timestep, prediction) of every UNet call, through hooks on the real UNet."""
+    calls: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+
+    def hook(module, args, kwargs, output):
+        sample, timestep = args[0], args[1]
+        calls.append((sample.detach().clone(), int(timestep[0]), output.sample.detach().clone()))
+
+    model.unet.register_forward_hook(hook, with_kwargs=True)
+    return calls
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_the_latents_along_the_released_trajectory_equal_hand_computed_steps(tiny_sd: Path, deterministic: bool):
+    model = tiny_model(tiny_sd, steps="37", deterministic="always" if deterministic else "never")
+    calls = record_unet_calls(model)
+    alphas = model.scheduler.alphas_cumprod.double()
+    with torch.no_grad():
+        model.features(torch.rand(1, 3, 64, 64), None, torch.Generator().manual_seed(0))
+    released = PRESETS["37"]
+    assert [t for _, t, _ in calls] == list(released.steps[:34])  # the noise level of every UNet call
+    noise = []
+    for k in range(len(calls) - 1):
+        x, t, eps = calls[k]
+        t_next = released.next_steps[k]
+        a, b = float(alphas[t]), float(alphas[t_next])
+        x0 = (x.double() - math.sqrt(1 - a) * eps.double()) / math.sqrt(a)
+        sigma = (0.0 if deterministic else eta_at(t, 1.0, (10, 250))) * math.sqrt((1 - b / a) * (1 - b) / (1 - a))
+        mean = math.sqrt(b) * x0 + math.sqrt(max(1 - b - sigma**2, 1e-10)) * eps.double()
+        residual = calls[k + 1][0].double() - mean
+        if sigma == 0:
+            assert residual.abs().max().item() < 1e-4, (k, t)
+        else:
+            noise.append(residual / sigma)
+    if deterministic:
+        assert noise == []
+    else:  # fresh N(0, 1) noise scaled by σ exactly where 10 < t < 250 (22 of the 33 checked steps)
+        z = torch.cat([n.flatten() for n in noise])
+        assert len(noise) == 22 and abs(z.mean().item()) < 0.1 and abs(z.std().item() - 1) < 0.1
+
+
 def test_v_to_epsilon_inverts_the_v_parameterisation():
     from diffusers import DDPMScheduler
 
