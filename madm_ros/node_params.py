@@ -226,7 +226,8 @@ def _rules() -> dict[str, ParameterRule]:
         "output_qos": ParameterRule("configure", choices=QOS_PRESETS),
         "output_qos_depth": ParameterRule("configure", 1, 100_000),
         "diagnostics_period_s": ParameterRule("configure", 0.05, 3600.0), "autostart": ParameterRule("start"),
-        "max_input_width": ParameterRule("input", 1, 65535), "max_input_height": ParameterRule("input", 1, 65535),
+        # the segmenter checks its model against the limits when it loads: a change needs a configure
+        "max_input_width": ParameterRule("configure", 1, 65535), "max_input_height": ParameterRule("configure", 1, 65535),
         "modality": ParameterRule("configure", choices=("depth", "thermal")),
         "message_type": ParameterRule("configure", choices=tuple(MESSAGE_TYPES)),
         "slice_method": ParameterRule("input", choices=("time", "count")),

@@ -142,12 +142,18 @@ class SegmentationNode(LifecycleNode):
         from diagnostic_msgs.msg import DiagnosticArray
 
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        period = float(self.get_parameter("diagnostics_period_s").value)
+        self._diagnostics_timer: Any = None
+        self._start_diagnostics_timer(float(self.get_parameter("diagnostics_period_s").value))
+        if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _start_diagnostics_timer(self, period: float) -> None:
+        """(Re)start the diagnostics timer at ``period`` seconds (at start and at every configure)."""
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self.create_timer(max(period, 0.05), self._publish_diagnostics,
                                                     callback_group=MutuallyExclusiveCallbackGroup(),
                                                     clock=Clock(clock_type=ClockType.STEADY_TIME))
-        if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
 
     @property
     def failure(self) -> str:
@@ -224,6 +230,7 @@ class SegmentationNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {self._failure}")
             return TransitionCallbackReturn.FAILURE
         self._create_publishers()
+        self._start_diagnostics_timer(self.params.diagnostics_period_s)
         described = self.segmenter.backend.describe()
         self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
                                f"{self.segmenter.modality}, {self.segmenter.label_set.name}, "

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
@@ -399,10 +400,16 @@ def test_set_parameters_applies_live_changes_and_refuses_the_rest_with_the_reaso
         assert "ros2 lifecycle set /events_seg deactivate" in refused.reason
         (refused,) = node.set_parameters([Parameter("max_gap_ms", value=5.0)])  # below the 20 ms window
         assert not refused.successful and "max_gap_ms must be 0 (off) or ≥ accumulation_time_ms" in refused.reason
+        for name in ("max_input_width", "diagnostics_period_s"):  # the segmenter and the timer take them at configure
+            (refused,) = node.set_parameters([Parameter(name, value=2048 if name == "max_input_width" else 0.5)])
+            assert not refused.successful and "take effect on configure" in refused.reason, name
         node.trigger_deactivate()
         node.trigger_cleanup()
         (ok,) = node.set_parameters([Parameter("model_file_path", value=str(tiny_onnx_models["events"]))])
         assert ok.successful  # unconfigured: applied at the next configure
+        (ok,) = node.set_parameters([Parameter("diagnostics_period_s", value=0.5)])
+        assert ok.successful and node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._diagnostics_timer.timer_period_ns == 500_000_000  # the timer follows the configured period
     node.destroy_node()
 
 
