@@ -1,4 +1,4 @@
-"""``benchmark --suite synthetic``: MADM against source-only, with ablations, on data anyone can regenerate.
+"""``benchmark --suite synthetic``: MADM and DIFF against source-only, with ablations, on data anyone can regenerate.
 
 Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
 
@@ -15,15 +15,30 @@ Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
    - ``madm_no_dplg``: the teacher sees clean target latents (``method.dplg.enabled=false``);
    - ``madm_no_lplr``: no latent regression (``method.lplr.source_weight=method.lplr.target_weight=0``).
 
+   DIFF has its own network (frozen diffusion UNet, multi-timestep fusion, head), so it has its own
+   warm-up: DIFF in generalisation mode on labelled RGB from the prior's UNet (with IPKL), for the
+   same warm-up iterations. Then, for the same adaptation iterations and schedule:
+
+   - ``diff_generalisation``: DIFF's released setting continued — source only, no target image
+     (one run, scored on every modality);
+   - ``diff``: DIFF in adaptation mode — the same source losses plus the self-training loop
+     (EMA teacher of fusion and head, ClassMix, confidence-weighted pseudo-labels).
+
+   At this size DIFF runs the 5-step trajectory preset (the released 37 steps cost 7× more UNet
+   passes), and its class prompts are the class names: the tiny prior's text encoder is random,
+   so a prompt only needs to give each class its own context, and DIFF's sentences exceed its
+   byte-level tokenizer's 77 tokens. Every method uses the benchmark's optimiser (MADM's schedule
+   at the preset's learning rate), not DIFF's released one, so the rows differ only in method.
+
    Starting adaptation from a source-only model, rather than jointly from scratch as the
    reference does over 10k iterations, is this benchmark's departure: at a CPU budget of a few
    hundred iterations a teacher that has not yet learnt the source classes gives no pseudo-labels
    above the 0.968 confidence threshold, and the comparison would measure nothing.
 4. Every model is scored on the held-out target sequences (dataset-level mIoU, per-class IoU).
 
-``DIR/results.json`` holds ``{modality: {method: {"miou_mean", "miou_std", "seeds", ...}}}``;
+``DIR/results.json`` holds ``{modality: {method: {"miou_mean", "miou_std", "seeds", ...}}}`` (DIFF's keys start with ``diff``);
 ``DIR/results.md`` the table; ``DIR/figure_<modality>.png`` input | ground truth | source-only |
-MADM for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
+MADM | DIFF (adaptation) for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
 interrupted benchmark continues where it stopped.
 """
 
@@ -58,22 +73,30 @@ class Variant:
         method: ``method.name`` of the runs.
         changes: Changes to the method section against the released recipe, e.g. ``{"dplg": {"enabled": False}}``.
         prior: Starts from the benchmark's diffusion prior (else from random tiny weights).
+        warmup: The warm-up it continues from: ``source_only`` (MADM's network) or ``diff`` (DIFF's).
+        target_free: Never sees a target image: trained once, scored on every modality.
     """
 
     method: str
     changes: dict[str, Any] = field(default_factory=dict)
     prior: bool = True
+    warmup: str = "source_only"
+    target_free: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
-    "source_only": Variant("source_only"),
+    "source_only": Variant("source_only", target_free=True),
     "madm": Variant("madm"),
     "madm_no_dplg": Variant("madm", {"dplg": {"enabled": False}}),
     "madm_no_lplr": Variant("madm", {"lplr": {"source_weight": 0.0, "target_weight": 0.0}}),
-    "source_only_no_prior": Variant("source_only", prior=False),
+    "source_only_no_prior": Variant("source_only", prior=False, target_free=True),
     "madm_no_prior": Variant("madm", prior=False),
+    "diff_generalisation": Variant("diff", {"mode": "generalisation"}, warmup="diff", target_free=True),
+    "diff": Variant("diff", {"mode": "adaptation"}, warmup="diff"),
 }
-"""Table rows by result key; the source-only rows are trained once per prior and scored on every modality."""
+"""Table rows by result key; the target-free rows are trained once per prior and scored on every modality."""
+DIFF_STEPS = 5
+"""DIFF's trajectory preset in the benchmark (see the module docstring)."""
 METHODS: tuple[str, ...] = tuple(VARIANTS)
 FIGURE_FRAMES = 3
 
@@ -151,13 +174,18 @@ class _Plan:
         return self.out / "runs" / f"seed{seed}" / Path(*parts)
 
 
-def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, changes: dict[str, dict[str, Any]], *,
+def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, *changes: dict[str, Any],
             max_iter: int | None = None) -> Any:
     """The config of one run: the modality's released task values scaled to the preset, then ``changes`` (method section)."""
+    import dataclasses
+
+    from madm_ros.palettes import get_label_set
     from madm_train.config import config_from_dict, task_defaults
+    from madm_train.methods.diff.prompts import class_prompts
 
     p, task = plan.preset, TASK_OF_MODALITY[modality]
     released = task_defaults(task, "madm")
+    optim = {k: v for k, v in dataclasses.asdict(released.optim).items() if k not in ("lr", "max_iter")}
     end_fraction = released.method.dplg.end_iter / released.optim.max_iter
     values: dict[str, dict[str, Any]] = {
         "data": {"source_kind": "folder", "source_root": str(plan.data), "target_kind": "folder",
@@ -165,16 +193,26 @@ def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, c
                  "source_resize_hw": list(p.network_hw), "target_resize_hw": list(p.network_hw),
                  "crop_hw": list(p.network_hw), "batch_size": p.batch_size,
                  "rare_class_min_pixels": max(1, round(3000 * p.network_hw[0] * p.network_hw[1] / 512**2))},
-        "optim": {"lr": p.lr, "max_iter": max_iter or p.adapt_iters},
+        "optim": {**optim, "lr": p.lr, "max_iter": max_iter or p.adapt_iters},
         "run": {"out_dir": str(out_dir), "seed": seed, "device": p.device, "amp": p.amp, "amp_dtype": "bfloat16",
                 "log_every": 10, "eval_every": 0, "checkpoint_every": 0, "checkpoints_total_limit": 1,
                 "resume": "latest"},
     }
-    section: dict[str, Any] = {"name": method, "model": {"preset": "tiny", "finetune": "full"}}
+    section: dict[str, Any] = {"name": method, "model": {"preset": "tiny"}}
+    if method == "diff":
+        names = get_label_set("dsec11").class_names
+        section["model"]["steps"] = DIFF_STEPS
+        section["ipkl"] = {"prompt_texts": {names[i]: names[i] for i in class_prompts("dsec11")}}
+    else:
+        section["model"]["finetune"] = "full"
     if method == "madm":
         section["dplg"] = {"end_iter": max(1, round(end_fraction * p.adapt_iters))}
-    for key, fields in changes.items():
-        section.setdefault(key, {}).update(fields)
+    for change in changes:
+        for key, value in change.items():
+            if isinstance(value, dict):
+                section.setdefault(key, {}).update(value)
+            else:
+                section[key] = value
     return config_from_dict({"task": task, "method": section, **values})
 
 
@@ -237,25 +275,30 @@ def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
     anchor = plan.modalities[0]
     for prior in (True, False):
         suffix = "" if prior else "_no_prior"
-        warmup_dir = plan.run_dir(seed, f"warmup{suffix}")
-        warmup = _config(plan, anchor, seed, warmup_dir, "source_only",
-                         {"model": {"pretrained": str(plan.prior) if prior else ""}}, max_iter=p.warmup_iters)
-        _train(warmup, f"seed {seed} warm-up{suffix}")
-        start = {"model": {"init_weights": str(warmup_dir / "model")}}
-        for key, variant in VARIANTS.items():
-            if variant.prior != prior:
-                continue
-            if variant.method == "source_only":  # once, scored on every modality
+        variants = {key: v for key, v in VARIANTS.items() if v.prior == prior}
+        starts = {}
+        for warmup_method in sorted({v.warmup for v in variants.values()}):
+            name = "warmup" if warmup_method == "source_only" else f"warmup_{warmup_method}"
+            warmup_dir = plan.run_dir(seed, name + suffix)
+            changes: dict[str, Any] = {"model": {"pretrained": str(plan.prior) if prior else ""}}
+            if warmup_method == "diff":
+                changes["mode"] = "generalisation"
+            _train(_config(plan, anchor, seed, warmup_dir, warmup_method, changes, max_iter=p.warmup_iters),
+                   f"seed {seed} {name}{suffix}")
+            starts[warmup_method] = {"model": {"init_weights": str(warmup_dir / "model")}}
+        for key, variant in variants.items():
+            start = starts[variant.warmup]
+            if variant.target_free:  # once, scored on every modality
                 source_dir = plan.run_dir(seed, key.removesuffix(suffix) + suffix)
-                _train(_config(plan, anchor, seed, source_dir, variant.method, {**variant.changes, **start}),
+                _train(_config(plan, anchor, seed, source_dir, variant.method, variant.changes, start),
                        f"seed {seed} {key}")
                 for modality in plan.modalities:
-                    scored = _config(plan, modality, seed, source_dir, variant.method, start)
+                    scored = _config(plan, modality, seed, source_dir, variant.method, variant.changes, start)
                     results[modality][key] = _score(source_dir / "model", scored, source_dir / f"eval-{modality}")
                 continue
             for modality in plan.modalities:
                 config = _config(plan, modality, seed, plan.run_dir(seed, modality, key), variant.method,
-                                 {**variant.changes, **start})
+                                 variant.changes, start)
                 results[modality][key] = _train(config, f"seed {seed} {modality} {key}")
     return results
 
@@ -281,7 +324,8 @@ def _summary(per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], plan: _P
 
 _LABELS = {"source_only": "Source only", "madm": "MADM (DPLG + LPLR)", "madm_no_dplg": "MADM without DPLG",
            "madm_no_lplr": "MADM without LPLR", "source_only_no_prior": "Source only, no prior",
-           "madm_no_prior": "MADM, no prior"}
+           "madm_no_prior": "MADM, no prior", "diff_generalisation": "DIFF, generalisation (source only)",
+           "diff": "DIFF, adaptation"}
 
 
 def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) -> str:
@@ -293,7 +337,8 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
              "| Method | DPLG | LPLR | prior | " + " | ".join(mods) + " |",
              "|---|---|---|---|" + "---|" * len(mods)]
     marks = {"source_only": ("", "", "✓"), "madm": ("✓", "✓", "✓"), "madm_no_dplg": ("", "✓", "✓"),
-             "madm_no_lplr": ("✓", "", "✓"), "source_only_no_prior": ("", "", ""), "madm_no_prior": ("✓", "✓", "")}
+             "madm_no_lplr": ("✓", "", "✓"), "source_only_no_prior": ("", "", ""), "madm_no_prior": ("✓", "✓", ""),
+             "diff_generalisation": ("", "", "✓"), "diff": ("", "", "✓")}
     for method in METHODS:
         cells = [f"{summary[m][method]['miou_mean']:.1f} ± {summary[m][method]['miou_std']:.1f}"
                  if method in summary[m] else "–" for m in mods]
@@ -304,7 +349,7 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
         names = list(summary[modality]["madm"]["per_class_iou_mean"])
         lines += ["", f"Per-class IoU (%), {modality}, mean over seeds:", "",
                   "| Method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for method in ("source_only", "madm"):
+        for method in [m for m in ("source_only", "madm", "diff") if m in summary[modality]]:
             values = summary[modality][method]["per_class_iou_mean"]
             lines.append(f"| {_LABELS[method]} | " + " | ".join(f"{values[n]:.1f}" for n in names) + " |")
     lines += ["", "Settings: " + json.dumps(settings, sort_keys=True), ""]
@@ -312,9 +357,10 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
 
 
 def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
-    """Input | ground truth | source-only | MADM for the first test frames of ``modality`` (one seed's models)."""
+    """Input | ground truth | source-only | MADM | DIFF for the first test frames of ``modality`` (one seed's models)."""
     import cv2
     import torch
+    import torch.nn.functional as F
 
     from madm_ros.palettes import colorize, get_label_set
     from madm_train.data.build import build_datasets
@@ -323,15 +369,16 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
     config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), "madm", {})
     _, _, test = build_datasets(config)
     label_set = get_label_set(config.data.label_set)
-    models = [load_saved(plan.run_dir(seed, name, "model") if name == "source_only"
-                         else plan.run_dir(seed, modality, name, "model")) for name in ("source_only", "madm")]
+    models = [load_saved(plan.run_dir(seed, name, "model") if VARIANTS[name].target_free
+                         else plan.run_dir(seed, modality, name, "model")) for name in ("source_only", "madm", "diff")]
     step = max(1, len(test) // FIGURE_FRAMES)
     rows = []
     for index in range(0, step * FIGURE_FRAMES, step):
         sample = test[index]
         image = torch.from_numpy(sample.image[None])
-        with torch.no_grad():
-            predictions = [m.logits(image).argmax(1)[0].numpy().astype(np.uint8) for m in models]
+        with torch.no_grad():  # logits at each model's stride (DIFF: 4), compared at the label's size
+            predictions = [F.interpolate(m.logits(image), size=image.shape[-2:], mode="bilinear", align_corners=False)
+                           .argmax(1)[0].numpy().astype(np.uint8) for m in models]
         rgb = np.rint(sample.image.transpose(1, 2, 0) * 255).astype(np.uint8)
         rows.append(np.concatenate([rgb, colorize(sample.label, label_set), *[colorize(p, label_set) for p in predictions]],
                                    axis=1))

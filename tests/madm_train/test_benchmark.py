@@ -66,6 +66,16 @@ def test_methods_differ_only_in_what_they_switch_off(finished):
         assert config["optim"]["max_iter"] == 2
     no_prior = _config(runs / "events" / "madm_no_prior")["method"]
     assert no_prior["model"]["init_weights"] == str(runs / "warmup_no_prior" / "model")
+    # DIFF: its own warm-up (generalisation, IPKL) on the prior's frozen UNet, then both modes from it
+    diff_warmup = _config(runs / "warmup_diff")
+    assert (diff_warmup["method"]["name"], diff_warmup["method"]["mode"]) == ("diff", "generalisation")
+    assert diff_warmup["method"]["model"]["pretrained"] == str(out / "prior") and diff_warmup["method"]["ipkl"]["enabled"]
+    diff, diff_general = _config(runs / "events" / "diff"), _config(runs / "diff_generalisation")
+    assert (diff["method"]["mode"], diff_general["method"]["mode"]) == ("adaptation", "generalisation")
+    for config in (diff, diff_general):
+        assert config["method"]["model"]["init_weights"] == str(runs / "warmup_diff" / "model")
+        assert config["optim"] == full["optim"]  # the benchmark's optimiser for every method
+    assert not (runs / "events" / "diff_generalisation").exists()  # target-free: one run, scored per modality
     assert {v.method for v in benchmark.VARIANTS.values()} <= set(METHOD_REGISTRY)  # rows name registry methods
 
 
@@ -78,7 +88,8 @@ def test_table_and_figure_are_written(finished):
     assert "| MADM (DPLG + LPLR) | ✓ | ✓ | ✓ |" in table and "events" in table
     assert f"{result['events']['madm']['miou_mean']:.1f} ± {result['events']['madm']['miou_std']:.1f}" in table
     figure = cv2.imread(str(out / "figure_events.png"))
-    assert figure.shape == (2 * 3 * 64, 2 * 4 * 64, 3)  # three test frames; input | GT | source-only | MADM, 2× upscaled
+    assert figure.shape == (2 * 3 * 64, 2 * 5 * 64, 3)  # 3 test frames; input | GT | source-only | MADM | DIFF, 2× upscaled
+    assert "| DIFF, adaptation |  |  | ✓ |" in table
 
 
 @pytest.mark.slow
