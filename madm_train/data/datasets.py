@@ -409,6 +409,18 @@ def _pair(images: list[Path], label_for: Callable[[Path], Path | None], name_for
     return [Record(name_for(p), p, label_for(p)) for p in sorted(images)]
 
 
+def _train_id_or_raw_label(label_dir: Path) -> Callable[[Path], Path | None]:
+    """The label of an image: DAFormer's converted ``<stem>_labelTrainIds.png``, else the publisher's file of the same name."""
+
+    def label_for(image: Path) -> Path | None:
+        for candidate in (label_dir / f"{image.stem}_labelTrainIds.png", label_dir / image.name):
+            if candidate.exists():
+                return candidate
+        return None
+
+    return label_for
+
+
 class CityscapesDataset(ModalityDataset):
     """Cityscapes RGB with labels in ``label_set`` (``cityscapes19``, ``dsec11`` or ``fmb9``).
 
@@ -474,13 +486,7 @@ class Gta5Dataset(ModalityDataset):
         image_dir = _require_dir(root / "images", "GTA5 images")
         label_dir = _require_dir(root / "labels", "GTA5 labels")
 
-        def label_for(image: Path) -> Path | None:
-            for candidate in (label_dir / f"{image.stem}_labelTrainIds.png", label_dir / image.name):
-                if candidate.exists():
-                    return candidate
-            return None
-
-        records = _pair(list(image_dir.glob("*.png")), label_for, lambda p: p.stem)
+        records = _pair(list(image_dir.glob("*.png")), _train_id_or_raw_label(label_dir), lambda p: p.stem)
         _require_labels(records, "GTA5", label_dir)
         super().__init__(records, spec, label_set, read_gta5_label, source_classes="cityscapes19",
                          augmentation=augmentation, seed=seed)
@@ -505,13 +511,7 @@ class SynthiaDataset(ModalityDataset):
         image_dir = _require_dir(root / "RGB", "SYNTHIA RGB")
         label_dir = _require_dir(root / "GT" / "LABELS", "SYNTHIA GT/LABELS")
 
-        def label_for(image: Path) -> Path | None:
-            for candidate in (label_dir / f"{image.stem}_labelTrainIds.png", label_dir / image.name):
-                if candidate.exists():
-                    return candidate
-            return None
-
-        records = _pair(list(image_dir.glob("*.png")), label_for, lambda p: p.stem)
+        records = _pair(list(image_dir.glob("*.png")), _train_id_or_raw_label(label_dir), lambda p: p.stem)
         _require_labels(records, "SYNTHIA", label_dir)
         super().__init__(records, spec, label_set, read_synthia_label, source_classes="cityscapes19",
                          augmentation=augmentation, seed=seed)
