@@ -369,3 +369,25 @@ def test_a_diff_teacher_distils_into_a_student(synth_folder, tmp_path, adapted):
     assert summary["frames"] == 10 and summary["final"]["teacher_kl"] < summary["initial"]["teacher_kl"]
     assert [p.name[-3:] for p in (tmp_path / "distil" / "teacher_cache").iterdir()] == ["-s4"]  # stride-4 logits
     assert json.loads((tmp_path / "distil" / "student" / "config.json").read_text())["label_set"] == "dsec11"
+    code = main(["export", "--student", str(tmp_path / "distil" / "student"), "--out", str(tmp_path / "export"),
+                 "--size", "64x64", "--frames", "2"])
+    assert code == 0 and list((tmp_path / "export").glob("*.onnx"))  # the student of a DIFF teacher deploys as any
+
+
+def test_lora_finetuning_trains_adapters_through_the_saved_steps_and_leaves_the_unet_base(synth_folder, tmp_path):
+    run_dir = train(diff_config(synth_folder, tmp_path / "lora", "method.model.finetune=lora", "method.model.lora_rank=2",
+                                "run.checkpoint_every=0", "optim.max_iter=2"), progress=False)  # fmt: skip
+    saved = weights(run_dir)
+    from diffusers import UNet2DConditionModel
+
+    base = UNet2DConditionModel.from_pretrained(run_dir / "tiny_sd" / "unet").state_dict()
+    adapters = {k: v for k, v in saved.items() if "lora_" in k}
+    assert adapters and all("events" in k for k in adapters)  # one adapter, named after the task
+    assert any(v.abs().sum() > 0 for k, v in adapters.items() if "lora_B" in k)  # B starts at 0: it was trained
+    unet = {k.removeprefix("unet."): v for k, v in saved.items() if k.startswith("unet.") and "lora_" not in k}
+
+    def wrapped(key: str) -> str:  # peft keeps an adapted layer's own weights under .base_layer
+        module, _, leaf = key.rpartition(".")
+        return f"{module}.base_layer.{leaf}" if f"{module}.base_layer.{leaf}" in unet else key
+
+    assert all(torch.equal(unet[wrapped(k)], v) for k, v in base.items())
