@@ -17,6 +17,12 @@ colour encoding) from the next frame and an ``input`` one (accumulation, limits)
 frame source; a ``configure`` one (model, backend, QoS) is refused while the node is configured,
 with the lifecycle commands that apply it; ``autostart`` is read-only.
 
+The main input (``image`` or ``events``) follows the outputs: while nobody subscribes to any
+output (masks, overlay, edge frame, camera info) the node unsubscribes from it, so nothing is
+converted or decoded; it subscribes again within ``FOLLOW_PERIOD_S`` of the first output
+subscriber, with a fresh frame source. Diagnostics show ``input_subscribed``. ``camera_info``
+stays subscribed (it is small and its latest value must be at hand).
+
 Every problem with the input is counted by kind in diagnostics and logged once per kind; none
 stops the node. Inputs become frames through :mod:`madm_ros.frame_source`, the path ``bag_eval``
 and ``adapt --target-bag`` share; :attr:`SegmentationNode.timing` is the public hook through which
@@ -99,6 +105,9 @@ def frame_header(frame: Frame) -> Any:
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame.frame_id)
 
 
+FOLLOW_PERIOD_S = 0.2
+"""How often a node checks whether its outputs have subscribers (and so whether to take its input)."""
+
 @dataclass
 class FrameJob:
     """A frame handed from a callback to the inference thread."""
@@ -130,6 +139,8 @@ class SegmentationNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
+        self._main_input: Any = None  # the image/events subscription while any output has a subscriber
+        self._follow_timer: Any = None
         self._input_group = MutuallyExclusiveCallbackGroup()
         self.frames_in = self.frames_out = self.skipped = 0
         self._recent: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("processing", "inference", "pipeline")}
@@ -253,11 +264,43 @@ class SegmentationNode(LifecycleNode):
         self._subscribe()
         return super().on_activate(state)
 
+    def _main_subscription(self) -> Any:
+        """Create the subscription to the main input (``image`` or ``events``)."""
+        raise NotImplementedError
+
+    def _follow_outputs(self) -> None:
+        """Subscribe to the main input while any output has a subscriber; unsubscribe otherwise (module docstring)."""
+        listened = any(publisher.get_subscription_count() > 0 for name, publisher in self._outputs.items()
+                       if name != "label_info")
+        if listened and self._main_input is None:
+            self._main_input = self._main_subscription()
+            self._inputs.append(self._main_input)
+        elif not listened and self._main_input is not None:
+            self._inputs.remove(self._main_input)
+            self.destroy_subscription(self._main_input)
+            self._main_input = None
+            self.source = self._make_source()  # the next subscriber gets a fresh stream, not a stale slice
+            self.get_logger().info("no subscriber on any output: unsubscribed from the input until one subscribes")
+
+    def _start_following_outputs(self) -> None:
+        """Follow the outputs now and every ``FOLLOW_PERIOD_S`` of wall time (called by the nodes' ``_subscribe``).
+
+        On the steady clock: under ``use_sim_time`` a ROS-clock timer would wait for ``/clock``, and a
+        bag played with ``--clock`` starts only once someone listens.
+        """
+        self._follow_outputs()
+        self._follow_timer = self.create_timer(FOLLOW_PERIOD_S, self._follow_outputs, callback_group=self._input_group,
+                                               clock=Clock(clock_type=ClockType.STEADY_TIME))  # also under use_sim_time
+
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and stop the inference thread (a frame in flight is finished first)."""
+        if self._follow_timer is not None:
+            self.destroy_timer(self._follow_timer)
+            self._follow_timer = None
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs = []
+        self._main_input = None
         self._slot.close()
         if self._worker is not None:
             self._worker.join(timeout=10)
@@ -464,6 +507,7 @@ class SegmentationNode(LifecycleNode):
             values: dict[str, Any] = {
                 "frames_in": self.frames_in, "frames_out": self.frames_out,
                 "total_dropped_frames": self._slot.dropped, "skipped_no_subscribers": self.skipped,
+                "input_subscribed": int(self._main_input is not None),
                 **self.problems.as_dict("problem_"),
             }
         intervals = np.diff(times) if len(times) > 2 else np.empty(0)

@@ -10,11 +10,9 @@ The message type is a parameter (``message_type``: event_packet, dvs, dv, packed
 message arrives the node compares it with the type of the publishers on ``events`` and reports
 a mismatch, which would otherwise look like silence.
 
-Decoding is the node's largest cost at high event rates, so the ``events`` subscription follows
-the outputs: while nobody subscribes to any output (masks, overlay, edge frame, camera info) the
-node unsubscribes from ``events`` and decodes nothing; it subscribes again within
-``FOLLOW_PERIOD_S`` of the first output subscriber (the accumulation then starts afresh).
-Diagnostics show ``events_subscribed``.
+Decoding is the node's largest cost at high event rates; like every node it takes its input only
+while an output has a subscriber (:mod:`madm_ros.nodes.base`), so with nobody listening it
+decodes nothing, and the accumulation starts afresh when someone subscribes.
 
 Run alone: ``ros2 run madm_ros event_segmentation --ros-args -r events:=/event_camera/events``.
 """
@@ -42,10 +40,6 @@ def message_class(message_type: str) -> Any:
     return message_class_of(MESSAGE_TYPES[message_type])
 
 
-FOLLOW_PERIOD_S = 0.2
-"""How often the node checks whether its outputs have subscribers (and so whether to decode events)."""
-
-
 class EventSegmentationNode(SegmentationNode):
     """Accumulates ``events`` into edge frames and segments the newest one."""
 
@@ -54,9 +48,7 @@ class EventSegmentationNode(SegmentationNode):
 
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
         self._received_any = False
-        self._events: Any = None  # the events subscription while any output has a subscriber
         self._event_class: Any = None
-        self._follow_timer: Any = None
         super().__init__(node_name, **kwargs)
 
     def _extra_image_outputs(self) -> tuple[str, ...]:
@@ -76,39 +68,14 @@ class EventSegmentationNode(SegmentationNode):
         self.source = self._make_source()
         self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                                  qos_profile(params.input_qos, 5), callback_group=self._input_group)]
-        self._follow_outputs()
-        self._follow_timer = self.create_timer(FOLLOW_PERIOD_S, self._follow_outputs, callback_group=self._input_group)
+        self._start_following_outputs()
+
+    def _main_subscription(self) -> Any:
+        qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
+        return self.create_subscription(self._event_class, "events", self._on_events, qos, callback_group=self._input_group)
 
     def _make_source(self) -> EventFrames:
         return EventFrames(self.params, self.problems)
-
-    def _follow_outputs(self) -> None:
-        """Subscribe to ``events`` while any output has a subscriber; unsubscribe (decode nothing) otherwise."""
-        listened = any(publisher.get_subscription_count() > 0 for name, publisher in self._outputs.items()
-                       if name != "label_info")
-        if listened and self._events is None:
-            qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-            self._events = self.create_subscription(self._event_class, "events", self._on_events, qos,
-                                                    callback_group=self._input_group)
-            self._inputs.append(self._events)
-        elif not listened and self._events is not None:
-            self._inputs.remove(self._events)
-            self.destroy_subscription(self._events)
-            self._events = None
-            self.source = self._make_source()  # the next subscriber gets a fresh stream, not a stale slice
-            self.get_logger().info("no subscriber on any output: unsubscribed from events until one subscribes")
-
-    def on_deactivate(self, state: Any) -> Any:
-        """Stop following the outputs, then unsubscribe as every node does."""
-        if self._follow_timer is not None:
-            self.destroy_timer(self._follow_timer)
-            self._follow_timer = None
-        self._events = None
-        return super().on_deactivate(state)
-
-    def counters(self) -> dict[str, Any]:
-        """The base counters plus whether the events subscription is open."""
-        return {**super().counters(), "events_subscribed": int(self._events is not None)}
 
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop
@@ -123,13 +90,13 @@ class EventSegmentationNode(SegmentationNode):
             self._outputs["edge_frame"].publish(array_to_image_msg(frame.array, "mono8", header))
 
     def _publish_diagnostics(self) -> None:
-        if not self._received_any and self._events is not None:
+        if not self._received_any and self._main_input is not None:
             self._check_topic_type()
         super()._publish_diagnostics()
 
     def _check_topic_type(self) -> None:
         wanted = MESSAGE_TYPES[self.params.message_type]
-        topic = self._events.topic_name
+        topic = self._main_input.topic_name
         for name, types in self.get_topic_names_and_types():
             if name == topic and wanted not in types:
                 self.report_problem("events_type_mismatch", f"{topic} carries {', '.join(types)} but message_type is "

@@ -33,15 +33,19 @@ class ImageSegmentationNode(SegmentationNode):
         return str(self.params.modality)
 
     def _subscribe(self) -> None:
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo
 
         self.source = self._make_source()
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        self._inputs = [
-            self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group),
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
-                                     callback_group=self._input_group),
-        ]
+        self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                                 callback_group=self._input_group)]
+        self._start_following_outputs()
+
+    def _main_subscription(self) -> Any:
+        from sensor_msgs.msg import Image
+
+        qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
+        return self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group)
 
     def _make_source(self) -> ImageFrames:
         return ImageFrames(self.problems, convert=image_msg_to_array, limits=self.params.limits)

@@ -162,14 +162,20 @@ def test_lifecycle_loads_on_configure_subscribes_on_activate_and_releases_on_cle
     node.destroy_node()
 
 
-def test_outputs_nobody_reads_are_not_computed(ros, tiny_onnx_models):
+def test_the_image_node_takes_images_only_while_someone_listens(ros, tiny_onnx_models):
     _, depth = sensor_arrays()["16UC1"]
     node = image_node(tiny_onnx_models["depth"])
     images = ros.create_publisher(Image, "image", 10)
     with spinning(node, ros):
+        time.sleep(0.5)
+        assert images.get_subscription_count() == 0 and node.counters()["input_subscribed"] == 0  # nothing converted
+        overlay = Collector(ros, Image, "/seg/segmentation_overlay", 10)
         publish_until_matched(images)
-        assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1")), node.counters()["skipped_no_subscribers"] > 0)[1])
-    assert node.counters()["frames_out"] == 0
+        assert node.counters()["input_subscribed"] == 1
+        assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1")), bool(overlay.messages))[1], 20)
+        ros.destroy_subscription(overlay.subscription)
+        assert wait_until(lambda: images.get_subscription_count() == 0, 5)  # the last listener left
+    assert node.counters()["frames_out"] >= 1 and node.counters()["input_subscribed"] == 0
     node.destroy_node()
 
 
@@ -421,7 +427,7 @@ def test_the_event_node_decodes_only_while_someone_listens(ros, tiny_onnx_models
     publisher = ros.create_publisher(EventPacket, "events", 100)
     with spinning(node, ros):
         time.sleep(0.5)
-        assert publisher.get_subscription_count() == 0 and node.counters()["events_subscribed"] == 0
+        assert publisher.get_subscription_count() == 0 and node.counters()["input_subscribed"] == 0
         masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 100)
         assert wait_until(lambda: publisher.get_subscription_count() == 1, 5)
         chunk = random_events(4000, 0, 200_000, seed=7)
