@@ -30,9 +30,13 @@ The output folder is never mixed or half-written (:mod:`madm_ros.bag_eval.output
 in ``OUT/.bag_eval.json``; other files stay). The run writes into a staging folder and swaps its
 files in at the end, so an error before evaluation starts (a mistyped bag path, a missing topic, a
 bad model) writes nothing, and a write that fails (read-only folder, disk full) ends with one line
-and exit code 2 after removing that run's partial output, leaving an earlier report in place. A run
-that stops part way (a truncated bag, Ctrl-C, no label that could be scored) still writes what it
-evaluated, with exit code 2 (130 for Ctrl-C). Every other bad input is one line and exit code 2.
+and exit code 2 after removing that run's partial output, leaving an earlier report in place. So
+does a topic of which no frame reaches the network (every message undecodable, unconvertible or
+without a valid pixel): one line naming the problems counted, exit code 2, nothing written. A run
+that stops part way (a truncated bag, no label that could be scored) still writes what it
+evaluated, with exit code 2. Ctrl-C (exit code 130) keeps the earlier report: the frames evaluated
+so far go, with their report, to ``OUT/interrupted/`` (nothing, if there were none). Every other
+bad input is one line and exit code 2.
 
 Modules: :mod:`~madm_ros.bag_eval.options` (what to run), :mod:`~madm_ros.bag_eval.inputs` (topic,
 parameters, model), :mod:`~madm_ros.bag_eval.labels`, :mod:`~madm_ros.bag_eval.run` (the message

@@ -12,6 +12,7 @@ from madm_ros.bag_eval.options import OUTPUT_BAG_FORMATS, EvalOptions
 from madm_ros.bag_eval.report import fmt
 from madm_ros.bag_eval.run import evaluate_bag
 from madm_ros.errors import MadmError
+from madm_ros.palettes import LABEL_MAPPING_SOURCES
 
 __all__ = ["build_parser", "main"]
 
@@ -28,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                "the frame with the nearest stamp within --tolerance-ms; a frame is scored against its nearest label "
                "only. Outputs: a non-empty --out is refused unless --overwrite, which replaces only what bag_eval "
                "wrote there (listed in OUT/.bag_eval.json); a run that cannot write leaves --out as it was. Exit codes: "
-               "0 done, 2 bad input, an output that cannot be written, or a bag that broke off part way (what was "
-               "read is still evaluated and written).",
+               "0 done; 2 bad input, a topic without a usable frame (nothing written), an output that cannot be "
+               "written, or a bag that broke off part way (what was read is still evaluated and written); 130 Ctrl-C "
+               "(the frames evaluated so far are kept in OUT/interrupted, the rest of --out as it was).",
     )
     parser.add_argument("bag", type=Path, help="bag folder, or a single .mcap/.db3/.bag file")
     parser.add_argument("--out", type=Path, default=Path("bag_eval_out"), help="output folder (default: bag_eval_out)")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--label-topic", help="label image topic in the same bag")
     labels.add_argument("--label-dir", type=Path, help="folder of label PNGs named by stamp")
-    parser.add_argument("--label-set", choices=("cityscapes19", "dsec11", "fmb9", "fmb15", "deliver25"),
+    parser.add_argument("--label-set", choices=LABEL_MAPPING_SOURCES,
                         help="label ids are of this set and are mapped to the model's (default: already the model's)")
     parser.add_argument("--tolerance-ms", type=float, help="largest label-to-frame stamp distance (default: 1 ms for "
                         "images, half the accumulation window for time-sliced events, 25 ms for count-sliced ones)")
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         miou = f"mIoU {fmt(report['miou'], scale=100)} % over {report['labels_scored']} labels"
     print(f"{report['frames']} frames, {miou}, processing p50 {fmt(report['latency_ms_p50'])} ms, "
-          f"p99 {fmt(report['latency_ms_p99'])} ms; report in {args.out / 'report.md'}")
+          f"p99 {fmt(report['latency_ms_p99'])} ms; report in {Path(report.get('kept_in') or args.out) / 'report.md'}")
     if report.get("model_caveat"):
         print(f"note: {report['model_caveat']}", file=sys.stderr)
     error = report.get("error") or ""

@@ -11,7 +11,11 @@ an unlabelled report) nor destroy a good report when it fails. So:
   staged entries in at the end, after removing the previous run's entries: the manifest, written
   first, lists both while the swap runs, so an interrupted swap still leaves every file accounted for;
 - a write that fails (read-only folder, disk full) raises :class:`OutputWriteError` after
-  :meth:`OutputFolder.discard` removed the staging folder, so the folder is as it was before.
+  :meth:`OutputFolder.discard` removed the staging folder, so the folder is as it was before;
+- a run stopped by the user (Ctrl-C) neither replaces the earlier report nor loses what it
+  evaluated: :meth:`OutputFolder.set_aside` moves its staging folder, whole, to ``INTERRUPTED``
+  (``OUT/interrupted/``) and the manifest lists that beside the earlier run's entries, so the next
+  ``--overwrite`` run replaces it like any other output of bag_eval.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from pathlib import Path
 
 from madm_ros.errors import ConfigError, MadmError
 
-__all__ = ["MANIFEST", "OUR_NAMES", "OutputFolder", "OutputWriteError"]
+__all__ = ["INTERRUPTED", "MANIFEST", "OUR_NAMES", "OutputFolder", "OutputWriteError"]
 
 MANIFEST = ".bag_eval.json"
 """The file in ``--out`` that lists the entries bag_eval wrote there (its top-level names)."""
+INTERRUPTED = "interrupted"
+"""The entry in ``--out`` that holds the partial output of a run stopped with Ctrl-C (:meth:`OutputFolder.set_aside`)."""
 OUR_NAMES = ("report.json", "report.md", "iou.png", "confusion.png", "latency.png", "overlays.png", "overlays",
-             "output_bag")
+             "output_bag", INTERRUPTED)
 """Every top-level entry a run may write."""
 STAGING_PREFIX = ".bag_eval.partial-"
 
@@ -133,6 +139,30 @@ class OutputFolder:
             shutil.rmtree(self.staging)
         self.previous, self.staging = written, None
         return written
+
+    def set_aside(self) -> Path:
+        """Move the staging folder, whole, to :data:`INTERRUPTED` in the folder; the previous run's entries stay.
+
+        For a run that was stopped part way: what it wrote is kept where it cannot be mistaken for a
+        finished report, and the earlier report stays as it was. An older ``INTERRUPTED`` entry is
+        replaced (it is bag_eval's: a foreign one was refused when the run started). Returns its path.
+
+        Raises:
+            OutputWriteError: the move failed (the staging folder is removed).
+        """
+        assert self.staging is not None, "start() first"
+        target = self.path / INTERRUPTED
+        kept = sorted({*self.previous, INTERRUPTED})
+        try:
+            self._write_manifest(kept)
+            _remove(target)
+            os.replace(self.staging, target)
+        except OSError as error:
+            self.discard()
+            raise OutputWriteError(f"cannot write to output folder {self.path}: {error.strerror or error}; "
+                                   "free space or choose a writable --out") from None
+        self.previous, self.staging = kept, None
+        return target
 
     def discard(self) -> None:
         """Remove this run's staging folder, and the folder itself if the run created it and it is empty."""

@@ -8,6 +8,12 @@ dropped for lack of time), written to the output bag, offered to the label match
 (:class:`~madm_ros.label_matching.NearestFrames`) and, for an evenly spaced sample, kept as an
 overlay. ``--max-frames`` stops after exactly that many frames, even in the middle of a message
 that completed several.
+
+Two ends leave an earlier report in ``--out`` as it was: a topic of which no frame reached the
+network (every message undecodable or unconvertible, every frame without a valid pixel, or no
+message at all) is a :class:`NoUsableFrameError` that names the problems counted and writes
+nothing; and Ctrl-C keeps what the run evaluated in ``OUT/interrupted/``
+(:meth:`~madm_ros.bag_eval.outputs.OutputFolder.set_aside`), or nothing if no frame was evaluated yet.
 """
 
 from __future__ import annotations
@@ -25,16 +31,20 @@ import numpy as np
 from madm_ros.bag_eval.inputs import Setup, check_bag_path, model_caveat, setup
 from madm_ros.bag_eval.labels import Labels
 from madm_ros.bag_eval.options import EvalOptions
-from madm_ros.bag_eval.outputs import OutputFolder, OutputWriteError
+from madm_ros.bag_eval.outputs import INTERRUPTED, OutputFolder, OutputWriteError
 from madm_ros.bag_eval.report import write_report
 from madm_ros.bag_eval.state import OverlaySample, RunState
 from madm_ros.bag_eval.summary import score, summarize
-from madm_ros.errors import MadmError
+from madm_ros.errors import InputError, MadmError
 from madm_ros.frame_source import Frame, frame_source
 from madm_ros.label_matching import NearestFrames, default_tolerance_ns
 from madm_ros.problems import ProblemCounter
 
-__all__ = ["evaluate_bag"]
+__all__ = ["NoUsableFrameError", "evaluate_bag"]
+
+
+class NoUsableFrameError(InputError):
+    """No frame of the input topic reached the network; nothing is written and ``--out`` stays as it was."""
 
 
 class _Pipeline:
@@ -131,6 +141,33 @@ def _loop(source: Any, topic: str, pipeline: _Pipeline, options: EvalOptions, ru
                 break
 
 
+def _no_usable_frame(bag: Any, topic: str, modality: str, options: EvalOptions, run: RunState) -> NoUsableFrameError:
+    """The error for a run of which no frame reached the network: what was read, every problem counted, what to do.
+
+    Why an error: a report of zero usable frames has no number worth keeping (a NaN latency, no
+    score), and exit code 0 would tell a script that the bag was evaluated.
+    """
+    read = f"{run.messages} message{'s' if run.messages != 1 else ''} read, {run.frames} frame{'s' if run.frames != 1 else ''}"
+    if run.invalid_frames:
+        read += f" of which {run.invalid_frames} without a valid pixel"
+    if run.stopped_early:
+        read += f"; {run.stopped_early}"
+    if run.max_frames_reached:
+        read += f"; stopped at --max-frames {options.max_frames}"
+    problems = "; ".join(f"{count}× {kind}: {run.problems.first_text.get(kind, kind)}"
+                         for kind, count in sorted(run.problems.counts.items(), key=lambda item: (-item[1], item[0])))
+    if not run.messages:
+        problems = "the topic has no message"
+    elif not problems:
+        problems = "no message completed a frame" + ("; an event frame closes only when a later event arrives, so the "
+                                                     "topic must span more than one accumulation window" if run.kind
+                                                     == "events" else "")
+    camera = "event" if modality == "events" else modality
+    return NoUsableFrameError(f"no usable frame in {bag} on {topic} ({read}): {problems}. Check that {topic} is the "
+                              f"{camera} camera's input and that its encoding, size and the --config parameters are "
+                              f"right; nothing was written, --out {options.out} is as it was")
+
+
 def _no_score_reason(labels: Labels, run: RunState) -> str:
     if not labels.stamps:
         notes = [run.problems.first_text[k] for k in ("label_file_name", "bad_label_message") if k in run.problems.counts]
@@ -181,9 +218,15 @@ def _plan(options: EvalOptions, source: Any, run: RunState, report: dict[str, An
 def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
     """Run the evaluation and write the report, plots, overlays and output bag; returns the report (``exit_code`` inside).
 
+    ``exit_code`` is 0, 2 for partial results (a bag that broke off, no label that could be scored)
+    or 130 after Ctrl-C: then the report and output of the frames evaluated so far are in
+    ``OUT/interrupted/`` (``report["kept_in"]``; ``None`` when no frame was evaluated, and nothing
+    was kept) and the earlier report in ``--out`` stays as it was.
+
     Raises:
         MadmError: bad options, a non-empty ``--out`` without ``overwrite``, an unreadable bag, a
-            missing topic or model (nothing was written); an output that cannot be written
+            missing topic or model (nothing was written); no frame that reached the network
+            (:class:`NoUsableFrameError`: nothing was written); an output that cannot be written
             (:class:`OutputWriteError`: this run's partial output is removed); an error part way
             (its partial report is written first).
     """
@@ -210,6 +253,8 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
             _loop(source, plan.setup.topic, pipeline, options, run)
             if source.problem:
                 run.stopped_early = source.problem
+            if run.frames == run.invalid_frames:  # not one frame reached the network
+                raise _no_usable_frame(options.bag, plan.setup.topic, segmenter.modality, options, run)
             if output is not None:
                 try:
                     output.commit()
@@ -226,7 +271,7 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
             report.update(summarize(run, labels, matrix, segmenter, plan.tolerance_ns))
             if labels is not None and not report["labels_scored"]:
                 report["error"] = f"no label could be scored: {_no_score_reason(labels, run)}"
-        except OutputWriteError:
+        except (OutputWriteError, NoUsableFrameError):  # --out stays as it was
             folder.discard()
             raise
         except MadmError as error:
@@ -234,14 +279,26 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
             report.update(summarize(run, None, None, None, 0), exit_code=2)
             _finish(folder, staging, report, run, None, None, {})
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # keep what was evaluated, beside the earlier report and not over it
             run.stopped_early = "interrupted (Ctrl-C)"
-            report["error"] = run.stopped_early
+            report.update(summarize(run, None, None, None, 0), exit_code=130, kept_in=None)
+            if not run.frames:
+                folder.discard()
+                report["error"] = (f"interrupted (Ctrl-C) before the first frame; nothing was kept, --out {folder.path} "
+                                   "is as it was")
+                return report
+            kept = folder.path / INTERRUPTED
             if output is not None:
                 output.commit()
+                report["output_bag"] = {"format": options.output_bag_format, "topics": dict(output.counts)}
                 output = None
-            report.update(summarize(run, None, None, None, 0), exit_code=130)
-            _finish(folder, staging, report, run, None, None, {})
+            if "output_bag" in report:
+                report["output_bag"]["path"] = str(kept / "output_bag")
+            frames = f"{run.frames} frame{'s' if run.frames != 1 else ''}"
+            report.update(kept_in=str(kept), error=f"interrupted (Ctrl-C) after {frames}: their report and output are "
+                          f"kept in {kept}; the rest of --out {folder.path} is as it was")
+            _write(folder, staging, report, run, None, None, {})
+            folder.set_aside()
             return report
         except BaseException:
             folder.discard()
@@ -254,13 +311,19 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
     return report
 
 
-def _finish(folder: OutputFolder, staging: Path, report: dict[str, Any], run: RunState, matrix: Any, segmenter: Any,
-            truths: dict[int, np.ndarray]) -> None:
-    """Write the report into the staging folder and swap it into ``--out``; a failed write removes the run's output."""
+def _write(folder: OutputFolder, staging: Path, report: dict[str, Any], run: RunState, matrix: Any, segmenter: Any,
+           truths: dict[int, np.ndarray]) -> None:
+    """Write the report into the staging folder; a failed write removes the run's output."""
     try:
         write_report(staging, report, run, matrix, segmenter, truths)
     except OSError as error:
         folder.discard()
         raise OutputWriteError(f"cannot write the report in {folder.path}: {error.strerror or error}; free space or "
                                "choose a writable --out") from None
+
+
+def _finish(folder: OutputFolder, staging: Path, report: dict[str, Any], run: RunState, matrix: Any, segmenter: Any,
+            truths: dict[int, np.ndarray]) -> None:
+    """Write the report into the staging folder and swap it into ``--out``; a failed write removes the run's output."""
+    _write(folder, staging, report, run, matrix, segmenter, truths)
     folder.commit()

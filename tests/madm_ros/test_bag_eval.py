@@ -585,6 +585,87 @@ def test_an_unwritable_out_ends_with_one_line_and_leaves_it_empty(tmp_path, scen
     assert code == 2 and len(err.splitlines()) == 1 and "Permission denied" in err and not list(out.iterdir())
 
 
+def unusable_bag(path: Path, scenes) -> Path:
+    """An mcap whose three input topics give no usable frame: width-0 event packets, "bogus" images, all-NaN depth."""
+    records = []
+    for i, frame in enumerate(scenes[:3]):
+        stamp = BASE_NS + frame.stamp_us * 1000
+        records.append(("/events", stamp, event_packet(frame.events[:100], stamp, 0, 64, i)))
+        bogus = image_message(frame.images["depth"], "16UC1", stamp)
+        records.append(("/bogus", stamp + 1, dataclasses.replace(bogus, encoding="bogus")))
+        records.append(("/nan", stamp + 2, image_message(np.full((64, 128), np.nan, np.float32), "32FC1", stamp)))
+    return write_bag(path, {"/events": "event_camera_msgs/msg/EventPacket", "/bogus": "sensor_msgs/msg/Image",
+                            "/nan": "sensor_msgs/msg/Image"}, records, "mcap")
+
+
+def test_a_topic_without_a_usable_frame_is_one_line_naming_its_problems_and_keeps_the_earlier_report(
+        tmp_path, scenes, tiny_onnx_models):
+    out = tmp_path / "out"
+    assert small_run(scene_bag(tmp_path / "good", scenes, "depth", "sqlite3"), out, tiny_onnx_models["depth"])[0] == 0
+    before, names = snapshot(out), sorted(p.name for p in out.iterdir())
+    bag = unusable_bag(tmp_path / "bad", scenes)
+    for topic, modality, problems in (
+            ("/events", "events", ("0 frames): 3× decode_error:", "event sensor size 0×64 has no pixels")),
+            ("/bogus", "depth", ("0 frames): 3× bad_image:bogus:", "image encoding 'bogus' is not supported")),
+            ("/nan", "depth", ("3 frames of which 3 without a valid pixel): 3× invalid_frame:", "no valid pixel"))):
+        code, err = small_run(bag, out, tiny_onnx_models[modality], "--overwrite", "--topic", topic)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"bag_eval: no usable frame in {bag} on {topic} (3 messages read, "), err
+        assert all(problem in err for problem in problems) and f"--out {out} is as it was" in err, err
+        assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == names  # no staging folder either
+    code, err = small_run(bag, tmp_path / "new", tiny_onnx_models["depth"], "--topic", "/nan")
+    assert code == 2 and "no usable frame" in err and not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_keeps_the_earlier_report_and_the_evaluated_frames_in_out_interrupted(tmp_path, scenes, tiny_onnx_models,
+                                                                                   monkeypatch):
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    model, out = tiny_onnx_models["depth"], tmp_path / "out"
+    assert small_run(bag, out, model, "--label-topic", LABELS)[0] == 0
+    before = snapshot(out)
+    segment, calls = Segmenter.segment, []
+
+    def ctrl_c_at(frame: int):
+        def patched(self, *args, **kwargs):
+            calls.append(None)
+            if len(calls) == frame:
+                raise KeyboardInterrupt
+            return segment(self, *args, **kwargs)
+        calls.clear()
+        monkeypatch.setattr(Segmenter, "segment", patched)
+
+    def interrupted_run(out: Path, *args: str) -> tuple[int, str]:
+        try:
+            return small_run(bag, out, model, *args)
+        except KeyboardInterrupt:  # escaping, it would stop pytest itself
+            pytest.fail("the Ctrl-C escaped bag_eval")
+
+    ctrl_c_at(4)
+    code, err = interrupted_run(out, "--overwrite")
+    kept = out / "interrupted"
+    assert code == 130 and err.splitlines()[-1] == (f"bag_eval: interrupted (Ctrl-C) after 3 frames: their report and output "
+                                                    f"are kept in {kept}; the rest of --out {out} is as it was")
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if not k.startswith("interrupted/") and k != ".bag_eval.json"} == \
+        {k: v for k, v in before.items() if k != ".bag_eval.json"}  # the earlier report, byte for byte
+    earlier = json.loads(before[".bag_eval.json"])["paths"]
+    assert json.loads(after[".bag_eval.json"])["paths"] == sorted([*earlier, "interrupted"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*earlier, "interrupted", ".bag_eval.json"])  # no staging folder
+    report = json.loads((kept / "report.json").read_text())
+    assert (report["frames"], report["exit_code"], report["stopped_early"], report["kept_in"]) == \
+        (3, 130, "interrupted (Ctrl-C)", str(kept))
+    assert report["output_bag"]["path"] == str(kept / "output_bag") and (kept / "report.md").is_file()
+    assert [len(v) for v in read_output_bag(kept / "output_bag").values()] == [3, 3, 3]
+
+    ctrl_c_at(1)  # before the first frame: nothing worth keeping, and a new --out is not even created
+    code, err = interrupted_run(tmp_path / "new")
+    assert code == 130 and "before the first frame; nothing was kept" in err.splitlines()[-1]
+    assert not (tmp_path / "new").exists() and snapshot(out) == after
+
+    monkeypatch.undo()  # a finished run replaces the interrupted one's output, like any output of bag_eval
+    assert small_run(bag, out, model, "--overwrite")[0] == 0 and not kept.exists()
+
+
 # ---------------------------------------------------------------------------------------------- what users see
 def test_overlays_of_evenly_spaced_frames_and_a_contact_sheet(tmp_path, scenes, tiny_onnx_models):
     import cv2
