@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import LoadWatch, machine_info
+from madm_ros.preprocessing import MODALITIES
 
 REPO = Path(__file__).resolve().parents[1]
-MODALITIES = ("rgb", "depth", "thermal", "events")
 
 
 def make_net(num_classes: int):

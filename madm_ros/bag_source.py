@@ -50,7 +50,10 @@ import numpy as np
 from madm_ros.bag_formats import QosProfile, missing_types, one_line, parse_qos_profiles, repair_metadata, resolve_types
 from madm_ros.errors import ConfigError, DecodeError
 
-__all__ = ["BagSource", "OutputBag", "QosProfile", "TopicInfo"]
+__all__ = ["IMAGE_TYPE", "BagSource", "OutputBag", "QosProfile", "TopicInfo"]
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+"""The message type of depth, thermal and label images, read and written."""
 
 _SUFFIXES = ((".db3", "sqlite3"), (".mcap", "mcap"), (".bag", "rosbag1"), (".db3.zstd", "sqlite3"),
              (".mcap.zstd", "mcap"))
@@ -507,14 +510,13 @@ class OutputBag:
 
         types = self._store.types
         if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=self._store)
+            self._connections[topic] = self._writer.add_connection(topic, IMAGE_TYPE, typestore=self._store)
             self.counts[topic] = 0
         fields = array_to_image_fields(array, encoding)
         fields["data"] = np.frombuffer(fields["data"], np.uint8)
         stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-        message = types["sensor_msgs/msg/Image"](header=types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id),
-                                                 **fields)
-        self._writer.write(self._connections[topic], stamp_ns, self._store.serialize_cdr(message, "sensor_msgs/msg/Image"))
+        message = types[IMAGE_TYPE](header=types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id), **fields)
+        self._writer.write(self._connections[topic], stamp_ns, self._store.serialize_cdr(message, IMAGE_TYPE))
         self.counts[topic] += 1
 
     def commit(self) -> Path:

@@ -32,6 +32,7 @@ import numpy as np
 from madm_ros.atomic_io import atomic_write_bytes, atomic_write_png
 from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import MadmError
+from madm_ros.events.types import MESSAGE_TYPES
 from madm_ros.ros_messages import split_ns, stamp_to_ns
 
 __all__ = ["DemoConfig", "main", "run_demo"]
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--topic", help="segment this live event topic instead (no source is started)")
     parser.add_argument("--model", default="", help="ONNX model (default: the built-in models/events_student.onnx)")
     parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="default auto")
-    parser.add_argument("--message-type", default="event_packet", choices=("event_packet", "packed", "dvs", "dv"),
+    parser.add_argument("--message-type", default="event_packet", choices=tuple(MESSAGE_TYPES),
                         help="event message type of --topic, or the one the synthetic source publishes (default "
                              "event_packet: evt3)")
     parser.add_argument("--scene-frames", type=int, default=DemoConfig.scene_frames,

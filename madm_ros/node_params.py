@@ -132,9 +132,11 @@ class ImageParams(SegmentationParams):
     modality: str = "depth"
 
     def __post_init__(self) -> None:
+        from madm_ros.preprocessing import IMAGE_MODALITIES
+
         super().__post_init__()
-        if self.modality not in ("depth", "thermal"):
-            raise ConfigError(f"modality must be depth or thermal, got {self.modality!r}")
+        if self.modality not in IMAGE_MODALITIES:
+            raise ConfigError(f"modality must be {' or '.join(IMAGE_MODALITIES)}, got {self.modality!r}")
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class ParameterRule:
 def _rules() -> dict[str, ParameterRule]:
     from madm_ros.backends import BACKEND_CHOICES
     from madm_ros.events.types import MESSAGE_TYPES
+    from madm_ros.preprocessing import IMAGE_MODALITIES
 
     return {
         "model_file_path": ParameterRule("configure"), "engine_file_path": ParameterRule("configure"),
@@ -228,7 +231,7 @@ def _rules() -> dict[str, ParameterRule]:
         "diagnostics_period_s": ParameterRule("configure", 0.05, 3600.0), "autostart": ParameterRule("start"),
         # the segmenter checks its model against the limits when it loads: a change needs a configure
         "max_input_width": ParameterRule("configure", 1, 65535), "max_input_height": ParameterRule("configure", 1, 65535),
-        "modality": ParameterRule("configure", choices=("depth", "thermal")),
+        "modality": ParameterRule("configure", choices=IMAGE_MODALITIES),
         "message_type": ParameterRule("configure", choices=tuple(MESSAGE_TYPES)),
         "slice_method": ParameterRule("input", choices=("time", "count")),
         "accumulation_time_ms": ParameterRule("input", 0.001, 3_600_000.0),
@@ -331,6 +334,8 @@ def load_node_config(path: str | Path, *, allow_plain: bool = False) -> tuple[st
     """
     import yaml
 
+    from madm_ros.preprocessing import IMAGE_MODALITIES
+
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -358,7 +363,7 @@ def load_node_config(path: str | Path, *, allow_plain: bool = False) -> tuple[st
     node = next(iter(specific), "")
     if "event" in node:
         kind: str | None = "events"
-    elif any(word in node for word in ("depth", "thermal", "image")):
+    elif any(word in node for word in (*IMAGE_MODALITIES, "image")):
         kind = "image"
     else:
         kind = _kind_from_keys(values)

@@ -28,6 +28,7 @@ __all__ = [
     "FMB_9",
     "FMB_15_NAMES",
     "IGNORE_INDEX",
+    "LABEL_MAPPING_SOURCES",
     "LABEL_SETS",
     "SYNTHIA_23_NAMES",
     "LabelSet",
@@ -221,6 +222,11 @@ def subset_miou(per_class_iou: Mapping[str, float | None], names: Sequence[str])
         raise InputError(f"classes {unknown} have no IoU here; the metrics hold {', '.join(per_class_iou)}")
     values = [v for v in (per_class_iou[n] for n in names) if v is not None]
     return float(np.mean(values)) if values else None
+
+
+LABEL_MAPPING_SOURCES: tuple[str, ...] = (*LABEL_SETS, *dict.fromkeys(s for s, _ in _MAPPINGS if s not in LABEL_SETS))
+"""Names of the label ids :func:`label_mapping` maps from: every label set, then each data set's own
+ids that a mapping converts to one (in the order of the mappings)."""
 
 
 def get_label_set(name: str) -> LabelSet:

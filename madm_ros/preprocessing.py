@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -34,7 +34,11 @@ from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size
 
 __all__ = [
     "ENCODINGS",
+    "IMAGE_MODALITIES",
+    "MODALITIES",
+    "NODE_MODALITIES",
     "InputSpec",
+    "Modality",
     "depth_to_image",
     "invalid_frame_reason",
     "modality_image",
@@ -45,7 +49,16 @@ __all__ = [
 ]
 
 Modality = Literal["rgb", "depth", "thermal", "events"]
-MODALITIES: tuple[str, ...] = ("rgb", "depth", "thermal", "events")
+MODALITIES: tuple[str, ...] = get_args(Modality)
+"""The one list of modality names; typed fields use :data:`Modality`, everything else reads this."""
+
+IMAGE_MODALITIES: tuple[str, ...] = ("depth", "thermal")
+"""The modalities a sensor delivers as raw-unit ``sensor_msgs/Image`` frames (mm or m, camera counts): the
+image node's. RGB is the labelled source; events arrive as event messages."""
+
+NODE_MODALITIES: tuple[str, ...] = (*IMAGE_MODALITIES, "events")
+"""The modalities a segmentation node runs on, each adapted from RGB: default models, bag targets and
+the benchmark's targets."""
 
 ENCODINGS: dict[str, tuple[str, ...]] = {
     "rgb": ("rgb8", "bgr8"),

@@ -232,11 +232,8 @@ def load_segmenter(params: Any, modality: str | None) -> Segmenter:
     if not Path(model).exists():
         raise ConfigError(f"model {model} does not exist; give an exported .onnx (python -m madm_train export) "
                           "or leave it out for the built-in default")
-    options: dict[str, Any] = {}
-    if params.backend in ("auto", "onnxruntime") and Path(model).suffix == ".onnx":
-        options["threads"] = params.threads
     segmenter = Segmenter.load(model, params.backend, engine=params.engine_file_path or None, mask_size=params.mask_size,
-                               limits=params.limits, **options)
+                               limits=params.limits, threads=params.threads)
     if modality is not None and segmenter.modality != modality:
         raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this input is {modality}; "
                           f"use a {modality} model")

@@ -56,11 +56,14 @@ import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError
+from madm_ros.preprocessing import NODE_MODALITIES
 from madm_train.training.prior import PriorConfig
 
 __all__ = ["METHODS", "MODALITIES", "PRESETS", "VARIANTS", "Preset", "Variant", "run_benchmark"]
 
-MODALITIES: tuple[str, ...] = ("depth", "thermal", "events")
+MODALITIES: tuple[str, ...] = NODE_MODALITIES
+"""The modalities adapted to from the labelled RGB source: those a node runs on."""
+
 TASK_OF_MODALITY = {"depth": "depth", "thermal": "infrared", "events": "events"}
 """The released task whose per-task values (k₀, DPLG end fraction, LPLR weights) each modality uses."""
 

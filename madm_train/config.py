@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import ConfigError
+from madm_ros.palettes import LABEL_SETS
+from madm_ros.preprocessing import Modality
 from madm_train.config_loader import (
     at_least,
     build_dataclass,
@@ -90,8 +92,8 @@ class DataConfig:
             own unlabelled folder to adapt to, plus a few hand-labelled frames in another folder);
             empty: ``target_root``.
         modality: Target modality (``depth``, ``thermal``, ``events`` or ``rgb``).
-        label_set: Class set of labels and logits (``dsec11``: 11 classes, ``fmb9``: 9,
-            ``cityscapes19``: Cityscapes' 19 train ids).
+        label_set: Class set of labels and logits, a name of ``madm_ros.palettes.LABEL_SETS``
+            (``dsec11``: 11 classes, ``fmb9``: 9, ``cityscapes19``: Cityscapes' 19 train ids).
         eval_classes: Which classes the benchmark's mIoU averages (``madm_ros.palettes.EVAL_CLASS_SUBSETS``):
             ``all``, or for SYNTHIA → Cityscapes ``synthia16`` (without terrain, truck, train, which
             SYNTHIA lacks) or ``synthia13`` (also without wall, fence, pole); the network predicts
@@ -149,8 +151,8 @@ class DataConfig:
     target_split: str = "train"
     test_split: str = "test"
     test_root: str = ""
-    modality: Literal["depth", "thermal", "events", "rgb"] = "depth"
-    label_set: Literal["dsec11", "fmb9", "cityscapes19"] = "dsec11"
+    modality: Modality = "depth"
+    label_set: str = "dsec11"
     eval_classes: Literal["all", "synthia16", "synthia13"] = "all"
     source_resize_hw: tuple[int, int] = (512, 1024)
     target_resize_hw: tuple[int, int] = (712, 712)
@@ -173,6 +175,8 @@ class DataConfig:
     target_events_params: str = ""
 
     def __post_init__(self) -> None:
+        if self.label_set not in LABEL_SETS:
+            raise ConfigError(f"data.label_set must be one of {', '.join(LABEL_SETS)}, got {self.label_set!r}")
         for name in ("source_resize_hw", "target_resize_hw", "crop_hw"):
             positive_size(f"data.{name}", getattr(self, name))
         if self.test_resize_hw is not None:

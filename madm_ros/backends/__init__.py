@@ -31,7 +31,9 @@ from madm_ros.palettes import get_label_set
 from madm_ros.preprocessing import InputSpec
 
 __all__ = [
+    "AUTO_BACKEND",
     "BACKENDS",
+    "BACKEND_CHOICES",
     "METADATA_KEY",
     "Backend",
     "BackendOutput",
@@ -208,7 +210,10 @@ BACKENDS: dict[str, str] = {
 names: node parameters, launch arguments and command lines read it. (Saved PyTorch folders run on
 ``madm_train.deploy.pytorch_backend`` on the training side; the runtime runs exported files only.)"""
 
-BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+AUTO_BACKEND = "auto"
+"""The ``backend`` value that lets :func:`load_backend` pick the fastest usable backend for the files at hand."""
+
+BACKEND_CHOICES: tuple[str, ...] = (AUTO_BACKEND, *BACKENDS)
 """Values of a ``backend`` parameter or option."""
 
 
@@ -232,20 +237,25 @@ def _auto_kind(model: Path, engine: Path | None) -> str:
                        ": need an .engine with tensorrt or an .onnx with onnxruntime")
 
 
-def load_backend(model: str | Path, kind: str = "auto", *, engine: str | Path | None = None, **options: Any) -> Backend:
+def load_backend(model: str | Path, kind: str = "auto", *, engine: str | Path | None = None, threads: int | None = None,
+                 **options: Any) -> Backend:
     """Load ``model`` (an ``.onnx`` file) or ``engine`` with backend ``kind``.
 
     Args:
         model: ONNX file (onnxruntime; also checked against the engine's sidecar).
         kind: ``auto``, ``tensorrt`` or ``onnxruntime``.
         engine: TensorRT engine file (``tensorrt``; its sidecar JSON must sit beside it).
-        options: Passed to the backend's ``load`` (e.g. ``threads``/``providers`` for onnxruntime,
+        threads: CPU threads of ONNX Runtime, used only when ONNX Runtime is the backend chosen
+            (so ``auto`` with an engine at hand runs TensorRT whatever the node's ``threads``).
+        options: Passed to the backend's ``load`` (e.g. ``providers`` for onnxruntime,
             ``precision`` for tensorrt).
     """
     model = Path(model)
     engine = Path(engine) if engine is not None else None
     chosen = _auto_kind(model, engine) if kind == "auto" else kind
     cls = _backend_class(chosen)
+    if threads is not None and chosen == "onnxruntime":
+        options["threads"] = threads
     backend = cls.load(engine, onnx=model, **options) if chosen == "tensorrt" else cls.load(model, **options)
     if kind == "auto":
         LOG.info("backend auto: using %s (%s)", chosen, backend.describe())

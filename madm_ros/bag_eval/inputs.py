@@ -12,10 +12,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from madm_ros.bag_eval.labels import IMAGE_TYPE, describe_topics
+from madm_ros.bag_eval.labels import describe_topics
 from madm_ros.bag_eval.options import EvalOptions
+from madm_ros.bag_source import IMAGE_TYPE
 from madm_ros.errors import ConfigError, DecodeError
 from madm_ros.node_params import load_node_config, params_from_values
+from madm_ros.preprocessing import IMAGE_MODALITIES, NODE_MODALITIES
 from madm_ros.segmenter import load_segmenter
 
 __all__ = ["EVENT_FILE_KINDS", "Setup", "check_bag_path", "setup"]
@@ -114,7 +116,7 @@ def setup(options: EvalOptions, source: Any) -> Setup:
     if "modality" not in values and values.get("model_file_path"):  # the model says which
         params = params_from_values(ImageParams, values, source_name)
         segmenter = load_segmenter(params, None)
-        if segmenter.modality not in ("depth", "thermal"):
+        if segmenter.modality not in IMAGE_MODALITIES:
             raise ConfigError(f"model {params.model_file_path} is for {segmenter.modality}, but topic {topic} carries images; "
                               "use a depth or thermal model")
         return Setup(topic, kind, dataclasses.replace(params, modality=segmenter.modality), segmenter)
@@ -136,7 +138,7 @@ def model_caveat(segmenter: Any) -> str | None:
     if not path:
         return None
     resolved = Path(path).resolve()
-    defaults = {(d / f"{m}_student.onnx").resolve() for d in models_dirs() for m in ("events", "depth", "thermal")}
+    defaults = {(d / f"{m}_student.onnx").resolve() for d in models_dirs() for m in NODE_MODALITIES}
     if resolved not in defaults:
         return None
     return (f"{resolved.name} is a built-in default model, trained on synthetic scenes only (models/README.md): on a "

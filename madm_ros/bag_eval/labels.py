@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from madm_ros.bag_source import IMAGE_TYPE
 from madm_ros.errors import ConfigError, DecodeError, InputError
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 
-__all__ = ["IMAGE_TYPE", "LABEL_FILE", "Labels", "describe_topics"]
+__all__ = ["LABEL_FILE", "Labels", "describe_topics"]
 
-IMAGE_TYPE = "sensor_msgs/msg/Image"
 LABEL_FILE = re.compile(r"^(?:(?P<ns>\d+)|(?P<sec>\d+)_(?P<nsec>\d+))\.png$")
 
 

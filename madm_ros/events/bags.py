@@ -26,7 +26,7 @@ from madm_ros.events.codecs import (
     events_from_event_array,
     events_from_packed,
 )
-from madm_ros.events.types import DecodeStats, Events
+from madm_ros.events.types import EVENT_ARRAY_MESSAGES, MESSAGE_TYPES, DecodeStats, Events
 
 if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
@@ -40,9 +40,10 @@ __all__ = [
     "read_bag_events",
 ]
 
-EVENT_PACKET = "event_camera_msgs/msg/EventPacket"
-PACKED_EVENTS = "madm_ros/msg/PackedEvents"
-EVENT_ARRAYS = ("dvs_msgs/msg/EventArray", "dv_ros2_msgs/msg/EventArray")
+EVENT_PACKET = MESSAGE_TYPES["event_packet"]
+PACKED_EVENTS = MESSAGE_TYPES["packed"]
+EVENT_ARRAYS = tuple(MESSAGE_TYPES[k] for k in EVENT_ARRAY_MESSAGES)
+EVENT_TYPES = tuple(MESSAGE_TYPES.values())
 
 _EVENT = """uint16 x
 uint16 y
@@ -67,10 +68,9 @@ string encoding
 bool is_bigendian
 uint8[] events
 """,
-    "dvs_msgs/msg/Event": _EVENT,
-    "dvs_msgs/msg/EventArray": _EVENT_ARRAY.format(pkg="dvs_msgs"),
-    "dv_ros2_msgs/msg/Event": _EVENT,
-    "dv_ros2_msgs/msg/EventArray": _EVENT_ARRAY.format(pkg="dv_ros2_msgs"),
+    # dvs_msgs and dv_ros2_msgs: the same EventArray, each package with its own Event
+    **{f"{array.split('/')[0]}/msg/Event": _EVENT for array in EVENT_ARRAYS},
+    **{array: _EVENT_ARRAY.format(pkg=array.split("/")[0]) for array in EVENT_ARRAYS},
     PACKED_EVENTS: """std_msgs/Header header
 uint32 height
 uint32 width
@@ -81,8 +81,6 @@ int64[] t
 uint8[] polarity
 """,
 }
-
-EVENT_TYPES = (EVENT_PACKET, *EVENT_ARRAYS, PACKED_EVENTS)
 
 
 def event_typestore() -> Typestore:

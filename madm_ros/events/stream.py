@@ -33,7 +33,7 @@ import numpy as np
 from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array, events_from_packed
 from madm_ros.events.edge_frames import AccumulatorStats, EdgeFrameAccumulator, EdgeFrameConfig, check_edge_frame_fields
-from madm_ros.events.types import MESSAGE_TYPES, DecodeStats, Events
+from madm_ros.events.types import EVENT_ARRAY_MESSAGES, MESSAGE_TYPES, DecodeStats, Events
 from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_sensor_size
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
@@ -151,7 +151,7 @@ class EventFrameStream:
             self._reset_accumulation()
         if self._offset_ns is None:
             reference = int(events.t[-1] if self.message_type == "packed" else events.t[0])
-            self._offset_ns = 0 if self.message_type in ("dvs", "dv") else stamp_ns - reference * 1000
+            self._offset_ns = 0 if self.message_type in EVENT_ARRAY_MESSAGES else stamp_ns - reference * 1000
         self._last_t = int(events.t[-1])
         assert self._accumulator is not None
         frame_id = str(message.header.frame_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MESSAGE_TYPES", "DecodeStats", "Events"]
+__all__ = ["EVENT_ARRAY_MESSAGES", "MESSAGE_TYPES", "DecodeStats", "Events"]
 
 
 MESSAGE_TYPES: dict[str, str] = {
@@ -27,6 +27,9 @@ MESSAGE_TYPES: dict[str, str] = {
     "packed": "madm_ros/msg/PackedEvents",
 }
 """``message_type`` parameter value → ROS message type the event node subscribes to."""
+
+EVENT_ARRAY_MESSAGES: tuple[str, ...] = ("dvs", "dv")
+"""The ``message_type`` values whose messages are ``EventArray``s: each event carries its own ROS time stamp."""
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ class LaunchSpec:
         return {a.name: a.default for a in self.arguments}
 
 
+def _one_of(names: tuple[str, ...]) -> str:
+    """``a, b or c``: the values of a choice argument, for its description."""
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _arguments(config: str, inputs: tuple[LaunchArgument, ...], extra: tuple[LaunchArgument, ...] = ()) -> tuple:
     """The arguments every launch has (model, backend, namespace, clock, params file, RViz) around its own."""
     return (
@@ -86,7 +91,7 @@ def _arguments(config: str, inputs: tuple[LaunchArgument, ...], extra: tuple[Lau
                        "(by default the built-in model)", parameter="model_file_path"),
         LaunchArgument("engine_file_path", "", "TensorRT engine (built and cached on this machine); empty: the params "
                        "file's value", parameter="engine_file_path"),
-        LaunchArgument("backend", "", "auto, tensorrt or onnxruntime; empty: the params file's value (auto)",
+        LaunchArgument("backend", "", f"{_one_of(BACKEND_CHOICES)}; empty: the params file's value (auto)",
                        parameter="backend", choices=BACKEND_CHOICES),
         *extra,
         *inputs,
@@ -128,7 +133,7 @@ LAUNCHES: dict[str, LaunchSpec] = {
             "events.yaml",
             (LaunchArgument("events_topic", "events", "event topic, e.g. /event_camera/events", remap="events"),
              _camera_info("event camera")),
-            (LaunchArgument("message_type", "", "event_packet, dvs, dv or packed; empty: the params file's value "
+            (LaunchArgument("message_type", "", f"{_one_of(tuple(MESSAGE_TYPES))}; empty: the params file's value "
                             "(event_packet)", parameter="message_type", choices=tuple(MESSAGE_TYPES)),)),
     ),
     "depth_seg": _image_launch("depth", "16UC1 (mm) or 32FC1 (m)", "/camera/depth/image_rect_raw"),

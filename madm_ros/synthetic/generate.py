@@ -35,6 +35,7 @@ from madm_ros.folder_layout import (
     write_image,
 )
 from madm_ros.palettes import DSEC_11
+from madm_ros.preprocessing import MODALITIES
 from madm_ros.synthetic.render import Camera, render, shade
 from madm_ros.synthetic.scene import Scene, make_scene
 from madm_ros.synthetic.sensors import (
@@ -91,7 +92,7 @@ class SynthConfig:
     event_window_us: int = 50_000
     event_substeps: int = 4
     night_probability: float = 0.2
-    modalities: tuple[str, ...] = ("rgb", "depth", "thermal", "events")
+    modalities: tuple[str, ...] = MODALITIES
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int) -> None:

@@ -75,9 +75,10 @@ def _bag_identity(bag: Path) -> dict[str, Any]:
 def _check_request(bag: Path, modality: str, every: int, event_params: EventParams | None) -> Any:
     """The node parameters frames are made with: ``event_params`` (default: the event node's) or an image node's."""
     from madm_ros.node_params import EventParams, ImageParams
+    from madm_ros.preprocessing import NODE_MODALITIES
 
-    if modality not in ("depth", "thermal", "events"):
-        raise ConfigError(f"bag-derived sets are depth, thermal or events, got {modality!r}")
+    if modality not in NODE_MODALITIES:
+        raise ConfigError(f"bag-derived sets are {', '.join(NODE_MODALITIES[:-1])} or {NODE_MODALITIES[-1]}, got {modality!r}")
     if every < 1:
         raise ConfigError(f"every must be ≥ 1, got {every}")
     if not bag.exists():
@@ -106,7 +107,8 @@ def _generator(settings: dict[str, Any]) -> dict[str, Any]:
 
 def _check_topic(source: Any, topic: str, modality: str, params: Any) -> Any:
     """``params`` for ``topic`` (an event topic's message type set from its type); ``DecodeError`` naming what is wrong."""
-    from madm_ros.bag_eval.labels import IMAGE_TYPE, describe_topics
+    from madm_ros.bag_eval.labels import describe_topics
+    from madm_ros.bag_source import IMAGE_TYPE
     from madm_ros.events.stream import MESSAGE_TYPES
 
     msgtype = source.topics.get(topic)

@@ -48,7 +48,7 @@ from madm_ros.palettes import (
     get_label_set,
     label_mapping,
 )
-from madm_ros.preprocessing import InputSpec, modality_image, to_network_input
+from madm_ros.preprocessing import IMAGE_MODALITIES, InputSpec, modality_image, to_network_input
 from madm_train.data.augment import TrainAugmentation, resize_label
 
 __all__ = [
@@ -125,7 +125,7 @@ def read_modality_file(path: Path, modality: str) -> tuple[np.ndarray, str]:
         return np.ascontiguousarray(array[:, :, 2::-1]), "rgb8"
     if array.dtype == np.uint8:
         return array, "mono8"
-    if array.dtype == np.uint16 and modality in ("depth", "thermal"):
+    if array.dtype == np.uint16 and modality in IMAGE_MODALITIES:
         return array, "16UC1" if modality == "depth" else "mono16"
     raise InputError(f"{path}: a {array.dtype} single-channel image is not a {modality} image this reader understands")
 

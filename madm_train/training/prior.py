@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from madm_ros.errors import ConfigError
+from madm_ros.preprocessing import MODALITIES
 
 __all__ = ["PRIOR_FILE", "PriorConfig", "load_prior_frames", "pretrain_prior"]
 
 PRIOR_FILE = "prior.json"
 """Written beside the model folders: settings, losses and frame counts of the pretraining."""
-MODALITIES = ("rgb", "depth", "thermal", "events")
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,35 @@ def test_signatures_describe_dynamic_dimensions():
                           image=TensorSignature((None, 3, None, None), "float32"),
                           labels=TensorSignature((None, None, None), "uint8"),
                           logits=TensorSignature((None, None, None, None), "float32"))
+
+
+def test_auto_gives_onnx_runtime_its_threads_and_tensorrt_none(tmp_path, monkeypatch):
+    """A node's ``threads`` (an ONNX Runtime setting) must not reach TensorRT's loader when ``auto`` picks an engine."""
+    import inspect
+
+    import madm_ros.backends as backends
+    from madm_ros.backends.ort import OnnxRuntimeBackend
+    from madm_ros.backends.tensorrt_engine import TensorRTBackend
+
+    calls = []
+
+    def fake(real):
+        class Fake:
+            @classmethod
+            def load(cls, *args, **kwargs):
+                inspect.signature(real.load).bind(*args, **kwargs)  # raises TypeError as the real loader would
+                calls.append((real.__name__, kwargs))
+                return cls
+
+            @staticmethod
+            def describe():
+                return {}
+        return Fake
+
+    classes = {"tensorrt": fake(TensorRTBackend), "onnxruntime": fake(OnnxRuntimeBackend)}
+    monkeypatch.setattr(backends, "_backend_class", classes.__getitem__)
+    engine = tmp_path / "model.engine"
+    for kind in ("tensorrt", "onnxruntime"):
+        monkeypatch.setattr(backends, "_auto_kind", lambda model, engine, kind=kind: kind)
+        backends.load_backend(tmp_path / "model.onnx", "auto", engine=engine, threads=2)
+    assert calls == [("TensorRTBackend", {"onnx": tmp_path / "model.onnx"}), ("OnnxRuntimeBackend", {"threads": 2})]
