@@ -33,13 +33,10 @@ from madm_ros.atomic_io import atomic_write_bytes, atomic_write_png
 from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import MadmError
 from madm_ros.events.types import MESSAGE_TYPES
+from madm_ros.label_matching import default_tolerance_ns
 from madm_ros.ros_messages import split_ns, stamp_to_ns
 
 __all__ = ["DemoConfig", "main", "run_demo"]
-
-LABEL_TOLERANCE_US = 25_000
-"""A node frame is scored against the scene label whose stamp is nearest, if within this (half a window)."""
-
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -206,26 +203,30 @@ def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_im
     return written
 
 
-def _score(source: SyntheticEventSource, masks: list[tuple[float, Any]], num_classes: int,
-           class_names: list[str]) -> tuple[dict[str, Any], list[float]]:
-    """MIoU of the masks against the scene labels, and latency from slice end to mask arrival (ms)."""
+def _score(source: SyntheticEventSource, masks: list[tuple[float, Any]], num_classes: int, class_names: list[str],
+           tolerance_ns: int) -> tuple[dict[str, Any], list[float]]:
+    """MIoU of the masks against the scene labels, and latency from slice end to mask arrival (ms).
+
+    Labels and masks are paired by the package's one rule (:mod:`madm_ros.label_matching`, as
+    ``bag_eval`` pairs them): each label with its nearest mask within ``tolerance_ns``, one label per mask.
+    """
     from madm_ros.image_conversion import image_to_array
+    from madm_ros.label_matching import NearestFrames
     from madm_ros.metrics import ConfusionMatrix
 
-    matrix = ConfusionMatrix(num_classes)
-    stamps = np.array(sorted(source.labels))
+    label_times = sorted(source.labels)
+    matcher = NearestFrames([t * 1000 for t in label_times], tolerance_ns)
     latencies = []
-    scored = 0
-    for arrived, message in masks:
+    for index, (arrived, message) in enumerate(masks):
         t_end_us = (stamp_to_ns(message.header.stamp) - source.base_ns) // 1000
         latencies.append((arrived - (source.start_wall + t_end_us / 1e6)) * 1e3)
-        nearest = int(stamps[np.argmin(np.abs(stamps - t_end_us))]) if len(stamps) else None
-        if nearest is None or abs(nearest - t_end_us) > LABEL_TOLERANCE_US:
-            continue
-        matrix.update(image_to_array(message), source.labels[nearest])
-        scored += 1
-    scores = matrix.as_dict(class_names) if scored else {"miou": None}
-    scores["frames_scored"] = scored
+        matcher.offer(index, t_end_us * 1000)
+    matrix = ConfusionMatrix(num_classes)
+    matches = matcher.matches()
+    for label, match in matches.items():
+        matrix.update(image_to_array(masks[match.frame][1]), source.labels[label_times[label]])
+    scores = matrix.as_dict(class_names) if matches else {"miou": None}
+    scores["frames_scored"] = len(matches)
     return scores, latencies
 
 
@@ -299,6 +300,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         received = recorder.snapshot()
         counters = segmenter.counters()
         labels = segmenter.segmenter.label_set if segmenter.segmenter else None
+        params = segmenter.params or segmenter.read_params()
+        window_ns = round(params.accumulation_time_ms * 1e6) if params.slice_method == "time" else None
         executor.shutdown(timeout_sec=5)
         described = segmenter.segmenter.backend.describe() if segmenter.segmenter else {}
         segmenter.destroy_node()
@@ -321,7 +324,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "problems": {k: v for k, v in counters.items() if k.startswith("problem_")},
     }
     if source is not None and labels is not None:
-        scores, latencies = _score(source, masks, labels.num_classes, list(labels.class_names))
+        scores, latencies = _score(source, masks, labels.num_classes, list(labels.class_names),
+                                   default_tolerance_ns("events", window_ns))
         summary["latency_ms"] = latency_summary(latencies)
         summary["miou"] = scores["miou"]
         summary["frames_scored"] = scores["frames_scored"]
