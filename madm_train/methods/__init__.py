@@ -8,6 +8,7 @@ new method is one folder (or module) and one line here.
 from __future__ import annotations
 
 from madm_train.methods.diff.config import DiffConfig
+from madm_train.methods.iccld.config import IccldConfig
 from madm_train.methods.madm.config import MadmConfig
 from madm_train.methods.source_only import SourceOnlyConfig
 
@@ -17,5 +18,6 @@ METHODS: dict[str, type] = {
     "source_only": SourceOnlyConfig,
     "madm": MadmConfig,
     "diff": DiffConfig,
+    "iccld": IccldConfig,
 }
 """``method.name`` → its config class (a frozen dataclass with ``for_task``, ``check`` and ``build``)."""

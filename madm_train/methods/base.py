@@ -17,6 +17,12 @@ logging. The method owns its modules and one training step:
 4. :meth:`Method.predictor` — the saveable model that evaluation, distillation and export use.
 5. :meth:`Method.generators` — every explicit random generator the step draws from, by name, so
    that checkpoints restore them and a resumed run draws what an uninterrupted one would.
+6. :attr:`Method.adversary` — a second trained module with its own optimiser (ICCLD's latent
+   discriminator), or None. The trainer builds its Adam, prepares both with accelerate (so
+   checkpoints hold them) and hands the step :attr:`StepContext.update_adversary`, which takes one
+   optimiser step of the adversary alone; the step decides when in the iteration it happens.
+7. :attr:`Method.keeps_average` — the EMA average, not the trained network, is what is evaluated
+   and saved (ICCLD's reading of its Figure 1).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
     from madm_train.config import TrainConfig
     from madm_train.training.ema import EmaTeacher
 
-__all__ = ["Batch", "BuildContext", "Method", "MethodConfig", "SavedModel", "StepContext", "StepResult"]
+__all__ = ["Adversary", "Batch", "BuildContext", "Method", "MethodConfig", "SavedModel", "StepContext", "StepResult"]
 
 
 @dataclass
@@ -60,6 +66,23 @@ class StepResult:
     loss: torch.Tensor
     scalars: dict[str, float]
     images: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Adversary:
+    """A module trained against the network with its own Adam (a GAN discriminator).
+
+    Attributes:
+        module: Its parameters are not part of ``Method.network`` and get no gradient from the
+            network's loss (the step runs the network's adversarial term through it with its
+            parameters detached).
+        lr: Adam's learning rate.
+        betas: Adam's β.
+    """
+
+    module: nn.Module
+    lr: float
+    betas: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,9 @@ class StepContext:
         teacher: The EMA teacher of ``Method.averaged`` (None when the method averages nothing).
         autocast: Mixed-precision context for forward passes outside ``network`` (teacher passes).
         want_images: Fill ``StepResult.images`` this iteration.
+        adversary: ``Method.adversary.module`` as prepared by accelerate (None without one).
+        update_adversary: Backward of the adversary's loss and one step of its optimiser (a step
+            skipped while gradients accumulate, as the network's); returns the loss value.
     """
 
     iteration: int
@@ -101,6 +127,8 @@ class StepContext:
     teacher: EmaTeacher | None
     autocast: Callable[[], AbstractContextManager[Any]]
     want_images: bool = False
+    adversary: nn.Module | None = None
+    update_adversary: Callable[[torch.Tensor], float] | None = None
 
 
 class Method(Protocol):
@@ -110,6 +138,8 @@ class Method(Protocol):
     averaged: Mapping[str, nn.Module]
     ema_alpha: float
     needs_target: bool
+    adversary: Adversary | None
+    keeps_average: bool
 
     def step(self, context: StepContext, source: Batch, target: Batch | None) -> StepResult:
         """One iteration's loss from a labelled source batch and an unlabelled target batch."""

@@ -7,6 +7,7 @@ which final α (:class:`EmaConfig`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from madm_train.methods.base import Batch
 
-__all__ = ["EmaConfig", "MixedBatch", "MixingConfig", "PseudoLabelConfig", "mix_batches"]
+__all__ = ["EmaConfig", "MixedBatch", "MixingConfig", "PseudoLabelConfig", "SelfTraining", "mix_batches", "self_training"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,40 @@ def mix_batches(source: Batch, target: Batch, pseudo_labels: torch.Tensor, gener
         blur_probability=mixing.blur_probability, blur_sigma=mixing.blur_sigma,
         blur_kernel_fraction=mixing.blur_kernel_fraction)
     return MixedBatch(images, mix(masks, source.labels, pseudo_labels), masks)
+
+
+@dataclass
+class SelfTraining:
+    """The mixed-image term of one self-training iteration and what it was made of."""
+
+    loss: torch.Tensor
+    pseudo_labels: torch.Tensor
+    q: float
+    mixed: MixedBatch
+    logits: torch.Tensor
+
+    def scalars(self) -> dict[str, float]:
+        """The term and the pseudo-label weight q, for the log."""
+        return {"loss_mixed_ce": self.loss.item(), "pseudo_label_weight": self.q}
+
+    def images(self, target: Batch) -> dict[str, torch.Tensor]:
+        """First-image panels: target, pseudo-label, mixed image and its label."""
+        return {"target": target.images[0], "pseudo_label": self.pseudo_labels[0], "mixed": self.mixed.images[0],
+                "mixed_label": self.mixed.labels[0]}
+
+
+def self_training(teacher_logits: torch.Tensor, source: Batch, target: Batch, student: Callable[[torch.Tensor], torch.Tensor],
+                  generator: torch.Generator, pseudo: PseudoLabelConfig, mixing: MixingConfig) -> SelfTraining:
+    """DACS's target term of one iteration: the mixed image's confidence-weighted cross-entropy.
+
+    Pseudo-labels and q come from the teacher's logits of the target; ClassMix pastes source
+    classes onto it; ``student`` maps the mixed images to logits with gradient.
+    """
+    from madm_train.training.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
+
+    labels, confidence = pseudo_labels(teacher_logits, tuple(target.images.shape[-2:]))
+    q = confidence_weight(confidence, pseudo.threshold)
+    mixed = mix_batches(source, target, labels, generator, mixing)
+    logits = student(mixed.images)
+    loss = segmentation_loss(logits, mixed.labels, mixed_pixel_weight(mixed.source_masks, q))
+    return SelfTraining(loss, labels, q, mixed, logits)

@@ -55,6 +55,8 @@ class SourceOnlyMethod:
 
     needs_target = False
     ema_alpha = 0.0
+    adversary = None
+    keeps_average = False
 
     def __init__(self, config: SourceOnlyConfig, context: BuildContext) -> None:
         from madm_train.methods.madm.network import build_network

@@ -134,9 +134,17 @@ def _load_diff(path: Path) -> LoadedModel:
     return LoadedModel(model, DIFF_FORMAT, model.logits, 4, None, None, model.input_size)
 
 
+def _load_iccld(path: Path) -> LoadedModel:
+    from madm_train.methods.iccld.model import ICCLD_FORMAT, IccldModel
+
+    model = IccldModel.load(path).eval()
+    return LoadedModel(model, ICCLD_FORMAT, model.logits, 1, None, None, model.input_size)
+
+
 SAVED_FORMATS: dict[str, Callable[[Path], LoadedModel]] = {
     "madm-model/1": _load_madm,
     "madm-diff/1": _load_diff,
+    "madm-iccld/1": _load_iccld,
     "madm-student/1": _load_student,
 }
 """Format tag of a saved folder's ``config.json`` → its loader."""

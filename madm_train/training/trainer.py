@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +161,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, *, progress: bool = True) -> None:
+        import torch
         from accelerate.utils import set_seed
 
         from madm_train.config import save_config
@@ -194,6 +196,11 @@ class Trainer:
         scheduler = build_lr_scheduler(optimizer, config.optim)
         self.network, self.optimizer, self.scheduler = accelerator.prepare(self.method.network, optimizer, scheduler)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.adversary = self.adversary_optimizer = None
+        if self.method.adversary is not None:  # prepared after the network, so checkpoints name it model_1/optimizer_1
+            adversary = self.method.adversary
+            self.adversary, self.adversary_optimizer = accelerator.prepare(
+                adversary.module, torch.optim.Adam(adversary.module.parameters(), lr=adversary.lr, betas=adversary.betas))
         self.teacher = EmaTeacher(self.method.averaged, alpha_max=self.method.ema_alpha) if self.method.averaged else None
         self.generators = {**self.drawer.generators(),
                            **{f"method.{k}": v for k, v in self.method.generators().items()}}
@@ -223,7 +230,8 @@ class Trainer:
                 source = self.drawer.source_batch()
                 target = self.drawer.target_batch() if self.method.needs_target else None
                 context = StepContext(iteration, self.network, self.teacher, accelerator.autocast,
-                                      want_images=want_images and micro == 0)
+                                      want_images=want_images and micro == 0, adversary=self.adversary,
+                                      update_adversary=self._update_adversary if self.adversary is not None else None)
                 result = self.method.step(context, source, target)
                 accelerator.backward(result.loss)
                 for key, value in {**result.scalars, "loss": result.loss.item()}.items():
@@ -239,10 +247,25 @@ class Trainer:
             scalars["ema_alpha"] = alpha
         return scalars
 
+    def _update_adversary(self, loss: Any) -> float:
+        """One optimiser step of the method's adversary on ``loss`` (``StepContext.update_adversary``)."""
+        assert self.adversary_optimizer is not None  # only handed to methods with an adversary
+        self.accelerator.backward(loss)
+        self.adversary_optimizer.step()  # accelerate skips it (and zero_grad) while gradients accumulate
+        self.adversary_optimizer.zero_grad(set_to_none=True)
+        return float(loss.item())
+
+    def kept_weights(self) -> AbstractContextManager[Any]:
+        """Inside: the network holds the weights that are evaluated and saved (the EMA average if the method keeps it)."""
+        if self.method.keeps_average and self.teacher is not None:
+            return self.teacher.swapped()
+        return nullcontext()
+
     def evaluate(self, out_dir: Path) -> dict[str, Any]:
         """The method's predictor (MADM: the student) on the target test split, in fp32 (main process)."""
-        return _evaluate(self.method.predictor(), self.test, self.label_set, out_dir, self.accelerator.device,
-                         self.config.data.batch_size, self.config.data.eval_classes)
+        with self.kept_weights():
+            return _evaluate(self.method.predictor(), self.test, self.label_set, out_dir, self.accelerator.device,
+                             self.config.data.batch_size, self.config.data.eval_classes)
 
     def run(self) -> None:
         """Iterations ``start`` … ``optim.max_iter``, with logging, periodic evaluation and checkpoints."""
@@ -301,7 +324,8 @@ class Trainer:
                 if metrics["miou"] is not None:
                     self.board.add_scalar("eval/miou", metrics["miou"], self.config.optim.max_iter)
                 self.board.close()
-            self.method.predictor().save(self.run_dir / "model", state_dict=accelerator.get_state_dict(self.network))
+            with self.kept_weights():
+                self.method.predictor().save(self.run_dir / "model", state_dict=accelerator.get_state_dict(self.network))
             atomic_write_bytes(self.run_dir / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
         accelerator.wait_for_everyone()
         accelerator.end_training()

@@ -46,6 +46,9 @@ class DiffMethod:
         context: Label set, run folder, rank and the whole config.
     """
 
+    adversary = None
+    keeps_average = False
+
     def __init__(self, config: DiffConfig, context: BuildContext) -> None:
         from madm_train.methods.diff.network import build_diff_network
 
@@ -71,8 +74,8 @@ class DiffMethod:
     def step(self, context: StepContext, source: Batch, target: Batch | None) -> StepResult:
         """The losses of one iteration (module docstring)."""
         from madm_train.methods.base import StepResult
-        from madm_train.methods.self_training import mix_batches
-        from madm_train.training.pseudo_labels import confidence_weight, mixed_pixel_weight, pseudo_labels, segmentation_loss
+        from madm_train.methods.self_training import self_training
+        from madm_train.training.pseudo_labels import segmentation_loss
 
         c = self.config
         assert source.labels is not None  # source batches are labelled (the trainer draws them so)
@@ -96,14 +99,13 @@ class DiffMethod:
         assert target is not None and context.teacher is not None  # the trainer's contract in adaptation mode
         with torch.no_grad(), context.teacher.swapped(), context.autocast():
             logits_t = self.network(target.images, None, self.trajectory_generator)
-        pseudo, confidence = pseudo_labels(logits_t, tuple(target.images.shape[-2:]))
-        q = confidence_weight(confidence, c.pseudo_labels.threshold)
-        mixed = mix_batches(source, target, pseudo, self.mixing_generator, c.mixing)
-        with context.autocast():
-            logits_m = context.network(mixed.images, None, self.trajectory_generator)
-        loss_mixed = segmentation_loss(logits_m, mixed.labels, mixed_pixel_weight(mixed.source_masks, q))
-        scalars.update(loss_mixed_ce=loss_mixed.item(), pseudo_label_weight=q)
+
+        def student(images: torch.Tensor) -> torch.Tensor:
+            with context.autocast():
+                return context.network(images, None, self.trajectory_generator)
+
+        mixed = self_training(logits_t, source, target, student, self.mixing_generator, c.pseudo_labels, c.mixing)
+        scalars.update(mixed.scalars())
         if context.want_images:
-            images.update(target=target.images[0], pseudo_label=pseudo[0], mixed=mixed.images[0],
-                          mixed_label=mixed.labels[0])
-        return StepResult(loss + loss_mixed, scalars, images)
+            images.update(mixed.images(target))
+        return StepResult(loss + mixed.loss, scalars, images)

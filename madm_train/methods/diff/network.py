@@ -40,8 +40,8 @@ PROMPT_CACHE = "prompt_embeddings.safetensors"
 def build_diff_network(config: DiffConfig, context: BuildContext) -> DiffModel:
     """Build (or load) the network on the CPU in float32; only fusion, head (and LoRA) are trainable."""
     from madm_train.methods.diff.model import DiffModel
+    from madm_train.methods.sd_source import sd_source
     from madm_train.models.stable_diffusion import load_stable_diffusion
-    from madm_train.models.tiny_sd import build_tiny_sd
 
     model, num_classes = config.model, context.label_set.num_classes
     if model.init_weights:
@@ -54,18 +54,8 @@ def build_diff_network(config: DiffConfig, context: BuildContext) -> DiffModel:
                               "without IPKL): set method.ipkl.enabled=false, or start from method.model.pretrained")
     else:
         texts = _prompt_texts(config, context)
-        if model.preset == "tiny":
-            source = Path(model.pretrained) if model.pretrained else context.run_dir / "tiny_sd"
-            if not model.pretrained and context.is_main and not (source / "unet" / "config.json").exists():
-                words = [word for text in texts.values() for word in re.findall(r"[A-Za-z]+", text)]
-                build_tiny_sd(source, seed=context.config.run.seed, words=words)
-            context.barrier()
-        elif not model.pretrained:
-            raise ConfigError("method.model.pretrained is empty: DIFF needs a local Stable Diffusion (2.1 as released, "
-                              "or 1.x): a diffusers folder or .safetensors/.ckpt file (--set method.model.pretrained=PATH); "
-                              "nothing is downloaded")
-        else:
-            source = Path(model.pretrained)
+        words = [word for text in texts.values() for word in re.findall(r"[A-Za-z]+", text)]
+        source = sd_source(model.pretrained, model.preset, context, method="DIFF", words=words)
         sd = load_stable_diffusion(source, sd_version=model.sd_version or None)
         prompts = _prompt_embeddings(config, context, source, texts, sd.empty_prompt) if texts else None
         network = DiffModel(

@@ -41,6 +41,8 @@ class MadmMethod:
     """
 
     needs_target = True
+    adversary = None
+    keeps_average = False
 
     def __init__(self, config: MadmConfig, context: BuildContext) -> None:
         from madm_train.methods.madm.network import build_network
