@@ -7,7 +7,7 @@ five: a 128² crop's 16² latent still gives a 4² map of judgements.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,8 @@ from madm_ros.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["GAN_LOSSES", "LatentDiscriminator", "discriminator_loss", "generator_loss"]
+__all__ = ["GAN_LOSSES", "AdversarialTerms", "LatentDiscriminator", "adversarial_terms", "discriminator_loss",
+           "generator_loss"]
 
 
 class LatentDiscriminator(nn.Module):
@@ -70,3 +71,31 @@ def discriminator_loss(source: torch.Tensor, target: torch.Tensor, kind: str) ->
 def generator_loss(target: torch.Tensor, kind: str) -> torch.Tensor:
     """ε_θ's adversarial loss: the target's latents judged 1 ("source")."""
     return _loss(kind)(target, 1.0)
+
+
+class AdversarialTerms(NamedTuple):
+    """What one alternation gives: the discriminator's loss (already stepped) and the generator's term."""
+
+    discriminator_loss: float
+    generator_loss: torch.Tensor
+    """With gradient into the latents only."""
+    judged: torch.Tensor
+    """The discriminator's judgements of [source ; target] before its step (for the log)."""
+
+
+def adversarial_terms(discriminator: nn.Module, judge: Callable[[torch.Tensor], torch.Tensor],
+                      update: Callable[[torch.Tensor], float], source: torch.Tensor, target: torch.Tensor,
+                      kind: str) -> AdversarialTerms:
+    """One alternation: the discriminator steps first, then the generator's term runs through its new weights.
+
+    1. ``judge`` (the discriminator as the trainer prepared it) sees the detached latents of both
+       domains in one pass; ``update`` back-propagates its loss and steps its optimiser;
+    2. ``discriminator`` (the same module, unwrapped) judges the target latents with its parameters
+       detached, so the generator's term gives gradient to the latents and none to it.
+    """
+    judged = judge(torch.cat([source, target]).detach())
+    count = source.shape[0]
+    loss_d = update(discriminator_loss(judged[:count], judged[count:], kind))
+    frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+    fooled = torch.func.functional_call(discriminator, frozen, (target,))
+    return AdversarialTerms(loss_d, generator_loss(fooled, kind), judged.detach())

@@ -119,7 +119,7 @@ class IccldMethod:
 
     def _stage_two(self, context: StepContext, source: Batch, target: Batch) -> StepResult:
         from madm_train.methods.base import StepResult
-        from madm_train.methods.iccld.discriminator import discriminator_loss, generator_loss
+        from madm_train.methods.iccld.discriminator import adversarial_terms
         from madm_train.training.pseudo_labels import confidence_weight, pseudo_labels, segmentation_loss
 
         c, batch = self.config, source.images.shape[0]
@@ -140,24 +140,21 @@ class IccldMethod:
 
         latents = out.latent.float()
         with context.autocast():
-            judged = context.adversary(latents.detach())
-        loss_discriminator = context.update_adversary(
-            discriminator_loss(judged[:batch], judged[batch:], c.adversarial.loss))
-        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
-        with context.autocast():
-            fooled = torch.func.functional_call(self.discriminator, frozen, (latents[batch:],))
-        loss_adversarial = generator_loss(fooled, c.adversarial.loss)
+            adversarial = adversarial_terms(self.discriminator, context.adversary, context.update_adversary,
+                                            latents[:batch], latents[batch:], c.adversarial.loss)
+        judged = adversarial.judged.float()
         weight = c.adversarial.ramp(context.iteration)
 
         d = c.diffusion
         loss = (d.weight * loss_diffusion + d.source_weight * loss_source + d.target_weight * loss_target
-                + weight * loss_adversarial)
+                + weight * adversarial.generator_loss)
         scalars = {"loss_diffusion": loss_diffusion.item(), "loss_source_ce": loss_source.item(),
                    "loss_target_ce": loss_target.item(), "pseudo_label_weight": q,
-                   "loss_discriminator": loss_discriminator, "loss_adversarial": loss_adversarial.item(),
+                   "loss_discriminator": adversarial.discriminator_loss,
+                   "loss_adversarial": adversarial.generator_loss.item(),
                    "adversarial_weight": weight,
-                   "discriminator_source_score": float(torch.sigmoid(judged[:batch].detach().float()).mean()),
-                   "discriminator_target_score": float(torch.sigmoid(judged[batch:].detach().float()).mean())}
+                   "discriminator_source_score": float(torch.sigmoid(judged[:batch]).mean()),
+                   "discriminator_target_score": float(torch.sigmoid(judged[batch:]).mean())}
         images: dict[str, torch.Tensor] = {}
         if context.want_images:
             images = {"source": source.images[0], "label": source.labels[0], "prediction": out.logits[0].argmax(0),
