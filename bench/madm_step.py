@@ -1,14 +1,21 @@
-"""Seconds per training iteration and peak memory, by method, fine-tuning mode, precision, checkpointing and crop.
+"""Seconds per training iteration and peak memory, by method, fine-tuning mode or stage, precision, checkpointing and crop.
 
 Times the trainer's own iteration (``madm_train.training.trainer.Trainer.iteration``: batch draws,
 the method's step — for MADM the student source and mixed passes, the DPLG teacher pass and the
 LPLR encodes; for DIFF the trajectory of the unconditional and conditional source branches, the
-teacher's and the mixed target pass — backward, clipping, AdamW) on synthetic street scenes, with
-models of random weights built from the package's bundled SD configs (``--preset sd``: MADM on
-SD v1.4's architecture, UNet 859.5 M, VAE 83.7 M; DIFF on SD 2.1's, UNet 865.9 M, as released;
-nothing is downloaded) or the tiny preset. DIFF's class-prompt embeddings come from a prompt cache
-written into the run folder (random, for the random model), which is the path a real run takes
-after its first start, so no text encoder is needed.
+teacher's and the mixed target pass; for ICCLD stage 1 the source pass of E and D, the target's
+pseudo-label pass and the ClassMix pass; for ICCLD stage 2 one pass of source and target through
+E, ε_θ (one step at a random t) and D, the frozen stage-1 pseudo-label pass D(E(target)), the
+discriminator's own Adam step and the adversarial pass — backward, clipping, AdamW, the EMA update)
+on synthetic street scenes, with models of random weights built from the package's bundled SD
+configs (``--preset sd``: MADM and ICCLD on SD v1.4's architecture, UNet 859.5 M, VAE 83.7 M;
+DIFF on SD 2.1's, UNet 865.9 M, as released; nothing is downloaded) or the tiny preset. DIFF's
+class-prompt embeddings come from a prompt cache written into the run folder (random, for the
+random model), which is the path a real run takes after its first start, so no text encoder is
+needed. ICCLD stage 2 starts, as a real run does, from a saved stage-1 model
+(``method.model.init_weights``): the row builds one from the same random SD's VAE (E, D with its
+inter-coder projections and class layer; not trained: the step's cost does not depend on the
+weights) and saves it into its run folder before the trainer starts.
 
 Every row runs in its own process, so its peak memory is its own: ``ru_maxrss`` of that process on
 the CPU, ``torch.cuda.max_memory_allocated`` on a GPU. A row that cannot run says why (fp16 on a
@@ -19,10 +26,18 @@ runs again (``--force`` re-measures), so a long CPU benchmark can span several s
     scripts/in-env python bench/madm_step.py --preset sd --device cuda --rows madm:full:fp32:off:512 madm:lora:bf16:on:512
     scripts/in-env python bench/madm_step.py --preset tiny --device cpu --rows madm:full:fp32:off:128 --iterations 3
     scripts/in-env python bench/madm_step.py --preset sd --device cpu --rows diff:frozen:bf16:off:256:5
+    scripts/in-env python bench/madm_step.py --preset tiny --device cpu --rows iccld:1:fp32:off:128 iccld:2:fp32:off:128
 
-A row is ``method:finetune:amp:checkpointing:crop`` (amp ``fp32``, ``bf16`` or ``fp16``; checkpointing
-``on``/``off``), for DIFF ``diff:frozen|lora:amp:off:crop:steps`` (the trajectory preset: 1, 5 or
-37). Goals (issue 15): full fine-tuning < 40 GB and LoRA < 24 GB on one GPU.
+A row is one of (amp ``fp32``, ``bf16`` or ``fp16``; checkpointing ``on``/``off``; CROP a multiple of 64):
+
+- MADM ``madm:full|lora:amp:checkpointing:crop``;
+- DIFF ``diff:frozen|lora:amp:off:crop:steps`` (the trajectory preset: 1, 5 or 37);
+- ICCLD ``iccld:stage:amp:checkpointing:crop`` with stage ``1`` (E and D trained; checkpointing
+  ``off``) or ``2`` (ε_θ trained, E and D frozen; checkpointing is ``method.model.gradient_checkpointing``,
+  the UNet's). ``trainable_params`` counts the parameters of the main optimiser; stage 2's
+  discriminator, with its own Adam, is counted apart as ``adversary_params``.
+
+Goals (issue 15): full fine-tuning < 40 GB and LoRA < 24 GB on one GPU.
 """
 
 from __future__ import annotations
@@ -30,42 +45,57 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.machine import LoadWatch, cpu_model, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = {
     "cpu": ["madm:lora:bf16:on:256", "madm:lora:bf16:on:512", "madm:full:bf16:off:256",
-            "diff:frozen:bf16:off:256:1", "diff:frozen:bf16:off:256:5"],
+            "diff:frozen:bf16:off:256:1", "diff:frozen:bf16:off:256:5", "iccld:1:bf16:off:256", "iccld:2:bf16:off:256"],
     "cuda": [f"madm:{f}:{a}:{c}:512" for f in ("full", "lora") for a in ("fp32", "bf16", "fp16") for c in ("off", "on")]
-    + [f"diff:{f}:bf16:off:512:{s}" for f in ("frozen", "lora") for s in (5, 37)],
+    + [f"diff:{f}:bf16:off:512:{s}" for f in ("frozen", "lora") for s in (5, 37)]
+    + [f"iccld:1:{a}:off:512" for a in ("fp32", "bf16")]
+    + [f"iccld:2:{a}:{c}:512" for a in ("fp32", "bf16") for c in ("off", "on")],
 }
-FIELDS = ("method", "finetune", "amp", "checkpointing", "crop", "steps")
-SD_VERSION = {"madm": "v1", "diff": "v2"}
-"""The SD architecture each method is measured on (its released one)."""
+FIELDS = ("method", "finetune", "stage", "amp", "checkpointing", "crop", "steps")
+"""What identifies a row in the output JSON (a row lacks the ones its method does not have)."""
+SD_VERSION = {"madm": "v1", "diff": "v2", "iccld": "v1"}
+"""The SD architecture each method is measured on: the released one (MADM: SD 1.4, DIFF: SD 2.1); ICCLD's paper does
+not name its SD, so the package's default, SD 1.x (ε-prediction, as MADM)."""
+SECOND_FIELD = {"madm": ("full", "lora"), "diff": ("frozen", "lora"), "iccld": ("1", "2")}
+"""Each method's second row field: the fine-tuning mode, ICCLD's stage."""
+ROW_SYNTAX = ("madm:full|lora:fp32|bf16|fp16:on|off:CROP, diff:frozen|lora:fp32|bf16|fp16:off:CROP:1|5|37 or "
+              "iccld:1|2:fp32|bf16|fp16:on|off:CROP (stage 1: off); CROP a multiple of 64")
 
 
 def parse_row(text: str) -> dict[str, object]:
     parts = text.split(":")
-    diff = parts[0] == "diff"
-    finetunes = ("frozen", "lora") if diff else ("full", "lora")
-    if len(parts) != (6 if diff else 5) or parts[1] not in finetunes or parts[2] not in ("fp32", "bf16", "fp16") or \
-            parts[3] not in ("on", "off") or not parts[4].isdigit() or int(parts[4]) % 64 or \
-            (diff and (parts[3] == "on" or parts[5] not in ("1", "5", "37"))):
-        raise SystemExit(f"bad row {text!r}: expected method:full|lora:fp32|bf16|fp16:on|off:CROP (a multiple of 64), "
-                         "for DIFF diff:frozen|lora:fp32|bf16|fp16:off:CROP:1|5|37")
-    return {"method": parts[0], "finetune": parts[1], "amp": parts[2], "checkpointing": parts[3] == "on",
-            "crop": int(parts[4]), **({"steps": int(parts[5])} if diff else {})}
+    method = parts[0]
+    valid = method in SECOND_FIELD and len(parts) == (6 if method == "diff" else 5) and \
+        parts[1] in SECOND_FIELD[method] and parts[2] in ("fp32", "bf16", "fp16") and parts[3] in ("on", "off") and \
+        parts[4].isdigit() and int(parts[4]) > 0 and int(parts[4]) % 64 == 0
+    if valid and method == "diff":
+        valid = parts[3] == "off" and parts[5] in ("1", "5", "37")
+    if valid and method == "iccld":
+        valid = parts[1] == "2" or parts[3] == "off"  # stage 1 trains the VAE's E and D: no checkpointing there
+    if not valid:
+        raise SystemExit(f"bad row {text!r}: expected {ROW_SYNTAX}")
+    second = {"stage": int(parts[1])} if method == "iccld" else {"finetune": parts[1]}
+    return {"method": method, **second, "amp": parts[2], "checkpointing": parts[3] == "on", "crop": int(parts[4]),
+            **({"steps": int(parts[5])} if method == "diff" else {})}
 
 
 def row_spec(row: dict[str, object]) -> str:
     """The command-line form of ``row`` (inverse of :func:`parse_row`)."""
-    spec = f"{row['method']}:{row['finetune']}:{row['amp']}:{'on' if row['checkpointing'] else 'off'}:{row['crop']}"
+    second = row["stage"] if row["method"] == "iccld" else row["finetune"]
+    spec = f"{row['method']}:{second}:{row['amp']}:{'on' if row['checkpointing'] else 'off'}:{row['crop']}"
     return spec + (f":{row['steps']}" if "steps" in row else "")
 
 
@@ -98,6 +128,25 @@ def write_prompt_cache(run_dir: Path, sd_folder: Path, label_set: str) -> None:
     PromptEmbeddings(tuple(prompts), tuple(prompts.values()), embeddings, empty).save(run_dir / PROMPT_CACHE)
 
 
+def write_iccld_stage1(path: Path, sd_folder: Path, config: Any) -> Path:
+    """A stage-1 ICCLD model of ``sd_folder``'s VAE, saved where stage 2's ``method.model.init_weights`` reads it.
+
+    E, D (with the inter-coder projections and the class layer of ``config``'s label set) as stage 1
+    saves its ``model/``, built rather than trained: a stage-2 step costs the same whatever E and D
+    learned. Only the VAE is read, so building it adds little to the row's peak memory.
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    from madm_ros.palettes import get_label_set
+    from madm_train.methods.iccld.model import IccldModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_pretrained(sd_folder, subfolder="vae", local_files_only=True)
+    model = IccldModel(vae, get_label_set(config.data.label_set).num_classes, inter_coder=config.method.model.inter_coder)
+    return model.save(path)
+
+
 def peak_memory_gb(device: str) -> float:
     import torch
 
@@ -119,23 +168,39 @@ def measure(row: dict[str, object], args: argparse.Namespace, data: Path, sd_fol
         f"data.source_root={data}", f"data.target_root={data}", f"data.crop_hw=[{crop}, {crop}]",
         f"data.source_resize_hw=[{crop}, {2 * crop}]", f"data.target_resize_hw=[{crop}, {2 * crop}]",
         "data.batch_size=1", "data.synthetic_frames=0", "data.rare_class_min_pixels=100",
-        f"method.model.preset={args.preset}", f"method.model.finetune={row['finetune']}", "method.model.input_size=null",
+        f"method.model.preset={args.preset}", "method.model.input_size=null",
         f"run.device={args.device}", f"run.amp={'false' if amp == 'fp32' else 'true'}",
         f"run.amp_dtype={'bfloat16' if amp == 'bf16' else 'float16'}",
         f"optim.max_iter={args.iterations + args.warmup}", f"run.out_dir={run_dir}",
     ]
+    if row["method"] != "iccld":
+        overrides.append(f"method.model.finetune={row['finetune']}")
     if row["method"] == "diff":
         overrides.append(f"method.model.steps={row['steps']}")
-    else:
+    else:  # MADM's UNet; ICCLD: ε_θ's in stage 2 (stage 1 rows are always off)
         overrides.append(f"method.model.gradient_checkpointing={str(row['checkpointing']).lower()}")
+    stage1 = run_dir / "stage1_model"
+    if row["method"] == "iccld":
+        overrides.append(f"method.stage={row['stage']}")
+        if row["stage"] == 2:
+            overrides.append(f"method.model.init_weights={stage1}")
     if sd_folder is not None:
         overrides.append(f"method.model.pretrained={sd_folder}")
     name = "synthetic_event_tiny.yaml" if row["method"] == "madm" else f"synthetic_event_{row['method']}_tiny.yaml"
     config = load_config(REPO / "config/train" / name, overrides)  # the method's own tiny YAML, resized here
     if row["method"] == "diff" and sd_folder is not None:
         write_prompt_cache(run_dir, sd_folder, config.data.label_set)
+    if row["method"] == "iccld" and row["stage"] == 2:
+        if sd_folder is None:  # tiny preset: the random tiny SD the trainer itself writes (and then reuses) here
+            from madm_train.models.tiny_sd import build_tiny_sd
+
+            sd_folder = build_tiny_sd(run_dir / "tiny_sd", seed=config.run.seed)
+        write_iccld_stage1(stage1, sd_folder, config)
     trainer = Trainer(config, progress=False)
+    shutil.rmtree(stage1, ignore_errors=True)  # read in full by now; at SD size it is 0.3 GB of a temporary folder
     trainable = sum(p.numel() for p in trainer.trainable)
+    adversary = {} if trainer.adversary is None else \
+        {"adversary_params": sum(p.numel() for p in trainer.adversary.parameters() if p.requires_grad)}
     for i in range(args.warmup):
         trainer.iteration(i)
     if args.device == "cuda":
@@ -147,7 +212,7 @@ def measure(row: dict[str, object], args: argparse.Namespace, data: Path, sd_fol
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / args.iterations
     return {**row, "seconds_per_iteration": round(seconds, 3), f"peak_{'gpu' if args.device == 'cuda' else 'rss'}_gb":
-            round(peak_memory_gb(args.device), 2), "trainable_params": trainable}
+            round(peak_memory_gb(args.device), 2), "trainable_params": trainable, **adversary}
 
 
 def run_row(row: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
@@ -169,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=("sd", "tiny"), default="sd")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     parser.add_argument("--rows", nargs="+", default=None,
-                        help="method:finetune:amp:checkpointing:crop[:steps] (default: per device)")
+                        help=f"rows: {ROW_SYNTAX} (default, per device: {' '.join(DEFAULT_ROWS['cpu'])} on the CPU; "
+                             "on CUDA, at 512: MADM full|lora × fp32|bf16|fp16 × on|off, DIFF frozen|lora bf16 at 5 and "
+                             "37 steps, ICCLD stage 1 fp32|bf16, stage 2 fp32|bf16 × on|off)")
     parser.add_argument("--iterations", type=int, default=1, help="timed iterations per row (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default 1)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "madm_step",
@@ -225,9 +292,13 @@ def main(argv: list[str] | None = None) -> int:
           "trainable")
     for r in report["rows"]:
         peak = r.get("peak_rss_gb", r.get("peak_gpu_gb"))
-        print(f"{r['method']:8s} {r['finetune']:8s} {r['amp']:5s} {'on' if r['checkpointing'] else 'off':4s} "
+        second = f"stage {r['stage']}" if "stage" in r else r["finetune"]  # ICCLD's rows name their stage
+        trainable = r.get("trainable_params") or r.get("reason")
+        if r.get("adversary_params"):
+            trainable = f"{trainable} (+ {r['adversary_params']} discriminator, own Adam)"
+        print(f"{r['method']:8s} {second:8s} {r['amp']:5s} {'on' if r['checkpointing'] else 'off':4s} "
               f"{r['crop']:<5d} {r.get('steps', ''):<5} {r['seconds_per_iteration'] or '-':>9} {peak or '-':>8}  "
-              f"{r.get('trainable_params') or r.get('reason')}")
+              f"{trainable}")
     print(f"wrote {output}")
     return 0
 

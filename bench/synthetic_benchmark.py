@@ -1,4 +1,4 @@
-"""MADM vs source-only, with the DPLG / LPLR / prior ablations, on regenerable synthetic scenes (issue 6).
+"""MADM, DIFF and ICCLD vs source-only, with their ablations, on regenerable synthetic scenes (issues 6, 17, 18).
 
 Calls ``python -m madm_train benchmark --suite synthetic`` (``madm_train.benchmark`` documents the
 protocol) in a work folder, then copies what is committed — ``results.json``, ``results.md``, the
@@ -29,11 +29,15 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "synthetic_benchmark",
                         help="where the committed files are copied (default bench/results/synthetic_benchmark)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the preset's)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="ROW",
+                        help="table rows to run (default all; see python -m madm_train benchmark --help)")
     args = parser.parse_args()
     command = [sys.executable, "-m", "madm_train", "benchmark", "--suite", "synthetic", "--out", str(args.work),
                "--preset", args.preset]
     if args.seeds is not None:
         command += ["--seeds", *map(str, args.seeds)]
+    if args.variants is not None:
+        command += ["--variants", *args.variants]
     code = subprocess.call(command)
     if code != 0:
         return code

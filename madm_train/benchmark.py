@@ -30,15 +30,29 @@ Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
    byte-level tokenizer's 77 tokens. Every method uses the benchmark's optimiser (MADM's schedule
    at the preset's learning rate), not DIFF's released one, so the rows differ only in method.
 
+   ICCLD's network (E and D from the prior's VAE, inter-coder connections) has its own warm-up too:
+   its stage 1 with ``target_free`` (source cross-entropy only), once with and once without the
+   inter-coder connections. Then:
+
+   - ``iccld_no_stage2``: stage 1, self-training of E and D (the paper's "without stage 2" ablation);
+   - ``iccld``: stage 2 from that model — ε_θ from the prior's UNet, diffusion, segmentation and
+     adversarial latent losses (λ_adv warmed up over a quarter of the iterations);
+   - ``iccld_no_inter_coder_no_stage2`` and ``iccld_no_inter_coder``: the same without the
+     inter-coder connections (the paper's other ablation).
+
+   ICCLD's stage 2 adds its iterations to stage 1's, as the paper's two-stage protocol does; the
+   "without stage 2" row is the model it starts from.
+
    Starting adaptation from a source-only model, rather than jointly from scratch as the
    reference does over 10k iterations, is this benchmark's departure: at a CPU budget of a few
    hundred iterations a teacher that has not yet learnt the source classes gives no pseudo-labels
    above the 0.968 confidence threshold, and the comparison would measure nothing.
 4. Every model is scored on the held-out target sequences (dataset-level mIoU, per-class IoU).
 
-``DIR/results.json`` holds ``{modality: {method: {"miou_mean", "miou_std", "seeds", ...}}}`` (DIFF's keys start with ``diff``);
+``DIR/results.json`` holds ``{modality: {method: {"miou_mean", "miou_std", "seeds", ...}}}`` (DIFF's keys start with
+``diff``, ICCLD's with ``iccld``);
 ``DIR/results.md`` the table; ``DIR/figure_<modality>.png`` input | ground truth | source-only |
-MADM | DIFF (adaptation) for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
+MADM | DIFF (adaptation) | ICCLD (where trained) for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
 interrupted benchmark continues where it stopped.
 """
 
@@ -59,7 +73,7 @@ from madm_ros.errors import ConfigError
 from madm_ros.preprocessing import NODE_MODALITIES
 from madm_train.training.prior import PriorConfig
 
-__all__ = ["METHODS", "MODALITIES", "PRESETS", "VARIANTS", "Preset", "Variant", "run_benchmark"]
+__all__ = ["METHODS", "MODALITIES", "PRESETS", "VARIANTS", "WARMUPS", "Preset", "Variant", "run_benchmark"]
 
 MODALITIES: tuple[str, ...] = NODE_MODALITIES
 """The modalities adapted to from the labelled RGB source: those a node runs on."""
@@ -76,8 +90,10 @@ class Variant:
         method: ``method.name`` of the runs.
         changes: Changes to the method section against the released recipe, e.g. ``{"dplg": {"enabled": False}}``.
         prior: Starts from the benchmark's diffusion prior (else from random tiny weights).
-        warmup: The warm-up it continues from: ``source_only`` (MADM's network) or ``diff`` (DIFF's).
+        warmup: The warm-up it continues from, a key of :data:`WARMUPS`.
         target_free: Never sees a target image: trained once, scored on every modality.
+        after: Continues from this row's model of the same seed and modality instead of the
+            warm-up (ICCLD's stage 2 from its stage 1); that row comes earlier in :data:`VARIANTS`.
     """
 
     method: str
@@ -85,6 +101,17 @@ class Variant:
     prior: bool = True
     warmup: str = "source_only"
     target_free: bool = False
+    after: str | None = None
+
+
+WARMUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "source_only": ("source_only", {}),
+    "diff": ("diff", {"mode": "generalisation"}),
+    "iccld": ("iccld", {"target_free": True}),
+    "iccld_no_inter_coder": ("iccld", {"target_free": True, "model": {"inter_coder": "none"}}),
+}
+"""Warm-up key → (method, its changes): the source-only training each network starts from (folder ``warmup`` for
+MADM's network, ``warmup_<key>`` for the others)."""
 
 
 VARIANTS: dict[str, Variant] = {
@@ -96,12 +123,19 @@ VARIANTS: dict[str, Variant] = {
     "madm_no_prior": Variant("madm", prior=False),
     "diff_generalisation": Variant("diff", {"mode": "generalisation"}, warmup="diff", target_free=True),
     "diff": Variant("diff", {"mode": "adaptation"}, warmup="diff"),
+    "iccld_no_stage2": Variant("iccld", warmup="iccld"),
+    "iccld": Variant("iccld", {"stage": 2}, warmup="iccld", after="iccld_no_stage2"),
+    "iccld_no_inter_coder_no_stage2": Variant("iccld", {"model": {"inter_coder": "none"}}, warmup="iccld_no_inter_coder"),
+    "iccld_no_inter_coder": Variant("iccld", {"stage": 2, "model": {"inter_coder": "none"}}, warmup="iccld_no_inter_coder",
+                                    after="iccld_no_inter_coder_no_stage2"),
 }
 """Table rows by result key; the target-free rows are trained once per prior and scored on every modality."""
 DIFF_STEPS = 5
 """DIFF's trajectory preset in the benchmark (see the module docstring)."""
 METHODS: tuple[str, ...] = tuple(VARIANTS)
 FIGURE_FRAMES = 3
+FIGURE_METHODS = ("source_only", "madm", "diff", "iccld")
+"""Columns of the figures and rows of the per-class tables (those the benchmark ran)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +194,7 @@ class _Plan:
     preset: Preset
     seeds: tuple[int, ...]
     modalities: tuple[str, ...]
+    variants: tuple[str, ...] = tuple(VARIANTS)
 
     @property
     def data(self) -> Path:
@@ -206,6 +241,8 @@ def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, *
         names = get_label_set("dsec11").class_names
         section["model"]["steps"] = DIFF_STEPS
         section["ipkl"] = {"prompt_texts": {names[i]: names[i] for i in class_prompts("dsec11")}}
+    elif method == "iccld":
+        section["adversarial"] = {"warmup_iters": max(1, p.adapt_iters // 4)}
     else:
         section["model"]["finetune"] = "full"
     if method == "madm":
@@ -278,19 +315,20 @@ def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
     anchor = plan.modalities[0]
     for prior in (True, False):
         suffix = "" if prior else "_no_prior"
-        variants = {key: v for key, v in VARIANTS.items() if v.prior == prior}
+        variants = {key: v for key, v in VARIANTS.items() if v.prior == prior and key in plan.variants}
+        pretrained = str(plan.prior) if prior else ""
         starts = {}
-        for warmup_method in sorted({v.warmup for v in variants.values()}):
-            name = "warmup" if warmup_method == "source_only" else f"warmup_{warmup_method}"
+        for warmup in sorted({v.warmup for v in variants.values()}):
+            method, warmup_changes = WARMUPS[warmup]
+            name = "warmup" if warmup == "source_only" else f"warmup_{warmup}"
             warmup_dir = plan.run_dir(seed, name + suffix)
-            changes: dict[str, Any] = {"model": {"pretrained": str(plan.prior) if prior else ""}}
-            if warmup_method == "diff":
-                changes["mode"] = "generalisation"
-            _train(_config(plan, anchor, seed, warmup_dir, warmup_method, changes, max_iter=p.warmup_iters),
-                   f"seed {seed} {name}{suffix}")
-            starts[warmup_method] = {"model": {"init_weights": str(warmup_dir / "model")}}
+            _train(_config(plan, anchor, seed, warmup_dir, method, warmup_changes, {"model": {"pretrained": pretrained}},
+                           max_iter=p.warmup_iters), f"seed {seed} {name}{suffix}")
+            starts[warmup] = {"model": {"init_weights": str(warmup_dir / "model")}}
         for key, variant in variants.items():
             start = starts[variant.warmup]
+            if variant.method == "iccld":  # stage 2 takes ε_θ from the prior's UNet
+                start = {"model": {**start["model"], "pretrained": pretrained}}
             if variant.target_free:  # once, scored on every modality
                 source_dir = plan.run_dir(seed, key.removesuffix(suffix) + suffix)
                 _train(_config(plan, anchor, seed, source_dir, variant.method, variant.changes, start),
@@ -300,6 +338,9 @@ def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
                     results[modality][key] = _score(source_dir / "model", scored, source_dir / f"eval-{modality}")
                 continue
             for modality in plan.modalities:
+                if variant.after is not None:
+                    start = {"model": {**start["model"],
+                                       "init_weights": str(plan.run_dir(seed, modality, variant.after, "model"))}}
                 config = _config(plan, modality, seed, plan.run_dir(seed, modality, key), variant.method,
                                  variant.changes, start)
                 results[modality][key] = _train(config, f"seed {seed} {modality} {key}")
@@ -328,7 +369,9 @@ def _summary(per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], plan: _P
 _LABELS = {"source_only": "Source only", "madm": "MADM (DPLG + LPLR)", "madm_no_dplg": "MADM without DPLG",
            "madm_no_lplr": "MADM without LPLR", "source_only_no_prior": "Source only, no prior",
            "madm_no_prior": "MADM, no prior", "diff_generalisation": "DIFF, generalisation (source only)",
-           "diff": "DIFF, adaptation"}
+           "diff": "DIFF, adaptation", "iccld_no_stage2": "ICCLD without stage 2 (E, D self-trained)",
+           "iccld": "ICCLD (both stages)", "iccld_no_inter_coder_no_stage2": "ICCLD without inter-coder connections or stage 2",
+           "iccld_no_inter_coder": "ICCLD without inter-coder connections"}
 
 
 def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) -> str:
@@ -341,7 +384,8 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
              "|---|---|---|---|" + "---|" * len(mods)]
     marks = {"source_only": ("", "", "✓"), "madm": ("✓", "✓", "✓"), "madm_no_dplg": ("", "✓", "✓"),
              "madm_no_lplr": ("✓", "", "✓"), "source_only_no_prior": ("", "", ""), "madm_no_prior": ("✓", "✓", ""),
-             "diff_generalisation": ("", "", "✓"), "diff": ("", "", "✓")}
+             "diff_generalisation": ("", "", "✓"), "diff": ("", "", "✓"),
+             **{key: ("", "", "✓") for key in VARIANTS if key.startswith("iccld")}}
     for method in METHODS:
         cells = [f"{summary[m][method]['miou_mean']:.1f} ± {summary[m][method]['miou_std']:.1f}"
                  if method in summary[m] else "–" for m in mods]
@@ -352,7 +396,7 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
         names = list(summary[modality]["madm"]["per_class_iou_mean"])
         lines += ["", f"Per-class IoU (%), {modality}, mean over seeds:", "",
                   "| Method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for method in [m for m in ("source_only", "madm", "diff") if m in summary[modality]]:
+        for method in [m for m in FIGURE_METHODS if m in summary[modality]]:
             values = summary[modality][method]["per_class_iou_mean"]
             lines.append(f"| {_LABELS[method]} | " + " | ".join(f"{values[n]:.1f}" for n in names) + " |")
     lines += ["", "Settings: " + json.dumps(settings, sort_keys=True), ""]
@@ -360,7 +404,7 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
 
 
 def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
-    """Input | ground truth | source-only | MADM | DIFF for the first test frames of ``modality`` (one seed's models)."""
+    """Input | ground truth | source-only | MADM | DIFF | ICCLD (those run) for the first test frames of ``modality``."""
     import cv2
     import torch
     import torch.nn.functional as F
@@ -373,7 +417,7 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
     _, _, test = build_datasets(config)
     label_set = get_label_set(config.data.label_set)
     models = [load_saved(plan.run_dir(seed, name, "model") if VARIANTS[name].target_free
-                         else plan.run_dir(seed, modality, name, "model")) for name in ("source_only", "madm", "diff")]
+                         else plan.run_dir(seed, modality, name, "model")) for name in FIGURE_METHODS if name in plan.variants]
     step = max(1, len(test) // FIGURE_FRAMES)
     rows = []
     for index in range(0, step * FIGURE_FRAMES, step):
@@ -394,15 +438,27 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
 
 
 def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int] | None = None,
-                  modalities: Sequence[str] = MODALITIES) -> dict[str, Any]:
-    """Run (or continue) the synthetic benchmark in ``out``; writes results.json, results.md and figures."""
+                  modalities: Sequence[str] = MODALITIES, variants: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (or continue) the synthetic benchmark in ``out``; writes results.json, results.md and figures.
+
+    ``variants`` limits the rows (keys of :data:`VARIANTS`; default all), to postpone expensive ones;
+    the results then hold those rows only. Finished runs in ``out`` are reused, so a later call with
+    every row trains only what is missing.
+    """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     unknown = sorted(set(modalities) - set(MODALITIES))
     if unknown or not modalities:
         raise ConfigError(f"modalities must be among {', '.join(MODALITIES)}, got {list(modalities)}")
+    unknown = sorted(set(variants or ()) - set(VARIANTS))
+    if unknown or (variants is not None and not variants):
+        raise ConfigError(f"variants must be among {', '.join(VARIANTS)}, got {list(variants or ())}")
+    missing = sorted({VARIANTS[k].after for k in variants or ()} - {None} - set(variants or ()))
+    if missing:
+        raise ConfigError(f"variants {missing} must run too: the stage-2 rows continue from them")
     p = PRESETS[preset]
-    plan = _Plan(Path(out), p, tuple(seeds if seeds is not None else p.seeds), tuple(modalities))
+    plan = _Plan(Path(out), p, tuple(seeds if seeds is not None else p.seeds), tuple(modalities),
+                 tuple(variants) if variants is not None else tuple(VARIANTS))
     if not plan.seeds:
         raise ConfigError("give at least one seed")
     start = time.perf_counter()

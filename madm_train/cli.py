@@ -285,10 +285,11 @@ def _prior(args: argparse.Namespace) -> int:
 
 
 def _benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    from madm_train.benchmark import MODALITIES, PRESETS
+    from madm_train.benchmark import MODALITIES, PRESETS, VARIANTS
 
     parser.add_argument("--suite", required=True, choices=["synthetic"],
-                        help="which benchmark: synthetic = MADM vs source-only with ablations on generated scenes")
+                        help="which benchmark: synthetic = MADM, DIFF and ICCLD vs source-only with ablations on generated "
+                             "scenes")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for data, prior, runs, results.json, results.md and figures; finished runs in it "
                              "are reused, so a stopped benchmark continues")
@@ -297,12 +298,15 @@ def _benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
     parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES),
                         help="target modalities (default all three)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="ROW",
+                        help=f"table rows to run (default all: {', '.join(VARIANTS)}); the results hold these rows; a "
+                             "later call with all rows reuses the finished runs")
 
 
 def _benchmark(args: argparse.Namespace) -> int:
     from madm_train.benchmark import run_benchmark
 
-    run_benchmark(args.out, preset=args.preset, seeds=args.seeds, modalities=args.modalities)
+    run_benchmark(args.out, preset=args.preset, seeds=args.seeds, modalities=args.modalities, variants=args.variants)
     print((args.out / "results.md").read_text(encoding="utf-8"))
     return 0
 
@@ -344,7 +348,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                        _prior_arguments, _prior),
     "convert-checkpoint": ("convert a pickled .ckpt (e.g. Lightning-era SD) into a tensors-only .safetensors without "
                            "running anything from it", _convert_arguments, _convert),
-    "benchmark": ("MADM vs source-only with ablations on regenerable synthetic scenes: a table over seeds",
+    "benchmark": ("MADM, DIFF and ICCLD vs source-only with ablations on regenerable synthetic scenes: a table over seeds",
                   _benchmark_arguments, _benchmark),
 }
 """Subcommand name → (help, add its arguments, run it)."""

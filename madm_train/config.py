@@ -94,10 +94,12 @@ class DataConfig:
         modality: Target modality (``depth``, ``thermal``, ``events`` or ``rgb``).
         label_set: Class set of labels and logits, a name of ``madm_ros.palettes.LABEL_SETS``
             (``dsec11``: 11 classes, ``fmb9``: 9, ``cityscapes19``: Cityscapes' 19 train ids).
-        eval_classes: Which classes the benchmark's mIoU averages (``madm_ros.palettes.EVAL_CLASS_SUBSETS``):
-            ``all``, or for SYNTHIA → Cityscapes ``synthia16`` (without terrain, truck, train, which
-            SYNTHIA lacks) or ``synthia13`` (also without wall, fence, pole); the network predicts
-            all classes of ``label_set`` either way. Needs ``label_set`` ``cityscapes19``.
+        eval_classes: Which class subsets the benchmark also averages (``madm_ros.palettes.EVAL_CLASS_SUBSETS``),
+            each reported as ``miou_<subset>`` beside ``miou`` (all classes): ``all`` (none), or for
+            SYNTHIA → Cityscapes ``synthia16`` (without terrain, truck, train, which SYNTHIA lacks),
+            ``synthia13`` (also without wall, fence, pole) or a list of both, ``[synthia16, synthia13]``;
+            the network predicts all classes of ``label_set`` either way. A subset needs
+            ``label_set`` ``cityscapes19``.
         source_resize_hw: Every source image is resized to this (height, width) before cropping.
         target_resize_hw: The same for target images.
         test_resize_hw: Test images (and labels, nearest) are resized to this for evaluation; null:
@@ -153,7 +155,7 @@ class DataConfig:
     test_root: str = ""
     modality: Modality = "depth"
     label_set: str = "dsec11"
-    eval_classes: Literal["all", "synthia16", "synthia13"] = "all"
+    eval_classes: Literal["all", "synthia16", "synthia13"] | tuple[Literal["synthia16", "synthia13"], ...] = "all"
     source_resize_hw: tuple[int, int] = (512, 1024)
     target_resize_hw: tuple[int, int] = (712, 712)
     test_resize_hw: tuple[int, int] | None = None
@@ -208,8 +210,13 @@ class DataConfig:
         if self.modality == "rgb" and self.target_kind not in ("cityscapes", "folder"):
             raise ConfigError(f"data.modality=rgb needs an RGB target; data.target_kind={self.target_kind} is not one: "
                               "use --set data.target_kind=cityscapes (or a folder with rgb frames)")
-        if self.eval_classes != "all" and self.label_set != "cityscapes19":
-            raise ConfigError(f"data.eval_classes={self.eval_classes} averages Cityscapes classes; data.label_set is "
+        subsets = (self.eval_classes,) if isinstance(self.eval_classes, str) else tuple(self.eval_classes)
+        shown = self.eval_classes if isinstance(self.eval_classes, str) else f"[{', '.join(subsets)}]"
+        if not subsets or len(set(subsets)) != len(subsets):
+            raise ConfigError(f"data.eval_classes={shown} must name each subset once, e.g. [synthia16, synthia13], "
+                              "or be all")
+        if subsets != ("all",) and self.label_set != "cityscapes19":
+            raise ConfigError(f"data.eval_classes={shown} averages Cityscapes classes; data.label_set is "
                               f"{self.label_set}: use --set data.label_set=cityscapes19 or --set data.eval_classes=all")
 
     def _check_bag(self) -> None:
@@ -239,7 +246,7 @@ class OptimConfig:
         weight_decay: AdamW weight decay (0 on norm layers and biases).
         betas: AdamW β₁, β₂.
         eps: AdamW ε.
-        grad_clip_norm: Global L2 gradient norm is clipped to this (after AMP unscaling).
+        grad_clip_norm: Global L2 gradient norm is clipped to this (after AMP unscaling); ``.inf`` clips nothing.
         max_iter: Training iterations (optimiser steps).
         gradient_accumulation_steps: Batches whose gradients are summed before each optimiser step
             (effective batch = ``data.batch_size`` × this × processes).
@@ -401,7 +408,8 @@ def task_defaults(task: str, method: str = "madm") -> TrainConfig:
     ratio, which gives 1280×704 for GTA5's 1914×1052 frames), adapted to Cityscapes ``train`` at
     1024×512 and tested on its 500 ``val`` images whole at 1024×512, over the 19 classes. For
     SYNTHIA → Cityscapes set ``data.source_kind=synthia``, ``data.source_root``,
-    ``data.source_resize_hw=[760, 1280]`` (DAFormer's) and ``data.eval_classes=synthia16`` or ``synthia13``.
+    ``data.source_resize_hw=[760, 1280]`` (DAFormer's) and ``data.eval_classes=synthia16``, ``synthia13`` or
+    both, ``[synthia16, synthia13]``.
     The optimiser is MADM's unless the method has released its own (``optim_defaults``: DIFF's
     poly schedule with a ×10 head); the rest of the trainer's values are MADM's for every method.
     """

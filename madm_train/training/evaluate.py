@@ -41,7 +41,7 @@ def evaluate(
     batch_size: int = 1,
     qualitative: int = 4,
     progress: bool = False,
-    eval_classes: str = "all",
+    eval_classes: str | Sequence[str] = "all",
 ) -> dict[str, Any]:
     """Score ``predict`` on every labelled sample of ``dataset``; return (and write) the metrics.
 
@@ -56,7 +56,8 @@ def evaluate(
         qualitative: How many panels to write.
         progress: Show a tqdm bar.
         eval_classes: ``all``, or a class subset the protocol also reports (``synthia16``,
-            ``synthia13``): its mean IoU is added as ``miou_<subset>`` (``madm_ros.palettes``).
+            ``synthia13``), or a list of them: each one's mean IoU is added as ``miou_<subset>``
+            (``madm_ros.palettes``).
     """
     import torch
     import torch.nn.functional as F
@@ -99,10 +100,11 @@ def evaluate(
 
     metrics = {**matrix.as_dict(label_set.class_names), "class_names": list(label_set.class_names),
                "label_set": label_set.name, "images": images_scored}
-    if eval_classes != "all":
-        from madm_ros.palettes import eval_class_names, subset_miou
+    from madm_ros.palettes import eval_class_names, subset_miou
 
-        metrics[f"miou_{eval_classes}"] = subset_miou(metrics["per_class_iou"], eval_class_names(label_set.name, eval_classes))
+    for subset in [eval_classes] if isinstance(eval_classes, str) else eval_classes:
+        if subset != "all":
+            metrics[f"miou_{subset}"] = subset_miou(metrics["per_class_iou"], eval_class_names(label_set.name, subset))
     if out_dir is not None:
         _write(Path(out_dir), metrics, matrix.table(label_set.class_names), panels)
     return metrics

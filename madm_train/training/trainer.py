@@ -37,6 +37,8 @@ from madm_ros.errors import ConfigError
 from madm_ros.palettes import LabelSet, get_label_set
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from accelerate import Accelerator
 
     from madm_train.config import TrainConfig
@@ -100,7 +102,7 @@ def _image_grid(images: dict[str, Any], label_set: LabelSet) -> np.ndarray:
 
 
 def _evaluate(predictor: Any, test: Any, label_set: LabelSet, out_dir: Path, device: Any, batch_size: int,
-              eval_classes: str) -> dict[str, Any]:
+              eval_classes: str | Sequence[str]) -> dict[str, Any]:
     """The predictor (MADM: the student) on the target test split, in fp32."""
     import torch
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.madm_step import DEFAULT_ROWS, parse_row, row_spec
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "madm_step.py"
 
@@ -37,3 +39,26 @@ def test_rows_are_measured_in_their_own_processes_and_kept_for_the_next_call(tmp
     assert fp16["seconds_per_iteration"] is None and "needs CUDA" in fp16["reason"]
     again = run(tmp_path, "madm:full:fp32:off:64")  # kept, not re-measured
     assert [r for r in again["rows"] if r["finetune"] == "full" and r["amp"] == "fp32"] == [full]
+
+
+def test_iccld_rows_name_their_stage_and_stage_one_refuses_checkpointing() -> None:
+    assert parse_row("iccld:1:bf16:off:256") == {"method": "iccld", "stage": 1, "amp": "bf16", "checkpointing": False,
+                                                 "crop": 256}
+    assert parse_row("iccld:2:fp32:on:512") == {"method": "iccld", "stage": 2, "amp": "fp32", "checkpointing": True,
+                                                "crop": 512}
+    for rows in DEFAULT_ROWS.values():  # every default row parses and prints back as written
+        assert {parse_row(r)["method"] for r in rows} == {"madm", "diff", "iccld"}
+        assert [row_spec(parse_row(r)) for r in rows] == rows
+    for bad in ("iccld:1:bf16:on:256", "iccld:3:bf16:off:256", "iccld:full:bf16:off:256", "iccld:2:bf16:off:100",
+                "iccld:2:bf16:off:256:5", "madm:1:bf16:off:256", "madm:full:fp32:off:0"):
+        with pytest.raises(SystemExit, match="bad row"):
+            parse_row(bad)
+
+
+@pytest.mark.slow
+def test_an_iccld_stage_two_row_starts_from_a_stage_one_model_built_in_its_run_folder(tmp_path: Path) -> None:
+    report = run(tmp_path, "iccld:2:fp32:on:64")
+    [row] = report["rows"]
+    assert (row["method"], row["stage"], row["checkpointing"]) == ("iccld", 2, True)
+    assert row["seconds_per_iteration"] > 0 and row["peak_rss_gb"] > 0
+    assert row["trainable_params"] > row["adversary_params"] > 0  # ε_θ in AdamW; the discriminator in its own Adam

@@ -76,6 +76,19 @@ def test_methods_differ_only_in_what_they_switch_off(finished):
         assert config["method"]["model"]["init_weights"] == str(runs / "warmup_diff" / "model")
         assert config["optim"] == full["optim"]  # the benchmark's optimiser for every method
     assert not (runs / "events" / "diff_generalisation").exists()  # target-free: one run, scored per modality
+    # ICCLD: its own source-only warm-ups (with and without inter-coder connections), stage 1, then stage 2 from it
+    for name, inter_coder in (("warmup_iccld", "add"), ("warmup_iccld_no_inter_coder", "none")):
+        warmup = _config(runs / name)["method"]
+        assert (warmup["name"], warmup["stage"], warmup["target_free"]) == ("iccld", 1, True)
+        assert warmup["model"]["inter_coder"] == inter_coder and warmup["model"]["pretrained"] == str(out / "prior")
+    for stage_two, stage_one, warmup in (("iccld", "iccld_no_stage2", "warmup_iccld"),
+                                         ("iccld_no_inter_coder", "iccld_no_inter_coder_no_stage2",
+                                          "warmup_iccld_no_inter_coder")):
+        one, two = _config(runs / "events" / stage_one)["method"], _config(runs / "events" / stage_two)["method"]
+        assert (one["stage"], one["target_free"], one["model"]["init_weights"]) == (1, False, str(runs / warmup / "model"))
+        assert two["stage"] == 2 and two["model"]["init_weights"] == str(runs / "events" / stage_one / "model")
+        assert two["model"]["pretrained"] == str(out / "prior")  # ε_θ from the prior's UNet
+        assert two["model"]["inter_coder"] == one["model"]["inter_coder"]
     assert {v.method for v in benchmark.VARIANTS.values()} <= set(METHOD_REGISTRY)  # rows name registry methods
 
 
@@ -88,8 +101,9 @@ def test_table_and_figure_are_written(finished):
     assert "| MADM (DPLG + LPLR) | ✓ | ✓ | ✓ |" in table and "events" in table
     assert f"{result['events']['madm']['miou_mean']:.1f} ± {result['events']['madm']['miou_std']:.1f}" in table
     figure = cv2.imread(str(out / "figure_events.png"))
-    assert figure.shape == (2 * 3 * 64, 2 * 5 * 64, 3)  # 3 test frames; input | GT | source-only | MADM | DIFF, 2× upscaled
-    assert "| DIFF, adaptation |  |  | ✓ |" in table
+    # 3 test frames; input | GT | source-only | MADM | DIFF | ICCLD, 2× upscaled
+    assert figure.shape == (2 * 3 * 64, 2 * 6 * 64, 3)
+    assert "| DIFF, adaptation |  |  | ✓ |" in table and "| ICCLD (both stages) |  |  | ✓ |" in table
 
 
 @pytest.mark.slow
@@ -112,3 +126,7 @@ def test_unknown_presets_and_modalities_are_refused(tmp_path):
         run_benchmark(tmp_path, modalities=["sonar"])
     with pytest.raises(ConfigError, match="seed"):
         run_benchmark(tmp_path, seeds=[])
+    with pytest.raises(ConfigError, match="variants must be among"):
+        run_benchmark(tmp_path, variants=["madm", "mdam"])
+    with pytest.raises(ConfigError, match=r"variants \['iccld_no_stage2'\] must run too"):
+        run_benchmark(tmp_path, variants=["iccld"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,27 @@ def test_every_training_yaml_loads_and_every_key_is_a_field(path: Path):
                 assert resolved_values[key] == pytest.approx(value), f"{prefix}{key}"
 
     compare({k: v for k, v in raw.items() if isinstance(v, dict)}, resolved, "")
+
+
+def header_commands(path: Path) -> list[list[str]]:
+    """The ``python -m madm_train adapt …`` command lines of a YAML's header comment, as argv after the module."""
+    text = "\n".join(line[1:] for line in path.read_text().splitlines() if line.startswith("#")).replace("\\\n", " ")
+    return [shlex.split(line.split("python -m madm_train ", 1)[1]) for line in text.splitlines()
+            if "python -m madm_train adapt" in line]
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_every_command_in_a_training_yamls_header_loads(path: Path):
+    from madm_train.cli import _parser
+
+    configs = []
+    for argv in header_commands(path):
+        args = _parser().parse_args(argv)
+        assert args.config == Path("config/train") / path.name
+        configs.append(load_config(REPO / args.config, args.overrides))
+    if "_iccld" in path.name:  # stage 1, then stage 2 from stage 1's model in a folder of its own
+        assert [c.method.stage for c in configs] == [1, 2]
+        assert configs[1].method.model.init_weights == f"{configs[0].run.out_dir}/model" != configs[1].run.out_dir
 
 
 def test_depth_defaults_are_the_released_madm_values():
@@ -100,6 +122,15 @@ def test_rgb_task_loads_from_yaml_and_switches_to_synthia_with_its_subsets(tmp_p
     assert config_from_dict(yaml.safe_load(yaml_path.read_text())) == c
 
 
+def test_rgb_task_scores_synthia_over_16_and_13_classes_in_one_run(tmp_path: Path):
+    c = load_config(write(tmp_path, {"task": "rgb", "data": {"source_kind": "synthia",
+                                                              "eval_classes": ["synthia16", "synthia13"]}}))
+    assert c.data.eval_classes == ("synthia16", "synthia13")
+    yaml_path, _ = save_config(c, tmp_path / "run")
+    assert config_from_dict(yaml.safe_load(yaml_path.read_text())) == c
+    assert load_config(write(tmp_path, {"task": "rgb"}), ["data.eval_classes=[synthia13]"]).data.eval_classes == ("synthia13",)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data.modality=depth"], r"data\.target_kind=cityscapes is an RGB target but data\.modality is depth: "
                               r"use --set data\.modality=rgb"),
@@ -107,6 +138,11 @@ def test_rgb_task_loads_from_yaml_and_switches_to_synthia_with_its_subsets(tmp_p
     (["data.label_set=dsec11", "data.eval_classes=synthia16"],
      r"data\.eval_classes=synthia16 averages Cityscapes classes; .*--set data\.label_set=cityscapes19"),
     (["data.eval_classes=synthia19"], r"data\.eval_classes must be one of 'all', 'synthia16', 'synthia13'"),
+    (["data.eval_classes=[synthia16, all]"], r"data\.eval_classes must be .* or a list of one of 'synthia16', 'synthia13'"),
+    (["data.eval_classes=[]"], r"data\.eval_classes=\[\] must name each subset once, e\.g\. \[synthia16, synthia13\], or be all"),
+    (["data.eval_classes=[synthia16, synthia16]"], r"data\.eval_classes=\[synthia16, synthia16\] must name each subset once"),
+    (["data.label_set=dsec11", "data.eval_classes=[synthia16, synthia13]"],
+     r"data\.eval_classes=\[synthia16, synthia13\] averages Cityscapes classes; .*--set data\.label_set=cityscapes19"),
     (["data.source_kind=gta"], r"data\.source_kind must be one of 'cityscapes', 'gta5', 'synthia', 'folder'"),
     (["data.test_resize_hw=[0, 1024]"], r"data\.test_resize_hw must be \[height, width\] with positive integers"),
 ])

@@ -65,7 +65,7 @@ def test_unlabelled_splits_and_wrong_class_counts_are_refused():
         evaluate(lambda x: torch.zeros(len(x), 19, 8, 12), samples, DSEC_11)
 
 
-def test_a_protocol_class_subset_adds_its_mean_iou():
+def test_each_protocol_class_subset_adds_its_mean_iou():
     from madm_ros.palettes import CITYSCAPES_19, EVAL_CLASS_SUBSETS
 
     rng = np.random.default_rng(3)
@@ -81,3 +81,8 @@ def test_a_protocol_class_subset_adds_its_mean_iou():
     kept = [v for k, v in metrics["per_class_iou"].items() if k in EVAL_CLASS_SUBSETS["synthia13"] and v is not None]
     assert metrics["miou_synthia13"] == pytest.approx(np.mean(kept))
     assert metrics["miou_synthia13"] != pytest.approx(metrics["miou"])  # 13 of the 19 classes
+    both = evaluate(road_everywhere, samples, CITYSCAPES_19, None, eval_classes=("synthia16", "synthia13"))
+    kept = [v for k, v in both["per_class_iou"].items() if k in EVAL_CLASS_SUBSETS["synthia16"] and v is not None]
+    assert both["miou_synthia16"] == pytest.approx(np.mean(kept))
+    assert both["miou_synthia13"] == pytest.approx(metrics["miou_synthia13"])
+    assert not any(k.startswith("miou_") for k in evaluate(road_everywhere, samples, CITYSCAPES_19, None))

@@ -9,6 +9,7 @@ reproduction.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -117,7 +118,7 @@ class AdversarialConfig:
         loss: ``bce`` (AdaptSegNet) or ``lsgan`` (least squares).
         lr: The discriminator's Adam learning rate (AdaptSegNet: 1e-4).
         betas: Its Adam β (AdaptSegNet: (0.9, 0.99)).
-        width: Channels of its first convolution (×2 per layer, 4 strided layers; AdaptSegNet: 64).
+        width: Channels of its first convolution (×2 for each of the next two; AdaptSegNet: 64).
     """
 
     weight: float = 1e-3
@@ -170,11 +171,12 @@ class IccldConfig:
     name: ClassVar[str] = "iccld"
     find_unused_parameters: ClassVar[bool] = False
     optim_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({
-        "lr": 6e-5, "weight_decay": 0.01, "max_iter": 40_000,
+        "lr": 6e-5, "weight_decay": 0.01, "grad_clip_norm": math.inf, "max_iter": 40_000,
         "schedule": "poly", "poly_power": 1.0, "warmup_factor": 1e-6, "warmup_fraction": 1_500 / 40_000,
     })  # fmt: skip
-    """DAFormer's (iccld_diff_spec.md A.2 stage 1): AdamW 6e-5, decay 0.01, poly, 1.5k warm-up, 40k. Without
-    DAFormer's ×10 for its random decode head: D is Stable Diffusion's pretrained decoder."""
+    """DAFormer's (iccld_diff_spec.md A.2 stage 1): AdamW 6e-5, decay 0.01, no gradient clipping (an infinite
+    bound), poly, 1.5k warm-up, 40k. Without DAFormer's ×10 for its random decode head: D is Stable
+    Diffusion's pretrained decoder."""
     stage: Literal[1, 2] = 1
     reading: Literal["caption", "usual"] = "caption"
     model: IccldModelConfig = field(default_factory=IccldModelConfig)
