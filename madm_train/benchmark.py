@@ -158,6 +158,7 @@ class Preset:
         amp: bf16 autocast (GPU presets).
         prior: Settings of the prior's pretraining.
         seeds: Default seeds.
+        iccld_sampling_steps: T of ICCLD's stage-2 models when they are scored (its default, 10).
     """
 
     frames: int
@@ -172,6 +173,7 @@ class Preset:
     amp: bool
     prior: PriorConfig = field(default_factory=PriorConfig)
     seeds: tuple[int, ...] = (0, 1, 2)
+    iccld_sampling_steps: int = 10
 
 
 PRESETS: dict[str, Preset] = {
@@ -243,6 +245,7 @@ def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, *
         section["ipkl"] = {"prompt_texts": {names[i]: names[i] for i in class_prompts("dsec11")}}
     elif method == "iccld":
         section["adversarial"] = {"warmup_iters": max(1, p.adapt_iters // 4)}
+        section["model"]["sampling_steps"] = p.iccld_sampling_steps
     else:
         section["model"]["finetune"] = "full"
     if method == "madm":

@@ -15,7 +15,7 @@ from madm_train.training.prior import PriorConfig  # noqa: E402
 
 MICRO = Preset(frames=30, prior_frames=6, generate_hw=(64, 128), network_hw=(64, 64), batch_size=1, warmup_iters=2,
                adapt_iters=2, lr=1e-4, device="cpu", amp=False,
-               prior=PriorConfig(crop=64, vae_steps=2, unet_steps=2, batch_size=2), seeds=(0, 1))
+               prior=PriorConfig(crop=64, vae_steps=2, unet_steps=2, batch_size=2), seeds=(0, 1), iccld_sampling_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_methods_differ_only_in_what_they_switch_off(finished):
         assert (one["stage"], one["target_free"], one["model"]["init_weights"]) == (1, False, str(runs / warmup / "model"))
         assert two["stage"] == 2 and two["model"]["init_weights"] == str(runs / "events" / stage_one / "model")
         assert two["model"]["pretrained"] == str(out / "prior")  # ε_θ from the prior's UNet
-        assert two["model"]["inter_coder"] == one["model"]["inter_coder"]
+        assert two["model"]["inter_coder"] == one["model"]["inter_coder"] and two["model"]["sampling_steps"] == 2
     assert {v.method for v in benchmark.VARIANTS.values()} <= set(METHOD_REGISTRY)  # rows name registry methods
 
 
