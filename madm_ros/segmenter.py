@@ -1,8 +1,10 @@
 """A loaded model plus the one preprocessing path: sensor array in, class-id mask at camera resolution out.
 
 This is what nodes, the demo and offline evaluation call, so that a mask published on a topic is
-bit for bit the mask the offline pipeline computes for the same array. It is ROS-free: message
-conversion lives in :mod:`madm_ros.nodes`.
+bit for bit the mask the offline pipeline computes for the same array. The node and ``bag_eval``
+both call :meth:`Segmenter.segment_frame` (segment, then colour mask and overlay with the node's
+parameters), so their masks, colour masks and overlays of one frame are the same by construction.
+It is ROS-free: message conversion lives in :mod:`madm_ros.nodes`.
 
 Masks are resized to the camera (or a chosen mask) resolution with nearest-neighbour sampling, so
 ids are never blended; pixels outside every class stay 255 (``UNLABELLED``). The colour mask and
@@ -30,7 +32,8 @@ from madm_ros.limits import DEFAULT_LIMITS, InputLimits
 from madm_ros.palettes import LabelSet, colorize, get_label_set
 from madm_ros.preprocessing import InputSpec, invalid_frame_reason, modality_image, to_network_input
 
-__all__ = ["UNLABELLED", "Segmentation", "Segmenter", "load_segmenter", "resize_labels", "scale_camera_matrix"]
+__all__ = ["UNLABELLED", "FrameOutputs", "Segmentation", "Segmenter", "load_segmenter", "resize_labels",
+           "scale_camera_matrix"]
 
 UNLABELLED = 255
 """Id of pixels without a class in ``raw_segmentation_mask``."""
@@ -106,6 +109,21 @@ class Segmentation:
         blended = background.astype(np.float32) * (1 - alpha) + colors * alpha
         out = np.where((self.labels != UNLABELLED)[:, :, None], np.rint(blended), background).astype(np.uint8)
         return out[:, :, ::-1].copy() if encoding == "bgr8" else out
+
+
+@dataclass(frozen=True)
+class FrameOutputs:
+    """One frame's images as the node publishes them and ``bag_eval`` writes them (:meth:`Segmenter.segment_frame`).
+
+    Attributes:
+        segmentation: The mask (``raw_segmentation_mask``) with its timings and validity.
+        colored: ``colored_segmentation_mask`` in the parameters' colour encoding, ``None`` when not asked for.
+        overlay: ``segmentation_overlay`` in the same encoding, ``None`` when not asked for.
+    """
+
+    segmentation: Segmentation
+    colored: np.ndarray | None
+    overlay: np.ndarray | None
 
 
 class Segmenter:
@@ -213,6 +231,23 @@ class Segmenter:
         timings = {"preprocess": (inferred - start) * 1e3, "inference": (done - inferred) * 1e3,
                    "postprocess": (finished - done) * 1e3}
         return Segmentation(labels, image, self.label_set, timings)
+
+    def segment_frame(self, array: np.ndarray, encoding: str, params: Any, *, colored: bool = True,
+                      overlay: bool = True) -> FrameOutputs:
+        """The per-frame step of the node and ``bag_eval``: :meth:`segment`, then the images asked for.
+
+        ``params`` (a :class:`~madm_ros.node_params.SegmentationParams`) gives the colour encoding
+        (``color_segmentation_mask_encoding``) and the overlay's ``overlay_alpha``; ``colored`` and
+        ``overlay`` say which images to compute (a node skips those nobody subscribes to).
+
+        Raises:
+            InputError, BackendError: as :meth:`segment`.
+            ConfigError: a colour encoding other than rgb8/bgr8, or an ``overlay_alpha`` outside [0, 1].
+        """
+        segmentation = self.segment(array, encoding)
+        color = params.color_segmentation_mask_encoding
+        return FrameOutputs(segmentation, segmentation.colored(color) if colored else None,
+                            segmentation.overlay(params.overlay_alpha, color) if overlay else None)
 
 
 def load_segmenter(params: Any, modality: str | None) -> Segmenter:

@@ -27,16 +27,19 @@ overlays and, for events, edge frames, stamped and logged at the input stamps).
 
 The output folder is never mixed or half-written (:mod:`madm_ros.bag_eval.outputs`): a non-empty
 ``--out`` is refused unless ``--overwrite``, which replaces only what bag_eval wrote there (listed
-in ``OUT/.bag_eval.json``; other files stay). The run writes into a staging folder and swaps its
-files in at the end, so an error before evaluation starts (a mistyped bag path, a missing topic, a
-bad model) writes nothing, and a write that fails (read-only folder, disk full) ends with one line
-and exit code 2 after removing that run's partial output, leaving an earlier report in place. So
-does a topic of which no frame reaches the network (every message undecodable, unconvertible or
-without a valid pixel): one line naming the problems counted, exit code 2, nothing written. A run
-that stops part way (a truncated bag, no label that could be scored) still writes what it
-evaluated, with exit code 2. Ctrl-C (exit code 130) keeps the earlier report: the frames evaluated
-so far go, with their report, to ``OUT/interrupted/`` (nothing, if there were none). Every other
-bad input is one line and exit code 2.
+in ``OUT/.bag_eval.json``; other files stay). The run writes into a staging folder and only a run
+that succeeds (exit code 0) swaps its files in, so a failed run never replaces an earlier report:
+an error before evaluation starts (a mistyped bag path, a missing topic, a bad model) writes
+nothing; so does a topic of which no frame reaches the network (every message undecodable,
+unconvertible or without a valid pixel: one line naming the problems counted, exit code 2); a
+write that fails (read-only folder, disk full) ends with one line and exit code 2 after removing
+that run's partial output. A run that evaluated frames and then ends otherwise keeps them, with
+their report and output bag, beside the earlier report and never over it: an error part way, a
+bag that broke off or no label that could be scored in ``OUT/failed/`` (exit code 2), an
+unexpected error in ``OUT/failed/`` with ``traceback.txt`` (exit code 1), Ctrl-C in
+``OUT/interrupted/`` (exit code 130); nothing, if no frame was evaluated yet. Each ends with one
+line saying what stopped the run and where its output is. Every other bad input is one line and
+exit code 2.
 
 Modules: :mod:`~madm_ros.bag_eval.options` (what to run), :mod:`~madm_ros.bag_eval.inputs` (topic,
 parameters, model), :mod:`~madm_ros.bag_eval.labels`, :mod:`~madm_ros.bag_eval.run` (the message

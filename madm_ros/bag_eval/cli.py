@@ -28,10 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
                "--label-dir (PNG class ids named <stamp_ns>.png or <sec>_<nanosec>.png). Each label is scored against "
                "the frame with the nearest stamp within --tolerance-ms; a frame is scored against its nearest label "
                "only. Outputs: a non-empty --out is refused unless --overwrite, which replaces only what bag_eval "
-               "wrote there (listed in OUT/.bag_eval.json); a run that cannot write leaves --out as it was. Exit codes: "
-               "0 done; 2 bad input, a topic without a usable frame (nothing written), an output that cannot be "
-               "written, or a bag that broke off part way (what was read is still evaluated and written); 130 Ctrl-C "
-               "(the frames evaluated so far are kept in OUT/interrupted, the rest of --out as it was).",
+               "wrote there (listed in OUT/.bag_eval.json). Only a run that succeeds (exit code 0) replaces an "
+               "earlier report; any other leaves it byte for byte. Exit codes: 0 done; 2 bad input or a topic "
+               "without a usable frame (nothing written), an output that cannot be written (this run's output "
+               "removed), or an error part way, a bag that broke off or no label that could be scored (what was "
+               "evaluated is kept in OUT/failed); 1 an unexpected error, a bug (kept in OUT/failed with "
+               "traceback.txt); 130 Ctrl-C (kept in OUT/interrupted). A run stopped before its first frame keeps "
+               "nothing.",
     )
     parser.add_argument("bag", type=Path, help="bag folder, or a single .mcap/.db3/.bag file")
     parser.add_argument("--out", type=Path, default=Path("bag_eval_out"), help="output folder (default: bag_eval_out)")
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit code (0 done, 2 bad input, unwritable output or partial results)."""
+    """Command line entry point; returns the exit code (see the epilog: 0 done, 1 a bug, 2 bad input, 130 Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
         options = EvalOptions(bag=args.bag, out=args.out, config=args.config, model=args.model, backend=args.backend,
@@ -78,16 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         miou = "no labels scored"
     else:
         miou = f"mIoU {fmt(report['miou'], scale=100)} % over {report['labels_scored']} labels"
+    written = args.out if report["exit_code"] == 0 else report.get("kept_in")
     print(f"{report['frames']} frames, {miou}, processing p50 {fmt(report['latency_ms_p50'])} ms, "
-          f"p99 {fmt(report['latency_ms_p99'])} ms; report in {Path(report.get('kept_in') or args.out) / 'report.md'}")
+          f"p99 {fmt(report['latency_ms_p99'])} ms; " + (f"report in {Path(written) / 'report.md'}" if written
+                                                         else "nothing written"))
     if report.get("model_caveat"):
         print(f"note: {report['model_caveat']}", file=sys.stderr)
     error = report.get("error") or ""
     for warning in report.get("warnings", []):
         if warning["message"] not in error:
             print(f"warning: {warning['message']} (×{warning['count']})", file=sys.stderr)
-    if error:
-        print(f"bag_eval: {error}", file=sys.stderr)
-    elif report.get("stopped_early"):
-        print(f"bag_eval: partial results: {report['stopped_early']}", file=sys.stderr)
+    if report["exit_code"] != 0:  # one line: what stopped the run, and where its output is
+        line = error or f"partial results: {report['stopped_early']}"
+        if report.get("kept_in"):
+            line += f"; their report and output are kept in {report['kept_in']}, the rest of --out {args.out} is as it was"
+        print(f"bag_eval: {line}", file=sys.stderr)
     return int(report["exit_code"])

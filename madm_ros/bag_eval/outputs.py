@@ -7,15 +7,18 @@ an unlabelled report) nor destroy a good report when it fails. So:
 - a folder that is not empty is refused unless ``--overwrite``; even then only what bag_eval
   wrote there (listed in its manifest, :data:`MANIFEST`) is replaced, and an entry we would write
   that the manifest does not list (someone's own ``output_bag/``) is refused; other files stay;
-- the run writes into a staging folder inside ``--out`` and :meth:`OutputFolder.commit` swaps the
-  staged entries in at the end, after removing the previous run's entries: the manifest, written
-  first, lists both while the swap runs, so an interrupted swap still leaves every file accounted for;
+- the run writes into a staging folder inside ``--out`` and, only when it succeeded,
+  :meth:`OutputFolder.commit` swaps the staged entries in, after removing the previous run's
+  entries: the manifest, written first, lists both while the swap runs, so an interrupted swap
+  still leaves every file accounted for;
 - a write that fails (read-only folder, disk full) raises :class:`OutputWriteError` after
   :meth:`OutputFolder.discard` removed the staging folder, so the folder is as it was before;
-- a run stopped by the user (Ctrl-C) neither replaces the earlier report nor loses what it
-  evaluated: :meth:`OutputFolder.set_aside` moves its staging folder, whole, to ``INTERRUPTED``
-  (``OUT/interrupted/``) and the manifest lists that beside the earlier run's entries, so the next
-  ``--overwrite`` run replaces it like any other output of bag_eval.
+- a run that ends any other way than successfully neither replaces the earlier report nor loses
+  what it evaluated: :meth:`OutputFolder.set_aside` moves its staging folder, whole, to
+  :data:`INTERRUPTED` (``OUT/interrupted/``, Ctrl-C) or :data:`FAILED` (``OUT/failed/``, an error
+  part way, a bag that broke off, no label that could be scored), and the manifest lists that
+  beside the earlier run's entries, which stay byte for byte; the next ``--overwrite`` run that
+  succeeds replaces it like any other output of bag_eval.
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ from pathlib import Path
 
 from madm_ros.errors import ConfigError, MadmError
 
-__all__ = ["INTERRUPTED", "MANIFEST", "OUR_NAMES", "OutputFolder", "OutputWriteError"]
+__all__ = ["FAILED", "INTERRUPTED", "MANIFEST", "OUR_NAMES", "OutputFolder", "OutputWriteError"]
 
 MANIFEST = ".bag_eval.json"
 """The file in ``--out`` that lists the entries bag_eval wrote there (its top-level names)."""
 INTERRUPTED = "interrupted"
 """The entry in ``--out`` that holds the partial output of a run stopped with Ctrl-C (:meth:`OutputFolder.set_aside`)."""
+FAILED = "failed"
+"""The entry in ``--out`` that holds the output of a run that ended with an error (:meth:`OutputFolder.set_aside`)."""
+SET_ASIDE = (INTERRUPTED, FAILED)
 OUR_NAMES = ("report.json", "report.md", "iou.png", "confusion.png", "latency.png", "overlays.png", "overlays",
-             "output_bag", INTERRUPTED)
+             "output_bag", *SET_ASIDE)
 """Every top-level entry a run may write."""
 STAGING_PREFIX = ".bag_eval.partial-"
 
@@ -140,19 +146,21 @@ class OutputFolder:
         self.previous, self.staging = written, None
         return written
 
-    def set_aside(self) -> Path:
-        """Move the staging folder, whole, to :data:`INTERRUPTED` in the folder; the previous run's entries stay.
+    def set_aside(self, name: str = INTERRUPTED) -> Path:
+        """Move the staging folder, whole, to ``name`` (:data:`INTERRUPTED` or :data:`FAILED`); returns its path.
 
-        For a run that was stopped part way: what it wrote is kept where it cannot be mistaken for a
-        finished report, and the earlier report stays as it was. An older ``INTERRUPTED`` entry is
-        replaced (it is bag_eval's: a foreign one was refused when the run started). Returns its path.
+        For a run that did not succeed: what it wrote is kept where it cannot be mistaken for a
+        finished report, and the previous run's entries stay byte for byte (only the manifest gains
+        ``name``). An older entry of that name is replaced (it is bag_eval's: a foreign one was
+        refused when the run started).
 
         Raises:
             OutputWriteError: the move failed (the staging folder is removed).
         """
         assert self.staging is not None, "start() first"
-        target = self.path / INTERRUPTED
-        kept = sorted({*self.previous, INTERRUPTED})
+        assert name in SET_ASIDE, name
+        target = self.path / name
+        kept = sorted({*self.previous, name})
         try:
             self._write_manifest(kept)
             _remove(target)

@@ -9,18 +9,24 @@ dropped for lack of time), written to the output bag, offered to the label match
 overlay. ``--max-frames`` stops after exactly that many frames, even in the middle of a message
 that completed several.
 
-Two ends leave an earlier report in ``--out`` as it was: a topic of which no frame reached the
+Only a run that succeeds replaces bag_eval's earlier outputs in ``--out``
+(:meth:`~madm_ros.bag_eval.outputs.OutputFolder.commit`). A topic of which no frame reached the
 network (every message undecodable or unconvertible, every frame without a valid pixel, or no
 message at all) is a :class:`NoUsableFrameError` that names the problems counted and writes
-nothing; and Ctrl-C keeps what the run evaluated in ``OUT/interrupted/``
-(:meth:`~madm_ros.bag_eval.outputs.OutputFolder.set_aside`), or nothing if no frame was evaluated yet.
+nothing; an output that cannot be written removes the run's partial output. Every other end keeps
+what the run evaluated beside the earlier outputs, never over them
+(:meth:`~madm_ros.bag_eval.outputs.OutputFolder.set_aside`): Ctrl-C in ``OUT/interrupted/``; an
+error part way, a bag that broke off, labels of which none could be scored and an unexpected error
+(with its ``traceback.txt``) in ``OUT/failed/``; nothing if no frame was evaluated yet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import time
+import traceback
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +37,7 @@ import numpy as np
 from madm_ros.bag_eval.inputs import Setup, check_bag_path, model_caveat, setup
 from madm_ros.bag_eval.labels import Labels
 from madm_ros.bag_eval.options import EvalOptions
-from madm_ros.bag_eval.outputs import INTERRUPTED, OutputFolder, OutputWriteError
+from madm_ros.bag_eval.outputs import FAILED, INTERRUPTED, OutputFolder, OutputWriteError
 from madm_ros.bag_eval.report import write_report
 from madm_ros.bag_eval.state import OverlaySample, RunState
 from madm_ros.bag_eval.summary import score, summarize
@@ -76,16 +82,16 @@ class _Pipeline:
         index = run.frames
         keep_overlay = run.overlays.wants(index)
         start = time.perf_counter()
-        try:
-            segmentation = self.setup.segmenter.segment(frame.array, frame.encoding)
-            colored = segmentation.colored(self.color) if self.output is not None else None
-            overlay = segmentation.overlay(params.overlay_alpha, self.color) \
-                if self.output is not None or keep_overlay else None
+        try:  # the node's per-frame step, with the node's parameters
+            outputs = self.setup.segmenter.segment_frame(frame.array, frame.encoding, params,
+                                                         colored=self.output is not None,
+                                                         overlay=self.output is not None or keep_overlay)
         except MadmError as error:
             run.problems.report(f"bad_input:{type(error).__name__}", f"frame at {frame.stamp_ns} ns skipped: {error}")
             run.dropped += 1
             return
         cost = time.perf_counter() - start
+        segmentation, colored, overlay = outputs.segmentation, outputs.colored, outputs.overlay
         run.frames += 1
         run.latencies_ms.append(before_ms + cost * 1e3)
         if segmentation.valid:
@@ -215,20 +221,54 @@ def _plan(options: EvalOptions, source: Any, run: RunState, report: dict[str, An
     return _Plan(chosen, labels, tolerance_ns, prefix)
 
 
+@dataclass(frozen=True)
+class _Stop:
+    """How a run that did not finish ended: where its output is set aside, its exit code, and why."""
+
+    entry: str  # INTERRUPTED or FAILED
+    exit_code: int
+    cause: str  # what stopped the run, e.g. "interrupted (Ctrl-C)"
+    detail: str = ""  # the error's own message
+    traceback: str | None = None  # of an unexpected error (a bug), kept as traceback.txt
+
+    def text(self, when: str) -> str:
+        """``cause when: detail``, e.g. "stopped by an error after 3 frames: ..."."""
+        return f"{self.cause} {when}" + (f": {self.detail}" if self.detail else "")
+
+
+def _stop_of(error: BaseException) -> _Stop:
+    """The :class:`_Stop` of an exception that ended the message loop (call inside the ``except`` block)."""
+    if isinstance(error, KeyboardInterrupt):
+        return _Stop(INTERRUPTED, 130, "interrupted (Ctrl-C)")
+    if isinstance(error, MadmError):
+        return _Stop(FAILED, 2, "stopped by an error", str(error))
+    return _Stop(FAILED, 1, "stopped by an unexpected error", f"{type(error).__name__}: {error}", traceback.format_exc())
+
+
+def _commit_output(output: Any) -> None:
+    try:
+        output.commit()
+    except (OSError, sqlite3.Error) as error:
+        raise OutputWriteError(f"cannot write the output bag: {error}; free space or choose a writable --out") from None
+
+
 def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
     """Run the evaluation and write the report, plots, overlays and output bag; returns the report (``exit_code`` inside).
 
-    ``exit_code`` is 0, 2 for partial results (a bag that broke off, no label that could be scored)
-    or 130 after Ctrl-C: then the report and output of the frames evaluated so far are in
-    ``OUT/interrupted/`` (``report["kept_in"]``; ``None`` when no frame was evaluated, and nothing
-    was kept) and the earlier report in ``--out`` stays as it was.
+    Only a run that succeeds (``exit_code`` 0) replaces bag_eval's earlier outputs in ``--out``.
+    Every other run that evaluated frames leaves them byte for byte and sets its own report and
+    output aside (``report["kept_in"]``): in ``OUT/interrupted/`` after Ctrl-C (``exit_code``
+    130), in ``OUT/failed/`` after an error part way (2), a bag that broke off (2), labels of
+    which none could be scored (2) or an unexpected error (1, with ``traceback.txt``). A run
+    stopped before its first frame keeps nothing (``kept_in`` ``None``). ``report["error"]`` says
+    what stopped the run.
 
     Raises:
         MadmError: bad options, a non-empty ``--out`` without ``overwrite``, an unreadable bag, a
             missing topic or model (nothing was written); no frame that reached the network
             (:class:`NoUsableFrameError`: nothing was written); an output that cannot be written
-            (:class:`OutputWriteError`: this run's partial output is removed); an error part way
-            (its partial report is written first).
+            (:class:`OutputWriteError`: this run's partial output is removed). ``--out`` stays as
+            it was in each case.
     """
     from madm_ros.bag_source import BagSource, OutputBag
 
@@ -240,9 +280,9 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
         report.update(storage=source.storage, read_note=source.note or None)
         plan = _plan(options, source, run, report)
         segmenter, labels = plan.setup.segmenter, plan.labels
-        staging = folder.start()  # from here on the run writes (into staging; swapped into --out at the end)
+        staging = folder.start()  # from here on the run writes (into staging; moved into place at the end)
         output: Any = None
-        matrix, truths = None, {}
+        matrix, truths, stop = None, {}, None
         try:
             if options.output_bag_format != "none":
                 try:
@@ -256,13 +296,8 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
             if run.frames == run.invalid_frames:  # not one frame reached the network
                 raise _no_usable_frame(options.bag, plan.setup.topic, segmenter.modality, options, run)
             if output is not None:
-                try:
-                    output.commit()
-                except (OSError, sqlite3.Error) as error:
-                    raise OutputWriteError(f"cannot write the output bag: {error}; free space or choose a writable "
-                                           "--out") from None
-                report["output_bag"] = {"path": str(folder.path / "output_bag"), "format": options.output_bag_format,
-                                        "topics": dict(output.counts)}
+                _commit_output(output)
+                report["output_bag"] = {"format": options.output_bag_format, "topics": dict(output.counts)}
                 output = None
             report["stream"] = pipeline.source.counters()
             if labels is not None:
@@ -272,42 +307,72 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
             if labels is not None and not report["labels_scored"]:
                 report["error"] = f"no label could be scored: {_no_score_reason(labels, run)}"
         except (OutputWriteError, NoUsableFrameError):  # --out stays as it was
+            _abort(output)
             folder.discard()
             raise
-        except MadmError as error:
-            report["error"] = str(error)
-            report.update(summarize(run, None, None, None, 0), exit_code=2)
-            _finish(folder, staging, report, run, None, None, {})
-            raise
-        except KeyboardInterrupt:  # keep what was evaluated, beside the earlier report and not over it
-            run.stopped_early = "interrupted (Ctrl-C)"
-            report.update(summarize(run, None, None, None, 0), exit_code=130, kept_in=None)
-            if not run.frames:
-                folder.discard()
-                report["error"] = (f"interrupted (Ctrl-C) before the first frame; nothing was kept, --out {folder.path} "
-                                   "is as it was")
-                return report
-            kept = folder.path / INTERRUPTED
-            if output is not None:
-                output.commit()
-                report["output_bag"] = {"format": options.output_bag_format, "topics": dict(output.counts)}
-                output = None
-            if "output_bag" in report:
-                report["output_bag"]["path"] = str(kept / "output_bag")
-            frames = f"{run.frames} frame{'s' if run.frames != 1 else ''}"
-            report.update(kept_in=str(kept), error=f"interrupted (Ctrl-C) after {frames}: their report and output are "
-                          f"kept in {kept}; the rest of --out {folder.path} is as it was")
-            _write(folder, staging, report, run, None, None, {})
-            folder.set_aside()
-            return report
+        except (KeyboardInterrupt, Exception) as error:  # set aside what was evaluated; the earlier report stays
+            stop = _stop_of(error)
         except BaseException:
+            _abort(output)
             folder.discard()
             raise
-        finally:
-            if output is not None:
-                output.abort()
+    if stop is not None:
+        return _stopped(stop, folder, staging, report, run, output, options.output_bag_format)
     report["exit_code"] = 2 if report.get("error") or run.stopped_early else 0
-    _finish(folder, staging, report, run, matrix, segmenter, truths)
+    if report["exit_code"] == 0:
+        _set_output_bag_path(report, folder.path)
+        _write(folder, staging, report, run, matrix, segmenter, truths)
+        folder.commit()
+    else:  # a bag that broke off, or labels of which none could be scored: a result, but not one to replace a good one
+        _keep(FAILED, folder, staging, report, run, matrix, segmenter, truths)
+    return report
+
+
+def _abort(output: Any) -> None:
+    if output is not None:
+        output.abort()
+
+
+def _set_output_bag_path(report: dict[str, Any], where: Path) -> None:
+    if "output_bag" in report:
+        report["output_bag"]["path"] = str(where / "output_bag")
+
+
+def _keep(entry: str, folder: OutputFolder, staging: Path, report: dict[str, Any], run: RunState, matrix: Any,
+          segmenter: Any, truths: dict[int, np.ndarray]) -> None:
+    """Write the report into the staging folder and set it aside as ``OUT/<entry>``; the earlier outputs stay."""
+    kept = folder.path / entry
+    report["kept_in"] = str(kept)
+    _set_output_bag_path(report, kept)
+    _write(folder, staging, report, run, matrix, segmenter, truths)
+    folder.set_aside(entry)
+
+
+def _stopped(stop: _Stop, folder: OutputFolder, staging: Path, report: dict[str, Any], run: RunState, output: Any,
+             output_format: str) -> dict[str, Any]:
+    """The report of a run that did not finish: its frames set aside with their report, or nothing kept without any."""
+    run.stopped_early = run.stopped_early or (f"{stop.cause}: {stop.detail}" if stop.detail else stop.cause)
+    report.update(summarize(run, None, None, None, 0), exit_code=stop.exit_code, kept_in=None)
+    if not run.frames:
+        _abort(output)
+        folder.discard()
+        bug = " (a bug; please report it)" if stop.traceback is not None else ""
+        report["error"] = f"{stop.text('before the first frame')}{bug}; nothing was kept, --out {folder.path} is as it was"
+        return report
+    if output is not None:  # the frames written so far stay readable
+        try:
+            _commit_output(output)
+        except OutputWriteError:
+            _abort(output)
+            folder.discard()
+            raise
+        report["output_bag"] = {"format": output_format, "topics": dict(output.counts)}
+    report["error"] = stop.text(f"after {run.frames} frame{'s' if run.frames != 1 else ''}")
+    if stop.traceback is not None:
+        with contextlib.suppress(OSError):  # a report without it is still worth keeping
+            (staging / "traceback.txt").write_text(stop.traceback)
+            report["error"] += f" (a bug; please report it with {folder.path / stop.entry / 'traceback.txt'})"
+    _keep(stop.entry, folder, staging, report, run, None, None, {})
     return report
 
 
@@ -320,10 +385,6 @@ def _write(folder: OutputFolder, staging: Path, report: dict[str, Any], run: Run
         folder.discard()
         raise OutputWriteError(f"cannot write the report in {folder.path}: {error.strerror or error}; free space or "
                                "choose a writable --out") from None
-
-
-def _finish(folder: OutputFolder, staging: Path, report: dict[str, Any], run: RunState, matrix: Any, segmenter: Any,
-            truths: dict[int, np.ndarray]) -> None:
-    """Write the report into the staging folder and swap it into ``--out``; a failed write removes the run's output."""
-    _write(folder, staging, report, run, matrix, segmenter, truths)
-    folder.commit()
+    except BaseException:
+        folder.discard()
+        raise

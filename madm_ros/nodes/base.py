@@ -435,23 +435,23 @@ class SegmentationNode(LifecycleNode):
                 self.skipped += 1
             return
         assert self.segmenter is not None
-        segmentation = self.segmenter.segment(job.array, job.encoding)
+        params = self.params
+        outputs = self.segmenter.segment_frame(job.array, job.encoding, params,  # the step bag_eval runs too
+                                               colored=self.wanted("colored_segmentation_mask"),
+                                               overlay=self.wanted("segmentation_overlay"))
+        segmentation = outputs.segmentation
         for stage, milliseconds in segmentation.timings_ms.items():
             self._time(f"segment_{stage}", milliseconds)
         if not segmentation.valid:  # published as all-unlabelled masks, so every input still has its output
             self.report_problem("invalid_frame", f"frame with no valid pixel: {segmentation.invalid_reason}; "
                                 "its masks are all 255 (unlabelled)")
-        params = self.params
         header = job.header
         self._outputs["raw_segmentation_mask"].publish(array_to_image_msg(segmentation.labels, "mono8", header))
-        if self.wanted("colored_segmentation_mask"):
-            colored = segmentation.colored(params.color_segmentation_mask_encoding)
-            self._outputs["colored_segmentation_mask"].publish(
-                array_to_image_msg(colored, params.color_segmentation_mask_encoding, header))
-        if self.wanted("segmentation_overlay"):
-            overlay = segmentation.overlay(params.overlay_alpha, params.color_segmentation_mask_encoding)
-            self._outputs["segmentation_overlay"].publish(
-                array_to_image_msg(overlay, params.color_segmentation_mask_encoding, header))
+        color = params.color_segmentation_mask_encoding
+        if outputs.colored is not None:
+            self._outputs["colored_segmentation_mask"].publish(array_to_image_msg(outputs.colored, color, header))
+        if outputs.overlay is not None:
+            self._outputs["segmentation_overlay"].publish(array_to_image_msg(outputs.overlay, color, header))
         camera_info = job.camera_info if job.camera_info is not None else self._last_camera_info
         if camera_info is not None:
             self._outputs["camera_info"].publish(self._scaled_camera_info(camera_info, segmentation.labels.shape, header))

@@ -204,7 +204,7 @@ def test_the_node_parameter_files_are_the_configuration(tmp_path):
         load_node_config(merged)
 
 
-def test_a_truncated_mcap_is_evaluated_up_to_the_cut_and_exits_2(tmp_path, tiny_onnx_models):
+def test_a_truncated_mcap_is_evaluated_up_to_the_cut_and_exits_2(tmp_path, tiny_onnx_models, capsys):
     rng = np.random.default_rng(0)
     records = []
     for i in range(40):  # about 3 MB: three 1 MiB MCAP chunks
@@ -212,18 +212,28 @@ def test_a_truncated_mcap_is_evaluated_up_to_the_cut_and_exits_2(tmp_path, tiny_
         records.append(("/depth", stamp, image_message(rng.integers(500, 9000, (160, 240)).astype(np.uint16), "16UC1", stamp)))
         records.append((LABELS, stamp + 1, image_message(rng.integers(0, 11, (160, 240)).astype(np.uint8), "mono8", stamp)))
     bag = write_bag(tmp_path / "in", {"/depth": "sensor_msgs/msg/Image", LABELS: "sensor_msgs/msg/Image"}, records, "mcap")
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--model", str(tiny_onnx_models["depth"]), "--topic", "/depth", "--label-topic", LABELS,
+            "--overlays", "2", "--no-progress"]
+    assert main([str(bag), *args]) == 0  # the whole bag first: a good report
+    before = snapshot(out)
     data = (bag / "in.mcap").read_bytes()
     (bag / "in.mcap").write_bytes(data[: int(len(data) * 0.8)])
-    out = tmp_path / "out"
-    code = main([str(bag), "--out", str(out), "--model", str(tiny_onnx_models["depth"]), "--topic", "/depth",
-                 "--label-topic", LABELS, "--no-progress"])
+    capsys.readouterr()
+    code = main([str(bag), *args, "--overwrite"])
     assert code == 2
-    report = json.loads((out / "report.json").read_text())
-    assert report["partial"] and "cut off" in report["stopped_early"]
+    kept = out / "failed"  # partial results stand beside the good report, never over it
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("bag_eval: partial results: ")
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if not k.startswith("failed/") and k != ".bag_eval.json"} == \
+        {k: v for k, v in before.items() if k != ".bag_eval.json"}
+    report = json.loads((kept / "report.json").read_text())
+    assert report["partial"] and "cut off" in report["stopped_early"] and report["kept_in"] == str(kept)
     assert 10 <= report["frames"] < 40 and report["miou"] is not None
     assert report["frames"] - 1 <= report["labels_scored"] <= report["frames"]  # a label logged after the cut is lost
     assert report["labels_unmatched"] == 0  # labels after the cut are not reached, not unmatched
-    written = read_output_bag(out / "output_bag")
+    assert report["output_bag"]["path"] == str(kept / "output_bag") and (kept / "iou.png").is_file()
+    written = read_output_bag(kept / "output_bag")
     assert len(written["/depth_segmentation/raw_segmentation_mask"]) == report["frames"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".bag_eval.json"]  # no staging folder left
 
@@ -284,8 +294,11 @@ def test_bad_bags_give_one_line_messages_and_exit_2(tmp_path, scenes, tiny_onnx_
     cv2.imwrite(str(far / f"{BASE_NS + 10**12}.png"), scenes[0].label)  # 1000 s after the bag
     code, err = run("--topic", INPUTS["depth"][0], "--label-dir", str(far))
     assert code == 2 and "no frame within ±1 ms" in err and "nearest frame" in err
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["frames"] == 8 and report["miou"] is None and (tmp_path / "out" / "output_bag").is_dir()
+    kept = tmp_path / "out" / "failed"  # a result without a score never stands as the report of --out
+    assert f"kept in {kept}" in err.splitlines()[-1]
+    report = json.loads((kept / "report.json").read_text())
+    assert report["frames"] == 8 and report["miou"] is None and (kept / "output_bag").is_dir()
+    assert report["kept_in"] == str(kept) and not (tmp_path / "out" / "report.json").exists()
 
     db3 = tmp_path / "cut"
     shutil.copytree(bag, db3)
@@ -643,8 +656,8 @@ def test_ctrl_c_keeps_the_earlier_report_and_the_evaluated_frames_in_out_interru
     ctrl_c_at(4)
     code, err = interrupted_run(out, "--overwrite")
     kept = out / "interrupted"
-    assert code == 130 and err.splitlines()[-1] == (f"bag_eval: interrupted (Ctrl-C) after 3 frames: their report and output "
-                                                    f"are kept in {kept}; the rest of --out {out} is as it was")
+    assert code == 130 and err.splitlines()[-1] == (f"bag_eval: interrupted (Ctrl-C) after 3 frames; their report and output "
+                                                    f"are kept in {kept}, the rest of --out {out} is as it was")
     after = snapshot(out)
     assert {k: v for k, v in after.items() if not k.startswith("interrupted/") and k != ".bag_eval.json"} == \
         {k: v for k, v in before.items() if k != ".bag_eval.json"}  # the earlier report, byte for byte
@@ -664,6 +677,66 @@ def test_ctrl_c_keeps_the_earlier_report_and_the_evaluated_frames_in_out_interru
 
     monkeypatch.undo()  # a finished run replaces the interrupted one's output, like any output of bag_eval
     assert small_run(bag, out, model, "--overwrite")[0] == 0 and not kept.exists()
+
+
+def test_a_run_that_fails_part_way_keeps_the_earlier_report_and_sets_its_frames_aside_in_out_failed(
+        tmp_path, scenes, tiny_onnx_models, monkeypatch):
+    import madm_ros.bag_eval.run
+    from madm_ros.errors import DecodeError
+
+    bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
+    model, out = tiny_onnx_models["depth"], tmp_path / "out"
+    assert small_run(bag, out, model, "--label-topic", LABELS)[0] == 0
+    before = snapshot(out)
+    earlier = json.loads(before[".bag_eval.json"])["paths"]
+    push = madm_ros.bag_eval.run._Pipeline.push
+
+    def fail_at(message: int, error: Exception) -> None:
+        calls = []
+
+        def patched(self, *args, **kwargs):
+            calls.append(None)
+            if len(calls) == message:
+                raise error
+            return push(self, *args, **kwargs)
+        monkeypatch.setattr(madm_ros.bag_eval.run._Pipeline, "push", patched)
+
+    def unchanged_but(entry: str) -> None:
+        after = snapshot(out)
+        assert {k: v for k, v in after.items() if not k.startswith(f"{entry}/") and k != ".bag_eval.json"} == \
+            {k: v for k, v in before.items() if k != ".bag_eval.json"}  # the earlier report and outputs, byte for byte
+        assert json.loads(after[".bag_eval.json"])["paths"] == sorted([*earlier, entry])
+        assert sorted(p.name for p in out.iterdir()) == sorted([*earlier, entry, ".bag_eval.json"])  # no staging folder
+
+    kept = out / "failed"
+    fail_at(4, DecodeError("the packet at 12 ns breaks the stream"))  # an error that ends the run after 3 frames
+    code, err = small_run(bag, out, model, "--overwrite", "--label-topic", LABELS)
+    assert code == 2 and len(err.splitlines()) == 1 and err == (
+        f"bag_eval: stopped by an error after 3 frames: the packet at 12 ns breaks the stream; their report and output are "
+        f"kept in {kept}, the rest of --out {out} is as it was")
+    unchanged_but("failed")
+    report = json.loads((kept / "report.json").read_text())
+    assert (report["frames"], report["exit_code"], report["kept_in"]) == (3, 2, str(kept)) and report["partial"]
+    assert report["output_bag"]["path"] == str(kept / "output_bag") and "Stopped:" in (kept / "report.md").read_text()
+    assert [len(v) for v in read_output_bag(kept / "output_bag").values()] == [3, 3, 3]
+
+    fail_at(6, RuntimeError("boom"))  # a bug: exit code 1, one line, the traceback kept with the frames
+    code, err = small_run(bag, out, model, "--overwrite")
+    assert code == 1 and len(err.splitlines()) == 1 and err.startswith(
+        "bag_eval: stopped by an unexpected error after 5 frames: RuntimeError: boom (a bug; please report it with "
+        f"{kept / 'traceback.txt'}); their report and output are kept in {kept}"), err
+    unchanged_but("failed")  # the earlier failed run's folder is replaced, the good report is not
+    assert json.loads((kept / "report.json").read_text())["frames"] == 5
+    assert "RuntimeError: boom" in (kept / "traceback.txt").read_text()
+
+    fail_at(1, RuntimeError("boom"))  # before the first frame: nothing is kept, a new --out is not even created
+    code, err = small_run(bag, tmp_path / "new", model)
+    assert code == 1 and len(err.splitlines()) == 1 and "before the first frame" in err and "nothing was kept" in err
+    assert not (tmp_path / "new").exists()
+
+    monkeypatch.undo()  # a finished run replaces the failed one's output, like any output of bag_eval
+    assert small_run(bag, out, model, "--overwrite")[0] == 0 and not kept.exists()
+    assert "failed" not in json.loads((out / ".bag_eval.json").read_text())["paths"]
 
 
 # ---------------------------------------------------------------------------------------------- what users see

@@ -59,6 +59,21 @@ def test_colored_and_overlay_keep_unlabelled_pixels_and_channel_order():
         result.colored("mono8")
 
 
+def test_segment_frame_is_the_node_and_bag_eval_step_segment_then_the_images_asked_for(depth_segmenter):
+    from madm_ros.node_params import ImageParams
+
+    depth = np.random.default_rng(1).integers(0, 30_000, (40, 70)).astype(np.uint16)
+    params = ImageParams(color_segmentation_mask_encoding="bgr8", overlay_alpha=0.3)
+    outputs = depth_segmenter.segment_frame(depth, "16UC1", params)
+    alone = depth_segmenter.segment(depth, "16UC1")
+    assert np.array_equal(outputs.segmentation.labels, alone.labels)
+    assert np.array_equal(outputs.colored, alone.colored("bgr8"))
+    assert np.array_equal(outputs.overlay, alone.overlay(0.3, "bgr8"))
+    skipped = depth_segmenter.segment_frame(depth, "16UC1", params, colored=False, overlay=False)
+    assert skipped.colored is None and skipped.overlay is None  # what nobody subscribes to is not computed
+    assert np.array_equal(skipped.segmentation.labels, alone.labels)
+
+
 def test_camera_matrices_scale_rows_zero_and_one_only():
     k = [500.0, 0, 320, 0, 500, 240, 0, 0, 1]
     assert scale_camera_matrix(k, 0.5, 0.25, 3) == [250.0, 0, 160, 0, 125, 60, 0, 0, 1]
