@@ -6,7 +6,9 @@ scenes. This script generates a training and a held-out set with different seeds
 CNN (a stand-in for any RGB-trained source model; no adaptation) on RGB only, and reports the
 held-out mIoU of that one model on each modality, read through the same ``FolderDataset`` /
 ``preprocess()`` path as everything else. As a ceiling it also trains the same CNN on each target
-modality's own labels ("oracle") — the gap adaptation tries to close.
+modality's own labels ("oracle") — the gap adaptation tries to close — and, as a floor, the
+layout-only baseline (``madm_train.training.layout_baseline``): the training labels' most frequent
+class at each pixel, predicted for every image (one number: the modalities share their labels).
 
     scripts/in-env python bench/synthetic_modality_gap.py            # prints a table, writes JSON
 """
@@ -101,6 +103,15 @@ def score(net, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, .
     return matrix.as_dict(class_names)
 
 
+def score_ids(predictions: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, object]:
+    """Dataset-level metrics of class-id predictions (255 = none) against labels of the same shape."""
+    from madm_ros.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(len(class_names))
+    matrix.update(predictions, labels)
+    return matrix.as_dict(class_names)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/madm_modality_gap"), help="data folder (regenerated if absent)")
@@ -116,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from madm_ros.palettes import DSEC_11
     from madm_ros.synthetic import SynthConfig, generate
+    from madm_train.training.layout_baseline import LayoutBaseline
 
     torch.set_num_threads(2)
     watch = LoadWatch()
@@ -143,15 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{modality:8s} RGB-trained mIoU {100 * source['miou']:5.1f}   trained on {modality} {100 * oracle['miou']:5.1f}",
               flush=True)
     training_s = time.perf_counter() - started
+    layout = LayoutBaseline.fit(data["train"]["rgb"][1], (height, width), DSEC_11.num_classes)
+    test_labels = data["test"]["rgb"][1]
+    layout_only = score_ids(np.broadcast_to(layout.class_map, test_labels.shape), test_labels, DSEC_11.class_names)
 
     print("\n| test modality | RGB-trained model mIoU (%) | same model trained on the modality (%) |")
     print("| --- | ---: | ---: |")
     for modality, row in results.items():
         print(f"| {modality} | {100 * row['rgb_trained_miou']:.1f} | {100 * row['oracle_miou']:.1f} |")
+    print(f"\nLayout only (no image; every modality): {100 * layout_only['miou']:.1f} % mIoU")
     report = {
         "command": "scripts/in-env python bench/synthetic_modality_gap.py",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
+        "layout_only_miou": layout_only["miou"],
+        "layout_only_per_class": layout_only["per_class_iou"],
         "generation_s": round(generation_s, 1),
         "training_s": round(training_s, 1),
         "machine": machine_info(("torch",), watch, torch_threads=torch.get_num_threads()),

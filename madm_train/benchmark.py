@@ -43,14 +43,21 @@ Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
    ICCLD's stage 2 adds its iterations to stage 1's, as the paper's two-stage protocol does; the
    "without stage 2" row is the model it starts from.
 
+   The ceiling, per modality: ``oracle`` continues from the source-only warm-up for the same
+   iterations on the *target modality's* labelled frames of the training split
+   (``data.source_modality`` = the modality; the synthetic scenes are labelled in every modality).
+
    Starting adaptation from a source-only model, rather than jointly from scratch as the
    reference does over 10k iterations, is this benchmark's departure: at a CPU budget of a few
    hundred iterations a teacher that has not yet learnt the source classes gives no pseudo-labels
    above the 0.968 confidence threshold, and the comparison would measure nothing.
 4. Every model is scored on the held-out target sequences (dataset-level mIoU, per-class IoU).
+   Beside them, the floor: the **layout-only** baseline (``madm_train.training.layout_baseline``)
+   predicts, for every image, the most frequent class at each pixel of the training split's labels,
+   scored on the same test split. It depends on no seed (reported with the seed list, spread 0).
 
 ``DIR/results.json`` holds ``{modality: {method: {"miou_mean", "miou_std", "seeds", ...}}}`` (DIFF's keys start with
-``diff``, ICCLD's with ``iccld``);
+``diff``, ICCLD's with ``iccld``; the layout-only baseline's key is ``layout_only``);
 ``DIR/results.md`` the table; ``DIR/figure_<modality>.png`` input | ground truth | source-only |
 MADM | DIFF (adaptation) | ICCLD (where trained) for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
 interrupted benchmark continues where it stopped.
@@ -73,7 +80,7 @@ from madm_ros.errors import ConfigError
 from madm_ros.preprocessing import NODE_MODALITIES
 from madm_train.training.prior import PriorConfig
 
-__all__ = ["METHODS", "MODALITIES", "PRESETS", "VARIANTS", "WARMUPS", "Preset", "Variant", "run_benchmark"]
+__all__ = ["LAYOUT_ONLY", "METHODS", "MODALITIES", "PRESETS", "VARIANTS", "WARMUPS", "Preset", "Variant", "run_benchmark"]
 
 MODALITIES: tuple[str, ...] = NODE_MODALITIES
 """The modalities adapted to from the labelled RGB source: those a node runs on."""
@@ -94,6 +101,8 @@ class Variant:
         target_free: Never sees a target image: trained once, scored on every modality.
         after: Continues from this row's model of the same seed and modality instead of the
             warm-up (ICCLD's stage 2 from its stage 1); that row comes earlier in :data:`VARIANTS`.
+        oracle: Trains on the target modality's labelled frames instead of RGB
+            (``data.source_modality``), per modality: the target-labelled ceiling.
     """
 
     method: str
@@ -102,6 +111,7 @@ class Variant:
     warmup: str = "source_only"
     target_free: bool = False
     after: str | None = None
+    oracle: bool = False
 
 
 WARMUPS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -128,8 +138,11 @@ VARIANTS: dict[str, Variant] = {
     "iccld_no_inter_coder_no_stage2": Variant("iccld", {"model": {"inter_coder": "none"}}, warmup="iccld_no_inter_coder"),
     "iccld_no_inter_coder": Variant("iccld", {"stage": 2, "model": {"inter_coder": "none"}}, warmup="iccld_no_inter_coder",
                                     after="iccld_no_inter_coder_no_stage2"),
+    "oracle": Variant("source_only", oracle=True),
 }
 """Table rows by result key; the target-free rows are trained once per prior and scored on every modality."""
+LAYOUT_ONLY = "layout_only"
+"""Result key of the layout-only baseline (not a trained variant: fitted from the training labels, no seed)."""
 DIFF_STEPS = 5
 """DIFF's trajectory preset in the benchmark (see the module docstring)."""
 METHODS: tuple[str, ...] = tuple(VARIANTS)
@@ -215,7 +228,7 @@ class _Plan:
 
 
 def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, *changes: dict[str, Any],
-            max_iter: int | None = None) -> Any:
+            max_iter: int | None = None, source_modality: str = "rgb") -> Any:
     """The config of one run: the modality's released task values scaled to the preset, then ``changes`` (method section)."""
     import dataclasses
 
@@ -228,8 +241,8 @@ def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, *
     optim = {k: v for k, v in dataclasses.asdict(released.optim).items() if k not in ("lr", "max_iter")}
     end_fraction = released.method.dplg.end_iter / released.optim.max_iter
     values: dict[str, dict[str, Any]] = {
-        "data": {"source_kind": "folder", "source_root": str(plan.data), "target_kind": "folder",
-                 "target_root": str(plan.data), "modality": modality, "label_set": "dsec11",
+        "data": {"source_kind": "folder", "source_root": str(plan.data), "source_modality": source_modality,
+                 "target_kind": "folder", "target_root": str(plan.data), "modality": modality, "label_set": "dsec11",
                  "source_resize_hw": list(p.network_hw), "target_resize_hw": list(p.network_hw),
                  "crop_hw": list(p.network_hw), "batch_size": p.batch_size,
                  "rare_class_min_pixels": max(1, round(3000 * p.network_hw[0] * p.network_hw[1] / 512**2))},
@@ -292,6 +305,16 @@ def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
     return json.loads((out_dir / "metrics.json").read_text())
 
 
+def _layout_only(plan: _Plan, modality: str) -> dict[str, Any]:
+    """Metrics of the layout-only baseline on ``modality``'s test split (cached in ``layout_only/eval-<modality>``)."""
+    from madm_train.training.layout_baseline import score_layout_baseline
+
+    out_dir = plan.out / LAYOUT_ONLY / f"eval-{modality}"
+    if not (out_dir / "metrics.json").exists():  # the training split's labels; no seed, no model
+        score_layout_baseline(_config(plan, modality, plan.seeds[0], plan.out / LAYOUT_ONLY, "source_only"), out_dir)
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
 def _prepare(plan: _Plan) -> None:
     """Generate both synthetic folders and pretrain the prior, each only if absent."""
     from madm_ros.synthetic import SynthConfig, generate
@@ -345,19 +368,25 @@ def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
                     start = {"model": {**start["model"],
                                        "init_weights": str(plan.run_dir(seed, modality, variant.after, "model"))}}
                 config = _config(plan, modality, seed, plan.run_dir(seed, modality, key), variant.method,
-                                 variant.changes, start)
+                                 variant.changes, start, source_modality=modality if variant.oracle else "rgb")
                 results[modality][key] = _train(config, f"seed {seed} {modality} {key}")
     return results
 
 
-def _summary(per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], plan: _Plan) -> dict[str, Any]:
-    """Mean and sample standard deviation over seeds of mIoU and per-class IoU, by modality and method."""
+def _summary(per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], plan: _Plan,
+             layout: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of mIoU and per-class IoU, by modality and method.
+
+    ``layout`` (modality → metrics of the layout-only baseline) is added under :data:`LAYOUT_ONLY`
+    with the same value for every seed (it depends on none), so its spread is 0.
+    """
     summary: dict[str, Any] = {}
     seeds = sorted(per_seed)
     for modality in plan.modalities:
         summary[modality] = {}
-        for method in METHODS:
-            runs = [per_seed[s][modality][method] for s in seeds if method in per_seed[s][modality]]
+        for method in (*METHODS, LAYOUT_ONLY):
+            runs = ([layout[modality]] * len(seeds) if method == LAYOUT_ONLY
+                    else [per_seed[s][modality][method] for s in seeds if method in per_seed[s][modality]])
             if not runs:
                 continue
             mious = [100 * (r["miou"] or 0.0) for r in runs]
@@ -374,7 +403,8 @@ _LABELS = {"source_only": "Source only", "madm": "MADM (DPLG + LPLR)", "madm_no_
            "madm_no_prior": "MADM, no prior", "diff_generalisation": "DIFF, generalisation (source only)",
            "diff": "DIFF, adaptation", "iccld_no_stage2": "ICCLD without stage 2 (E, D self-trained)",
            "iccld": "ICCLD (both stages)", "iccld_no_inter_coder_no_stage2": "ICCLD without inter-coder connections or stage 2",
-           "iccld_no_inter_coder": "ICCLD without inter-coder connections"}
+           "iccld_no_inter_coder": "ICCLD without inter-coder connections", "oracle": "Oracle (target labels)",
+           LAYOUT_ONLY: "Layout only (no image)"}
 
 
 def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) -> str:
@@ -382,14 +412,17 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
     mods = [m for m in plan.modalities if m in summary]
     lines = [f"# Synthetic modality-adaptation benchmark (preset {settings['preset']})", "",
              f"Dataset-level mIoU (%) on the held-out target sequences, mean ± standard deviation over seeds "
-             f"{', '.join(map(str, plan.seeds))}; RGB labels only, no target labels.", "",
+             f"{', '.join(map(str, plan.seeds))}; RGB labels only, no target labels, except the oracle "
+             "(trained on the target modality's labelled frames). The layout-only row predicts the training labels' "
+             "most frequent class at each pixel for every image (no seed, no model).", "",
              "| Method | DPLG | LPLR | prior | " + " | ".join(mods) + " |",
              "|---|---|---|---|" + "---|" * len(mods)]
     marks = {"source_only": ("", "", "✓"), "madm": ("✓", "✓", "✓"), "madm_no_dplg": ("", "✓", "✓"),
              "madm_no_lplr": ("✓", "", "✓"), "source_only_no_prior": ("", "", ""), "madm_no_prior": ("✓", "✓", ""),
              "diff_generalisation": ("", "", "✓"), "diff": ("", "", "✓"),
-             **{key: ("", "", "✓") for key in VARIANTS if key.startswith("iccld")}}
-    for method in METHODS:
+             **{key: ("", "", "✓") for key in VARIANTS if key.startswith("iccld")}, "oracle": ("", "", "✓"),
+             LAYOUT_ONLY: ("", "", "")}
+    for method in (LAYOUT_ONLY, *METHODS):
         cells = [f"{summary[m][method]['miou_mean']:.1f} ± {summary[m][method]['miou_std']:.1f}"
                  if method in summary[m] else "–" for m in mods]
         lines.append(f"| {_LABELS[method]} | " + " | ".join(marks[method]) + " | " + " | ".join(cells) + " |")
@@ -467,7 +500,8 @@ def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int]
     start = time.perf_counter()
     _prepare(plan)
     per_seed = {seed: _run_seed(plan, seed) for seed in plan.seeds}
-    summary = _summary(per_seed, plan)
+    layout = {modality: _layout_only(plan, modality) for modality in plan.modalities}
+    summary = _summary(per_seed, plan, layout)
     runs = sorted(plan.out.glob("runs/seed*/**/seconds.json"))
     prior_file = plan.out / "prior_seconds.json"
     settings = {"preset": preset, **{k: v for k, v in asdict(p).items() if k != "seeds"}, "seeds": list(plan.seeds),

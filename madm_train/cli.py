@@ -289,7 +289,7 @@ def _benchmark_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--suite", required=True, choices=["synthetic"],
                         help="which benchmark: synthetic = MADM, DIFF and ICCLD vs source-only with ablations on generated "
-                             "scenes")
+                             "scenes, between a layout-only floor and a target-labelled oracle")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for data, prior, runs, results.json, results.md and figures; finished runs in it "
                              "are reused, so a stopped benchmark continues")

@@ -76,11 +76,14 @@ class DataConfig:
     Attributes:
         source_kind: Labelled RGB in its publisher's layout: ``cityscapes``, ``gta5`` (``images/``,
             ``labels/``) or ``synthia`` (SYNTHIA-RAND-CITYSCAPES: ``RGB/``, ``GT/LABELS/``); or
-            ``folder`` (the generic folder layout, e.g. synthetic scenes, read as modality ``rgb``).
+            ``folder`` (the generic folder layout, e.g. synthetic scenes, read as ``source_modality``).
             GTA5 and SYNTHIA are used whole (``source_split`` must be ``train``); their labels are
             Cityscapes train ids, like Cityscapes', so rare-class sampling counts in the 19 classes.
         source_root: Root of the source data set.
         source_split: Source split that is trained on.
+        source_modality: Modality of the source images: ``rgb``, or ``modality`` itself for a
+            ``folder`` source that holds that modality with labels (synthetic scenes): supervised
+            training on labelled target-modality frames, the "oracle" that adaptation aims at.
         target_kind: ``deliver_depth``, ``fmb_infrared``, ``dsec_edges`` (MADM's pre-rendered DSEC
             edge PNGs), ``dsec_events`` (edge frames rendered from DSEC ``events.h5``),
             ``cityscapes`` (an RGB target, modality ``rgb``: ``target_split`` is read without its
@@ -147,6 +150,7 @@ class DataConfig:
     source_kind: Literal["cityscapes", "gta5", "synthia", "folder"] = "cityscapes"
     source_root: str = "/data/cityscapes"
     source_split: str = "train"
+    source_modality: Modality = "rgb"
     target_kind: Literal["deliver_depth", "fmb_infrared", "dsec_edges", "dsec_events", "cityscapes", "folder"] = \
         "deliver_depth"
     target_root: str = "/data/DELIVER"
@@ -184,6 +188,12 @@ class DataConfig:
         if self.test_resize_hw is not None:
             positive_size("data.test_resize_hw", self.test_resize_hw)
         self._check_rgb_target()
+        if self.source_modality not in ("rgb", self.modality):
+            raise ConfigError(f"data.source_modality must be rgb or data.modality ({self.modality}), "
+                              f"got {self.source_modality!r}")
+        if self.source_modality != "rgb" and self.source_kind != "folder":
+            raise ConfigError(f"data.source_modality={self.source_modality} needs data.source_kind=folder with "
+                              f"{self.source_modality} frames; {self.source_kind} holds RGB only")
         for name in ("source_resize_hw", "target_resize_hw"):
             resize = getattr(self, name)
             if self.crop_hw[0] > resize[0] or self.crop_hw[1] > resize[1]:

@@ -5,7 +5,8 @@ a config's data the same way. Synthetic frames (``data.synthetic_frames``) and a
 (``data.target_bag``) are produced once by the writing process; the others wait at ``barrier``.
 
 Sources (``data.source_kind``): ``cityscapes``, ``gta5``, ``synthia`` (labelled RGB in their
-publishers' layouts) or ``folder``. Targets (``data.target_kind``): ``deliver_depth``,
+publishers' layouts) or ``folder`` (RGB, or with ``data.source_modality`` the target modality's
+labelled frames). Targets (``data.target_kind``): ``deliver_depth``,
 ``fmb_infrared``, ``dsec_edges``, ``dsec_events``, ``cityscapes`` (RGB: the GTA5/SYNTHIA →
 Cityscapes benchmarks, adapting to ``train`` without its labels and testing on labelled ``val``)
 or ``folder``. A data set that cannot be found names the config key that points at it.
@@ -63,7 +64,7 @@ def split_folder_frames(root: Path) -> tuple[list[str], list[str], list[str]]:
 
 def build_datasets(config: TrainConfig, *, rank: int = 0, is_main: bool = True,
                    barrier: Callable[[], None] = lambda: None) -> tuple[Any, Any, Any]:
-    """Source (labelled RGB), target (unlabelled modality) and target test data sets of ``config``.
+    """Source (labelled, ``data.source_modality``), target (unlabelled modality) and target test data sets of ``config``.
 
     Each process of a multi-process run augments with its own seed (``run.seed + rank``).
     """
@@ -86,7 +87,7 @@ def build_datasets(config: TrainConfig, *, rank: int = 0, is_main: bool = True,
         prepare_bag_target(config)
     barrier()
     check_data_paths(config)
-    spec_source = InputSpec("rgb", height=d.crop_hw[0], width=d.crop_hw[1])
+    spec_source = InputSpec(d.source_modality, height=d.crop_hw[0], width=d.crop_hw[1])
     spec_target = InputSpec(d.modality, height=d.crop_hw[0], width=d.crop_hw[1])
     test_hw = d.test_resize_hw or d.crop_hw
     spec_test = InputSpec(d.modality, height=test_hw[0], width=test_hw[1])

@@ -47,7 +47,10 @@ def evaluate(
 
     Args:
         predict: Maps a float32 tensor B×3×H×W (torch) to logits B×K×H'×W'; logits are resized to
-            the label size bilinearly before the arg-max, as MADM's evaluator does.
+            the label size bilinearly before the arg-max, as MADM's evaluator does. A predictor
+            without logits may return integer class ids B×H'×W' instead (resized with nearest
+            neighbour; 255 = no prediction, counted as a miss of the labelled class), e.g.
+            ``madm_train.training.layout_baseline``.
         dataset: Samples with ``image`` (3×H×W float32) and ``label`` (H×W uint8); unlabelled
             samples are skipped.
         label_set: The classes of the labels and logits.
@@ -73,11 +76,20 @@ def evaluate(
         images = torch.from_numpy(np.stack([s.image for s in batch]))
         with torch.no_grad():
             logits = predict(images)
-        if logits.shape[1] != label_set.num_classes:
-            raise InputError(f"the model predicts {logits.shape[1]} classes but {label_set.name} has {label_set.num_classes}")
         labels = np.stack([s.label for s in batch])
-        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        predictions = logits.argmax(1).numpy().astype(np.uint8)
+        if not torch.is_floating_point(logits):  # class ids (ConfusionMatrix checks their range)
+            if logits.dim() != 3:
+                raise InputError(f"a predictor of class ids must return B×H×W, got shape {tuple(logits.shape)}")
+            if logits.numel() and not 0 <= int(logits.min()) <= int(logits.max()) <= 255:
+                raise InputError(f"predicted class ids must be in 0..255, got {int(logits.min())}..{int(logits.max())}")
+            ids = F.interpolate(logits[:, None].float(), size=labels.shape[-2:], mode="nearest")[:, 0]
+            predictions = ids.numpy().astype(np.uint8)
+        else:
+            if logits.shape[1] != label_set.num_classes:
+                raise InputError(f"the model predicts {logits.shape[1]} classes but {label_set.name} has "
+                                 f"{label_set.num_classes}")
+            logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            predictions = logits.argmax(1).numpy().astype(np.uint8)
         matrix.update(predictions, labels)
         for sample, prediction in zip(batch, predictions):
             if len(panels) < qualitative:

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from madm_ros.errors import ConfigError  # noqa: E402
 from madm_train import benchmark  # noqa: E402
-from madm_train.benchmark import METHODS, Preset, run_benchmark  # noqa: E402
+from madm_train.benchmark import LAYOUT_ONLY, METHODS, Preset, run_benchmark  # noqa: E402
 from madm_train.methods import METHODS as METHOD_REGISTRY  # noqa: E402
 from madm_train.training.prior import PriorConfig  # noqa: E402
 
@@ -34,7 +34,7 @@ def _config(run_dir):
 @pytest.mark.slow
 def test_every_method_is_reported_with_mean_spread_and_seeds(finished):
     out, result = finished
-    assert set(result) == {"events", "settings"} and set(result["events"]) == set(METHODS)
+    assert set(result) == {"events", "settings"} and set(result["events"]) == {*METHODS, LAYOUT_ONLY}
     for entry in result["events"].values():
         assert entry["seeds"] == [0, 1] and len(entry["miou_per_seed"]) == 2
         assert entry["miou_mean"] == pytest.approx(np.mean(entry["miou_per_seed"]))
@@ -45,6 +45,8 @@ def test_every_method_is_reported_with_mean_spread_and_seeds(finished):
     assert result["events"]["madm"]["miou_per_seed"][1] == pytest.approx(100 * madm["miou"])
     source = json.loads((out / "runs/seed0/source_only/eval-events/metrics.json").read_text())
     assert result["events"]["source_only"]["miou_per_seed"][0] == pytest.approx(100 * source["miou"])
+    layout = json.loads((out / "layout_only/eval-events/metrics.json").read_text())  # no seed: one score, spread 0
+    assert result["events"][LAYOUT_ONLY]["miou_per_seed"] == pytest.approx([100 * layout["miou"]] * 2)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(result))
 
 
@@ -64,6 +66,10 @@ def test_methods_differ_only_in_what_they_switch_off(finished):
     for config in (full, no_dplg, no_lplr, _config(runs / "source_only")):
         assert config["method"]["model"]["init_weights"] == str(runs / "warmup" / "model")
         assert config["optim"]["max_iter"] == 2
+    oracle = _config(runs / "events" / "oracle")  # the same warm-up, then the target modality's labelled frames
+    assert (oracle["method"]["name"], oracle["data"]["source_modality"]) == ("source_only", "events")
+    assert oracle["method"]["model"]["init_weights"] == str(runs / "warmup" / "model") and oracle["optim"] == full["optim"]
+    assert full["data"]["source_modality"] == _config(runs / "source_only")["data"]["source_modality"] == "rgb"
     no_prior = _config(runs / "events" / "madm_no_prior")["method"]
     assert no_prior["model"]["init_weights"] == str(runs / "warmup_no_prior" / "model")
     # DIFF: its own warm-up (generalisation, IPKL) on the prior's frozen UNet, then both modes from it
@@ -104,6 +110,8 @@ def test_table_and_figure_are_written(finished):
     # 3 test frames; input | GT | source-only | MADM | DIFF | ICCLD, 2× upscaled
     assert figure.shape == (2 * 3 * 64, 2 * 6 * 64, 3)
     assert "| DIFF, adaptation |  |  | ✓ |" in table and "| ICCLD (both stages) |  |  | ✓ |" in table
+    assert "| Oracle (target labels) |  |  | ✓ |" in table
+    assert f"| Layout only (no image) |  |  |  | {result['events'][LAYOUT_ONLY]['miou_mean']:.1f} ± 0.0 |" in table
 
 
 @pytest.mark.slow

@@ -216,6 +216,8 @@ def test_a_mapping_field_reads_from_yaml_and_set(tmp_path: Path):
     (["method.pseudo_labels.threshold=1.5"], r"pseudo_labels\.threshold must lie in"),
     (["optim.milestone_fractions=[0.9, 0.5]"], r"optim\.milestone_fractions must increase"),
     (["method.model.finetune=lora", "method.ema.include_unet=true"], r"method\.ema\.include_unet=true averages UNet weights"),
+    (["data.source_modality=events"], r"data\.source_modality must be rgb or data\.modality \(depth\), got 'events'"),
+    (["data.source_modality=depth"], r"data\.source_modality=depth needs data\.source_kind=folder .*cityscapes holds RGB only"),
 ])
 def test_impossible_values_and_combinations_are_refused(overrides: list[str], message: str):
     with pytest.raises(ConfigError, match=message):

@@ -1,6 +1,7 @@
 """Data-set readers on fixture trees in the publishers' layouts, built from real samples where they exist."""
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,7 +11,9 @@ from madm_ros.errors import ConfigError, InputError
 from madm_ros.folder_layout import FolderMeta, write_image
 from madm_ros.palettes import CITYSCAPES_19, DELIVER_25_NAMES, DSEC_11, label_mapping
 from madm_ros.preprocessing import InputSpec, preprocess
+from madm_train.config import load_config
 from madm_train.data.augment import TrainAugmentation, resize_label
+from madm_train.data.build import build_datasets
 from madm_train.data.datasets import (
     CityscapesDataset,
     DeliverDepthDataset,
@@ -19,6 +22,7 @@ from madm_train.data.datasets import (
     FolderDataset,
     read_modality_file,
 )
+from tests.madm_train.tiny_runs import tiny_overrides
 
 CITY = "cityscapes_sample/labelled_256x128/frankfurt_000000_000294"
 # CamVid's 11 classes → DSEC-11 (camvid_subset/README.md); bicyclist has no DSEC class → ignore.
@@ -179,6 +183,23 @@ def test_folder_reader_on_real_camvid_frames(tmp_path, shared_data):
     assert {"sky", "building", "road", "car"} <= {DSEC_11.class_names[c] for c in np.unique(sample.label) if c != 255}
     with pytest.raises(InputError, match="holds no depth frames \\(it has rgb\\)"):
         FolderDataset(tmp_path, InputSpec("depth"))
+
+
+def test_a_folder_source_in_the_target_modality_yields_its_labelled_modality_frames(synth_folder, tmp_path):
+    whole = ["data.crop_hw=[64, 128]", "data.flip_probability=0"]  # the augmentation keeps the frame as it is
+    yaml = Path(__file__).resolve().parents[2] / "config/train/synthetic_event_tiny.yaml"
+    overrides = [*tiny_overrides(synth_folder, tmp_path / "run"), *whole]
+    rgb_source = build_datasets(load_config(yaml, overrides))[0]
+    source = build_datasets(load_config(yaml, [*overrides, "data.source_modality=events"]))[0]
+    assert (rgb_source.spec.modality, source.spec.modality) == ("rgb", "events")
+    assert [r.name for r in source.records] == [r.name for r in rgb_source.records]  # the same training split
+    name = source.records[0].name
+    events = FolderDataset(synth_folder, InputSpec("events", height=64, width=128), frames=[name])[0]
+    sample = source[0]
+    assert sample.modality == "events" and source.records[0].image_path.parent.name == "events"
+    np.testing.assert_array_equal(sample.image, events.image)
+    np.testing.assert_array_equal(sample.label, events.label)
+    assert not np.array_equal(sample.image, rgb_source[0].image)
 
 
 def test_real_16bit_depth_files_read_as_millimetres(shared_data):

@@ -366,17 +366,18 @@ def test_loading_a_folder_that_is_not_a_saved_model_is_an_error(tmp_path: Path) 
 def test_the_saved_model_table_reads_each_format_tag_and_refuses_others(tiny_sd: Path, tmp_path: Path) -> None:
     from madm_ros.errors import ConfigError
     from madm_train.methods.diff.model import DIFF_FORMAT
+    from madm_train.methods.iccld.model import ICCLD_FORMAT
     from madm_train.models.madm_model import CHECKPOINT_FORMAT
     from madm_train.models.saved import SAVED_FORMATS, load_saved
     from madm_train.models.student import STUDENT_FORMAT
 
-    assert set(SAVED_FORMATS) == {CHECKPOINT_FORMAT, DIFF_FORMAT, STUDENT_FORMAT}
+    assert set(SAVED_FORMATS) == {CHECKPOINT_FORMAT, DIFF_FORMAT, ICCLD_FORMAT, STUDENT_FORMAT}
     build_tiny_model(tiny_sd, NUM_CLASSES).save(tmp_path / "teacher")
     loaded = load_saved(tmp_path / "teacher")
     assert loaded.format == CHECKPOINT_FORMAT and loaded.logits(torch.rand(1, 3, 64, 64)).shape == (1, NUM_CLASSES, 64, 64)
     config = tmp_path / "teacher" / "config.json"
     config.write_text(config.read_text().replace(CHECKPOINT_FORMAT, "madm-model/9"))
-    with pytest.raises(ConfigError, match=r"format 'madm-model/9'; this version reads madm-model/1, madm-diff/1, madm-student/1"):
+    with pytest.raises(ConfigError, match=r"format 'madm-model/9'; this version reads madm-model/1, madm-diff/1, madm-iccld/1, madm-student/1"):
         load_saved(tmp_path / "teacher")
     with pytest.raises(ConfigError, match="is not a saved model folder"):
         load_saved(tmp_path / "nothing")
