@@ -56,6 +56,19 @@ def at_least(key: str, value: float, low: float) -> None:
         raise ConfigError(f"{key} must be ≥ {low}, got {value}")
 
 
+def latent_input_size(key: str, size: int | None) -> None:
+    """Refuse an input side other than null or a positive multiple of 64 (the VAE's ×8, the UNet's three ×2)."""
+    if size is not None and (size <= 0 or size % 64):
+        raise ConfigError(f"{key} must be a positive multiple of 64 or null, got {size}")
+
+
+def crop_fits_input_size(crop_hw: tuple[int, int], input_size: int | None) -> None:
+    """Refuse a crop a Stable Diffusion UNet cannot run at when ``method.model.input_size`` does not resize it."""
+    if input_size is None and any(side % 64 for side in crop_hw):
+        raise ConfigError(f"data.crop_hw {list(crop_hw)} must be multiples of 64 when method.model.input_size is "
+                          "null: use e.g. [256, 256] or [512, 512], or --set method.model.input_size=512")
+
+
 # ----------------------------------------------------------------------------------------------
 # Merging and typed construction
 

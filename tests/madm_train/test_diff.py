@@ -24,7 +24,7 @@ from madm_train.methods.diff.network import SIZES  # noqa: E402
 from madm_train.methods.diff.trajectory import PRESETS, Trajectory, ddim_forward_step, eta_at, v_to_epsilon  # noqa: E402
 from madm_train.models.stable_diffusion import load_stable_diffusion  # noqa: E402
 from madm_train.training.trainer import train  # noqa: E402
-from tests.madm_train.tiny_runs import log_lines, tiny_overrides, weights  # noqa: E402
+from tests.madm_train.tiny_runs import distil_and_export, log_lines, tiny_overrides, weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config/train/synthetic_event_diff_tiny.yaml"
@@ -357,21 +357,10 @@ def test_a_prompt_override_reaches_the_embeddings_and_adds_its_class(synth_folde
 
 
 def test_a_diff_teacher_distils_into_a_student(synth_folder, tmp_path, adapted):
-    from madm_train.cli import main
-
-    config = tmp_path / "teacher.yaml"
-    config.write_text(YAML.read_text())
-    code = main(["distill", "--teacher", str(adapted / "model"), "--config", str(config), "--set",
-                 *tiny_overrides(synth_folder, tmp_path / "unused"), "--out", str(tmp_path / "distil"),
-                 "--iterations", "2", "--device", "cpu", "--channels", "8"])
-    assert code == 0
-    summary = json.loads((tmp_path / "distil" / "distill.json").read_text())
+    summary = distil_and_export(adapted / "model", YAML, synth_folder, tmp_path)  # deploys as any student
     assert summary["frames"] == 10 and summary["final"]["teacher_kl"] < summary["initial"]["teacher_kl"]
     assert [p.name[-3:] for p in (tmp_path / "distil" / "teacher_cache").iterdir()] == ["-s4"]  # stride-4 logits
     assert json.loads((tmp_path / "distil" / "student" / "config.json").read_text())["label_set"] == "dsec11"
-    code = main(["export", "--student", str(tmp_path / "distil" / "student"), "--out", str(tmp_path / "export"),
-                 "--size", "64x64", "--frames", "2"])
-    assert code == 0 and list((tmp_path / "export").glob("*.onnx"))  # the student of a DIFF teacher deploys as any
 
 
 def test_lora_finetuning_trains_adapters_through_the_saved_steps_and_leaves_the_unet_base(synth_folder, tmp_path):

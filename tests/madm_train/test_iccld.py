@@ -24,7 +24,7 @@ from madm_train.methods.iccld.method import IccldMethod  # noqa: E402
 from madm_train.methods.iccld.model import IccldModel  # noqa: E402
 from madm_train.models.stable_diffusion import load_stable_diffusion  # noqa: E402
 from madm_train.training.trainer import train  # noqa: E402
-from tests.madm_train.tiny_runs import log_lines, tiny_overrides, weights  # noqa: E402
+from tests.madm_train.tiny_runs import distil_and_export, log_lines, tiny_overrides, weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "config/train/synthetic_event_iccld_tiny.yaml"
@@ -352,16 +352,6 @@ def test_bad_iccld_settings_are_refused_before_training(synth_folder, tmp_path, 
 
 
 def test_an_iccld_teacher_distils_into_a_student_that_exports(synth_folder, tmp_path, stage_two):
-    from madm_train.cli import main
-
-    config = tmp_path / "teacher.yaml"
-    config.write_text(YAML.read_text())
-    code = main(["distill", "--teacher", str(stage_two / "model"), "--config", str(config), "--set",
-                 *tiny_overrides(synth_folder, tmp_path / "unused"), "--out", str(tmp_path / "distil"),
-                 "--iterations", "2", "--device", "cpu", "--channels", "8"])
-    assert code == 0
-    summary = json.loads((tmp_path / "distil" / "distill.json").read_text())
+    summary = distil_and_export(stage_two / "model", YAML, synth_folder, tmp_path)
     assert summary["frames"] > 0 and summary["final"]["teacher_kl"] < summary["initial"]["teacher_kl"]
-    code = main(["export", "--student", str(tmp_path / "distil" / "student"), "--out", str(tmp_path / "export"),
-                 "--size", "64x64", "--frames", "2"])
-    assert code == 0 and list((tmp_path / "export").glob("*.onnx"))
+    assert json.loads((tmp_path / "distil" / "student" / "config.json").read_text())["label_set"] == "dsec11"

@@ -27,3 +27,22 @@ def weights(run_dir: Path) -> dict[str, Any]:
 def log_lines(run_dir: Path) -> list[dict[str, Any]]:
     """The run's log.jsonl records."""
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def distil_and_export(teacher: Path, yaml: Path, folder: Path, out: Path) -> dict[str, Any]:
+    """``distill`` a saved teacher into a tiny student (2 iterations) and ``export`` it; returns distill.json.
+
+    Asserts both commands exit 0 and an ONNX file is written; the caller checks what is particular to its teacher.
+    """
+    from madm_train.cli import main
+
+    config = out / "teacher.yaml"
+    config.write_text(yaml.read_text())
+    code = main(["distill", "--teacher", str(teacher), "--config", str(config), "--set",
+                 *tiny_overrides(folder, out / "unused"), "--out", str(out / "distil"),
+                 "--iterations", "2", "--device", "cpu", "--channels", "8"])
+    assert code == 0
+    code = main(["export", "--student", str(out / "distil" / "student"), "--out", str(out / "export"),
+                 "--size", "64x64", "--frames", "2"])
+    assert code == 0 and list((out / "export").glob("*.onnx"))
+    return json.loads((out / "distil" / "distill.json").read_text())

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from madm_ros.errors import ConfigError
-from madm_train.config_loader import at_least
+from madm_train.config_loader import at_least, crop_fits_input_size, latent_input_size
 from madm_train.methods.self_training import EmaConfig, MixingConfig, PseudoLabelConfig
 
 if TYPE_CHECKING:
@@ -71,17 +71,14 @@ class DiffModelConfig:
         at_least("method.model.eta", self.eta, 0.0)
         if not 0 <= self.eta_window[0] < self.eta_window[1]:
             raise ConfigError(f"method.model.eta_window must be (low, high) with 0 ≤ low < high, got {list(self.eta_window)}")
-        if self.input_size is not None and (self.input_size <= 0 or self.input_size % 64):
-            raise ConfigError(f"method.model.input_size must be a positive multiple of 64 or null, got {self.input_size}")
+        latent_input_size("method.model.input_size", self.input_size)
         if self.finetune == "lora" and (self.lora_rank <= 0 or not self.lora_alpha > 0):
             raise ConfigError(f"method.model.lora_rank ({self.lora_rank}) and lora_alpha ({self.lora_alpha}) must be "
                               "positive with method.model.finetune=lora")
 
     def check_crop(self, crop_hw: tuple[int, int]) -> None:
         """Refuse a crop the network cannot run at without a resize (before any model loads)."""
-        if self.input_size is None and any(side % 64 for side in crop_hw):
-            raise ConfigError(f"data.crop_hw {list(crop_hw)} must be multiples of 64 when method.model.input_size is "
-                              "null: use e.g. [256, 256] or [512, 512], or --set method.model.input_size=512")
+        crop_fits_input_size(crop_hw, self.input_size)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madm_ros.errors import ConfigError, InputError
+from madm_train.config_loader import latent_input_size
 from madm_train.methods.diff.fusion import Aggregation, Finecoder
 from madm_train.methods.diff.taps import UpPathTaps
 from madm_train.methods.diff.trajectory import Trajectory, ddim_forward_step, eta_at, v_to_epsilon
@@ -107,8 +108,7 @@ class DiffModel(nn.Module):
         super().__init__()
         if deterministic not in ("never", "eval", "always"):
             raise ConfigError(f"deterministic must be never, eval or always, got {deterministic!r}")
-        if input_size is not None and (input_size <= 0 or input_size % 64):
-            raise ConfigError(f"input_size {input_size} must be a positive multiple of 64, or None")
+        latent_input_size("input_size", input_size)
         prompts = class_prompts if class_prompts is not None else empty_prompt.new_zeros((0, *empty_prompt.shape[1:]))
         if prompts.shape[0] != len(prompt_classes) or prompts.shape[1:] != empty_prompt.shape[1:]:
             raise ConfigError(f"class_prompts {tuple(prompts.shape)} must be one {tuple(empty_prompt.shape[1:])} "

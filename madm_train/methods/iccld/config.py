@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from madm_ros.errors import ConfigError
-from madm_train.config_loader import at_least
+from madm_train.config_loader import at_least, crop_fits_input_size, latent_input_size
 from madm_train.methods.self_training import EmaConfig, MixingConfig, PseudoLabelConfig
 
 if TYPE_CHECKING:
@@ -71,14 +71,11 @@ class IccldModelConfig:
     def __post_init__(self) -> None:
         at_least("method.model.sampling_steps", self.sampling_steps, 1)
         at_least("method.model.sampling_seeds", self.sampling_seeds, 1)
-        if self.input_size is not None and (self.input_size <= 0 or self.input_size % 64):
-            raise ConfigError(f"method.model.input_size must be a positive multiple of 64 or null, got {self.input_size}")
+        latent_input_size("method.model.input_size", self.input_size)
 
     def check_crop(self, crop_hw: tuple[int, int]) -> None:
         """Refuse a crop the UNet cannot run at without a resize (before any model loads)."""
-        if self.input_size is None and any(side % 64 for side in crop_hw):
-            raise ConfigError(f"data.crop_hw {list(crop_hw)} must be multiples of 64 when method.model.input_size is "
-                              "null: use e.g. [256, 256] or [512, 512], or --set method.model.input_size=512")
+        crop_fits_input_size(crop_hw, self.input_size)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madm_ros.errors import ConfigError, InputError
+from madm_train.config_loader import latent_input_size
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -184,8 +185,7 @@ class IccldModel(nn.Module):
     def __init__(self, vae: AutoencoderKL, num_classes: int, *, inter_coder: str = "add", input_size: int | None = None,
                  sampling_steps: int = 10, sampling_seed: int = 0, sampling_seeds: int = 1) -> None:
         super().__init__()
-        if input_size is not None and (input_size <= 0 or input_size % 64):
-            raise ConfigError(f"input_size {input_size} must be a positive multiple of 64, or None")
+        latent_input_size("input_size", input_size)
         self.vae_config = dict(vae.config)
         self.encoder = LatentEncoder(vae)
         self.decoder = InterCoderDecoder(vae, num_classes, self.encoder.feature_channels, inter_coder)
