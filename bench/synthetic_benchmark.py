@@ -3,7 +3,9 @@
 Calls ``python -m madm_train benchmark --suite synthetic`` (``madm_train.benchmark`` documents the
 protocol) in a work folder, then copies what is committed — ``results.json``, ``results.md``, the
 figures and the prior's record — into ``bench/results/synthetic_benchmark/``. The work folder keeps
-data, prior and every run; a stopped benchmark continues from its finished runs.
+data, prior and every run; a stopped benchmark continues from its finished runs. Each finished run's metrics
+are also kept in ``bench/results/synthetic_benchmark/records/`` at once: committed, they let a benchmark of many
+hours continue on another machine whose work folder is gone.
 
     scripts/in-env python bench/synthetic_benchmark.py                 # tiny preset, 2-core CPU
     scripts/in-env python bench/synthetic_benchmark.py --preset gpu    # larger, on one GPU
@@ -33,7 +35,7 @@ def main() -> int:
                         help="table rows to run (default all; see python -m madm_train benchmark --help)")
     args = parser.parse_args()
     command = [sys.executable, "-m", "madm_train", "benchmark", "--suite", "synthetic", "--out", str(args.work),
-               "--preset", args.preset]
+               "--preset", args.preset, "--records", str(args.results / "records" / args.preset)]
     if args.seeds is not None:
         command += ["--seeds", *map(str, args.seeds)]
     if args.variants is not None:

@@ -60,7 +60,8 @@ Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
 ``diff``, ICCLD's with ``iccld``; the layout-only baseline's key is ``layout_only``);
 ``DIR/results.md`` the table; ``DIR/figure_<modality>.png`` input | ground truth | source-only |
 MADM | DIFF (adaptation) | ICCLD (where trained) for a few test frames. Finished runs (``metrics.json`` present) are reused, so an
-interrupted benchmark continues where it stopped.
+interrupted benchmark continues where it stopped; a warm-up or the prior is trained only when a run that needs it is
+missing. With ``records`` the finished runs' metrics also outlive the work folder (see :func:`run_benchmark`).
 """
 
 from __future__ import annotations
@@ -210,6 +211,7 @@ class _Plan:
     seeds: tuple[int, ...]
     modalities: tuple[str, ...]
     variants: tuple[str, ...] = tuple(VARIANTS)
+    records: Path | None = None
 
     @property
     def data(self) -> Path:
@@ -272,18 +274,75 @@ def _config(plan: _Plan, modality: str, seed: int, out_dir: Path, method: str, *
     return config_from_dict({"task": task, "method": section, **values})
 
 
-def _train(config: Any, label: str) -> dict[str, Any]:
-    """Train unless the run folder already holds its ``metrics.json``; returns that file's content."""
+@dataclass(frozen=True)
+class _Run:
+    """One training run: its config (whose ``run.out_dir`` is its folder) and the run whose model it continues."""
+
+    config: Any
+    label: str
+    starts_from: _Run | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.run.out_dir)
+
+
+def _keep(plan: _Plan, file: Path) -> None:
+    """Copy a finished run's small record (metrics, seconds) into ``plan.records``, under the same relative path."""
+    if plan.records is not None:
+        target = plan.records / file.relative_to(plan.out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, file.read_bytes())
+
+
+def _sync_records(plan: _Plan) -> None:
+    """Copy records in where the work folder lacks them, and finished runs out where the records lack them.
+
+    Restored runs count as finished; copying out covers runs that finished before ``records`` was given.
+    """
+    if plan.records is None:
+        return
+    if plan.records.is_dir():
+        for record in sorted(plan.records.rglob("*.json")):
+            target = plan.out / record.relative_to(plan.records)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, record.read_bytes())
+    finished = [*plan.out.glob("runs/**/metrics.json"), *plan.out.glob("runs/**/seconds.json"),
+                *plan.out.glob(f"{LAYOUT_ONLY}/*/metrics.json"), *plan.out.glob("prior_seconds.json")]
+    for file in sorted(finished):
+        if not (plan.records / file.relative_to(plan.out)).exists():
+            _keep(plan, file)
+
+
+def _fit(plan: _Plan, run: _Run) -> None:
+    """Train ``run`` (after the model it continues and the prior it may need), then keep its records."""
     from madm_train.training.trainer import train
 
-    out_dir = Path(config.run.out_dir)
-    if not (out_dir / "metrics.json").exists():
-        start = time.perf_counter()
-        train(config, progress=False)
-        seconds = time.perf_counter() - start
-        atomic_write_bytes(out_dir / "seconds.json", json.dumps({"seconds": seconds}).encode())
-        print(f"benchmark: {label}: {seconds:.0f} s", file=sys.stderr)
-    return json.loads((out_dir / "metrics.json").read_text())
+    if run.starts_from is not None:
+        _model(plan, run.starts_from)
+    _pretrain_prior(plan)
+    start = time.perf_counter()
+    train(run.config, progress=False)
+    seconds = time.perf_counter() - start
+    atomic_write_bytes(run.out_dir / "seconds.json", json.dumps({"seconds": seconds}).encode())
+    print(f"benchmark: {run.label}: {seconds:.0f} s", file=sys.stderr)
+    for name in ("metrics.json", "seconds.json"):
+        _keep(plan, run.out_dir / name)
+
+
+def _model(plan: _Plan, run: _Run) -> Path:
+    """``run``'s saved model; trained first where its folder has none (a run restored from records has only metrics)."""
+    if not (run.out_dir / "model").is_dir():
+        _fit(plan, run)
+    return run.out_dir / "model"
+
+
+def _metrics(plan: _Plan, run: _Run) -> dict[str, Any]:
+    """``run``'s ``metrics.json``, training it first unless the folder holds one."""
+    if not (run.out_dir / "metrics.json").exists():
+        _fit(plan, run)
+    return json.loads((run.out_dir / "metrics.json").read_text())
 
 
 def _seconds(out_dir: Path) -> float:
@@ -291,8 +350,8 @@ def _seconds(out_dir: Path) -> float:
     return float(json.loads(file.read_text())["seconds"]) if file.exists() else 0.0
 
 
-def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
-    """Metrics of a saved model on the test split of ``config`` (cached in ``out_dir/metrics.json``)."""
+def _score(plan: _Plan, run: _Run, config: Any, out_dir: Path) -> dict[str, Any]:
+    """Metrics of ``run``'s model on the test split of ``config`` (cached in ``out_dir/metrics.json``)."""
     from madm_ros.palettes import get_label_set
     from madm_train.data.build import build_datasets
     from madm_train.models.saved import load_saved
@@ -300,8 +359,9 @@ def _score(model_dir: Path, config: Any, out_dir: Path) -> dict[str, Any]:
 
     if not (out_dir / "metrics.json").exists():
         _, _, test = build_datasets(config)
-        model = load_saved(model_dir)
+        model = load_saved(_model(plan, run))
         evaluate(model.logits, test, get_label_set(config.data.label_set), out_dir, batch_size=config.data.batch_size)
+        _keep(plan, out_dir / "metrics.json")
     return json.loads((out_dir / "metrics.json").read_text())
 
 
@@ -312,13 +372,13 @@ def _layout_only(plan: _Plan, modality: str) -> dict[str, Any]:
     out_dir = plan.out / LAYOUT_ONLY / f"eval-{modality}"
     if not (out_dir / "metrics.json").exists():  # the training split's labels; no seed, no model
         score_layout_baseline(_config(plan, modality, plan.seeds[0], plan.out / LAYOUT_ONLY, "source_only"), out_dir)
+        _keep(plan, out_dir / "metrics.json")
     return json.loads((out_dir / "metrics.json").read_text())
 
 
-def _prepare(plan: _Plan) -> None:
-    """Generate both synthetic folders and pretrain the prior, each only if absent."""
+def _generate_data(plan: _Plan) -> None:
+    """Generate both synthetic folders, each only if absent (seconds: every score and figure reads them)."""
     from madm_ros.synthetic import SynthConfig, generate
-    from madm_train.training.prior import pretrain_prior
 
     p = plan.preset
     height, width = p.generate_hw
@@ -327,49 +387,62 @@ def _prepare(plan: _Plan) -> None:
             print(f"benchmark: generating {frames} synthetic frames of {height}x{width} (seed {seed}) in {folder}",
                   file=sys.stderr)
             generate(SynthConfig(frames=frames, height=height, width=width, seed=seed), folder, workers=2, progress=True)
+
+
+def _pretrain_prior(plan: _Plan) -> None:
+    """Pretrain the prior unless the work folder holds it: only a run that trains needs it (minutes)."""
+    from madm_train.training.prior import pretrain_prior
+
     if not (plan.prior / "prior.json").exists():
         start = time.perf_counter()
-        pretrain_prior(plan.prior_data, plan.prior, p.prior)
+        pretrain_prior(plan.prior_data, plan.prior, plan.preset.prior)
         atomic_write_bytes(plan.out / "prior_seconds.json", json.dumps({"seconds": time.perf_counter() - start}).encode())
+        _keep(plan, plan.out / "prior_seconds.json")
+
+
+def _runs_of_seed(plan: _Plan, seed: int) -> dict[str, dict[str | None, _Run]]:
+    """Every run of one seed: result key → {modality: run}, with modality ``None`` for the target-free runs."""
+    p = plan.preset
+    anchor = plan.modalities[0]  # the target-free runs never see target images: any modality's config trains them
+    runs: dict[str, dict[str | None, _Run]] = {}
+    for prior in (True, False):
+        suffix = "" if prior else "_no_prior"
+        pretrained = str(plan.prior) if prior else ""
+        warmups = {}
+        for warmup, (method, warmup_changes) in WARMUPS.items():
+            name = ("warmup" if warmup == "source_only" else f"warmup_{warmup}") + suffix
+            warmups[warmup] = _Run(_config(plan, anchor, seed, plan.run_dir(seed, name), method, warmup_changes,
+                                           {"model": {"pretrained": pretrained}}, max_iter=p.warmup_iters),
+                                   f"seed {seed} {name}")
+        for key, variant in VARIANTS.items():
+            if variant.prior != prior or key not in plan.variants:
+                continue
+            runs[key] = {}
+            for modality in (None,) if variant.target_free else plan.modalities:
+                starts_from = runs[variant.after][modality] if variant.after is not None else warmups[variant.warmup]
+                model = {"init_weights": str(starts_from.out_dir / "model")}
+                if variant.method == "iccld":  # stage 2 takes ε_θ from the prior's UNet
+                    model["pretrained"] = pretrained
+                folder = plan.run_dir(seed, key) if modality is None else plan.run_dir(seed, modality, key)
+                source_modality = modality if variant.oracle and modality is not None else "rgb"
+                config = _config(plan, modality or anchor, seed, folder, variant.method, variant.changes,
+                                 {"model": model}, source_modality=source_modality)
+                runs[key][modality] = _Run(config, f"seed {seed} {modality or 'all'} {key}", starts_from)
+    return runs
 
 
 def _run_seed(plan: _Plan, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every run of one seed; returns {modality: {result key: metrics}}."""
-    p = plan.preset
+    """Every result of one seed, training only what is missing; returns {modality: {result key: metrics}}."""
     results: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in plan.modalities}
-    # The source-only runs never see target images: any modality's config trains them; each is scored on all.
-    anchor = plan.modalities[0]
-    for prior in (True, False):
-        suffix = "" if prior else "_no_prior"
-        variants = {key: v for key, v in VARIANTS.items() if v.prior == prior and key in plan.variants}
-        pretrained = str(plan.prior) if prior else ""
-        starts = {}
-        for warmup in sorted({v.warmup for v in variants.values()}):
-            method, warmup_changes = WARMUPS[warmup]
-            name = "warmup" if warmup == "source_only" else f"warmup_{warmup}"
-            warmup_dir = plan.run_dir(seed, name + suffix)
-            _train(_config(plan, anchor, seed, warmup_dir, method, warmup_changes, {"model": {"pretrained": pretrained}},
-                           max_iter=p.warmup_iters), f"seed {seed} {name}{suffix}")
-            starts[warmup] = {"model": {"init_weights": str(warmup_dir / "model")}}
-        for key, variant in variants.items():
-            start = starts[variant.warmup]
-            if variant.method == "iccld":  # stage 2 takes ε_θ from the prior's UNet
-                start = {"model": {**start["model"], "pretrained": pretrained}}
-            if variant.target_free:  # once, scored on every modality
-                source_dir = plan.run_dir(seed, key.removesuffix(suffix) + suffix)
-                _train(_config(plan, anchor, seed, source_dir, variant.method, variant.changes, start),
-                       f"seed {seed} {key}")
-                for modality in plan.modalities:
-                    scored = _config(plan, modality, seed, source_dir, variant.method, variant.changes, start)
-                    results[modality][key] = _score(source_dir / "model", scored, source_dir / f"eval-{modality}")
-                continue
-            for modality in plan.modalities:
-                if variant.after is not None:
-                    start = {"model": {**start["model"],
-                                       "init_weights": str(plan.run_dir(seed, modality, variant.after, "model"))}}
-                config = _config(plan, modality, seed, plan.run_dir(seed, modality, key), variant.method,
-                                 variant.changes, start, source_modality=modality if variant.oracle else "rgb")
-                results[modality][key] = _train(config, f"seed {seed} {modality} {key}")
+    for key, runs in _runs_of_seed(plan, seed).items():
+        variant = VARIANTS[key]
+        for modality in plan.modalities:
+            if variant.target_free:  # trained once, scored on every modality
+                run = runs[None]
+                scored = _config(plan, modality, seed, run.out_dir, variant.method, variant.changes)
+                results[modality][key] = _score(plan, run, scored, run.out_dir / f"eval-{modality}")
+            else:
+                results[modality][key] = _metrics(plan, runs[modality])
     return results
 
 
@@ -440,7 +513,11 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
 
 
 def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
-    """Input | ground truth | source-only | MADM | DIFF | ICCLD (those run) for the first test frames of ``modality``."""
+    """Input | ground truth | source-only | MADM | DIFF | ICCLD (those run) for the first test frames of ``modality``.
+
+    Drawn only where the work folder holds every one of those models: runs restored from records
+    have metrics but no weights, and retraining them for a picture is not worth hours.
+    """
     import cv2
     import torch
     import torch.nn.functional as F
@@ -452,8 +529,13 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
     config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), "madm", {})
     _, _, test = build_datasets(config)
     label_set = get_label_set(config.data.label_set)
-    models = [load_saved(plan.run_dir(seed, name, "model") if VARIANTS[name].target_free
-                         else plan.run_dir(seed, modality, name, "model")) for name in FIGURE_METHODS if name in plan.variants]
+    folders = [plan.run_dir(seed, name, "model") if VARIANTS[name].target_free else plan.run_dir(seed, modality, name, "model")
+               for name in FIGURE_METHODS if name in plan.variants]
+    if not all(folder.is_dir() for folder in folders):
+        print(f"benchmark: {out_file.name} not drawn: seed {seed}'s models are not all in {plan.out} (restored from "
+              "records); the earlier figure stays", file=sys.stderr)
+        return
+    models = [load_saved(folder) for folder in folders]
     step = max(1, len(test) // FIGURE_FRAMES)
     rows = []
     for index in range(0, step * FIGURE_FRAMES, step):
@@ -474,12 +556,17 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
 
 
 def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int] | None = None,
-                  modalities: Sequence[str] = MODALITIES, variants: Sequence[str] | None = None) -> dict[str, Any]:
+                  modalities: Sequence[str] = MODALITIES, variants: Sequence[str] | None = None,
+                  records: str | Path | None = None) -> dict[str, Any]:
     """Run (or continue) the synthetic benchmark in ``out``; writes results.json, results.md and figures.
 
     ``variants`` limits the rows (keys of :data:`VARIANTS`; default all), to postpone expensive ones;
     the results then hold those rows only. Finished runs in ``out`` are reused, so a later call with
     every row trains only what is missing.
+
+    ``records``: a folder that keeps each finished run's small files (metrics, seconds) as soon as it
+    finishes, and hands them to a fresh ``out`` on the next call, so that a benchmark of many hours
+    spans machines whose work folders are gone (only a run whose model is needed again is retrained).
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -494,11 +581,12 @@ def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int]
         raise ConfigError(f"variants {missing} must run too: the stage-2 rows continue from them")
     p = PRESETS[preset]
     plan = _Plan(Path(out), p, tuple(seeds if seeds is not None else p.seeds), tuple(modalities),
-                 tuple(variants) if variants is not None else tuple(VARIANTS))
+                 tuple(variants) if variants is not None else tuple(VARIANTS), Path(records) if records is not None else None)
     if not plan.seeds:
         raise ConfigError("give at least one seed")
     start = time.perf_counter()
-    _prepare(plan)
+    _sync_records(plan)
+    _generate_data(plan)
     per_seed = {seed: _run_seed(plan, seed) for seed in plan.seeds}
     layout = {modality: _layout_only(plan, modality) for modality in plan.modalities}
     summary = _summary(per_seed, plan, layout)

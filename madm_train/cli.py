@@ -301,12 +301,16 @@ def _benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="ROW",
                         help=f"table rows to run (default all: {', '.join(VARIANTS)}); the results hold these rows; a "
                              "later call with all rows reuses the finished runs")
+    parser.add_argument("--records", type=Path, default=None,
+                        help="folder that keeps every finished run's metrics and seconds (small JSON files) and restores "
+                             "them into a fresh --out: a benchmark of many hours spans machines; commit it between them")
 
 
 def _benchmark(args: argparse.Namespace) -> int:
     from madm_train.benchmark import run_benchmark
 
-    run_benchmark(args.out, preset=args.preset, seeds=args.seeds, modalities=args.modalities, variants=args.variants)
+    run_benchmark(args.out, preset=args.preset, seeds=args.seeds, modalities=args.modalities, variants=args.variants,
+                  records=args.records)
     print((args.out / "results.md").read_text(encoding="utf-8"))
     return 0
 

@@ -1,6 +1,7 @@
 """The synthetic benchmark end to end at micro size: every method and seed trained, scored, tabulated, reusable."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,49 @@ def test_unknown_presets_and_modalities_are_refused(tmp_path):
         run_benchmark(tmp_path, variants=["madm", "mdam"])
     with pytest.raises(ConfigError, match=r"variants \['iccld_no_stage2'\] must run too"):
         run_benchmark(tmp_path, variants=["iccld"])
+
+
+@pytest.mark.slow
+def test_records_carry_finished_runs_to_a_fresh_work_folder(finished, tmp_path, monkeypatch):
+    out, result = finished
+    records = tmp_path / "records"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr("madm_train.training.trainer.train", no_training)
+    monkeypatch.setattr("madm_train.training.prior.pretrain_prior", no_training)
+    monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
+    run_benchmark(out, preset="micro", modalities=["events"], records=records)  # runs finished before: copied out
+    kept = sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file())
+    assert "runs/seed1/events/iccld/metrics.json" in kept and "runs/seed0/source_only/eval-events/metrics.json" in kept
+    assert all(name.endswith(".json") for name in kept) and not any("/model/" in name for name in kept)
+
+    fresh = tmp_path / "fresh"
+    again = run_benchmark(fresh, preset="micro", modalities=["events"], records=records)
+    assert again["events"] == result["events"]
+    assert not (fresh / "figure_events.png").exists()  # no weights to draw from: the earlier figure stays
+
+
+@pytest.mark.slow
+def test_a_missing_run_retrains_only_the_models_it_continues(finished, tmp_path, monkeypatch):
+    from madm_train.training import trainer
+
+    out, _ = finished
+    records = tmp_path / "records"
+    monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
+    run_benchmark(out, preset="micro", modalities=["events"], records=records)
+    (records / "runs" / "seed0" / "events" / "iccld" / "metrics.json").unlink()
+    trained = []
+    real_train = trainer.train
+
+    def counting_train(config, **kwargs):
+        trained.append(str(Path(config.run.out_dir).relative_to(tmp_path / "fresh")))
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr("madm_train.training.trainer.train", counting_train)
+    again = run_benchmark(tmp_path / "fresh", preset="micro", modalities=["events"], records=records)
+    # ICCLD's stage 2 continues stage 1, which continues its warm-up: none of their weights were kept
+    assert trained == ["runs/seed0/warmup_iccld", "runs/seed0/events/iccld_no_stage2", "runs/seed0/events/iccld"]
+    assert (records / "runs" / "seed0" / "events" / "iccld" / "metrics.json").exists()
+    assert 0.0 <= again["events"]["iccld"]["miou_per_seed"][0] <= 100.0
