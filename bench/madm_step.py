@@ -275,17 +275,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: kept from {output.name}", flush=True)
             continue
         measured = run_row(row, args)
-        report["rows"] = [r for r in report["rows"] if tuple(r.get(k) for k in FIELDS) != key] + [measured]
-        print(json.dumps(measured), flush=True)
         import torch
 
         device = torch.cuda.get_device_name() if args.device == "cuda" else cpu_model()
+        machine = machine_info(("torch", "diffusers"), watch)
+        # Rows kept from other sittings may come from another CPU model or a busier machine: each row says its own.
+        measured.update({"device": device, "contended": machine["load"]["contended"]})
+        report["rows"] = [r for r in report["rows"] if tuple(r.get(k) for k in FIELDS) != key] + [measured]
+        print(json.dumps(measured), flush=True)
         for moved in ("cpus", "torch"):  # older layouts kept these beside the rows; they are under machine now
             report.pop(moved, None)
-        report.update({"preset": args.preset, "device": device, "machine": machine_info(("torch", "diffusers"), watch),
+        report.update({"preset": args.preset, "device": device, "machine": machine,
                        "batch": "1 source + 1 target", "iterations": args.iterations, "warmup": args.warmup,
                        "note": "each row in its own process; peak_rss_gb: that process's peak resident set (CPU), "
-                               "peak_gpu_gb: torch.cuda.max_memory_allocated (CUDA); random weights"})
+                               "peak_gpu_gb: torch.cuda.max_memory_allocated (CUDA); random weights; machine: the "
+                               "latest sitting; a row's device and contended: the sitting that measured it"})
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1) + "\n")  # after every row: a stopped run keeps what it measured
     print(f"{'method':8s} {'finetune':8s} {'amp':5s} {'ckpt':4s} {'crop':5s} {'steps':5s} {'s/it':>9s} {'peak GB':>8s}  "

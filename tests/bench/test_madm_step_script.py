@@ -62,3 +62,5 @@ def test_an_iccld_stage_two_row_starts_from_a_stage_one_model_built_in_its_run_f
     assert (row["method"], row["stage"], row["checkpointing"]) == ("iccld", 2, True)
     assert row["seconds_per_iteration"] > 0 and row["peak_rss_gb"] > 0
     assert row["trainable_params"] > row["adversary_params"] > 0  # ε_θ in AdamW; the discriminator in its own Adam
+    # each row names the machine and load of its own sitting (rows kept from other sittings may differ)
+    assert row["device"] == report["device"] and row["contended"] == report["machine"]["load"]["contended"]
