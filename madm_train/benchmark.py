@@ -69,6 +69,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -295,6 +296,10 @@ def _keep(plan: _Plan, file: Path) -> None:
         atomic_write_bytes(target, file.read_bytes())
 
 
+_RECORDS = ("runs/**/metrics.json", "runs/**/seconds.json", f"{LAYOUT_ONLY}/*/metrics.json", "prior_seconds.json")
+"""The small files of finished work that ``records`` keeps (relative to the work folder)."""
+
+
 def _sync_records(plan: _Plan) -> None:
     """Copy records in where the work folder lacks them, and finished runs out where the records lack them.
 
@@ -302,21 +307,24 @@ def _sync_records(plan: _Plan) -> None:
     """
     if plan.records is None:
         return
-    if plan.records.is_dir():
-        for record in sorted(plan.records.rglob("*.json")):
-            target = plan.out / record.relative_to(plan.records)
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, record.read_bytes())
-    finished = [*plan.out.glob("runs/**/metrics.json"), *plan.out.glob("runs/**/seconds.json"),
-                *plan.out.glob(f"{LAYOUT_ONLY}/*/metrics.json"), *plan.out.glob("prior_seconds.json")]
-    for file in sorted(finished):
+    for record in sorted(r for pattern in _RECORDS for r in plan.records.glob(pattern)):
+        target = plan.out / record.relative_to(plan.records)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, record.read_bytes())
+    for file in sorted(f for pattern in _RECORDS for f in plan.out.glob(pattern)):
         if not (plan.records / file.relative_to(plan.out)).exists():
             _keep(plan, file)
 
 
 def _fit(plan: _Plan, run: _Run) -> None:
-    """Train ``run`` (after the model it continues and the prior it may need), then keep its records."""
+    """Train ``run`` (after the model it continues and the prior it may need), then keep its records.
+
+    ``seconds.json`` also names the prior the work folder held (a digest of its files): a prior
+    retrained on another machine need not be the same bit for bit, and the results say which runs
+    came from which.
+    """
+    from madm_ros.backends.engine_info import folder_sha256
     from madm_train.training.trainer import train
 
     if run.starts_from is not None:
@@ -325,7 +333,8 @@ def _fit(plan: _Plan, run: _Run) -> None:
     start = time.perf_counter()
     train(run.config, progress=False)
     seconds = time.perf_counter() - start
-    atomic_write_bytes(run.out_dir / "seconds.json", json.dumps({"seconds": seconds}).encode())
+    record = {"seconds": seconds, "prior_sha256": folder_sha256(plan.prior)[:16]}
+    atomic_write_bytes(run.out_dir / "seconds.json", json.dumps(record).encode())
     print(f"benchmark: {run.label}: {seconds:.0f} s", file=sys.stderr)
     for name in ("metrics.json", "seconds.json"):
         _keep(plan, run.out_dir / name)
@@ -374,6 +383,23 @@ def _layout_only(plan: _Plan, modality: str) -> dict[str, Any]:
         score_layout_baseline(_config(plan, modality, plan.seeds[0], plan.out / LAYOUT_ONLY, "source_only"), out_dir)
         _keep(plan, out_dir / "metrics.json")
     return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _check_data(plan: _Plan) -> None:
+    """Refuse records made from other synthetic data; the first call writes the data's digest beside them."""
+    from madm_ros.backends.engine_info import folder_sha256
+
+    if plan.records is None:
+        return
+    digests = {"scenes_sha256": folder_sha256(plan.data)[:16], "prior_scenes_sha256": folder_sha256(plan.prior_data)[:16]}
+    file = plan.records / "data.json"
+    if not file.exists():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(file, (json.dumps(digests, indent=1) + "\n").encode())
+    elif (recorded := json.loads(file.read_text())) != digests:
+        raise ConfigError(f"the records in {plan.records} were made from other synthetic data ({recorded}; this work "
+                          f"folder: {digests}): the generator or the preset changed since. Move that folder away to "
+                          "start the benchmark afresh, or use the work folder they came from")
 
 
 def _generate_data(plan: _Plan) -> None:
@@ -585,8 +611,9 @@ def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int]
     if not plan.seeds:
         raise ConfigError("give at least one seed")
     start = time.perf_counter()
-    _sync_records(plan)
     _generate_data(plan)
+    _check_data(plan)
+    _sync_records(plan)
     per_seed = {seed: _run_seed(plan, seed) for seed in plan.seeds}
     layout = {modality: _layout_only(plan, modality) for modality in plan.modalities}
     summary = _summary(per_seed, plan, layout)
@@ -596,6 +623,8 @@ def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int]
                 "modalities": list(plan.modalities),
                 "training_seconds": round(sum(_seconds(f.parent) for f in runs)),
                 "prior_seconds": round(json.loads(prior_file.read_text())["seconds"]) if prior_file.exists() else None,
+                "runs_by_prior_sha256": dict(Counter(json.loads(f.read_text()).get("prior_sha256", "not recorded")
+                                                     for f in runs)),
                 "this_call_seconds": round(time.perf_counter() - start)}
     result = {**summary, "settings": settings}
     atomic_write_bytes(plan.out / "results.json", (json.dumps(result, indent=1) + "\n").encode())

@@ -19,7 +19,7 @@ from typing import Any
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.errors import BackendError
 
-__all__ = ["ENGINE_FORMAT", "PRECISIONS", "EngineInfo", "check_engine_info", "file_sha256", "read_engine_info",
+__all__ = ["ENGINE_FORMAT", "PRECISIONS", "EngineInfo", "check_engine_info", "file_sha256", "folder_sha256", "read_engine_info",
            "sidecar_path", "write_engine_info"]
 
 ENGINE_FORMAT = "madm-engine/1"
@@ -32,6 +32,14 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: str | Path) -> str:
+    """Hex SHA-256 over every file of a folder (relative names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + file_sha256(path).encode())
     return digest.hexdigest()
 
 

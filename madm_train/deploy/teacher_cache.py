@@ -22,17 +22,9 @@ from typing import Any
 import numpy as np
 
 from madm_ros.atomic_io import atomic_write_bytes
-from madm_ros.backends.engine_info import file_sha256
+from madm_ros.backends.engine_info import folder_sha256
 
-__all__ = ["TeacherCache", "teacher_digest"]
-
-
-def teacher_digest(folder: str | Path) -> str:
-    """SHA-256 over every file of a saved model folder (names and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + file_sha256(path).encode())
-    return digest.hexdigest()
+__all__ = ["TeacherCache"]
 
 
 class TeacherCache:
@@ -46,7 +38,7 @@ class TeacherCache:
     """
 
     def __init__(self, root: str | Path, teacher: str | Path, num_classes: int, stride: int = 4) -> None:
-        self.teacher_sha256 = teacher_digest(teacher)
+        self.teacher_sha256 = folder_sha256(teacher)
         self.folder = Path(root) / f"{self.teacher_sha256[:16]}-s{stride}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.num_classes, self.stride = num_classes, stride

@@ -161,6 +161,14 @@ def test_records_carry_finished_runs_to_a_fresh_work_folder(finished, tmp_path, 
     again = run_benchmark(fresh, preset="micro", modalities=["events"], records=records)
     assert again["events"] == result["events"]
     assert not (fresh / "figure_events.png").exists()  # no weights to draw from: the earlier figure stays
+    trained = len(list(out.glob("runs/seed*/**/seconds.json")))
+    assert list(again["settings"]["runs_by_prior_sha256"].values()) == [trained]  # one prior made every run
+
+    digests = json.loads((records / "data.json").read_text())
+    assert set(digests) == {"scenes_sha256", "prior_scenes_sha256"}
+    (records / "data.json").write_text(json.dumps({**digests, "scenes_sha256": "0" * 16}))
+    with pytest.raises(ConfigError, match="made from other synthetic data"):  # a changed generator: nothing is reused
+        run_benchmark(fresh, preset="micro", modalities=["events"], records=records)
 
 
 @pytest.mark.slow
