@@ -112,7 +112,28 @@ def test_table_and_figure_are_written(finished):
     assert figure.shape == (2 * 3 * 64, 2 * 6 * 64, 3)
     assert "| DIFF, adaptation |  |  | ✓ |" in table and "| ICCLD (both stages) |  |  | ✓ |" in table
     assert "| Oracle (target labels) |  |  | ✓ |" in table
-    assert f"| Layout only (no image) |  |  |  | {result['events'][LAYOUT_ONLY]['miou_mean']:.1f} ± 0.0 |" in table
+    layout = result["events"][LAYOUT_ONLY]
+    assert f"| Layout only (no image) |  |  |  | {benchmark._cell(layout)} |" in table
+    assert benchmark._cell(layout).startswith(f"{layout['miou_mean']:.1f} ± 0.0")
+
+
+def test_each_row_reports_the_fraction_of_the_source_only_to_oracle_gap_it_closes():
+    def metrics(miou):
+        return {"miou": miou / 100, "class_names": ["road"], "per_class_iou": {"road": miou / 100}}
+
+    plan = benchmark._Plan(Path("unused"), MICRO, (0, 1), ("events",))
+    per_seed = {seed: {"events": {"source_only": metrics(10 + seed), "oracle": metrics(50 + seed),
+                                  "madm": metrics(20 + seed)}} for seed in (0, 1)}
+    layout = {"events": metrics(5.5)}
+    rows = benchmark._summary(per_seed, plan, layout)["events"]
+    assert rows["madm"]["gap_closed"] == pytest.approx(0.25)  # (20.5 − 10.5) / (50.5 − 10.5)
+    assert rows["source_only"]["gap_closed"] == 0 and rows["oracle"]["gap_closed"] == 1
+    assert rows[LAYOUT_ONLY]["gap_closed"] == pytest.approx(-0.125)  # below source only
+    assert benchmark._cell(rows["madm"]) == "20.5 ± 0.7 (25 %)"
+    per_seed[0]["events"]["oracle"] = per_seed[0]["events"]["source_only"]  # no gap, no fraction
+    per_seed[1]["events"]["oracle"] = per_seed[1]["events"]["source_only"]
+    rows = benchmark._summary(per_seed, plan, layout)["events"]
+    assert "gap_closed" not in rows["madm"] and benchmark._cell(rows["madm"]) == "20.5 ± 0.7"
 
 
 @pytest.mark.slow
