@@ -38,6 +38,10 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed; same seed and options give identical files")
     parser.add_argument("--frames-per-sequence", type=int, default=10, help="frames per street (default 10)")
     parser.add_argument("--night-probability", type=float, default=0.2, help="chance of a night sequence (default 0.2)")
+    parser.add_argument("--scenes", default="street", choices=("street", "varied"),
+                        help="street: one straight street seen from nearly one pose (default); varied: streets, "
+                             "junctions and open areas with varied camera pose, road shape, objects, light and sensors "
+                             "(madm_ros/synthetic/variety.py lists the ranges)")
     parser.add_argument(
         "--modalities",
         default="rgb,depth,thermal,events",
@@ -60,6 +64,7 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         frames_per_sequence=args.frames_per_sequence,
         night_probability=args.night_probability,
+        scenes=args.scenes,
         modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
     )
     print(

@@ -1,10 +1,12 @@
 """Generate a synthetic multi-modal driving data set in the generic folder layout.
 
-One random street (:func:`~madm_ros.synthetic.scene.make_scene`) per sequence; the camera drives
-along it and every frame is rendered once into a G-buffer that all modalities and the label read,
-so labels align with every modality by construction. Events come from ``event_substeps`` extra
-renders over the ``event_window_us`` before each frame, fed through one event simulator per
-sequence and accumulated into an edge frame stamped at the frame time.
+One random street (:func:`~madm_ros.synthetic.scene.make_scene`) per sequence, or with
+``scenes="varied"`` one random street, junction or open area with its own camera pose, light and
+sensor settings (:mod:`~madm_ros.synthetic.variety`); the camera drives along it and every frame
+is rendered once into a G-buffer that all modalities and the label read, so labels align with
+every modality by construction. Events come from ``event_substeps`` extra renders over the
+``event_window_us`` before each frame, fed through one event simulator per sequence and
+accumulated into an edge frame stamped at the frame time.
 
 Randomness comes only from ``numpy.random.default_rng`` seeded with ``(seed, sequence, purpose[, frame])``,
 so a sequence's files depend on the seed and its index alone, not on worker count or order.
@@ -20,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,24 +43,29 @@ from madm_ros.synthetic.render import Camera, render, shade
 from madm_ros.synthetic.scene import Scene, make_scene
 from madm_ros.synthetic.sensors import (
     BACKGROUND_HZ,
+    DEFAULT_SENSORS,
     DEPTH_MAX_M,
     EVENT_SIMULATOR,
     EventCamera,
+    SensorProfile,
     ThermalCamera,
     depth_image,
     intensity,
     rgb_image,
     thermal_image,
 )
+from madm_ros.synthetic.variety import describe, make_varied_scene, random_sensors
 
 __all__ = [
-    "GENERATOR_NAME", "RenderedFrame", "SynthConfig", "frame_time_us", "generate", "render_sequence", "sequence_length",
-    "sequence_scene",
+    "GENERATOR_NAME", "SCENE_SETS", "RenderedFrame", "SynthConfig", "frame_time_us", "generate", "render_sequence",
+    "sequence_length", "sequence_record", "sequence_scene", "sequence_sensors",
 ]
 
 GENERATOR_NAME = "madm_ros.synthetic"
 HFOV_DEG = 80.0
 """Horizontal field of view of every synthetic camera, degrees (a wide automotive lens; fx = 305 px at 512 wide)."""
+SCENE_SETS = ("street", "varied")
+"""``SynthConfig.scenes`` values: today's straight street, or :mod:`~madm_ros.synthetic.variety`'s varied scenes."""
 _IN_PROGRESS = ".synth-in-progress"
 _OUR_FILE = re.compile(r"^s\d{3}_f\d{5}\.png$|^\..*\.tmp$")
 
@@ -81,6 +89,12 @@ class SynthConfig:
             linearly between them); more is smoother and slower.
         night_probability: Chance that a sequence is at night.
         modalities: Modality folders to write (labels are always written).
+        scenes: ``"street"``: one straight street from nearly one camera pose, lit by day or night,
+            with fixed sensor settings (the default; its files are unchanged since before
+            ``scenes`` existed). ``"varied"``: every sequence draws a street, junction or open
+            area, its camera pose, road shape, objects, time of day and sensor settings from the
+            ranges of :mod:`madm_ros.synthetic.variety`, so the label layout alone predicts little;
+            ``meta.json`` then lists what each sequence drew (``generator.sequences``).
     """
 
     frames: int = 200
@@ -93,6 +107,7 @@ class SynthConfig:
     event_substeps: int = 4
     night_probability: float = 0.2
     modalities: tuple[str, ...] = MODALITIES
+    scenes: str = "street"
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int) -> None:
@@ -123,6 +138,8 @@ class SynthConfig:
                 f"got {list(modalities)}"
             )
         object.__setattr__(self, "modalities", modalities)
+        if self.scenes not in SCENE_SETS:
+            raise ConfigError(f"SynthConfig.scenes must be one of {', '.join(SCENE_SETS)}, got {self.scenes!r}")
 
     @property
     def sequences(self) -> int:
@@ -151,9 +168,22 @@ def frame_time_us(config: SynthConfig, frame: int) -> int:
 
 
 def sequence_scene(config: SynthConfig, seq: int) -> Scene:
-    """The street of sequence ``seq`` (depends only on the seed, the index and ``night_probability``)."""
+    """The scene of sequence ``seq`` (depends only on the seed, the index, ``night_probability`` and ``scenes``)."""
     duration = frame_time_us(config, sequence_length(config, seq) - 1) * 1e-6
-    return make_scene(np.random.default_rng([config.seed, seq, 0]), duration, config.night_probability)
+    make = make_scene if config.scenes == "street" else make_varied_scene
+    return make(np.random.default_rng([config.seed, seq, 0]), duration, config.night_probability)
+
+
+def sequence_sensors(config: SynthConfig, seq: int) -> SensorProfile:
+    """The sensor settings of sequence ``seq``: fixed for ``"street"``, drawn per sequence for ``"varied"``."""
+    if config.scenes == "street":
+        return DEFAULT_SENSORS
+    return random_sensors(np.random.default_rng([config.seed, seq, 5]))
+
+
+def sequence_record(config: SynthConfig, seq: int) -> dict[str, Any]:
+    """What a varied sequence drew (scene kind, camera pose, road, light, sensors), as written to ``meta.json``."""
+    return {"sequence": seq, **describe(sequence_scene(config, seq), sequence_sensors(config, seq))}
 
 
 @dataclass
@@ -180,6 +210,7 @@ def render_sequence(config: SynthConfig, seq: int) -> Iterator[RenderedFrame]:
     n = sequence_length(config, seq)
     window, substeps = config.event_window_us, config.event_substeps
     scene = sequence_scene(config, seq)
+    sensors = sequence_sensors(config, seq)
     camera = config.camera()
     rays = camera.rays()
     thermal_camera = ThermalCamera.random(config.height, config.width, np.random.default_rng([config.seed, seq, 2]))
@@ -187,7 +218,7 @@ def render_sequence(config: SynthConfig, seq: int) -> Iterator[RenderedFrame]:
     events = None
     if "events" in wants:
         sim_seed = int(np.random.default_rng([config.seed, seq, 4]).integers(2**31))
-        events = EventCamera(config.height, config.width, sim_seed, scene.lighting.night)
+        events = EventCamera(config.height, config.width, sim_seed, scene.lighting.night, sensors)
         edge_config = config.edge_frame_config()
     last_step: int | None = None
     for k in range(n):
@@ -197,11 +228,11 @@ def render_sequence(config: SynthConfig, seq: int) -> Iterator[RenderedFrame]:
         radiance = shade(g, scene)
         images: dict[str, np.ndarray] = {}
         if "rgb" in wants:
-            images["rgb"] = rgb_image(radiance, scene, rng)
+            images["rgb"] = rgb_image(radiance, scene, rng, sensors)
         if "depth" in wants:
-            images["depth"] = depth_image(g, camera, rng)
+            images["depth"] = depth_image(g, camera, rng, sensors)
         if "thermal" in wants:
-            images["thermal"] = thermal_image(g, scene, thermal_camera, rng)
+            images["thermal"] = thermal_image(g, scene, thermal_camera, rng, sensors)
         window_events = None
         if events is not None:
             start = stamp - window
@@ -266,6 +297,17 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
 def _meta(config: SynthConfig, frames: list[tuple[str, int]]) -> FolderMeta:
     camera = config.camera()
     edge = config.edge_frame_config()
+    generator = {
+        "name": GENERATOR_NAME,
+        "config": dataclasses.asdict(config),
+        "hfov_deg": HFOV_DEG,
+        "event_simulator": dict(EVENT_SIMULATOR),
+        "event_background_hz": list(BACKGROUND_HZ),
+    }
+    if config.scenes == "street":  # the field postdates street folders, whose meta.json must not change
+        del generator["config"]["scenes"]
+    else:
+        generator["sequences"] = [sequence_record(config, seq) for seq in range(config.sequences)]
     notes = {
         "rgb": "uint8 sRGB from a linear-radiance renderer: textures, sun/sky lighting, exposure, vignetting, noise",
         "depth": f"uint16 z-depth in millimetres, 0 = no measurement (beyond {DEPTH_MAX_M:g} m, sky, occlusion "
@@ -276,6 +318,8 @@ def _meta(config: SynthConfig, frames: list[tuple[str, int]]) -> FolderMeta:
         "(madm_ros.events.simulator on the rendered luminance, plus background activity and hot pixels), "
         "accumulated with the 'events' config",
     }
+    if config.scenes != "street":
+        notes = {m: f"{note}; sensor settings differ per sequence (generator.sequences)" for m, note in notes.items()}
     return FolderMeta(
         frames=tuple(name for name, _ in frames),
         stamps_us=tuple(stamp for _, stamp in frames),
@@ -295,13 +339,7 @@ def _meta(config: SynthConfig, frames: list[tuple[str, int]]) -> FolderMeta:
             "width": camera.width,
             "height": camera.height,
         },
-        generator={
-            "name": GENERATOR_NAME,
-            "config": dataclasses.asdict(config),
-            "hfov_deg": HFOV_DEG,
-            "event_simulator": dict(EVENT_SIMULATOR),
-            "event_background_hz": list(BACKGROUND_HZ),
-        },
+        generator=generator,
     )
 
 

@@ -1,7 +1,8 @@
 """Ray-cast rendering of a :class:`~madm_ros.synthetic.scene.Scene` into a G-buffer, and RGB shading.
 
 For every pixel the nearest surface wins (a z-buffer over analytic intersections): the ground
-plane, the vertical strips along the road (façades, walls, fences) and the boxes/ellipsoids of
+plane, the vertical strips along and across the road (façades, walls, fences; along a curved road
+they are parabolic cylinders, a quadratic in the ray parameter) and the boxes/ellipsoids of
 things, each intersected only inside its projected bounding box. The G-buffer holds what the
 sensor models need and nothing else: metric z-depth, class label, material, albedo, a heat offset
 and the surface normal. Rays are built with a camera-frame z component of 1, so the ray parameter
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from madm_ros.synthetic.scene import SKY, Material, Scene, parts_at
+from madm_ros.synthetic.scene import SKY, Bend, Junction, Material, Scene, Strip, parts_at
 
 __all__ = ["Camera", "GBuffer", "render", "shade", "value_noise"]
 
@@ -162,21 +163,26 @@ def _ground(g: GBuffer, scene: Scene) -> None:
     t = np.where(down, -_F32(o[1]) / np.where(down, d[..., 1], -1), 1e6).astype(_F32)
     x = _F32(o[0]) + t * d[..., 0]
     z = _F32(o[2]) + t * d[..., 2]
+    if scene.bend is not None:  # from here on x is the lateral offset from the curved centreline
+        x = x - scene.bend.offset(z)
     ax = np.abs(x)
     road = ax < scene.road_half
     side = ax < scene.road_half + scene.sidewalk
-    grass = np.where(x < 0, scene.verge_grass[0], scene.verge_grass[1])
-    label = np.where(road, 5, np.where(side | ~grass, 6, 7)).astype(np.uint8)  # road, sidewalk, vegetation
-    material = np.where(
-        road,
-        Material.ASPHALT,
-        np.where(ax < scene.road_half + 0.2, Material.CURB, np.where(side | ~grass, Material.PAVING, Material.GRASS)),
-    )
+    curb = ax < scene.road_half + 0.2
     marking = road & (np.abs(ax - (scene.road_half - 0.35)) < 0.07)
     if scene.centre_line:
         marking |= (ax < 0.07) & (np.mod(z, 9.0) < 3.0)
     if scene.crosswalk_z is not None:
         marking |= road & (z > scene.crosswalk_z) & (z < scene.crosswalk_z + 4) & (np.mod(x, 1.0) < 0.5)
+    if scene.junction is not None:
+        road, side, curb, marking = _junction_ground(scene.junction, x, z, road, side, curb, marking)
+    grass = np.where(x < 0, scene.verge_grass[0], scene.verge_grass[1])
+    label = np.where(road, 5, np.where(side | ~grass, 6, 7)).astype(np.uint8)  # road, sidewalk, vegetation
+    material = np.where(
+        road,
+        Material.ASPHALT,
+        np.where(curb, Material.CURB, np.where(side | ~grass, Material.PAVING, Material.GRASS)),
+    )
     material = np.where(marking, Material.MARKING, material).astype(np.uint8)
     colors = np.zeros((len(Material), 3), dtype=_F32)
     colors[Material.ASPHALT] = scene.asphalt_rgb
@@ -187,62 +193,136 @@ def _ground(g: GBuffer, scene: Scene) -> None:
     _write(g, (slice(None), slice(None)), down, t, label, material, colors[material], 0.0, (0.0, 1.0, 0.0))
 
 
+def _junction_ground(
+    junction: Junction, x: np.ndarray, z: np.ndarray, road: np.ndarray, side: np.ndarray, curb: np.ndarray,
+    marking: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Add a crossing road to the main road's masks: its carriageway, sidewalks, curbs, edge lines and crosswalks."""
+    az = np.abs(z - junction.z)
+    cross = az < junction.road_half
+    zebra = road & (np.abs(az - (junction.road_half + 2.5)) < 2.0) & (np.mod(x, 1.0) < 0.5)
+    edge = cross & ~road & (np.abs(az - (junction.road_half - 0.35)) < 0.07)
+    marking = (marking & ~cross) | zebra | edge  # the main road's lines stop at the crossing
+    return road | cross, side | (az < junction.road_half + junction.sidewalk), curb | (az < junction.road_half + 0.2), marking
+
+
 def _strips(g: GBuffer, scene: Scene) -> None:
-    o, d = g.origin, g.rays
-    flat_rays = d.reshape(-1, 3)
+    flat_rays = g.rays.reshape(-1, 3)
     for strip in scene.strips:
         if len(strip.z0) == 0:
             continue
-        # Only pixels whose ray goes towards the plane and whose current surface is farther.
-        dx = flat_rays[:, 0]
-        toward = (strip.x - o[0]) * dx > 1e-7
-        idx = np.flatnonzero(toward)
-        t = _F32(strip.x - o[0]) / dx[idx]
-        keep = t < g.depth.reshape(-1)[idx]
-        idx, t = idx[keep], t[keep]
-        y = _F32(o[1]) + t * flat_rays[idx, 1]
-        keep = (y >= 0) & (y < strip.height.max())
-        idx, t, y = idx[keep], t[keep], y[keep]
-        z = _F32(o[2]) + t * flat_rays[idx, 2]
-        i = np.clip(np.searchsorted(strip.z0, z, side="right") - 1, 0, len(strip.z0) - 1)
-        hit = (z >= strip.z0[i]) & (z < strip.z1[i]) & (y < strip.height[i])
-        idx, t, y, z, i = idx[hit], t[hit], y[hit], z[hit], i[hit]
-        if len(idx) == 0:
-            continue
-        pitch = strip.slat_pitch[i]
-        slatted = pitch > 0
-        if slatted.any():
-            safe = np.where(slatted, pitch, 1)
-            gap = np.mod(z, safe) > safe * strip.slat_fill[i]
-            rail = (y < 0.12) | (y > strip.height[i] - 0.1)
-            solid = ~(slatted & gap & ~rail)
-            idx, t, y, z, i = idx[solid], t[solid], y[solid], z[solid], i[solid]
-        material = strip.material[i]
-        cell = np.zeros_like(t)
-        windowed = strip.window_pitch[i] > 0
-        if windowed.any():
-            fh = np.where(windowed, strip.floor_height[i], 1)
-            wp = np.where(windowed, strip.window_pitch[i], 1)
-            fy, fz = np.mod(y, fh) / fh, np.mod(z - strip.z0[i], wp) / wp
-            lower = (1 - strip.window_height[i]) / 2
-            pane = (
-                windowed
-                & (fy > lower)
-                & (fy < lower + strip.window_height[i])
-                & (np.abs(fz - 0.5) < strip.window_width[i] / 2)
-                & (y > 0.8)
-                & (y < strip.height[i] - 0.8)
-            )
-            material = np.where(pane, Material.GLASS, material)
-            cell = np.where(pane, cell_hash(y / fh, (z - strip.z0[i]) / wp + 1000 * i, scene.texture_seed), 0)
-        rows, cols = np.divmod(idx, d.shape[1])
-        g.depth[rows, cols] = t
-        g.label[rows, cols] = strip.label[i]
-        g.material[rows, cols] = material
-        g.albedo[rows, cols] = np.where((material == Material.GLASS)[:, None], _F32(0.04), strip.color[i])
-        g.heat[rows, cols] = strip.heat[i]
-        g.normal[rows, cols] = (-np.sign(strip.x), 0.0, 0.0)
-        g.cell[rows, cols] = cell
+        if strip.axis == "x" and scene.bend is not None:
+            for idx, t in _curved_candidates(g.origin, flat_rays, strip.x, scene.bend):
+                _strip_hits(g, scene, strip, idx, t)  # far root first, so a valid near root overwrites it
+        else:
+            _strip_hits(g, scene, strip, *_plane_candidates(g.origin, flat_rays, strip))
+
+
+def _plane_candidates(origin: np.ndarray, flat_rays: np.ndarray, strip: Strip) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose ray goes towards the strip's plane, and the ray parameter where it meets it."""
+    axis = 0 if strip.axis == "x" else 2
+    dx = flat_rays[:, axis]
+    toward = (strip.x - origin[axis]) * dx > 1e-7
+    idx = np.flatnonzero(toward)
+    return idx, _F32(strip.x - origin[axis]) / dx[idx]
+
+
+def _curved_candidates(
+    origin: np.ndarray, flat_rays: np.ndarray, offset: float, bend: Bend
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Where rays meet the surface ``x = offset + bend.offset(z)``: (pixels, ray parameter), far roots then near.
+
+    Along the ray ``x = ox + t dx, z = oz + t dz`` the surface is ``A t² + B t + C = 0``, solved in
+    float64 with the cancellation-free form (roots ``q / A`` and ``C / q``).
+    """
+    d = flat_rays.astype(np.float64)
+    a, w = 0.5 * bend.curvature, origin[2] - bend.z0
+    qa = a * d[:, 2] ** 2
+    qb = 2 * a * w * d[:, 2] - d[:, 0]
+    qc = a * w * w + offset - origin[0]
+    disc = qb * qb - 4 * qa * qc
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = -0.5 * (qb + np.copysign(np.sqrt(np.maximum(disc, 0)), qb))
+        r1, r2 = q / qa, qc / q
+    r1, r2 = np.where(np.isfinite(r1), r1, np.inf), np.where(np.isfinite(r2), r2, np.inf)
+    near, far = np.fmin(r1, r2), np.fmax(r1, r2)
+    out = []
+    for t in (far, near):
+        idx = np.flatnonzero((disc >= 0) & np.isfinite(t) & (t > 1e-6))
+        out.append((idx, t[idx].astype(_F32)))
+    return out
+
+
+def _strip_hits(g: GBuffer, scene: Scene, strip: Strip, idx: np.ndarray, t: np.ndarray) -> None:
+    """Write the strip where candidate hits (flat pixel ``idx``, ray parameter ``t``) are nearer and on a segment."""
+    o, d = g.origin, g.rays
+    flat_rays = d.reshape(-1, 3)
+    keep = t < g.depth.reshape(-1)[idx]
+    idx, t = idx[keep], t[keep]
+    y = _F32(o[1]) + t * flat_rays[idx, 1]
+    keep = (y >= 0) & (y < strip.height.max())
+    idx, t, y = idx[keep], t[keep], y[keep]
+    along = 2 if strip.axis == "x" else 0  # the segments' coordinate ("z" below)
+    z = _F32(o[along]) + t * flat_rays[idx, along]
+    i = np.clip(np.searchsorted(strip.z0, z, side="right") - 1, 0, len(strip.z0) - 1)
+    hit = (z >= strip.z0[i]) & (z < strip.z1[i]) & (y < strip.height[i])
+    idx, t, y, z, i = idx[hit], t[hit], y[hit], z[hit], i[hit]
+    if len(idx) == 0:
+        return
+    pitch = strip.slat_pitch[i]
+    slatted = pitch > 0
+    if slatted.any():
+        safe = np.where(slatted, pitch, 1)
+        gap = np.mod(z, safe) > safe * strip.slat_fill[i]
+        rail = (y < 0.12) | (y > strip.height[i] - 0.1)
+        solid = ~(slatted & gap & ~rail)
+        idx, t, y, z, i = idx[solid], t[solid], y[solid], z[solid], i[solid]
+    material, cell = _window_panes(strip, i, y, z, scene.texture_seed)
+    rows, cols = np.divmod(idx, d.shape[1])
+    g.depth[rows, cols] = t
+    g.label[rows, cols] = strip.label[i]
+    g.material[rows, cols] = material
+    g.albedo[rows, cols] = np.where((material == Material.GLASS)[:, None], _F32(0.04), strip.color[i])
+    g.heat[rows, cols] = strip.heat[i]
+    g.normal[rows, cols] = _strip_normal(scene, strip, z)
+    g.cell[rows, cols] = cell
+
+
+def _window_panes(
+    strip: Strip, i: np.ndarray, y: np.ndarray, z: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Materials of hits on segments ``i`` at height ``y`` and ``z`` along the strip (panes are glass), and pane cells."""
+    material = strip.material[i]
+    cell = np.zeros_like(y)
+    windowed = strip.window_pitch[i] > 0
+    if windowed.any():
+        fh = np.where(windowed, strip.floor_height[i], 1)
+        wp = np.where(windowed, strip.window_pitch[i], 1)
+        fy, fz = np.mod(y, fh) / fh, np.mod(z - strip.z0[i], wp) / wp
+        lower = (1 - strip.window_height[i]) / 2
+        pane = (
+            windowed
+            & (fy > lower)
+            & (fy < lower + strip.window_height[i])
+            & (np.abs(fz - 0.5) < strip.window_width[i] / 2)
+            & (y > 0.8)
+            & (y < strip.height[i] - 0.8)
+        )
+        material = np.where(pane, Material.GLASS, material)
+        cell = np.where(pane, cell_hash(y / fh, (z - strip.z0[i]) / wp + 1000 * i, seed), 0)
+    return material, cell
+
+
+def _strip_normal(scene: Scene, strip: Strip, along: np.ndarray) -> tuple[float, float, float] | np.ndarray:
+    """Unit normals of a strip's hits (at ``along`` on the strip), facing the road the strip lines."""
+    facing = -float(np.sign(strip.x - strip.facing))
+    if strip.axis == "z":
+        return (0.0, 0.0, facing)
+    if scene.bend is None:
+        return (facing, 0.0, 0.0)
+    slope = scene.bend.slope(along)
+    normal = np.stack([np.ones_like(slope), np.zeros_like(slope), -slope], axis=-1)
+    return facing * normal / np.linalg.norm(normal, axis=-1, keepdims=True)
 
 
 def _things(g: GBuffer, scene: Scene, camera: Camera, rotation: np.ndarray, t_s: float) -> None:

@@ -1,22 +1,27 @@
 """Random street layouts as plain data: one :class:`Scene` per sequence, no pixels.
 
 World frame (metres): x to the right of the road axis, y up (ground at 0), z along the road,
-forward. The road is centred on x = 0; sidewalks, an optional verge (grass or paving) and the
-building façades follow on both sides. Everything that is not a plane parallel to the road is a
-:class:`Thing` made of axis-aligned boxes and ellipsoids (:class:`Part`), which keeps the
-renderer a handful of vectorised ray intersections.
+forward. The road is centred on x = 0 (or on the parabola of a :class:`Bend`); sidewalks, an
+optional verge (grass or paving) and the building façades follow on both sides, and a
+:class:`Junction` adds a crossing road. Everything that is not a vertical plane along or across
+the road is a :class:`Thing` made of axis-aligned boxes and ellipsoids (:class:`Part`), which keeps
+the renderer a handful of vectorised ray intersections. :func:`make_scene` draws today's straight
+street; :mod:`madm_ros.synthetic.variety` draws the varied scenes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
 from madm_ros.palettes import DSEC_11
 
-__all__ = ["CameraPath", "Lighting", "Material", "Part", "Scene", "Strip", "Thing", "make_scene", "parts_at"]
+__all__ = [
+    "Bend", "CameraPath", "Junction", "Lighting", "Material", "Part", "Scene", "Strip", "Thing", "make_scene", "parts_at",
+]
 
 
 def _id(name: str) -> int:
@@ -90,12 +95,53 @@ class Lighting:
 
 
 @dataclass(frozen=True)
-class Strip:
-    """Segments of a vertical plane ``x = const`` parallel to the road, facing it.
+class Bend:
+    """A road that curves: its centreline is ``x = curvature / 2 * (z - z0)**2``.
 
-    One entry per segment, sorted by ``z0`` and not overlapping; ``z1 <= next z0``. Slat pitch > 0
-    makes the segment see-through between slats (fences); window pitch > 0 draws a window grid
-    (façades) whose panes are ``Material.GLASS``.
+    A parabola rather than a circle, so the road keeps turning the same way and never comes back
+    into view; ``curvature`` (1/m) is its curvature at ``z0``. Everything that follows the road
+    (ground, strips, things, the camera) is placed at a lateral offset ``u`` from it, at world
+    ``x = u + offset(z)``.
+    """
+
+    curvature: float
+    z0: float
+
+    def offset(self, z: float | np.ndarray) -> float | np.ndarray:
+        """Centreline x at ``z``."""
+        return 0.5 * self.curvature * (z - self.z0) ** 2
+
+    def slope(self, z: float | np.ndarray) -> float | np.ndarray:
+        """dx/dz of the centreline at ``z`` (the tangent of the road's heading)."""
+        return self.curvature * (z - self.z0)
+
+
+@dataclass(frozen=True)
+class Junction:
+    """A straight road crossing the main road at right angles, centred on ``z``.
+
+    Attributes:
+        z: Centre of the crossing road along the main road, metres.
+        road_half: Half width of its carriageway, metres.
+        sidewalk: Width of its sidewalks, metres.
+    """
+
+    z: float
+    road_half: float
+    sidewalk: float
+
+
+@dataclass(frozen=True)
+class Strip:
+    """Segments of a vertical plane along the road (``x = const``) or across it (``z = const``), facing the road.
+
+    ``axis`` names the coordinate that is constant on the plane and ``x`` holds its value (for a
+    strip along a :class:`Bend`, the lateral offset from the centreline); ``z0``/``z1`` are the
+    segments' extents along the plane (z for ``axis="x"``, x for ``axis="z"``); the plane faces
+    ``facing`` on its axis (0: the main road; a junction's centre for strips across). One entry
+    per segment, sorted by ``z0`` and not overlapping; ``z1 <= next z0``. Slat pitch > 0 makes the
+    segment see-through between slats (fences); window pitch > 0 draws a window grid (façades)
+    whose panes are ``Material.GLASS``.
     """
 
     x: float
@@ -112,6 +158,8 @@ class Strip:
     window_pitch: np.ndarray
     window_width: np.ndarray  # fraction of the pitch
     window_height: np.ndarray  # fraction of the floor
+    axis: str = "x"
+    facing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,7 +183,11 @@ class Part:
 
 @dataclass(frozen=True)
 class Thing:
-    """An object standing on the ground at ``(x, z + vz * t)``; persons also swing their limbs."""
+    """An object standing on the ground at ``(x + vx * t, z + vz * t)``; persons also swing their limbs.
+
+    On a :class:`Bend`, ``x`` is the lateral offset from the road's centreline and the thing
+    follows the curve. Limbs swing along the direction of travel (x for things that cross the road).
+    """
 
     kind: str
     x: float
@@ -146,6 +198,8 @@ class Thing:
     gait_phase: float = 0.0
     z_lo: float = 0.0  # extent of the parts along z, relative to z
     z_hi: float = 0.0
+    vx: float = 0.0
+    bend: Bend | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +207,8 @@ class CameraPath:
     """Smooth camera motion: forward at ``speed`` with lateral sway, yaw wobble and pitch/roll jitter.
 
     Angles in radians, frequencies in Hz. ``pose(t)`` is analytic so event substeps see the
-    same trajectory as labelled frames.
+    same trajectory as labelled frames. ``roll0`` tilts the horizon; with a ``bend`` the camera
+    follows the curve (``x0`` is then its lateral offset, and it yaws along the road's heading).
     """
 
     x0: float
@@ -167,6 +222,8 @@ class CameraPath:
     pitch0: float
     jitter: float
     phases: tuple[float, float, float, float]
+    roll0: float = 0.0
+    bend: Bend | None = None
 
     def pose(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Camera centre (3,) and rotation camera→world (3, 3) at time ``t`` seconds."""
@@ -174,8 +231,11 @@ class CameraPath:
         x = self.x0 + self.sway * np.sin(2 * np.pi * self.sway_hz * t + p[0])
         yaw = self.yaw0 + self.yaw_amp * np.sin(2 * np.pi * self.yaw_hz * t + p[1])
         pitch = self.pitch0 + self.jitter * np.sin(2 * np.pi * 1.7 * t + p[2])
-        roll = 0.7 * self.jitter * np.sin(2 * np.pi * 1.3 * t + p[3])
+        roll = self.roll0 + 0.7 * self.jitter * np.sin(2 * np.pi * 1.3 * t + p[3])
         y = self.height + 0.02 * np.sin(2 * np.pi * 2.1 * t + p[2])
+        if self.bend is not None:
+            x += self.bend.offset(self.speed * t)
+            yaw += np.arctan(self.bend.slope(self.speed * t))
         cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
         r_yaw = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
         r_pitch = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]])  # positive pitch looks up
@@ -185,7 +245,11 @@ class CameraPath:
 
 @dataclass(frozen=True)
 class Scene:
-    """One sequence's world: ground layout, vertical strips, things, lighting and camera path."""
+    """One sequence's world: ground layout, vertical strips, things, lighting and camera path.
+
+    ``kind`` names the layout (``"street"``, ``"junction"``, ``"open"``: see
+    :mod:`madm_ros.synthetic.variety`); ``bend`` curves the main road, ``junction`` adds a crossing road.
+    """
 
     road_half: float
     sidewalk: float
@@ -200,15 +264,23 @@ class Scene:
     lighting: Lighting
     camera: CameraPath
     texture_seed: int
+    kind: str = "street"
+    bend: Bend | None = None
+    junction: Junction | None = None
 
 
 def parts_at(thing: Thing, t: float) -> list[tuple[str, np.ndarray, np.ndarray, Part]]:
     """World-frame ``(shape, lo, hi, part)`` of every part of ``thing`` at time ``t`` seconds."""
-    origin = np.array([thing.x, 0.0, thing.z + thing.vz * t])
+    z = thing.z + thing.vz * t
+    x = thing.x + thing.vx * t if thing.vx else thing.x
+    if thing.bend is not None:
+        x += thing.bend.offset(z)
+    origin = np.array([x, 0.0, z])
     phase = np.sin(2 * np.pi * thing.gait_hz * t + thing.gait_phase) if thing.gait_hz else 0.0
     out = []
     for part in thing.parts:
-        shift = origin + np.array([0.0, 0.0, part.swing * phase])
+        swing = part.swing * phase
+        shift = origin + (np.array([swing, 0.0, 0.0]) if thing.vx else np.array([0.0, 0.0, swing]))
         out.append((part.shape, shift + part.lo, shift + part.hi, part))
     return out
 
@@ -499,7 +571,7 @@ def _person(rng: np.random.Generator, x: float, z: float, vz: float, air_k: floa
     return _thing("person", x, z, vz, parts, gait_hz=gait, gait_phase=rng.uniform(0, 2 * np.pi))
 
 
-def _thing(kind: str, x: float, z: float, vz: float, parts: list[Part], **kwargs: float) -> Thing:
+def _thing(kind: str, x: float, z: float, vz: float, parts: list[Part], **kwargs: Any) -> Thing:
     z_lo = min(p.lo[2] - abs(p.swing) for p in parts)
     z_hi = max(p.hi[2] + abs(p.swing) for p in parts)
     return Thing(kind, float(x), float(z), float(vz), tuple(parts), z_lo=z_lo, z_hi=z_hi, **kwargs)

@@ -17,6 +17,9 @@ Each sensor sees only its own physics, so the modalities differ the way real one
 - **Events** (:class:`EventCamera`): moving edges only. Log-intensity contrast-threshold pixels
   (``madm_ros.events.simulator``) with threshold mismatch and refractory time, intensity-dependent
   shot noise, background activity and a few hot pixels.
+
+The constants quoted above are the defaults of :class:`SensorProfile`, which ``"street"`` scenes
+always use; ``"varied"`` scenes draw one profile per sequence (:mod:`madm_ros.synthetic.variety`).
 """
 
 from __future__ import annotations
@@ -32,12 +35,49 @@ from madm_ros.folder_layout import DEPTH_MM_PER_M, THERMAL_COUNTS_PER_KELVIN
 from madm_ros.synthetic.render import Camera, GBuffer, value_noise
 from madm_ros.synthetic.scene import Material, Scene
 
-__all__ = ["DEPTH_MAX_M", "EVENT_SIMULATOR", "EventCamera", "ThermalCamera", "depth_image", "intensity", "rgb_image"]
+__all__ = [
+    "DEPTH_MAX_M", "EVENT_SIMULATOR", "EventCamera", "SensorProfile", "ThermalCamera", "depth_image", "intensity",
+    "rgb_image",
+]
 
 DEPTH_MAX_M = 60.0
 """Farthest depth the simulated sensor reports; farther surfaces read 0 (no measurement)."""
 _F32 = np.float32
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=_F32)
+EVENT_SIMULATOR = dict(c_on=0.25, c_off=0.25, sigma=0.04, refractory_us=200)
+"""Pixel model of the synthetic event camera (``EventSimulatorConfig`` fields besides the seed)."""
+BACKGROUND_HZ = (0.1, 0.5)
+"""Background-activity rate per pixel in Hz, by day and at night."""
+
+
+@dataclass(frozen=True)
+class SensorProfile:
+    """How strongly each sensor degrades its image; the defaults are the ``"street"`` sensors.
+
+    Attributes:
+        rgb_noise: Scale of the RGB shot and read noise.
+        depth_max_m: Farthest depth reported; farther surfaces read 0.
+        depth_disparity_px: Disparity noise of the stereo-like depth model, pixels.
+        depth_edge_dropout: Chance that a pixel along a depth discontinuity has no measurement.
+        depth_blob_level: Value-noise level above which dropout blobs remove depth (lower: more holes).
+        thermal_gain: Radiometric gain of the thermal camera around 20 °C (1 = calibrated).
+        thermal_offset_k: Radiometric offset of the thermal camera, kelvin.
+        event_threshold: Contrast threshold of the event pixels (ON and OFF), log intensity.
+        event_background: Scale of the background-activity rate (``BACKGROUND_HZ``).
+    """
+
+    rgb_noise: float = 1.0
+    depth_max_m: float = DEPTH_MAX_M
+    depth_disparity_px: float = 0.25
+    depth_edge_dropout: float = 0.6
+    depth_blob_level: float = 0.9
+    thermal_gain: float = 1.0
+    thermal_offset_k: float = 0.0
+    event_threshold: float = EVENT_SIMULATOR["c_on"]
+    event_background: float = 1.0
+
+
+DEFAULT_SENSORS = SensorProfile()
 
 
 def _vignette(height: int, width: int) -> np.ndarray:
@@ -46,13 +86,16 @@ def _vignette(height: int, width: int) -> np.ndarray:
     return (x[None, :] ** 2 * 0.75 + y[:, None] ** 2 * 0.25).astype(_F32)  # r² with a wide aspect
 
 
-def rgb_image(radiance: np.ndarray, scene: Scene, rng: np.random.Generator) -> np.ndarray:
+def rgb_image(
+    radiance: np.ndarray, scene: Scene, rng: np.random.Generator, profile: SensorProfile = DEFAULT_SENSORS
+) -> np.ndarray:
     """Linear radiance (H, W, 3) → uint8 RGB as a camera writes it."""
     light = scene.lighting
     h, w = radiance.shape[:2]
     x = radiance * _F32(light.exposure) * (1 - 0.3 * _vignette(h, w))[..., None]
-    read = 0.01 if light.night else 0.003
-    x = x + np.sqrt(np.maximum(x, 0) * 0.004 + read**2) * rng.standard_normal(x.shape, dtype=_F32)
+    read = (0.01 if light.night else 0.003) * profile.rgb_noise
+    shot = 0.004 * profile.rgb_noise**2
+    x = x + np.sqrt(np.maximum(x, 0) * shot + read**2) * rng.standard_normal(x.shape, dtype=_F32)
     x = np.maximum(x, 0)
     x = x * (1 + x / 4) / (1 + x)  # soft shoulder instead of hard clipping
     srgb = np.power(np.minimum(x, 1), 1 / 2.2)
@@ -64,13 +107,15 @@ def intensity(radiance: np.ndarray, scene: Scene) -> np.ndarray:
     return (radiance @ _LUMA) * _F32(scene.lighting.exposure)
 
 
-def depth_image(g: GBuffer, camera: Camera, rng: np.random.Generator) -> np.ndarray:
+def depth_image(
+    g: GBuffer, camera: Camera, rng: np.random.Generator, profile: SensorProfile = DEFAULT_SENSORS
+) -> np.ndarray:
     """Z-depth → uint16 millimetres with noise and holes (0 = no measurement)."""
     z = g.depth
     finite = np.isfinite(z)
-    valid = finite & (z <= DEPTH_MAX_M)
+    valid = finite & (z <= profile.depth_max_m)
     zf = np.where(finite, z, 1e4).astype(_F32)
-    sigma = 0.005 + zf * zf * _F32(0.25 / (camera.fx * 0.5))
+    sigma = 0.005 + zf * zf * _F32(profile.depth_disparity_px / (camera.fx * 0.5))
     noisy = zf + sigma * rng.standard_normal(z.shape, dtype=_F32)
     log_z = np.log(zf)
     jump = np.zeros(z.shape, dtype=bool)
@@ -79,13 +124,13 @@ def depth_image(g: GBuffer, camera: Camera, rng: np.random.Generator) -> np.ndar
     jump[1:] |= np.abs(np.diff(log_z, axis=0)) > 0.06
     jump[:-1] |= np.abs(np.diff(log_z, axis=0)) > 0.06
     edge = cv2.dilate(jump.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    holes = edge & (rng.random(z.shape, dtype=_F32) < 0.6)
+    holes = edge & (rng.random(z.shape, dtype=_F32) < profile.depth_edge_dropout)
     holes |= (g.material == Material.GLASS) & (rng.random(z.shape, dtype=_F32) < 0.5)
     holes |= (g.material == Material.METAL) & (rng.random(z.shape, dtype=_F32) < 0.15)
     rows, cols = np.mgrid[0 : z.shape[0], 0 : z.shape[1]].astype(_F32)
     offset = rng.uniform(0, 1000, 2)
     blobs = value_noise(cols / 14 + offset[0], rows / 14 + offset[1], int(rng.integers(2**31)))
-    holes |= blobs > 0.9
+    holes |= blobs > profile.depth_blob_level
     mm = np.clip(np.rint(noisy * DEPTH_MM_PER_M), 1, 65535).astype(np.uint16)
     mm[~valid | holes] = 0
     return mm
@@ -166,9 +211,13 @@ def surface_temperature(g: GBuffer, scene: Scene) -> np.ndarray:
     return apparent.astype(_F32)
 
 
-def thermal_image(g: GBuffer, scene: Scene, camera: ThermalCamera, rng: np.random.Generator) -> np.ndarray:
-    """Apparent temperature → uint16 counts (centi-Kelvin) through blur, vignetting, fixed pattern and NETD."""
+def thermal_image(
+    g: GBuffer, scene: Scene, camera: ThermalCamera, rng: np.random.Generator, profile: SensorProfile = DEFAULT_SENSORS
+) -> np.ndarray:
+    """Apparent temperature → uint16 counts (centi-Kelvin) through calibration, blur, vignetting, fixed pattern and NETD."""
     t = surface_temperature(g, scene)
+    if profile.thermal_gain != 1 or profile.thermal_offset_k != 0:  # a camera calibrated around 20 °C, imperfectly
+        t = _F32(293.15) + (t - _F32(293.15)) * _F32(profile.thermal_gain) + _F32(profile.thermal_offset_k)
     t = cv2.GaussianBlur(t, (0, 0), camera.blur_px)
     h, w = t.shape
     t = t - _F32(camera.vignetting_k) * _vignette(h, w) + camera.column_offsets[None, :] + camera.pixel_offsets
@@ -176,11 +225,6 @@ def thermal_image(g: GBuffer, scene: Scene, camera: ThermalCamera, rng: np.rando
     t = t + _F32(0.03) * rng.standard_normal((h, 1), dtype=_F32)  # row noise of the readout
     return np.clip(np.rint(t * THERMAL_COUNTS_PER_KELVIN), 0, 65535).astype(np.uint16)
 
-
-EVENT_SIMULATOR = dict(c_on=0.25, c_off=0.25, sigma=0.04, refractory_us=200)
-"""Pixel model of the synthetic event camera (``EventSimulatorConfig`` fields besides the seed)."""
-BACKGROUND_HZ = (0.1, 0.5)
-"""Background-activity rate per pixel in Hz, by day and at night."""
 
 
 class EventCamera:
@@ -190,15 +234,19 @@ class EventCamera:
         height, width: Sensor size in pixels.
         seed: Seed of the threshold mismatch and the hot-pixel draw.
         night: Night sequence (more background activity).
+        profile: Contrast threshold and background-activity scale.
     """
 
-    def __init__(self, height: int, width: int, seed: int, night: bool) -> None:
+    def __init__(
+        self, height: int, width: int, seed: int, night: bool, profile: SensorProfile = DEFAULT_SENSORS
+    ) -> None:
         self.shape = (height, width)
-        self.simulator = EventSimulator(EventSimulatorConfig(seed=seed, **EVENT_SIMULATOR))  # type: ignore[arg-type]
+        pixels = {**EVENT_SIMULATOR, "c_on": profile.event_threshold, "c_off": profile.event_threshold}
+        self.simulator = EventSimulator(EventSimulatorConfig(seed=seed, **pixels))  # type: ignore[arg-type]
         rng = np.random.default_rng(seed)
         n_hot = max(1, height * width // 20000)
         self.hot = rng.integers(0, height * width, n_hot)
-        self.background_hz = BACKGROUND_HZ[1] if night else BACKGROUND_HZ[0]
+        self.background_hz = (BACKGROUND_HZ[1] if night else BACKGROUND_HZ[0]) * profile.event_background
 
     def step(self, luminance: np.ndarray, t_us: int, rng: np.random.Generator) -> Events:
         """Events since the previous step, from a linear luminance frame at ``t_us`` with shot noise."""

@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from madm_ros.errors import ConfigError
 from madm_ros.folder_layout import MODALITY_ENCODINGS, THERMAL_COUNTS_PER_KELVIN, FolderMeta, read_image
 from madm_ros.palettes import DSEC_11
 from madm_ros.synthetic import SynthConfig, generate
-from madm_ros.synthetic.generate import frame_time_us, sequence_scene
+from madm_ros.synthetic.generate import frame_time_us, sequence_scene, sequence_sensors
 from madm_ros.synthetic.render import render
 from madm_train.cli import main
 
@@ -17,9 +18,19 @@ SMALL = SynthConfig(frames=8, height=64, width=128, seed=5, frames_per_sequence=
 CLASS = {name: index for index, name in enumerate(DSEC_11.class_names)}
 
 
+# Seed 24 draws a curved street by day and a junction at night: the varied paths of the renderer.
+VARIED = dataclasses.replace(SMALL, seed=24, scenes="varied")
+
+
+@pytest.fixture(scope="module", params=[SMALL, VARIED], ids=["street", "varied"])
+def config(request):
+    """The small config in each scene set: labels must align with every modality in both."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    return generate(SMALL, tmp_path_factory.mktemp("synth") / "small")
+def small(config, tmp_path_factory):
+    return generate(config, tmp_path_factory.mktemp("synth") / config.scenes)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +56,8 @@ def boundaries(labels, width=1):
     return cv2.dilate(edge.astype(np.uint8), np.ones((2 * width - 1, 2 * width - 1), np.uint8)).astype(bool)
 
 
-def test_the_same_seed_gives_byte_identical_files(small, tmp_path):
-    again = generate(SMALL, tmp_path / "again")
+def test_the_same_seed_gives_byte_identical_files(config, small, tmp_path):
+    again = generate(config, tmp_path / "again")
     assert files(again) == files(small)
 
 
@@ -57,13 +68,13 @@ def test_a_different_seed_gives_different_streets(small, tmp_path):
         assert not np.array_equal(read_image(other, "labels", name), read_image(small, "labels", name))
 
 
-def test_meta_lists_every_frame_and_round_trips(small):
+def test_meta_lists_every_frame_and_round_trips(config, small):
     meta = FolderMeta.read(small)
     assert meta.frames == tuple(f"s{s:03d}_f{f:05d}" for s in range(2) for f in range(4))
     assert meta.stamps_us == (50_000, 250_000, 450_000, 650_000) * 2
     assert meta.modalities == MODALITY_ENCODINGS
     assert meta.label_set == "dsec11" and meta.class_names == DSEC_11.class_names
-    assert meta.generator["config"]["seed"] == 5
+    assert meta.generator["config"]["seed"] == config.seed
     assert meta.edge_frame_config() == SMALL.edge_frame_config()
     assert FolderMeta.from_dict(meta.to_dict()) == meta
     for folder in (*MODALITY_ENCODINGS, "labels"):
@@ -89,10 +100,12 @@ def test_every_modality_has_the_labels_size_and_its_encoding(frames):
         assert images["labels"].max() < 11  # every pixel has a class, none is ignore
 
 
-def test_every_class_appears_with_sensible_pixel_fractions(frames):
+def test_every_class_appears_with_sensible_pixel_fractions(config, frames):
     labels = np.stack([images["labels"] for images in frames.values()])
     fractions = np.bincount(labels.ravel(), minlength=11) / labels.size
-    assert (fractions > 0).all(), dict(zip(DSEC_11.class_names, fractions.round(4)))
+    # two varied sequences need not show every class (an open area has no buildings): most, not all
+    assert (fractions > 0).sum() >= (11 if config.scenes == "street" else 8), dict(zip(DSEC_11.class_names,
+                                                                                        fractions.round(4)))
     assert fractions[CLASS["road"]] > 0.1 and fractions[CLASS["sky"]] > 0.03
     assert fractions[CLASS["pole"]] < 0.05 and fractions[CLASS["traffic sign"]] < 0.02
 
@@ -130,7 +143,7 @@ def test_rgb_edges_sit_on_label_boundaries(frames):
     assert np.mean(near) > 2 * np.mean(far)
 
 
-def test_events_fire_at_moving_label_boundaries_rather_than_uniformly(frames):
+def test_events_fire_at_moving_label_boundaries_rather_than_uniformly(config, frames):
     near, far, flat = [], [], []
     for images in frames.values():
         fired = images["events"] > 0
@@ -141,25 +154,27 @@ def test_events_fire_at_moving_label_boundaries_rather_than_uniformly(frames):
         flat.append(fired[~edge & np.isin(labels, [CLASS["sky"], CLASS["road"]])].mean())
     # Away from boundaries events still come from textures (windows, bricks) and swept object interiors.
     assert np.mean(near) > 2 * np.mean(far)
-    assert np.mean(flat) < 0.05 < np.mean(near) / 4
+    assert np.mean(flat) < np.mean(near) / 4
+    if config.scenes == "street":  # a varied camera may look steeply down on asphalt texture racing past
+        assert np.mean(flat) < 0.05 < np.mean(near) / 4
     assert np.mean(flat) > 0  # background activity
 
 
-def test_depth_has_holes_and_noise_that_grows_with_distance(frames):
-    config = SMALL
+def test_depth_has_holes_and_noise_that_grows_with_distance(config, frames):
     scene = sequence_scene(config, 0)
+    reach = min(50, sequence_sensors(config, 0).depth_max_m)
     camera = config.camera()
     g = render(scene, camera, camera.rays(), frame_time_us(config, 0) * 1e-6)
     measured = frames["s000_f00000"]["depth"].astype(np.float64) / 1000
     truth = g.depth
     sky = ~np.isfinite(truth)
     assert (measured[sky] == 0).all()
-    holes = (measured == 0) & ~sky & (truth < 50)
+    holes = (measured == 0) & ~sky & (truth < reach)
     assert 0.01 < holes.mean() < 0.4
     valid = (measured > 0) & ~sky
     error = np.abs(measured - truth)[valid]
     near = truth[valid] < 8
-    farther = (truth[valid] > 15) & (truth[valid] < 50)
+    farther = (truth[valid] > 15) & (truth[valid] < reach)
     assert 0 < np.median(error[near]) < np.median(error[farther])
 
 
@@ -277,3 +292,10 @@ def test_cli_writes_a_data_set(tmp_path):
     assert meta.frames == ("s000_f00000", "s000_f00001")
     assert set(meta.modalities) == {"rgb", "events"}
     assert meta.generator["config"]["height"] == 32 and meta.generator["config"]["seed"] == 3
+
+
+def test_cli_writes_varied_scenes_on_request(tmp_path):
+    out = tmp_path / "varied"
+    assert main(["synth", "--out", str(out), "--frames", "2", "--size", "32x48", "--scenes", "varied",
+                 "--modalities", "rgb"]) == 0
+    assert FolderMeta.read(out).generator["config"]["scenes"] == "varied"
