@@ -23,7 +23,8 @@ setup(
     # (<prefix>/share/madm_ros/...), as colcon installs them on ROS
     data_files=[("share/madm_ros/config", sorted(glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"))),
                 ("share/madm_ros/launch", sorted(glob("launch/*.launch.py")))],
-    install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8", "numba>=0.59", "tqdm>=4.60"],
+    install_requires=["numpy>=1.24", "pyyaml>=6", "opencv-python-headless>=4.8", "numba>=0.59", "tqdm>=4.60",
+                      "pillow>=10"],
     extras_require={
         "events": ["h5py>=3.8", "hdf5plugin>=4", "aedat>=2", "rosbags>=0.10"],
         "train": ["torch>=2.1", "diffusers>=0.30", "transformers>=4.40", "peft>=0.10", "onnx>=1.16", "onnxruntime>=1.17"],

@@ -7,12 +7,20 @@ records what the node publishes. It stops after ``--seconds`` and leaves in ``--
 
 - ``edge_frames/``, ``masks/`` (class ids), ``colored/``, ``overlays/``: PNGs of the first
   ``--max-images`` frames, named by frame stamp;
+- ``panels/``: one PNG per scored frame (the first ``--max-images``), edge frame | coloured mask |
+  coloured ground truth under their titles, over a legend of the classes they show;
+- ``demo.gif``: those panels as an animation (the first 60, 5 per second;
+  :func:`madm_ros.eval_plots.write_animation`);
 - ``summary.json``: frames in and masks out, drops, latency percentiles (slice end → mask
-  received), the node's processing time, and the mIoU against the scenes' labels.
+  received), the node's processing time, the mIoU against the scenes' labels, the panel count and
+  the animation's file name. ``miou`` averages the classes in the ground truth or the prediction
+  (a class predicted but absent from every scene counts with IoU 0); ``miou_present`` averages
+  only the classes in the ground truth, named in ``classes_present``.
 
 The same command runs on recorded or live data: ``--bag BAG`` plays a bag into the node (as
 ``python -m madm_ros.bag_play`` does) and ``--topic T`` listens to a live topic; neither has labels,
-so their summary has no mIoU. Everything stays on the loopback in a private ROS domain.
+so their summary has no mIoU and their panels show edge frame | coloured mask | overlay. Everything
+stays on the loopback in a private ROS domain.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +44,15 @@ from madm_ros.events.types import MESSAGE_TYPES
 from madm_ros.label_matching import default_tolerance_ns
 from madm_ros.ros_messages import split_ns, stamp_to_ns
 
-__all__ = ["DemoConfig", "main", "run_demo"]
+if TYPE_CHECKING:
+    from madm_ros.palettes import LabelSet
+
+__all__ = ["ANIMATION_FPS", "ANIMATION_MAX_FRAMES", "DemoConfig", "main", "run_demo"]
+
+ANIMATION_FPS = 5.0
+"""Frames per second of the run's animation: slow enough to compare the three columns of each panel."""
+ANIMATION_MAX_FRAMES = 60
+"""The animation shows at most this many panels (the first ones), keeping the file small."""
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -185,9 +201,15 @@ class DemoRecorder:
             return {topic: list(r.messages) for topic, r in self.received.items()}
 
 
-def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_images: int) -> dict[str, int]:
+def _pixels(message: Any) -> np.ndarray:
+    """The pixels of an image message (class ids, grey or colour), colour ones as RGB whatever their encoding."""
     from madm_ros.image_conversion import image_to_array
 
+    image = image_to_array(message)
+    return image[:, :, ::-1] if message.encoding == "bgr8" else image
+
+
+def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_images: int) -> dict[str, int]:
     folders = {"edge_frame": "edge_frames", "raw_segmentation_mask": "masks", "colored_segmentation_mask": "colored",
                "segmentation_overlay": "overlays"}
     written = {}
@@ -195,39 +217,93 @@ def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_im
         (out / folder).mkdir(parents=True, exist_ok=True)
         messages = received[topic][:max_images]
         for _, message in messages:
-            image = image_to_array(message)
-            if message.encoding == "bgr8":
-                image = image[:, :, ::-1]
-            atomic_write_png(out / folder / f"{stamp_to_ns(message.header.stamp)}.png", image)
+            atomic_write_png(out / folder / f"{stamp_to_ns(message.header.stamp)}.png", _pixels(message))
         written[folder] = len(messages)
     return written
 
 
-def _score(source: SyntheticEventSource, masks: list[tuple[float, Any]], num_classes: int, class_names: list[str],
-           tolerance_ns: int) -> tuple[dict[str, Any], list[float]]:
-    """MIoU of the masks against the scene labels, and latency from slice end to mask arrival (ms).
+def _played_us(source: SyntheticEventSource, message: Any) -> int:
+    """A message's stamp on the source's played clock (µs since playback began), where the labels live."""
+    return (stamp_to_ns(message.header.stamp) - source.base_ns) // 1000
+
+
+def _match_labels(source: SyntheticEventSource, masks: list[tuple[float, Any]], tolerance_ns: int) -> dict[int, np.ndarray]:
+    """Mask stamp (ns) → its scene label, for the masks that are scored, in arrival order.
 
     Labels and masks are paired by the package's one rule (:mod:`madm_ros.label_matching`, as
-    ``bag_eval`` pairs them): each label with its nearest mask within ``tolerance_ns``, one label per mask.
+    ``bag_eval`` pairs them): each label with its nearest mask within ``tolerance_ns``, one label per
+    mask. The score and the panels both read this one mapping, so a panel's ground truth is the
+    label its mask was scored against.
     """
-    from madm_ros.image_conversion import image_to_array
     from madm_ros.label_matching import NearestFrames
-    from madm_ros.metrics import ConfusionMatrix
 
     label_times = sorted(source.labels)
     matcher = NearestFrames([t * 1000 for t in label_times], tolerance_ns)
-    latencies = []
-    for index, (arrived, message) in enumerate(masks):
-        t_end_us = (stamp_to_ns(message.header.stamp) - source.base_ns) // 1000
-        latencies.append((arrived - (source.start_wall + t_end_us / 1e6)) * 1e3)
-        matcher.offer(index, t_end_us * 1000)
-    matrix = ConfusionMatrix(num_classes)
-    matches = matcher.matches()
-    for label, match in matches.items():
-        matrix.update(image_to_array(masks[match.frame][1]), source.labels[label_times[label]])
-    scores = matrix.as_dict(class_names) if matches else {"miou": None}
-    scores["frames_scored"] = len(matches)
-    return scores, latencies
+    for index, (_, message) in enumerate(masks):
+        matcher.offer(index, _played_us(source, message) * 1000)
+    matches = sorted(matcher.matches().values(), key=lambda match: match.frame)
+    return {stamp_to_ns(masks[m.frame][1].header.stamp): source.labels[label_times[m.label]] for m in matches}
+
+
+def _latencies(source: SyntheticEventSource, masks: list[tuple[float, Any]]) -> list[float]:
+    """Slice end (when the source played it) → mask arrival, in ms."""
+    return [(arrived - (source.start_wall + _played_us(source, message) / 1e6)) * 1e3 for arrived, message in masks]
+
+
+def _score(masks: list[tuple[float, Any]], labels: dict[int, np.ndarray], label_set: LabelSet) -> dict[str, Any]:
+    """MIoU of the masks against their labels (``labels``: from :func:`_match_labels`), two ways.
+
+    ``miou`` is :class:`~madm_ros.metrics.ConfusionMatrix`'s: the mean over the classes in the ground
+    truth *or* the prediction, so a class the model predicts but the scenes never show counts with
+    IoU 0. ``miou_present`` averages only the classes in the ground truth (``classes_present``),
+    which says how well the scene's own classes are found; it is never below ``miou``.
+    """
+    from madm_ros.metrics import ConfusionMatrix
+    from madm_ros.palettes import subset_miou
+
+    by_stamp = {stamp_to_ns(message.header.stamp): message for _, message in masks}
+    matrix = ConfusionMatrix(label_set.num_classes)
+    for stamp, label in labels.items():
+        matrix.update(_pixels(by_stamp[stamp]), label)
+    if not labels:
+        return {"miou": None, "miou_present": None, "classes_present": [], "per_class_iou": None, "frames_scored": 0}
+    scores = matrix.as_dict(label_set.class_names)
+    present = [name for name, row in zip(label_set.class_names, matrix.matrix) if row.sum() > 0]  # rows: ground truth
+    return {"miou": scores["miou"], "miou_present": subset_miou(scores["per_class_iou"], present),
+            "classes_present": present, "per_class_iou": scores["per_class_iou"], "frames_scored": len(labels)}
+
+
+def _save_panels(out: Path, received: dict[str, list[tuple[float, Any]]], label_set: LabelSet,
+                 labels: dict[int, np.ndarray] | None, max_images: int) -> tuple[int, str | None]:
+    """Write ``panels/`` and the animation; return how many panels and the animation's file name.
+
+    Each panel is edge frame | coloured mask | coloured ground truth (``labels``, the scored
+    masks only) or, without labels, edge frame | coloured mask | overlay. The edge frame and overlay
+    are the node's messages with the mask's stamp; both colour columns use the node's palette.
+    """
+    from madm_ros.eval_plots import side_by_side_figure, write_animation
+    from madm_ros.palettes import IGNORE_INDEX, colorize
+
+    overlays = {stamp_to_ns(m.header.stamp): m for _, m in received["segmentation_overlay"]}
+    needed = labels if labels is not None else overlays  # the masks whose third column exists
+    masks = [(t, m) for t, m in received["raw_segmentation_mask"] if stamp_to_ns(m.header.stamp) in needed]
+    (out / "panels").mkdir(parents=True, exist_ok=True)
+    panels = []
+    for (_, mask), (_, edge) in _pair_by_stamp(masks, received["edge_frame"])[:max_images]:
+        stamp = stamp_to_ns(mask.header.stamp)
+        prediction = _pixels(mask)
+        shown = [prediction] if labels is None else [prediction, labels[stamp]]
+        present = np.unique(np.concatenate([ids.ravel() for ids in shown]))
+        right = colorize(labels[stamp], label_set) if labels is not None else _pixels(overlays[stamp])
+        seconds = (stamp - stamp_to_ns(masks[0][1].header.stamp)) / 1e9
+        panel = side_by_side_figure(
+            [_pixels(edge), colorize(prediction, label_set), right],
+            [f"edge frame, t = {seconds:.2f} s", "prediction", "ground truth" if labels is not None else "overlay"],
+            [int(c) for c in present if c != IGNORE_INDEX], label_set)
+        atomic_write_png(out / "panels" / f"{stamp}.png", panel)
+        panels.append(panel)
+    animation = write_animation(out / "demo", panels[:ANIMATION_MAX_FRAMES], ANIMATION_FPS)
+    return len(panels), animation.name if animation else None
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
@@ -323,13 +399,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "inference_ms_p50": counters.get("inference_time_ms"),
         "problems": {k: v for k, v in counters.items() if k.startswith("problem_")},
     }
+    matched: dict[int, np.ndarray] | None = None
     if source is not None and labels is not None:
-        scores, latencies = _score(source, masks, labels.num_classes, list(labels.class_names),
-                                   default_tolerance_ns("events", window_ns))
-        summary["latency_ms"] = latency_summary(latencies)
-        summary["miou"] = scores["miou"]
-        summary["frames_scored"] = scores["frames_scored"]
-        summary["per_class_iou"] = scores.get("per_class_iou")
+        matched = _match_labels(source, masks, default_tolerance_ns("events", window_ns))
+        summary["latency_ms"] = latency_summary(_latencies(source, masks))
+        summary.update(_score(masks, matched, labels))
         summary["events_published"] = source.events_sent
     else:
         latencies = [(arrived - received_edge) * 1e3 for (arrived, _), (received_edge, _)
@@ -337,6 +411,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         summary["latency_ms"] = latency_summary(latencies)  # edge frame seen → mask seen, both at the recorder
         summary["miou"] = None
     summary["images"] = _save_images(config.out, received, config.max_images)
+    if labels is not None:
+        summary["panels"], summary["animation"] = _save_panels(config.out, received, labels, matched, config.max_images)
     atomic_write_bytes(config.out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
@@ -407,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: {summary['events_in']} events → {summary['edge_frames']} edge frames → {summary['masks_out']} masks "
           f"({summary['dropped_frames']} dropped), latency p50 {summary['latency_ms']['p50']:.1f} ms"
           + (f", mIoU {100 * miou:.1f} % on {summary['frames_scored']} labelled frames" if miou is not None else ""))
-    print(f"demo: wrote {config.out / 'summary.json'} and PNGs in {config.out}/")
+    print(f"demo: wrote {config.out / 'summary.json'} and PNGs in {config.out}/"
+          + (f", side-by-side panels in {config.out / 'panels'}/" if summary.get("panels") else "")
+          + (f", the animation {config.out / summary['animation']}" if summary.get("animation") else ""))
     return 0
 
 

@@ -3,20 +3,33 @@
 OpenCV is already a core dependency (the nodes and preprocessing need it); matplotlib is not, and
 adding it for three charts would grow every install, including the Jetson's. The charts are plain
 PNGs readable in any viewer and embedded by ``report.md``; the contact sheet shows what the masks
-look like, which no score does. ``cv2`` is imported inside the
-functions so that importing this module stays cheap.
+look like, which no score does. The demo's side-by-side panels and their animation
+(:func:`side_by_side_figure`, :func:`write_animation`) are drawn here for the same reasons.
+``cv2`` is imported inside the functions so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["confusion_figure", "contact_sheet_figure", "iou_bars_figure", "latency_figure"]
+if TYPE_CHECKING:
+    from madm_ros.palettes import LabelSet
+
+__all__ = ["PANEL_GAP", "PANEL_TITLE_HEIGHT", "confusion_figure", "contact_sheet_figure", "iou_bars_figure", "latency_figure",
+           "legend_height", "side_by_side_figure", "write_animation"]
 
 WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (120, 120, 120), (225, 225, 225)
 FONT_SCALE = 0.45
+PANEL_TITLE_HEIGHT = 20
+"""Height of the title bar above the images of a :func:`side_by_side_figure` (the images start at this row)."""
+PANEL_GAP = 4
+"""White columns between the images of a :func:`side_by_side_figure`."""
+_LEGEND_ROW, _SWATCH, _LEGEND_PAD, _LEGEND_GAP = 18, 10, 6, 14
 
 
 def _text(image: np.ndarray, text: str, xy: tuple[int, int], color: tuple[int, int, int] = BLACK,
@@ -178,3 +191,81 @@ def contact_sheet_figure(tiles: Sequence[Sequence[np.ndarray]], captions: Sequen
         image[y: y + panel_height, x: x + tile.shape[1]] = tile
         _text(image, caption, (x, y + panel_height + 16))
     return image
+
+
+def _legend_item_width(name: str) -> int:
+    return _SWATCH + 4 + _text_width(name)
+
+
+def _flow(widths: Sequence[int], width: int) -> list[tuple[int, int]]:
+    """(x, row) of items of these widths laid left to right in a strip ``width`` wide, wrapping to a new row when full."""
+    x, row, places = _LEGEND_PAD, 0, []
+    for item in widths:
+        if x > _LEGEND_PAD and x + item > width - _LEGEND_PAD:
+            x, row = _LEGEND_PAD, row + 1
+        places.append((x, row))
+        x += item + _LEGEND_GAP
+    return places
+
+
+def legend_height(class_names: Sequence[str], width: int) -> int:
+    """Height of a legend strip ``width`` wide with room for all of ``class_names``.
+
+    Greedy wrapping never needs more rows for a subset in the same order, so a strip sized for the
+    whole label set holds the classes of any frame, and every figure of a run has one size (the
+    frames of an animation must).
+    """
+    places = _flow([_legend_item_width(n) for n in class_names], width)
+    return (1 + max((row for _, row in places), default=0)) * _LEGEND_ROW + _LEGEND_PAD
+
+
+def side_by_side_figure(images: Sequence[np.ndarray], titles: Sequence[str], legend: Sequence[int],
+                        label_set: LabelSet) -> np.ndarray:
+    """Images of one height side by side under their titles, over a strip naming the classes ``legend``, as RGB.
+
+    The images are :data:`PANEL_GAP` apart and keep their pixels (grey ones are drawn as RGB), so a
+    figure can be compared with the PNGs it was made from; the strip shows each class of ``legend``
+    (ids of ``label_set``) with its colour and is :func:`legend_height` high.
+    """
+    import cv2
+
+    if len(images) != len(titles):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    rgb = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
+    height = rgb[0].shape[0]
+    if any(image.shape[0] != height for image in rgb):
+        raise ValueError(f"images of one figure need one height, got {[image.shape[0] for image in rgb]}")
+    width = sum(image.shape[1] for image in rgb) + PANEL_GAP * (len(rgb) - 1)
+    figure = np.full((PANEL_TITLE_HEIGHT + height + legend_height(label_set.class_names, width), width, 3), WHITE, np.uint8)
+    left = 0
+    for image, title in zip(rgb, titles):
+        figure[PANEL_TITLE_HEIGHT: PANEL_TITLE_HEIGHT + height, left: left + image.shape[1]] = image
+        _text(figure, title, (left + 4, PANEL_TITLE_HEIGHT - 6))
+        left += image.shape[1] + PANEL_GAP
+    names = [label_set.class_names[c] for c in legend]
+    for c, name, (x, line) in zip(legend, names, _flow([_legend_item_width(n) for n in names], width)):
+        y = PANEL_TITLE_HEIGHT + height + _LEGEND_PAD + line * _LEGEND_ROW
+        color = tuple(int(v) for v in label_set.colors[c])
+        cv2.rectangle(figure, (x, y + 1), (x + _SWATCH - 1, y + _SWATCH), color, -1)
+        _text(figure, name, (x + _SWATCH + 4, y + _SWATCH))
+    return figure
+
+
+def write_animation(stem: Path, frames: Sequence[np.ndarray], fps: float) -> Path | None:
+    """Write RGB frames of one size as a looping animated GIF ``stem.gif``; return its path (``None``: no frames).
+
+    A GIF plays inline on GitHub and in every browser. Pillow writes it, each frame on its own
+    256-colour palette without dithering, which keeps figures of flat class colours exact and small;
+    OpenCV's own GIF encoder dithers flat colours and is three times larger. The file appears whole.
+    """
+    from PIL import Image
+
+    from madm_ros.atomic_io import atomic_write_bytes
+
+    if not frames:
+        return None
+    images = [Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+              for frame in frames]
+    data = io.BytesIO()
+    images[0].save(data, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return atomic_write_bytes(stem.with_suffix(".gif"), data.getvalue())
