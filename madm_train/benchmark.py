@@ -1,8 +1,9 @@
-"""``benchmark --suite synthetic``: MADM and DIFF against source-only, with ablations, on data anyone can regenerate.
+"""``benchmark --suite synthetic``: MADM, DIFF and ICCLD against source-only, with ablations, on data anyone can regenerate.
 
 Protocol (one preset fixes every number; ``tiny`` runs on a 2-core CPU):
 
-1. Data: a synthetic folder for training and evaluation (generator defaults, seed 0) and a second
+1. Data: a synthetic folder for training and evaluation (the preset's scene set, by default ``varied``: streets,
+   junctions and open areas from varied camera poses; seed 0) and a second
    one with another seed for the prior, so the prior never sees an evaluation scene.
 2. Prior: ``pretrain_prior`` on the second folder (see ``madm_train.training.prior``).
 3. Per seed, twice — from the prior and from random tiny weights ("no prior"): a source-only
@@ -174,6 +175,9 @@ class Preset:
         prior: Settings of the prior's pretraining.
         seeds: Default seeds.
         iccld_sampling_steps: T of ICCLD's stage-2 models when they are scored (its default, 10).
+        scenes: The generator's scene set (``SynthConfig.scenes``) of both folders. ``varied``: streets,
+            junctions and open areas seen from varied poses, so that no model scores by layout alone
+            (the layout-only row measures how far it would get).
     """
 
     frames: int
@@ -189,6 +193,7 @@ class Preset:
     prior: PriorConfig = field(default_factory=PriorConfig)
     seeds: tuple[int, ...] = (0, 1, 2)
     iccld_sampling_steps: int = 10
+    scenes: str = "varied"
 
 
 PRESETS: dict[str, Preset] = {
@@ -403,16 +408,27 @@ def _check_data(plan: _Plan) -> None:
 
 
 def _generate_data(plan: _Plan) -> None:
-    """Generate both synthetic folders, each only if absent (seconds: every score and figure reads them)."""
+    """Generate both synthetic folders, each only if absent (seconds: every score and figure reads them).
+
+    A folder that is there must hold the preset's data: a work folder of an earlier preset or
+    generator setting (e.g. street scenes before ``scenes`` became ``varied``) is refused, not reused.
+    """
+    from madm_ros.folder_layout import FolderMeta
     from madm_ros.synthetic import SynthConfig, generate
 
     p = plan.preset
     height, width = p.generate_hw
     for folder, frames, seed in ((plan.data, p.frames, 0), (plan.prior_data, p.prior_frames, 1)):
-        if not (folder / "meta.json").exists():
-            print(f"benchmark: generating {frames} synthetic frames of {height}x{width} (seed {seed}) in {folder}",
-                  file=sys.stderr)
-            generate(SynthConfig(frames=frames, height=height, width=width, seed=seed), folder, workers=2, progress=True)
+        config = SynthConfig(frames=frames, height=height, width=width, seed=seed, scenes=p.scenes)
+        if (folder / "meta.json").exists():
+            recorded = {"scenes": "street", **FolderMeta.read(folder).generator.get("config", {})}
+            if recorded != json.loads(json.dumps(asdict(config))):
+                raise ConfigError(f"{folder} holds synthetic data of other settings than the preset's ({recorded}); "
+                                  f"give the benchmark another --out, or delete {plan.out} to start afresh")
+            continue
+        print(f"benchmark: generating {frames} {p.scenes} synthetic frames of {height}x{width} (seed {seed}) in {folder}",
+              file=sys.stderr)
+        generate(config, folder, workers=2, progress=True)
 
 
 def _pretrain_prior(plan: _Plan) -> None:

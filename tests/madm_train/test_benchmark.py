@@ -214,3 +214,16 @@ def test_a_missing_run_retrains_only_the_models_it_continues(finished, tmp_path,
     assert trained == ["runs/seed0/warmup_iccld", "runs/seed0/events/iccld_no_stage2", "runs/seed0/events/iccld"]
     assert (records / "runs" / "seed0" / "events" / "iccld" / "metrics.json").exists()
     assert 0.0 <= again["events"]["iccld"]["miou_per_seed"][0] <= 100.0
+
+
+def test_a_work_folder_of_other_scenes_is_refused_not_reused(tmp_path, monkeypatch):
+    from madm_ros.synthetic import SynthConfig, generate
+
+    street = SynthConfig(frames=MICRO.frames, height=MICRO.generate_hw[0], width=MICRO.generate_hw[1], seed=0,
+                         scenes="street")
+    generate(street, tmp_path / "data" / "scenes", workers=1, progress=False)  # a work folder from before `varied`
+    monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
+    assert MICRO.scenes == "varied"
+    with pytest.raises(ConfigError, match="other settings than the preset's"):
+        run_benchmark(tmp_path, preset="micro", modalities=["events"])
+    assert not (tmp_path / "runs").exists()
