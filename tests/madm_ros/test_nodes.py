@@ -308,13 +308,20 @@ def test_bad_event_packets_are_counted_and_the_node_keeps_segmenting(ros, tiny_o
             publisher.publish(evt3_packet(part, seq, base + int(part.t[0]) * 1000))
         for seq, part in enumerate(parts):
             publisher.publish(evt3_packet(part, 1000 + seq, base + int(part.t[0]) * 1000))
-        assert wait_until(lambda: len(masks.messages) >= 3, 30)
+        assert wait_until(lambda: len(masks.messages) >= 1, 30)
         assert wait_until(lambda: any(s.level == DiagnosticStatus.WARN for d in diagnostics.messages for s in d.status), 5)
+        # The burst outruns inference: the node keeps the latest frame and drops the ones it could not reach
+        # (how many depends on the machine's load), so every frame is either segmented or counted as dropped.
+        assert wait_until(lambda: (lambda c: c["frames_out"] + c["total_dropped_frames"] == c["frames_in"])(
+            node.counters()), 10)
     counters = node.counters()
     assert counters["problem_decode_error"] == 2  # evt9 and width 0
     assert counters["problem_size_change"] >= 2 and counters["problem_time_jump"] == 1
     assert counters["events_decode_empty_packets"] >= 1
-    assert all((m.width, m.height) == (128, 96) for m in masks.messages[-3:])
+    assert all((m.width, m.height) == (128, 96) for m in masks.messages)
+    # the latest frame is never dropped: a slice beyond the first loop's 200 ms, so segmenting went on after the jump
+    latest = max(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in masks.messages)
+    assert latest >= base + 250 * 10**6
     keys = {kv.key for s in diagnostics.messages[-1].status for kv in s.values}
     assert {"problem_decode_error", "problem_time_jump", "total_dropped_frames"} <= keys
     node.destroy_node()
