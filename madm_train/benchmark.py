@@ -208,9 +208,9 @@ PRESETS: dict[str, Preset] = {
                   warmup_iters=2000, adapt_iters=2000, lr=6e-5, device="cuda", amp=True,
                   prior=PriorConfig(crop=128, vae_steps=10_000, unet_steps=10_000, batch_size=32)),
 }
-"""``tiny``: the committed CPU run, hours per seed on 2 idle cores (a source-only warm-up about 3.5 min, a MADM run about
-1.3 min; DIFF and ICCLD cost more: each run's seconds are in the records); ``gpu``: larger scenes and longer runs on
-one GPU."""
+"""``tiny``: the committed CPU run, about 45 minutes per seed on 2 idle cores (warm-ups: MADM's 200 s, DIFF's 320 s,
+ICCLD's 35 s; runs: MADM 80 s, DIFF 110 s, ICCLD stage 1 14 s and stage 2 60 s; each run's seconds are in the
+records); ``gpu``: larger scenes and longer runs on one GPU."""
 
 
 @dataclass
