@@ -572,11 +572,11 @@ def _markdown(summary: dict[str, Any], plan: _Plan, settings: dict[str, Any]) ->
     return "\n".join(lines)
 
 
-def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
+def _figure(plan: _Plan, modality: str, out_file: Path) -> None:
     """Input | ground truth | source-only | MADM | DIFF | ICCLD (those run) for the first test frames of ``modality``.
 
-    Drawn only where the work folder holds every one of those models: runs restored from records
-    have metrics but no weights, and retraining them for a picture is not worth hours.
+    Drawn from the first seed whose models the work folder holds: runs restored from records have
+    metrics but no weights, and retraining them for a picture is not worth hours.
     """
     import cv2
     import torch
@@ -586,16 +586,20 @@ def _figure(plan: _Plan, modality: str, seed: int, out_file: Path) -> None:
     from madm_train.data.build import build_datasets
     from madm_train.models.saved import load_saved
 
+    def folders(seed: int) -> list[Path]:
+        return [plan.run_dir(seed, name, "model") if VARIANTS[name].target_free else plan.run_dir(seed, modality, name, "model")
+                for name in FIGURE_METHODS if name in plan.variants]
+
+    seed = next((s for s in plan.seeds if all(folder.is_dir() for folder in folders(s))), None)
+    if seed is None:
+        print(f"benchmark: {out_file.name} not drawn: no seed has all its models in {plan.out} (restored from "
+              "records); the earlier figure stays", file=sys.stderr)
+        return
+    print(f"benchmark: {out_file.name} drawn from seed {seed}'s models", file=sys.stderr)
     config = _config(plan, modality, seed, plan.run_dir(seed, modality, "madm"), "madm", {})
     _, _, test = build_datasets(config)
     label_set = get_label_set(config.data.label_set)
-    folders = [plan.run_dir(seed, name, "model") if VARIANTS[name].target_free else plan.run_dir(seed, modality, name, "model")
-               for name in FIGURE_METHODS if name in plan.variants]
-    if not all(folder.is_dir() for folder in folders):
-        print(f"benchmark: {out_file.name} not drawn: seed {seed}'s models are not all in {plan.out} (restored from "
-              "records); the earlier figure stays", file=sys.stderr)
-        return
-    models = [load_saved(folder) for folder in folders]
+    models = [load_saved(folder) for folder in folders(seed)]
     step = max(1, len(test) // FIGURE_FRAMES)
     rows = []
     for index in range(0, step * FIGURE_FRAMES, step):
@@ -664,5 +668,5 @@ def run_benchmark(out: str | Path, *, preset: str = "tiny", seeds: Sequence[int]
     atomic_write_bytes(plan.out / "results.json", (json.dumps(result, indent=1) + "\n").encode())
     atomic_write_bytes(plan.out / "results.md", _markdown(summary, plan, settings).encode())
     for modality in plan.modalities:
-        _figure(plan, modality, plan.seeds[0], plan.out / f"figure_{modality}.png")
+        _figure(plan, modality, plan.out / f"figure_{modality}.png")
     return result

@@ -20,7 +20,9 @@ import numpy as np
 from madm_ros.palettes import DSEC_11
 
 __all__ = [
-    "Bend", "CameraPath", "Junction", "Lighting", "Material", "Part", "Scene", "Strip", "Thing", "make_scene", "parts_at",
+    "Bend", "CameraPath", "Junction", "Lighting", "Material", "Part", "Scene", "Strip", "Thing", "barrier_strip",
+    "facade_strip", "make_car", "make_person", "make_pole", "make_scene", "make_thing", "make_tree", "parts_at",
+    "pick_color", "strip_from_rows",
 ]
 
 
@@ -330,7 +332,8 @@ _SKIN_COLORS = np.array([(0.70, 0.50, 0.38), (0.55, 0.36, 0.25), (0.35, 0.22, 0.
 _SIGN_COLORS = np.array([(0.65, 0.05, 0.04), (0.05, 0.15, 0.55), (0.85, 0.85, 0.82), (0.85, 0.65, 0.05)])
 
 
-def _pick(rng: np.random.Generator, colors: np.ndarray, jitter: float = 0.08) -> tuple[float, float, float]:
+def pick_color(rng: np.random.Generator, colors: np.ndarray, jitter: float = 0.08) -> tuple[float, float, float]:
+    """One of ``colors`` with a per-channel jitter, so that repeated objects are not painted identically."""
     base = colors[rng.integers(len(colors))] * rng.uniform(1 - jitter, 1 + jitter, 3)
     return tuple(float(v) for v in np.clip(base, 0.01, 0.95))  # type: ignore[return-value]
 
@@ -369,7 +372,8 @@ def _lighting(rng: np.random.Generator, night_probability: float) -> Lighting:
     )
 
 
-def _strip(x: float, rows: list[dict]) -> Strip:
+def strip_from_rows(x: float, rows: list[dict]) -> Strip:
+    """Column arrays of a roadside strip from its per-segment ``rows`` (missing keys take ``default``)."""
     def col(key: str, default: float = 0.0) -> np.ndarray:
         return np.array([row.get(key, default) for row in rows], dtype=np.float32)
 
@@ -391,7 +395,8 @@ def _strip(x: float, rows: list[dict]) -> Strip:
     )
 
 
-def _facades(rng: np.random.Generator, x: float, z_min: float, z_max: float, far: bool) -> Strip:
+def facade_strip(rng: np.random.Generator, x: float, z_min: float, z_max: float, far: bool) -> Strip:
+    """Building façades along one side at lateral ``x`` from ``z_min`` to ``z_max`` (``far``: the taller, longer back row)."""
     rows, z = [], z_min
     while z < z_max:
         length = rng.uniform(10, 45) if far else rng.uniform(8, 30)
@@ -407,7 +412,7 @@ def _facades(rng: np.random.Generator, x: float, z_min: float, z_max: float, far
                 height=rng.uniform(8, 16) if treeline else rng.uniform(15, 40) if far else rng.uniform(6, 24),
                 label=VEGETATION if treeline else BUILDING,
                 material=Material.FOLIAGE if treeline else Material.BRICK if brick else Material.PLASTER,
-                color=(0.08, 0.16, 0.05) if treeline else _pick(rng, _FACADE_COLORS, 0.15),
+                color=(0.08, 0.16, 0.05) if treeline else pick_color(rng, _FACADE_COLORS, 0.15),
                 heat=rng.normal(0, 1.0),
                 floor_height=0 if treeline else rng.uniform(2.8, 3.6),
                 window_pitch=0 if treeline else rng.uniform(1.6, 3.2),
@@ -416,10 +421,10 @@ def _facades(rng: np.random.Generator, x: float, z_min: float, z_max: float, far
             )
         )
         z += length
-    return _strip(x, rows)
+    return strip_from_rows(x, rows)
 
 
-def _barriers(rng: np.random.Generator, x: float, z_min: float, z_max: float, forced: str, forced_z: float) -> Strip:
+def barrier_strip(rng: np.random.Generator, x: float, z_min: float, z_max: float, forced: str, forced_z: float) -> Strip:
     """Walls and fences along the back of a sidewalk; ``forced`` kind is placed at ``forced_z``."""
     rows, z = [], z_min
     while z < z_max:
@@ -433,7 +438,7 @@ def _barriers(rng: np.random.Generator, x: float, z_min: float, z_max: float, fo
                     height=rng.uniform(0.8, 2.6),
                     label=WALL,
                     material=Material.CONCRETE,
-                    color=_pick(rng, _FACADE_COLORS[[1, 3, 4, 6]], 0.1),
+                    color=pick_color(rng, _FACADE_COLORS[[1, 3, 4, 6]], 0.1),
                     heat=rng.normal(0, 0.5),
                 )
             )
@@ -446,19 +451,20 @@ def _barriers(rng: np.random.Generator, x: float, z_min: float, z_max: float, fo
                     height=rng.uniform(0.9, 2.0),
                     label=FENCE,
                     material=Material.SLATS,
-                    color=_pick(rng, np.array([(0.35, 0.25, 0.15), (0.2, 0.22, 0.2), (0.5, 0.5, 0.48)])),
+                    color=pick_color(rng, np.array([(0.35, 0.25, 0.15), (0.2, 0.22, 0.2), (0.5, 0.5, 0.48)])),
                     slat_pitch=rng.uniform(0.1, 0.3) if slatted else 0.0,
                     slat_fill=rng.uniform(0.25, 0.6),
                     heat=rng.normal(0, 0.5),
                 )
             )
         z += length
-    return _strip(x, rows)
+    return strip_from_rows(x, rows)
 
 
-def _car(rng: np.random.Generator, x: float, z: float, vz: float, heading: int, moving: bool) -> Thing:
+def make_car(rng: np.random.Generator, x: float, z: float, vz: float, heading: int, moving: bool) -> Thing:
+    """A car of random size and paint at ``(x, z)``: speed ``vz``, front to ``heading`` (±1); ``moving`` warms it (thermal)."""
     length, width = rng.uniform(3.8, 4.9), rng.uniform(1.65, 1.9)
-    paint = _pick(rng, _CAR_COLORS, 0.05)
+    paint = pick_color(rng, _CAR_COLORS, 0.05)
     w2, l2 = width / 2, length / 2
     hood = 0.3 * length
     engine = rng.uniform(8, 20) if moving else rng.uniform(0, 4)
@@ -507,15 +513,16 @@ def _car(rng: np.random.Generator, x: float, z: float, vz: float, heading: int, 
                 engine * 0.5,
             )
         )
-    return _thing("car", x, z, vz, parts)
+    return make_thing("car", x, z, vz, parts)
 
 
-def _person(rng: np.random.Generator, x: float, z: float, vz: float, air_k: float) -> Thing:
+def make_person(rng: np.random.Generator, x: float, z: float, vz: float, air_k: float) -> Thing:
+    """A pedestrian of random height and clothes; ``air_k`` sets how much warmer than the air they look in thermal."""
     h = rng.uniform(1.55, 1.92)
     shirt, trousers, skin = (
-        _pick(rng, _CLOTH_COLORS, 0.1),
-        _pick(rng, _CLOTH_COLORS, 0.1),
-        _pick(rng, _SKIN_COLORS, 0.05),
+        pick_color(rng, _CLOTH_COLORS, 0.1),
+        pick_color(rng, _CLOTH_COLORS, 0.1),
+        pick_color(rng, _SKIN_COLORS, 0.05),
     )
     cloth_heat = rng.uniform(0.35, 0.6) * (306.0 - air_k)  # clothing sits between skin and air
     swing = 0.18 * min(abs(vz), 1.5) / 1.5
@@ -568,19 +575,21 @@ def _person(rng: np.random.Generator, x: float, z: float, vz: float, air_k: floa
         Part("ellipsoid", (-0.09, 0.855 * h, -0.1), (0.09, h, 0.1), PERSON, Material.SKIN, skin, rng.normal(0, 0.5)),
     ]
     gait = abs(vz) / 1.4 if vz else 0.0
-    return _thing("person", x, z, vz, parts, gait_hz=gait, gait_phase=rng.uniform(0, 2 * np.pi))
+    return make_thing("person", x, z, vz, parts, gait_hz=gait, gait_phase=rng.uniform(0, 2 * np.pi))
 
 
-def _thing(kind: str, x: float, z: float, vz: float, parts: list[Part], **kwargs: Any) -> Thing:
+def make_thing(kind: str, x: float, z: float, vz: float, parts: list[Part], **kwargs: Any) -> Thing:
+    """A :class:`Thing` from its parts, with the depth range it sweeps (parts that swing included) for culling."""
     z_lo = min(p.lo[2] - abs(p.swing) for p in parts)
     z_hi = max(p.hi[2] + abs(p.swing) for p in parts)
     return Thing(kind, float(x), float(z), float(vz), tuple(parts), z_lo=z_lo, z_hi=z_hi, **kwargs)
 
 
-def _tree(rng: np.random.Generator, x: float, z: float) -> Thing:
+def make_tree(rng: np.random.Generator, x: float, z: float) -> Thing:
+    """A tree (trunk and crown of random size) at ``(x, z)``."""
     trunk_h, radius = rng.uniform(1.8, 3.2), rng.uniform(1.2, 2.8)
-    leaves = _pick(rng, np.array([(0.10, 0.20, 0.05), (0.16, 0.22, 0.06), (0.08, 0.14, 0.06)]), 0.15)
-    return _thing(
+    leaves = pick_color(rng, np.array([(0.10, 0.20, 0.05), (0.16, 0.22, 0.06), (0.08, 0.14, 0.06)]), 0.15)
+    return make_thing(
         "tree",
         x,
         z,
@@ -607,12 +616,13 @@ def _tree(rng: np.random.Generator, x: float, z: float) -> Thing:
     )
 
 
-def _pole(rng: np.random.Generator, x: float, z: float, side: int, sign: bool) -> Thing:
-    grey = _pick(rng, np.array([(0.35, 0.36, 0.37), (0.12, 0.13, 0.12), (0.55, 0.55, 0.52)]), 0.05)
+def make_pole(rng: np.random.Generator, x: float, z: float, side: int, sign: bool) -> Thing:
+    """A street light on the ``side`` (±1) of the road, its arm reaching over it, or with ``sign`` a traffic-sign pole."""
+    grey = pick_color(rng, np.array([(0.35, 0.36, 0.37), (0.12, 0.13, 0.12), (0.55, 0.55, 0.52)]), 0.05)
     if not sign:
         height = rng.uniform(5.0, 8.5)
         arm = rng.uniform(1.0, 2.2)
-        return _thing(
+        return make_thing(
             "pole",
             x,
             z,
@@ -631,8 +641,8 @@ def _pole(rng: np.random.Generator, x: float, z: float, side: int, sign: bool) -
         )
     height = rng.uniform(2.2, 3.0)
     w, h = (rng.uniform(0.5, 0.8), rng.uniform(0.5, 0.8)) if rng.random() < 0.7 else (rng.uniform(0.9, 1.6), 0.5)
-    face = _pick(rng, _SIGN_COLORS, 0.05)
-    return _thing(
+    face = pick_color(rng, _SIGN_COLORS, 0.05)
+    return make_thing(
         "sign",
         x,
         z,
@@ -672,25 +682,25 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
     forced = ["wall", "fence"] if rng.random() < 0.5 else ["fence", "wall"]
     for side, v, kind in zip((-1, 1), verge, forced):
         facade_x = side * (curb + v + 0.3)
-        strips.append(_facades(rng, facade_x, z_min, z_max, far=False))
-        strips.append(_facades(rng, side * (abs(facade_x) + rng.uniform(10, 25)), z_min, z_max, far=True))
-        strips.append(_barriers(rng, side * (curb + 0.05), z_min, z_max, kind, rng.uniform(8, 25)))
+        strips.append(facade_strip(rng, facade_x, z_min, z_max, far=False))
+        strips.append(facade_strip(rng, side * (abs(facade_x) + rng.uniform(10, 25)), z_min, z_max, far=True))
+        strips.append(barrier_strip(rng, side * (curb + 0.05), z_min, z_max, kind, rng.uniform(8, 25)))
         for kind_sign, spacing in ((False, (12, 28)), (True, (14, 35))):  # street lights, signs
             z = z_min + rng.uniform(0, spacing[0]) + (4 if kind_sign else 0)
             while z < z_max:
-                things.append(_pole(rng, side * (road_half + 0.45), z, side, kind_sign))
+                things.append(make_pole(rng, side * (road_half + 0.45), z, side, kind_sign))
                 z += rng.uniform(*spacing)
         z = z_min + rng.uniform(0, 8)
         while z < z_max:  # trees on the verge, or at the back of the sidewalk
             if rng.random() < (0.8 if v > 2 else 0.35):
                 tx = side * (curb + v / 2 if v > 2 else road_half + sidewalk * 0.8)
-                things.append(_tree(rng, tx, z))
+                things.append(make_tree(rng, tx, z))
             z += rng.uniform(6, 16)
         if v > 1.5 and verge_grass[(side + 1) // 2]:  # bushes
             for zb in rng.uniform(z_min, z_max, int((z_max - z_min) / 12)):
                 r = rng.uniform(0.4, 1.1)
                 things.append(
-                    _thing(
+                    make_thing(
                         "bush",
                         side * (curb + rng.uniform(0.6, v - 0.4)),
                         zb,
@@ -702,7 +712,7 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
                                 (r, 1.4 * r, r * 1.3),
                                 VEGETATION,
                                 Material.FOLIAGE,
-                                _pick(rng, np.array([(0.09, 0.18, 0.05), (0.14, 0.2, 0.07)]), 0.2),
+                                pick_color(rng, np.array([(0.09, 0.18, 0.05), (0.14, 0.2, 0.07)]), 0.2),
                             )
                         ],
                     )
@@ -711,13 +721,13 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
         while z < z_max:  # pedestrians on the sidewalk
             walking = rng.random() < 0.75
             vz = rng.choice([-1, 1]) * rng.uniform(0.8, 1.6) if walking else 0.0
-            things.append(_person(rng, side * (road_half + rng.uniform(0.5, sidewalk - 0.4)), z, vz, lighting.air_k))
+            things.append(make_person(rng, side * (road_half + rng.uniform(0.5, sidewalk - 0.4)), z, vz, lighting.air_k))
             z += rng.uniform(3, 11)
         z = z_min + rng.uniform(0, 8)
         while z < z_max:  # parked cars along the curb
             if parking and rng.random() < 0.5:
                 heading = 1 if side > 0 or rng.random() < 0.3 else -1
-                things.append(_car(rng, side * (road_half - 1.15), z, 0.0, heading, moving=False))
+                things.append(make_car(rng, side * (road_half - 1.15), z, 0.0, heading, moving=False))
             z += rng.uniform(5.5, 9)
     n_lanes = max(1, int(drive_half // 3.0))
     lane_w = drive_half / n_lanes
@@ -732,7 +742,7 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
                 else:
                     vz, zc = -rng.uniform(5, 14), z
                 if rng.random() < 0.6:
-                    things.append(_car(rng, x, zc, vz, 1 if side > 0 else -1, moving=True))
+                    things.append(make_car(rng, x, zc, vz, 1 if side > 0 else -1, moving=True))
                 z += rng.uniform(10, 35)
     return Scene(
         road_half=float(road_half),
@@ -740,9 +750,9 @@ def make_scene(rng: np.random.Generator, duration_s: float, night_probability: f
         verge_grass=verge_grass,
         centre_line=bool(road_half > 4.5 and rng.random() < 0.8),
         crosswalk_z=float(rng.uniform(15, 60)) if rng.random() < 0.4 else None,
-        asphalt_rgb=_pick(rng, np.array([(0.09, 0.09, 0.095), (0.14, 0.135, 0.13), (0.2, 0.2, 0.2)]), 0.05),
-        paving_rgb=_pick(rng, np.array([(0.35, 0.33, 0.3), (0.45, 0.42, 0.4), (0.3, 0.22, 0.2)]), 0.08),
-        grass_rgb=_pick(rng, np.array([(0.12, 0.2, 0.05), (0.2, 0.22, 0.08)]), 0.1),
+        asphalt_rgb=pick_color(rng, np.array([(0.09, 0.09, 0.095), (0.14, 0.135, 0.13), (0.2, 0.2, 0.2)]), 0.05),
+        paving_rgb=pick_color(rng, np.array([(0.35, 0.33, 0.3), (0.45, 0.42, 0.4), (0.3, 0.22, 0.2)]), 0.08),
+        grass_rgb=pick_color(rng, np.array([(0.12, 0.2, 0.05), (0.2, 0.22, 0.08)]), 0.1),
         strips=tuple(strips),
         things=tuple(things),
         lighting=lighting,

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.synthetic.scene import (  # the street's object and façade builders, shared within the package
+from madm_ros.synthetic.scene import (  # the street's object and façade builders: varied scenes reuse them
     VEGETATION,
     Bend,
     CameraPath,
@@ -56,15 +56,15 @@ from madm_ros.synthetic.scene import (  # the street's object and façade builde
     Scene,
     Strip,
     Thing,
-    _barriers,
-    _car,
-    _facades,
-    _person,
-    _pick,
-    _pole,
-    _strip,
-    _thing,
-    _tree,
+    barrier_strip,
+    facade_strip,
+    make_car,
+    make_person,
+    make_pole,
+    make_thing,
+    make_tree,
+    pick_color,
+    strip_from_rows,
 )
 from madm_ros.synthetic.sensors import SensorProfile
 
@@ -134,9 +134,9 @@ def make_varied_scene(rng: np.random.Generator, duration_s: float, night_probabi
         verge_grass=(bool(rng.random() < grass), bool(rng.random() < grass)),
         centre_line=bool(layout.road_half > 4.0 and rng.random() < 0.8),
         crosswalk_z=float(rng.uniform(15, 60)) if kind != "junction" and rng.random() < 0.4 else None,
-        asphalt_rgb=_pick(rng, np.array([(0.07, 0.07, 0.075), (0.14, 0.135, 0.13), (0.22, 0.22, 0.21)]), 0.08),
-        paving_rgb=_pick(rng, np.array([(0.35, 0.33, 0.3), (0.45, 0.42, 0.4), (0.3, 0.22, 0.2)]), 0.1),
-        grass_rgb=_pick(rng, np.array([(0.12, 0.2, 0.05), (0.2, 0.22, 0.08), (0.25, 0.22, 0.1)]), 0.12),
+        asphalt_rgb=pick_color(rng, np.array([(0.07, 0.07, 0.075), (0.14, 0.135, 0.13), (0.22, 0.22, 0.21)]), 0.08),
+        paving_rgb=pick_color(rng, np.array([(0.35, 0.33, 0.3), (0.45, 0.42, 0.4), (0.3, 0.22, 0.2)]), 0.1),
+        grass_rgb=pick_color(rng, np.array([(0.12, 0.2, 0.05), (0.2, 0.22, 0.08), (0.25, 0.22, 0.1)]), 0.12),
         strips=tuple(_strips(rng, layout)),
         things=tuple(things),
         lighting=lighting,
@@ -301,14 +301,14 @@ def _strips(rng: np.random.Generator, layout: _Layout) -> list[Strip]:
     for side in (-1, 1):
         facade_x = layout.facade_x(side)
         if layout.kind != "open" and rng.random() < 0.85:
-            strips.append(_facades(rng, facade_x, layout.z_min, layout.z_max, far=False))
+            strips.append(facade_strip(rng, facade_x, layout.z_min, layout.z_max, far=False))
         if layout.kind != "open" or rng.random() < 0.6:
             far_x = side * (abs(facade_x) + rng.uniform(10, 60 if layout.kind == "open" else 25))
-            maker = _tree_line if layout.kind == "open" else _facades
+            maker = _tree_line if layout.kind == "open" else facade_strip
             strips.append(maker(rng, far_x, layout.z_min, layout.z_max, far=True))
         if rng.random() < 0.7:
             forced = str(rng.choice(["wall", "fence"]))
-            strips.append(_barriers(rng, side * (layout.curb + 0.05), layout.z_min, layout.z_max, forced, 20.0))
+            strips.append(barrier_strip(rng, side * (layout.curb + 0.05), layout.z_min, layout.z_max, forced, 20.0))
     j = layout.junction
     if j is None:
         return strips
@@ -316,14 +316,14 @@ def _strips(rng: np.random.Generator, layout: _Layout) -> list[Strip]:
     strips = [_cut(strip, j.z - reach, j.z + reach) for strip in strips]
     for end in (-1, 1):  # façades along the crossing road, outside the main road's façade lines
         face_z = j.z + end * (reach + rng.uniform(0, 3))
-        row = _facades(rng, face_z, -140.0, 140.0, far=False)
+        row = facade_strip(rng, face_z, -140.0, 140.0, far=False)
         row = _cut(row, layout.facade_x(-1), layout.facade_x(1))
         strips.append(dataclasses.replace(row, axis="z", facing=j.z))
     return strips
 
 
 def _tree_line(rng: np.random.Generator, x: float, z_min: float, z_max: float, far: bool) -> Strip:
-    """A row of woodland seen from afar: vegetation 5–15 m high with clearings (``far`` as :func:`_facades`)."""
+    """A row of woodland seen from afar: vegetation 5–15 m high with clearings (``far`` as :func:`facade_strip`)."""
     rows, z = [], z_min
     while z < z_max:
         length = rng.uniform(15, 60) if far else rng.uniform(5, 20)
@@ -335,12 +335,12 @@ def _tree_line(rng: np.random.Generator, x: float, z_min: float, z_max: float, f
                     height=rng.uniform(5, 15),
                     label=VEGETATION,
                     material=Material.FOLIAGE,
-                    color=_pick(rng, _FOLIAGE_COLORS, 0.15),
+                    color=pick_color(rng, _FOLIAGE_COLORS, 0.15),
                     heat=rng.normal(0, 1.0),
                 )
             )
         z += length + rng.uniform(0, 20)
-    return _strip(x, rows)
+    return strip_from_rows(x, rows)
 
 
 def _cut(strip: Strip, lo: float, hi: float) -> Strip:
@@ -386,26 +386,26 @@ def _roadside(rng: np.random.Generator, layout: _Layout, side: int, air_k: float
     rh, sw, verge = layout.road_half, layout.sidewalk, layout.verge[(side + 1) // 2]
     things = []
     for z in _row(rng, lo, hi, (12, 28), d["lights"]):
-        things.append(_pole(rng, side * (rh + rng.uniform(0.3, max(0.4, min(sw, 1.5)))), z, side, False))
+        things.append(make_pole(rng, side * (rh + rng.uniform(0.3, max(0.4, min(sw, 1.5)))), z, side, False))
     for z in _row(rng, lo, hi, (14, 35), d["signs"]):
-        things.append(_pole(rng, side * (rh + rng.uniform(0.3, max(0.4, sw - 0.2))), z, side, True))
+        things.append(make_pole(rng, side * (rh + rng.uniform(0.3, max(0.4, sw - 0.2))), z, side, True))
     wide = 40.0 if layout.kind == "open" else max(verge, 0.0)
     for z in _row(rng, lo, hi, (6, 16), d["trees"]):
         x = side * (layout.curb + rng.uniform(0.5, wide - 0.3) if wide > 2 else rh + sw * 0.8)
-        things.append(_scaled(_tree(rng, x, z), rng.uniform(0.6, 1.7)))
+        things.append(_scaled(make_tree(rng, x, z), rng.uniform(0.6, 1.7)))
     if layout.kind == "open" or verge > 1.5:
         for z in _row(rng, lo, hi, (6, 24), d["trees"]):
             things.append(_bush(rng, side * (layout.curb + rng.uniform(0.6, max(1.0, wide - 0.4))), z))
     for z in _row(rng, lo, hi, (3, 11), d["pedestrians"]):
         vz = rng.choice([-1, 1]) * rng.uniform(0.6, 1.8) if rng.random() < 0.75 else 0.0
-        person = _person(rng, side * (rh + rng.uniform(0.3, max(0.4, sw - 0.3))), z, vz, air_k)
+        person = make_person(rng, side * (rh + rng.uniform(0.3, max(0.4, sw - 0.3))), z, vz, air_k)
         things.append(_scaled(person, rng.uniform(0.55, 0.75)) if rng.random() < 0.15 else person)
     if layout.parking and d["parked"] > 0:
         fill = rng.uniform(0.5, 1.0)
         for z in _row(rng, lo, hi, (5.5, 7.5), 1.0):
             if rng.random() < fill:
                 heading = side * layout.hand if rng.random() < 0.8 else -side * layout.hand
-                things.append(_car(rng, side * (rh - 1.15), z, 0.0, heading, moving=False))
+                things.append(make_car(rng, side * (rh - 1.15), z, 0.0, heading, moving=False))
     return [thing for thing in things if layout.clear(thing.z)]
 
 
@@ -426,13 +426,13 @@ def _traffic(rng: np.random.Generator, layout: _Layout, camera: CameraPath) -> l
                     z += 6 if abs(x - camera.x0) < lane_w * 0.7 else 0
                 else:
                     vz = -rng.uniform(5, 14)
-                things.append(_car(rng, x, z, vz, 1 if vz > 0 else -1, moving=True))
+                things.append(make_car(rng, x, z, vz, 1 if vz > 0 else -1, moving=True))
     j = layout.junction
     if j is not None and density > 0:
         for _ in range(rng.integers(0, 5)):
             direction = int(rng.choice([-1, 1]))
             z = j.z - direction * layout.hand * j.road_half * rng.uniform(0.25, 0.75)  # its own side of the road
-            car = _car(rng, 0.0, 0.0, 0.0, 1, moving=True)
+            car = make_car(rng, 0.0, 0.0, 0.0, 1, moving=True)
             things.append(_across(car, float(rng.uniform(-60, 60)), z, direction * rng.uniform(4, 12)))
     return things
 
@@ -447,7 +447,7 @@ def _crossing(rng: np.random.Generator, layout: _Layout, air_k: float) -> list[T
         else:
             z = layout.z_end + rng.uniform(8, 50)
         speed = rng.choice([-1, 1]) * rng.uniform(0.8, 1.6)
-        person = _person(rng, 0.0, 0.0, speed, air_k)
+        person = make_person(rng, 0.0, 0.0, speed, air_k)
         things.append(_across(person, float(rng.uniform(-1, 1) * (layout.road_half + 1)), float(z), float(speed)))
     return things
 
@@ -463,7 +463,7 @@ def _across(thing: Thing, x: float, z: float, vx: float) -> Thing:
     ]
     if vx < 0:  # mirror along x so the front leads
         parts = [dataclasses.replace(p, lo=(-p.hi[0], p.lo[1], p.lo[2]), hi=(-p.lo[0], p.hi[1], p.hi[2])) for p in parts]
-    return _thing(thing.kind, x, z, 0.0, parts, vx=vx, gait_hz=thing.gait_hz, gait_phase=thing.gait_phase)
+    return make_thing(thing.kind, x, z, 0.0, parts, vx=vx, gait_hz=thing.gait_hz, gait_phase=thing.gait_phase)
 
 
 def _scaled(thing: Thing, scale: float) -> Thing:
@@ -474,13 +474,13 @@ def _scaled(thing: Thing, scale: float) -> Thing:
         )
         for p in thing.parts
     ]
-    return _thing(thing.kind, thing.x, thing.z, thing.vz, parts, gait_hz=thing.gait_hz, gait_phase=thing.gait_phase)
+    return make_thing(thing.kind, thing.x, thing.z, thing.vz, parts, gait_hz=thing.gait_hz, gait_phase=thing.gait_phase)
 
 
 def _bush(rng: np.random.Generator, x: float, z: float) -> Thing:
     r = rng.uniform(0.4, 1.3)
     foliage = Part(
         "ellipsoid", (-r, -0.3 * r, -r * 1.3), (r, 1.4 * r, r * 1.3), VEGETATION, Material.FOLIAGE,
-        _pick(rng, _FOLIAGE_COLORS, 0.2),
+        pick_color(rng, _FOLIAGE_COLORS, 0.2),
     )
-    return _thing("bush", x, z, 0.0, [foliage])
+    return make_thing("bush", x, z, 0.0, [foliage])
