@@ -8,12 +8,14 @@ demo and the nodes without any download; for real sensors, train and export your
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from madm_ros.errors import ConfigError
 
-__all__ = ["default_model_path", "models_dirs"]
+__all__ = ["default_model_path", "model_card", "models_dirs"]
 
 
 def models_dirs() -> list[Path]:
@@ -43,3 +45,17 @@ def default_model_path(modality: str) -> Path:
             return folder / name
     raise ConfigError(f"no default model {name} in {', '.join(map(str, searched))}; set model_file_path to an "
                       f"exported model (python -m madm_train export) or regenerate the defaults (scripts/make-default-models)")
+
+
+def model_card(model: str | Path) -> dict[str, Any]:
+    """The card beside an ONNX model (``<name>.json``, as ``scripts/make-default-models`` writes it), or ``{}``.
+
+    Why: the card says what data a default student was trained on (``data.generate_hw``,
+    ``data.scenes``), so the demo can show it scenes like those; a model without a card is fine.
+    """
+    card_file = Path(model).with_suffix(".json")
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}

@@ -53,6 +53,8 @@ ANIMATION_FPS = 5.0
 """Frames per second of the run's animation: slow enough to compare the three columns of each panel."""
 ANIMATION_MAX_FRAMES = 60
 """The animation shows at most this many panels (the first ones), keeping the file small."""
+DEFAULT_SCENES: tuple[tuple[int, int], str] = ((192, 256), "varied")
+"""Sensor size (H, W) and scene set for a model without a card: those of today's default students."""
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -80,8 +82,29 @@ class SceneFrame:
     events: Any  # madm_ros.events.types.Events
 
 
-def render_scenes(frames: int, seed: int) -> tuple[list[SceneFrame], tuple[int, int]]:
-    """Synthetic scenes at the default model's training resolution, one 50 ms event window per label.
+def scene_settings(model: str) -> tuple[tuple[int, int], str]:
+    """Sensor size and scene set the demo renders: what the model was trained on, from its card.
+
+    The event camera must match the training data, not only its aspect: an edge frame's look
+    depends on the sensor's resolution (a one-pixel edge becomes fainter the more it is shrunk to
+    the network's size). A model without a card gets :data:`DEFAULT_SCENES`.
+    """
+    from madm_ros.default_models import default_model_path, model_card
+
+    try:
+        path = Path(model) if model else default_model_path("events")
+    except MadmError:
+        return DEFAULT_SCENES
+    data = model_card(path).get("data", {})
+    size = data.get("generate_hw")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        return DEFAULT_SCENES
+    return (size[0], size[1]), str(data.get("scenes", "street"))
+
+
+def render_scenes(frames: int, seed: int, size_hw: tuple[int, int] = DEFAULT_SCENES[0],
+                  scenes: str = DEFAULT_SCENES[1]) -> tuple[list[SceneFrame], tuple[int, int]]:
+    """Synthetic ``scenes`` rendered by a ``size_hw`` event camera, one 50 ms event window per label.
 
     Frames follow each other without gaps (``frame_interval_us`` = ``event_window_us``), and
     sequences are laid end to end on one clock, so the events form one continuous stream.
@@ -91,8 +114,8 @@ def render_scenes(frames: int, seed: int) -> tuple[list[SceneFrame], tuple[int, 
     from madm_ros.synthetic.generate import SynthConfig, render_sequence, sequence_length
 
     per_sequence = 12
-    config = SynthConfig(frames=frames, height=128, width=256, frames_per_sequence=per_sequence, seed=seed,
-                         frame_interval_us=50_000, event_window_us=50_000, modalities=("events",))
+    config = SynthConfig(frames=frames, height=size_hw[0], width=size_hw[1], frames_per_sequence=per_sequence, seed=seed,
+                         frame_interval_us=50_000, event_window_us=50_000, modalities=("events",), scenes=scenes)
     scenes: list[SceneFrame] = []
     offset = 0
     with tqdm(total=frames, desc="demo: rendering synthetic scenes", unit="frame", file=sys.stderr) as progress:
@@ -321,6 +344,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         raise MadmError(f"--seconds must be positive, got {config.seconds}")
     config.out.mkdir(parents=True, exist_ok=True)
     scenes: list[SceneFrame] = []
+    scene_set, size_hw = "", (0, 0)
     message_type = config.message_type
     if config.bag is None and config.topic is None:
         try:
@@ -328,7 +352,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         except MadmError as error:
             print(f"demo: {error}; publishing madm_ros/PackedEvents instead", file=sys.stderr)
             message_type = "packed"
-        scenes, size_hw = render_scenes(config.scene_frames, config.seed)
+        sensor_hw, scene_set = scene_settings(config.model)
+        scenes, size_hw = render_scenes(config.scene_frames, config.seed, sensor_hw, scene_set)
     source_topic = "events" if config.bag is None and config.topic is None else None
 
     rclpy.init()
@@ -388,7 +413,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     masks = received["raw_segmentation_mask"]
     summary: dict[str, Any] = {
-        "source": "synthetic scenes" if scenes else (str(config.bag) if config.bag else config.topic),
+        "source": f"synthetic {scene_set} scenes, {size_hw[0]}x{size_hw[1]} event camera" if scenes
+        else (str(config.bag) if config.bag else config.topic),
         "message_type": message_type,
         "model": described.get("path"), "backend": described.get("backend"),
         "seconds": round(elapsed, 3),

@@ -83,7 +83,8 @@ from madm_ros.errors import ConfigError
 from madm_ros.preprocessing import NODE_MODALITIES
 from madm_train.training.prior import PriorConfig
 
-__all__ = ["LAYOUT_ONLY", "METHODS", "MODALITIES", "PRESETS", "VARIANTS", "WARMUPS", "Preset", "Variant", "run_benchmark"]
+__all__ = ["LAYOUT_ONLY", "METHODS", "MODALITIES", "PRESETS", "VARIANTS", "WARMUPS", "Preset", "Variant", "best_label_free_row",
+           "run_benchmark", "run_folder"]
 
 MODALITIES: tuple[str, ...] = NODE_MODALITIES
 """The modalities adapted to from the labelled RGB source: those a node runs on."""
@@ -144,6 +145,30 @@ VARIANTS: dict[str, Variant] = {
     "oracle": Variant("source_only", oracle=True),
 }
 """Table rows by result key; the target-free rows are trained once per prior and scored on every modality."""
+
+
+def run_folder(out: str | Path, seed: int, key: str, modality: str | None) -> Path:
+    """The run folder of row ``key`` (its model in ``model/``) for ``modality`` and ``seed`` in the benchmark folder ``out``.
+
+    A target-free row is trained once per seed, so every modality shares its folder.
+    """
+    parts = (key,) if VARIANTS[key].target_free or modality is None else (modality, key)
+    return Path(out) / "runs" / f"seed{seed}" / Path(*parts)
+
+
+def best_label_free_row(results: dict[str, Any], modality: str) -> str:
+    """The row of ``results`` (a ``results.json``) with the highest mean mIoU on ``modality``, of those without target labels.
+
+    Why: the default students are distilled from the best teacher of the benchmark per modality,
+    whichever method it is; the oracle trains on target labels and the layout-only row has no model.
+    """
+    rows = {key: row["miou_mean"] for key, row in results.get(modality, {}).items()
+            if key in VARIANTS and not VARIANTS[key].oracle}
+    if not rows:
+        raise ConfigError(f"the benchmark results hold no {modality} row without target labels; run the benchmark first")
+    return max(rows, key=lambda key: rows[key])
+
+
 LAYOUT_ONLY = "layout_only"
 """Result key of the layout-only baseline (not a trained variant: fitted from the training labels, no seed)."""
 DIFF_STEPS = 5
@@ -418,22 +443,17 @@ def _generate_data(plan: _Plan) -> None:
     A folder that is there must hold the preset's data: a work folder of an earlier preset or
     generator setting (e.g. street scenes before ``scenes`` became ``varied``) is refused, not reused.
     """
-    from madm_ros.folder_layout import FolderMeta
-    from madm_ros.synthetic import SynthConfig, generate
+    from madm_ros.synthetic.generate import SynthConfig, generate_once
 
     p = plan.preset
     height, width = p.generate_hw
     for folder, frames, seed in ((plan.data, p.frames, 0), (plan.prior_data, p.prior_frames, 1)):
         config = SynthConfig(frames=frames, height=height, width=width, seed=seed, scenes=p.scenes)
-        if (folder / "meta.json").exists():
-            recorded = {"scenes": "street", **FolderMeta.read(folder).generator.get("config", {})}
-            if recorded != json.loads(json.dumps(asdict(config))):
-                raise ConfigError(f"{folder} holds synthetic data of other settings than the preset's ({recorded}); "
-                                  f"give the benchmark another --out, or delete {plan.out} to start afresh")
-            continue
-        print(f"benchmark: generating {frames} {p.scenes} synthetic frames of {height}x{width} (seed {seed}) in {folder}",
-              file=sys.stderr)
-        generate(config, folder, workers=2, progress=True)
+        if not (folder / "meta.json").exists():
+            print(f"benchmark: generating {frames} {p.scenes} synthetic frames of {height}x{width} (seed {seed}) in "
+                  f"{folder}", file=sys.stderr)
+        generate_once(config, folder, workers=2, progress=True,
+                      otherwise=f"not the preset's; give the benchmark another --out, or delete {plan.out} to start afresh")
 
 
 def _pretrain_prior(plan: _Plan) -> None:
@@ -470,7 +490,7 @@ def _runs_of_seed(plan: _Plan, seed: int) -> dict[str, dict[str | None, _Run]]:
                 model = {"init_weights": str(starts_from.out_dir / "model")}
                 if variant.method == "iccld":  # stage 2 takes ε_θ from the prior's UNet
                     model["pretrained"] = pretrained
-                folder = plan.run_dir(seed, key) if modality is None else plan.run_dir(seed, modality, key)
+                folder = run_folder(plan.out, seed, key, modality)
                 source_modality = modality if variant.oracle and modality is not None else "rgb"
                 config = _config(plan, modality or anchor, seed, folder, variant.method, variant.changes,
                                  {"model": model}, source_modality=source_modality)
@@ -587,8 +607,7 @@ def _figure(plan: _Plan, modality: str, out_file: Path) -> None:
     from madm_train.models.saved import load_saved
 
     def folders(seed: int) -> list[Path]:
-        return [plan.run_dir(seed, name, "model") if VARIANTS[name].target_free else plan.run_dir(seed, modality, name, "model")
-                for name in FIGURE_METHODS if name in plan.variants]
+        return [run_folder(plan.out, seed, name, modality) / "model" for name in FIGURE_METHODS if name in plan.variants]
 
     seed = next((s for s in plan.seeds if all(folder.is_dir() for folder in folders(s))), None)
     if seed is None:

@@ -173,7 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _distill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, type=Path,
-                        help="the adapted teacher's model folder (adapt's <run>/model: MADM or DIFF)")
+                        help="the adapted teacher's model folder (adapt's <run>/model: MADM, DIFF or ICCLD)")
     parser.add_argument("--config", required=True, type=Path,
                         help="the training YAML of the teacher (names modality, label set and target frames)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
@@ -347,11 +347,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "synth": ("generate a synthetic multi-modal street data set with labels", _synth_arguments, _synth),
-    "adapt": ("adapt a segmenter from labelled RGB to a target modality with the config's method (MADM, DIFF, source-only)",
-              _adapt_arguments, _adapt),
+    "adapt": ("adapt a segmenter from labelled RGB to a target modality with the config's method (MADM, DIFF, ICCLD, "
+              "source-only)", _adapt_arguments, _adapt),
     "evaluate": ("score a saved model on the target test split of a training config", _evaluate_arguments, _evaluate),
-    "distill": ("train a real-time student on target frames labelled by the adapted teacher (MADM or DIFF)", _distill_arguments,
-                _distill),
+    "distill": ("train a real-time student on target frames labelled by the adapted teacher (MADM, DIFF or ICCLD)",
+                _distill_arguments, _distill),
     "export": ("export a student to ONNX (parity-checked) and optionally TensorRT engines", _export_arguments, _export),
     "pretrain-prior": ("train the tiny preset's diffusion prior (VAE, then latent denoiser) on synthetic frames",
                        _prior_arguments, _prior),

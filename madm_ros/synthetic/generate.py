@@ -57,8 +57,8 @@ from madm_ros.synthetic.sensors import (
 from madm_ros.synthetic.variety import describe, make_varied_scene, random_sensors
 
 __all__ = [
-    "GENERATOR_NAME", "SCENE_SETS", "RenderedFrame", "SynthConfig", "frame_time_us", "generate", "render_sequence",
-    "sequence_length", "sequence_record", "sequence_scene", "sequence_sensors",
+    "GENERATOR_NAME", "SCENE_SETS", "RenderedFrame", "SynthConfig", "frame_time_us", "generate", "generate_once",
+    "render_sequence", "sequence_length", "sequence_record", "sequence_scene", "sequence_sensors",
 ]
 
 GENERATOR_NAME = "madm_ros.synthetic"
@@ -380,4 +380,23 @@ def generate(
     bar.close()
     _meta(config, frames).write(out_dir)
     (out_dir / _IN_PROGRESS).unlink(missing_ok=True)
+    return out_dir
+
+
+def generate_once(config: SynthConfig, out_dir: Path | str, *, workers: int = 1, progress: bool = False,
+                  otherwise: str = "delete it or choose another folder") -> Path:
+    """:func:`generate` unless ``out_dir`` already holds a finished output of exactly ``config``, which is reused.
+
+    Why: a thousand frames take minutes, and the benchmark and ``scripts/make-default-models``
+    come back to their folders many times; a folder of *other* settings is refused rather than
+    reused, so that two data sets are never mixed up. ``otherwise`` ends that error: what to do.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "meta.json").exists():  # written last: a folder without it is not a finished output
+        return generate(config, out_dir, workers=workers, progress=progress)
+    recorded = {"scenes": "street", **(FolderMeta.read(out_dir).generator or {}).get("config", {})}  # older: street
+    if recorded != json.loads(json.dumps(dataclasses.asdict(config))):
+        raise ConfigError(f"{out_dir} holds synthetic data of other settings ({recorded}); {otherwise}")
     return out_dir

@@ -93,7 +93,7 @@ class DistillOptions:
         if self.kd_weight == self.ce_weight == 0:
             raise ConfigError("kd_weight and ce_weight are both 0: the teacher would teach nothing")
         if not (Path(self.teacher) / "config.json").is_file():
-            raise ConfigError(f"teacher {self.teacher} is not a saved MADM model folder (no config.json); "
+            raise ConfigError(f"teacher {self.teacher} is not a saved model folder (no config.json); "
                               "give adapt's <run>/model")
 
 

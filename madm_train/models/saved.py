@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["CONFIG_FILE", "SAVED_FORMATS", "WEIGHTS_FILE", "LoadedModel", "fill_weights", "load_saved", "read_format_config",
-           "read_model_folder", "saved_format", "write_model_folder"]
+__all__ = ["CONFIG_FILE", "SAVED_FORMATS", "WEIGHTS_FILE", "LoadedModel", "fill_weights", "load_saved", "padded_logits",
+           "read_format_config", "read_model_folder", "saved_format", "write_model_folder"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -100,6 +100,9 @@ class LoadedModel:
         label_set: Name of the label set of the logits, where the folder records it (students).
         input_spec: How inputs were preprocessed in training, where the folder records it (students).
         input_size: Side of the square the network resizes every input to, if it does (MADM: 512).
+        size_multiple: The network's own input sides must be multiples of this (a diffusion UNet
+            without ``input_size``: 64). :func:`load_saved` pads other sizes for it, so ``logits``
+            takes any size.
     """
 
     network: nn.Module
@@ -109,13 +112,44 @@ class LoadedModel:
     label_set: str | None
     input_spec: InputSpec | None
     input_size: int | None = None
+    size_multiple: int = 1
+
+
+def _sd_multiple(input_size: int | None) -> int:
+    """A diffusion UNet halves its latent three times after the VAE's ×8: sides multiple of 64 unless it resizes."""
+    return 64 if input_size is None else 1
+
+
+def padded_logits(logits: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``logits`` for any input size: padded at the bottom and right up to ``multiple``, the padding's logits cut off.
+
+    Why: a teacher that needs sides of multiples of 64 must still label frames of the deployment's
+    size (3:4 at 96×128 for the default students). Reflection keeps the padding looking like the
+    scene's own border (replication where the frame is smaller than the pad); the kept logits
+    cover the frame at the network's scale, so the frame is never stretched.
+    """
+    import torch.nn.functional as F
+
+    def pad_and_crop(images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if not pad_h and not pad_w:
+            return logits(images)
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        out = logits(F.pad(images, (0, pad_w, 0, pad_h), mode=mode))
+        keep_h = -(-out.shape[-2] * height // (height + pad_h))  # ceil: the rows that see the frame
+        keep_w = -(-out.shape[-1] * width // (width + pad_w))
+        return out[..., :keep_h, :keep_w]
+
+    return pad_and_crop
 
 
 def _load_madm(path: Path) -> LoadedModel:
     from madm_train.models.madm_model import CHECKPOINT_FORMAT, MadmModel
 
     model = MadmModel.load(path).eval()
-    return LoadedModel(model, CHECKPOINT_FORMAT, model.logits, 1, None, None, model.backbone.input_size)
+    size = model.backbone.input_size
+    return LoadedModel(model, CHECKPOINT_FORMAT, model.logits, 1, None, None, size, _sd_multiple(size))
 
 
 def _load_student(path: Path) -> LoadedModel:
@@ -131,7 +165,7 @@ def _load_diff(path: Path) -> LoadedModel:
     from madm_train.methods.diff.model import DIFF_FORMAT, DiffModel
 
     model = DiffModel.load(path).eval()
-    return LoadedModel(model, DIFF_FORMAT, model.logits, 4, None, None, model.input_size)
+    return LoadedModel(model, DIFF_FORMAT, model.logits, 4, None, None, model.input_size, _sd_multiple(model.input_size))
 
 
 def _load_iccld(path: Path) -> LoadedModel:
@@ -164,5 +198,10 @@ def saved_format(path: str | Path) -> str:
 
 
 def load_saved(path: str | Path) -> LoadedModel:
-    """Load any saved model folder through :data:`SAVED_FORMATS`."""
-    return SAVED_FORMATS[saved_format(path)](Path(path))
+    """Load any saved model folder through :data:`SAVED_FORMATS`; its ``logits`` take any input size."""
+    import dataclasses
+
+    loaded = SAVED_FORMATS[saved_format(path)](Path(path))
+    if loaded.size_multiple == 1:
+        return loaded
+    return dataclasses.replace(loaded, logits=padded_logits(loaded.logits, loaded.size_multiple))

@@ -78,7 +78,8 @@ def test_the_synthetic_demo_leaves_masks_overlays_and_a_summary(ros_domain, tiny
                       "--threads", 1, "--max-images", 100)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["source"] == "synthetic scenes" and summary["message_type"] == "event_packet"
+    assert summary["source"] == "synthetic varied scenes, 192x256 event camera"  # no card: DEFAULT_SCENES
+    assert summary["message_type"] == "event_packet"
     assert summary["events_in"] > 100_000 and summary["edge_frames"] >= 30  # 20 frames/s of 50 ms slices
     assert summary["masks_out"] >= 10
     assert summary["masks_out"] + summary["dropped_frames"] <= summary["frames_in"] == summary["edge_frames"]
@@ -93,7 +94,7 @@ def test_the_synthetic_demo_leaves_masks_overlays_and_a_summary(ros_domain, tiny
     for path in masks[:3]:  # each saved mask is the model's mask of the saved edge frame with the same stamp
         edge = cv2.imread(str(out / "edge_frames" / path.name), cv2.IMREAD_UNCHANGED)
         mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        assert edge.shape == mask.shape == (128, 256)
+        assert edge.shape == mask.shape == (192, 256)
         assert np.array_equal(mask, segmenter.segment(edge, "mono8").labels)
     assert_scores_relate(summary)
     assert_synthetic_panels(out, summary)
@@ -113,21 +114,22 @@ def assert_scores_relate(summary):
 
 def assert_synthetic_panels(out, summary):
     """Panels: edge frame | the node's colour mask | the label the score used, for every scored frame here."""
-    from madm_ros.demo import ANIMATION_MAX_FRAMES
+    from madm_ros.demo import ANIMATION_MAX_FRAMES, DEFAULT_SCENES
     from madm_ros.eval_plots import PANEL_TITLE_HEIGHT
     from madm_ros.metrics import ConfusionMatrix
     from madm_ros.palettes import DSEC_11
 
+    height, width = DEFAULT_SCENES[0]  # the test's model has no card
     paths = sorted((out / "panels").glob("*.png"))
     assert summary["panels"] == len(paths) == min(100, summary["frames_scored"])
     panels = [read_rgb(path) for path in paths]
     matrix = ConfusionMatrix(DSEC_11.num_classes)
     for path, panel in zip(paths, panels):
-        assert_panel_shape(panel, 128, 256, DSEC_11)
-        edge, colored, truth = panel_columns(panel, 128, 256)
+        assert_panel_shape(panel, height, width, DSEC_11)
+        edge, colored, truth = panel_columns(panel, height, width)
         assert np.array_equal(edge, read_grey_as_rgb(out / "edge_frames" / path.name))
         assert np.array_equal(colored, read_rgb(out / "colored" / path.name))  # same palette as the node's
-        legend = panel[PANEL_TITLE_HEIGHT + 128:]
+        legend = panel[PANEL_TITLE_HEIGHT + height:]
         assert (colors_of(colored) | colors_of(truth)) - {(0, 0, 0)} <= colors_of(legend)
         matrix.update(cv2.imread(str(out / "masks" / path.name), cv2.IMREAD_UNCHANGED), ids_of(truth, DSEC_11))
     assert matrix.as_dict(DSEC_11.class_names)["miou"] == pytest.approx(summary["miou"])  # the score's own pairs
@@ -188,3 +190,18 @@ def test_bad_demo_input_is_one_clear_line_and_exit_2(ros_domain, tmp_path, args,
     result = run_demo("--out", tmp_path / "out", "--scene-frames", 1, *args, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_demo_renders_the_scenes_and_sensor_size_of_the_models_card(tmp_path):
+    from madm_ros.demo import DEFAULT_SCENES, scene_settings
+
+    model = tmp_path / "events_student.onnx"
+    model.write_bytes(b"")  # only the card beside it is read
+    assert scene_settings(str(model)) == DEFAULT_SCENES  # no card
+    card = model.with_suffix(".json")
+    card.write_text(json.dumps({"data": {"generate_hw": [480, 640], "scenes": "street"}}))
+    assert scene_settings(str(model)) == ((480, 640), "street")
+    card.write_text(json.dumps({"data": {"generate_hw": [480]}}))  # a broken card is no card
+    assert scene_settings(str(model)) == DEFAULT_SCENES
+    card.write_text("{not json")
+    assert scene_settings(str(model)) == DEFAULT_SCENES

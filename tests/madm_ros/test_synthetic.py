@@ -299,3 +299,16 @@ def test_cli_writes_varied_scenes_on_request(tmp_path):
     assert main(["synth", "--out", str(out), "--frames", "2", "--size", "32x48", "--scenes", "varied",
                  "--modalities", "rgb"]) == 0
     assert FolderMeta.read(out).generator["config"]["scenes"] == "varied"
+
+
+def test_generate_once_reuses_a_finished_output_and_refuses_one_of_other_settings(tmp_path):
+    from madm_ros.synthetic.generate import generate_once
+
+    config = SynthConfig(frames=1, height=32, width=48, seed=1, modalities=("depth",))
+    folder = generate_once(config, tmp_path / "scenes")
+    written = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    assert generate_once(config, folder) == folder
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == written  # nothing rendered again
+    with pytest.raises(ConfigError, match=r"other settings .*'seed': 1.*; start afresh"):
+        generate_once(dataclasses.replace(config, seed=2), folder, otherwise="start afresh")
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == written

@@ -224,6 +224,18 @@ def test_a_work_folder_of_other_scenes_is_refused_not_reused(tmp_path, monkeypat
     generate(street, tmp_path / "data" / "scenes", workers=1, progress=False)  # a work folder from before `varied`
     monkeypatch.setitem(benchmark.PRESETS, "micro", MICRO)
     assert MICRO.scenes == "varied"
-    with pytest.raises(ConfigError, match="other settings than the preset's"):
+    with pytest.raises(ConfigError, match="other settings .*not the preset's"):
         run_benchmark(tmp_path, preset="micro", modalities=["events"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_best_label_free_row_never_is_the_oracle_and_its_folder_follows_the_row():
+    from madm_train.benchmark import best_label_free_row, run_folder
+
+    results = {"depth": {"oracle": {"miou_mean": 40.0}, "layout_only": {"miou_mean": 30.0},
+                         "madm": {"miou_mean": 9.0}, "iccld_no_stage2": {"miou_mean": 9.5}, "source_only": {"miou_mean": 4.0}}}
+    assert best_label_free_row(results, "depth") == "iccld_no_stage2"
+    with pytest.raises(ConfigError, match="no thermal row without target labels"):
+        best_label_free_row(results, "thermal")
+    assert run_folder("B", 1, "madm", "depth") == Path("B/runs/seed1/depth/madm")
+    assert run_folder("B", 1, "source_only", "depth") == Path("B/runs/seed1/source_only")  # one run for every modality

@@ -109,7 +109,7 @@ def test_the_cache_is_keyed_by_teacher_and_frame_content_and_recovers_from_corru
 
 
 def test_bad_options_are_refused(world, tmp_path):
-    with pytest.raises(ConfigError, match="not a saved MADM model folder"):
+    with pytest.raises(ConfigError, match="not a saved model folder"):
         options(world, tmp_path, teacher=tmp_path)
     with pytest.raises(ConfigError, match="both 0"):
         options(world, tmp_path, kd_weight=0.0, ce_weight=0.0)
