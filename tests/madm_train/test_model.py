@@ -375,7 +375,7 @@ def test_the_saved_model_table_reads_each_format_tag_and_refuses_others(tiny_sd:
     build_tiny_model(tiny_sd, NUM_CLASSES).save(tmp_path / "teacher")
     loaded = load_saved(tmp_path / "teacher")
     assert loaded.format == CHECKPOINT_FORMAT and loaded.logits(torch.rand(1, 3, 64, 64)).shape == (1, NUM_CLASSES, 64, 64)
-    assert loaded.size_multiple == 64  # the network alone refuses 96×128; the loaded logits pad for it
+    assert loaded.size_multiple == 64  # the network alone refuses 96×128; the loaded logits slide windows for it
     with pytest.raises(InputError, match="not a multiple of 64"):
         loaded.network.logits(torch.rand(1, 3, 96, 128))
     assert loaded.logits(torch.rand(1, 3, 96, 128)).shape == (1, NUM_CLASSES, 96, 128)
@@ -388,11 +388,15 @@ def test_the_saved_model_table_reads_each_format_tag_and_refuses_others(tiny_sd:
         load_saved(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize(("height", "width", "stride"), [(96, 128, 1), (48, 80, 4), (64, 128, 4), (20, 30, 1)])
-def test_padded_logits_give_the_logits_of_the_frame_itself_at_any_size(height: int, width: int, stride: int) -> None:
-    from madm_train.models.saved import padded_logits
+@pytest.mark.parametrize(("height", "width", "stride", "windows"), [
+    ((96, 128, 1, [(64, 128)] * 2)), ((48, 80, 4, [(64, 64)] * 2)), ((64, 128, 4, [(64, 128)])), ((20, 30, 1, [(64, 64)])),
+    ((200, 130, 4, [(192, 128)] * 2 * 2)),
+])
+def test_windowed_logits_give_the_logits_of_the_frame_itself_at_any_size(height: int, width: int, stride: int,
+                                                                         windows: list[tuple[int, int]]) -> None:
+    from madm_train.models.saved import windowed_logits
 
-    conv = torch.nn.Conv2d(3, 5, 1)  # pixel-local, so the kept logits must equal the unpadded ones exactly
+    conv = torch.nn.Conv2d(3, 5, 1)  # pixel-local, so the kept logits must equal the unwindowed ones exactly
     calls: list[tuple[int, ...]] = []
 
     def strict_logits(x: torch.Tensor) -> torch.Tensor:
@@ -403,9 +407,9 @@ def test_padded_logits_give_the_logits_of_the_frame_itself_at_any_size(height: i
 
     frame = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        out = padded_logits(strict_logits, 64)(frame)
+        out = windowed_logits(strict_logits, 64, stride)(frame)
         expected = torch.nn.functional.avg_pool2d(conv(frame), stride, ceil_mode=True)
     assert out.shape == (2, 5, -(-height // stride), -(-width // stride))
-    assert calls == [(-(-height // 64) * 64, -(-width // 64) * 64)]
+    assert calls == windows  # windows of the largest multiple of 64 that fits, each at a size the network takes
     if height % stride == 0 and width % stride == 0:  # whole cells: nothing of the padding mixed in
         torch.testing.assert_close(out, expected)
