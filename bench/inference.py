@@ -75,15 +75,8 @@ def export_student(folder: Path, channels: int, argmax_stride: int) -> dict[str,
     student_dir = folder / f"student_c{channels}"
     save_student(DDRNetStudent(11, channels=channels), student_dir, label_set="dsec11", input_spec=InputSpec("events", 480, 640))
     graph, metadata = load_graph(student_dir, argmax_stride=argmax_stride)
-    return {key(size): export_onnx(graph, at_size(metadata, size), folder / f"c{channels}_s{argmax_stride}_{key(size)}.onnx",
-                                   size=size, dynamic=False) for size in SIZES} | {"folder": student_dir}
-
-
-def at_size(metadata: Any, size: tuple[int, int]) -> Any:
-    """The metadata of a file exported at ``size``: the runtime refuses a file whose input differs from its spec."""
-    import dataclasses
-
-    return dataclasses.replace(metadata, input_spec=dataclasses.replace(metadata.input_spec, height=size[0], width=size[1]))
+    return {key(size): export_onnx(graph, metadata, folder / f"c{channels}_s{argmax_stride}_{key(size)}.onnx", size=size,
+                                   dynamic=False) for size in SIZES} | {"folder": student_dir}
 
 
 def main() -> None:

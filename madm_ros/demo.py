@@ -344,7 +344,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         raise MadmError(f"--seconds must be positive, got {config.seconds}")
     config.out.mkdir(parents=True, exist_ok=True)
     scenes: list[SceneFrame] = []
-    scene_set, size_hw = "", (0, 0)
+    source_name = str(config.bag) if config.bag else config.topic
     message_type = config.message_type
     if config.bag is None and config.topic is None:
         try:
@@ -354,6 +354,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             message_type = "packed"
         sensor_hw, scene_set = scene_settings(config.model)
         scenes, size_hw = render_scenes(config.scene_frames, config.seed, sensor_hw, scene_set)
+        source_name = f"synthetic {scene_set} scenes, {size_hw[0]}x{size_hw[1]} event camera"
     source_topic = "events" if config.bag is None and config.topic is None else None
 
     rclpy.init()
@@ -413,8 +414,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     masks = received["raw_segmentation_mask"]
     summary: dict[str, Any] = {
-        "source": f"synthetic {scene_set} scenes, {size_hw[0]}x{size_hw[1]} event camera" if scenes
-        else (str(config.bag) if config.bag else config.topic),
+        "source": source_name,
         "message_type": message_type,
         "model": described.get("path"), "backend": described.get("backend"),
         "seconds": round(elapsed, 3),

@@ -449,9 +449,6 @@ def _generate_data(plan: _Plan) -> None:
     height, width = p.generate_hw
     for folder, frames, seed in ((plan.data, p.frames, 0), (plan.prior_data, p.prior_frames, 1)):
         config = SynthConfig(frames=frames, height=height, width=width, seed=seed, scenes=p.scenes)
-        if not (folder / "meta.json").exists():
-            print(f"benchmark: generating {frames} {p.scenes} synthetic frames of {height}x{width} (seed {seed}) in "
-                  f"{folder}", file=sys.stderr)
         generate_once(config, folder, workers=2, progress=True,
                       otherwise=f"not the preset's; give the benchmark another --out, or delete {plan.out} to start afresh")
 

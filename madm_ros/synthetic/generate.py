@@ -392,9 +392,13 @@ def generate_once(config: SynthConfig, out_dir: Path | str, *, workers: int = 1,
     reused, so that two data sets are never mixed up. ``otherwise`` ends that error: what to do.
     """
     import json
+    import sys
 
     out_dir = Path(out_dir)
     if not (out_dir / "meta.json").exists():  # written last: a folder without it is not a finished output
+        if progress:
+            print(f"synth: generating {config.frames} {config.scenes} frames of {config.height}x{config.width} "
+                  f"(seed {config.seed}) in {out_dir}", file=sys.stderr, flush=True)
         return generate(config, out_dir, workers=workers, progress=progress)
     recorded = {"scenes": "street", **(FolderMeta.read(out_dir).generator or {}).get("config", {})}  # older: street
     if recorded != json.loads(json.dumps(dataclasses.asdict(config))):

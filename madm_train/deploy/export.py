@@ -82,9 +82,16 @@ class ExportOptions:
 
 def export_onnx(graph: Any, metadata: ModelMetadata, path: Path, *, size: tuple[int, int], dynamic: bool, opset: int = 17,
                 simplify: bool = True) -> Path:
-    """Export ``graph`` (a SegmentationGraph) to ``path`` with ``metadata``; written atomically."""
+    """Export ``graph`` (a SegmentationGraph) to ``path`` with ``metadata``; written atomically.
+
+    The file describes itself: its metadata's input spec is set to ``size``, the size it is
+    exported at (the runtime refuses a file whose input differs from its spec).
+    """
     import onnx
     import torch
+
+    metadata = dataclasses.replace(metadata, input_spec=dataclasses.replace(metadata.input_spec, height=size[0],
+                                                                            width=size[1]))
 
     example = torch.rand(1, 3, *size)
     buffer = io.BytesIO()
@@ -160,10 +167,8 @@ def export(options: ExportOptions, *, log: Any = sys.stderr) -> dict[str, Any]:
             require("torch2trt", TORCH2TRT_HINT)
     graph, metadata = load_graph(options.student, argmax_stride=options.argmax_stride)
     height, width = options.size or (metadata.input_spec.height, metadata.input_spec.width)
-    # the files describe themselves: the input spec at the exported size, the arg-max stride the graph really uses
-    spec = dataclasses.replace(metadata.input_spec, height=height, width=width)
-    metadata = ModelMetadata(metadata.label_set, spec, metadata.logits_stride, min(options.argmax_stride,
-                                                                                   metadata.logits_stride))
+    # the files describe themselves: the arg-max stride the graph really uses (export_onnx sets the size)
+    metadata = dataclasses.replace(metadata, argmax_stride=min(options.argmax_stride, metadata.logits_stride))
     out = Path(options.out_dir)
     static = export_onnx(graph, metadata, out / f"student_{height}x{width}.onnx", size=(height, width), dynamic=False,
                          opset=options.opset, simplify=options.simplify)
