@@ -41,6 +41,18 @@ def test_millimetre_and_metre_encodings_agree():
 
 
 @pytest.mark.parametrize("mapping", ["inverse", "linear", "log"])
+@pytest.mark.parametrize("window_m", [(0.5, 80.0), (0.2, 10.0)])
+def test_millimetre_table_gives_the_bytes_of_the_float_arithmetic_for_every_value(mapping, window_m):
+    # 16UC1 goes through a lookup table; 32FC1 through the float32 arithmetic it was built from
+    spec = InputSpec("depth", depth_min_m=window_m[0], depth_max_m=window_m[1], depth_mapping=mapping)
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    image = depth_to_image(every, "16UC1", spec)
+    np.testing.assert_array_equal(image, depth_to_image(every.astype(np.float32) * np.float32(0.001), "32FC1", spec))
+    image[0, 0] = 7  # the caller's own array, not the cached table
+    assert depth_to_image(every, "16UC1", spec)[0, 0] == 0
+
+
+@pytest.mark.parametrize("mapping", ["inverse", "linear", "log"])
 def test_nearer_is_brighter_for_every_mapping(mapping):
     spec = InputSpec("depth", depth_mapping=mapping)
     depth = np.linspace(0.5, 80, 300, dtype=np.float32)[None]
