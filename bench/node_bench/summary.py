@@ -28,6 +28,7 @@ def summarise(result: dict[str, Any]) -> None:
     result["node_overhead_ms"] = headline["node_overhead_ms"] if headline else None
     result["node_overhead_vs_inference_ms"] = headline["node_overhead_vs_inference_ms"] if headline else None
     result["node_overhead_vs_in_node_segment_ms"] = headline.get("node_overhead_vs_in_node_segment_ms") if headline else None
+    result["node_overhead_vs_paced_bare_ms"] = headline.get("node_overhead_vs_paced_bare_ms") if headline else None
     result["node_overhead_run"] = (f"{headline['rate_hz']} Hz, input_qos {headline['input_qos']}, {headline['executor']}"
                                    if headline else None)
     evt3 = [r for r in result["event_runs"] if r["message_type"] == "event_packet"]

@@ -18,15 +18,18 @@ def print_tables(result: dict[str, Any]) -> None:
         print(f"bare depth pipeline (640x480 16UC1, network {bare['network_input_hw']}): segment p50 "
               f"{fmt(bare['segment_ms']['total']['p50'], 2)} ms = preprocess {fmt(bare['segment_ms']['preprocess']['p50'], 2)} "
               f"+ inference {fmt(bare['segment_ms']['inference']['p50'], 2)} + postprocess "
-              f"{fmt(bare['segment_ms']['postprocess']['p50'], 2)}; backend.infer {fmt(bare['infer_ms']['p50'], 2)} ms")
+              f"{fmt(bare['segment_ms']['postprocess']['p50'], 2)}; backend.infer {fmt(bare['infer_ms']['p50'], 2)} ms; "
+              f"paced at 10 Hz {fmt(bare.get('segment_paced_10hz_ms', {}).get('total', {}).get('p50'), 2)} ms")
     print(f"{'image node':<20}{'in fps':>8}{'out fps':>9}{'masks':>9}{'drops':>7}{'lat p50':>9}{'lat p99':>9}"
-          f"{'overhead':>10}{'vs node':>9}   (ms; overhead = lat p50 - bare segment; vs node = - in-node segment)")
+          f"{'overhead':>10}{'vs node':>9}{'vs paced':>9}   (ms; overhead = lat p50 - bare segment; "
+          f"vs node = - in-node segment; vs paced = - bare segment paced at 10 Hz)")
     for tag, run in labelled_runs(result, "image_runs"):
         label = f"{run['rate_hz'] + (' Hz' if run['rate_hz'] != 'max' else '')} {tag}"
         print(f"{label:<20}{fmt(run['input_fps']):>8}{fmt(run['output_fps']):>9}"
               f"{str(run['masks_received']) + '/' + str(run['frames_published']):>9}{fmt(run['handover_dropped']):>7}"
               f"{fmt(run['latency_ms']['p50'], 2):>9}{fmt(run['latency_ms']['p99'], 2):>9}"
-              f"{fmt(run.get('node_overhead_ms'), 2):>10}{fmt(run.get('node_overhead_vs_in_node_segment_ms'), 2):>9}")
+              f"{fmt(run.get('node_overhead_ms'), 2):>10}{fmt(run.get('node_overhead_vs_in_node_segment_ms'), 2):>9}"
+              f"{fmt(run.get('node_overhead_vs_paced_bare_ms'), 2):>9}")
     if result.get("bare"):
         events = result["bare"]["events"]
         print(f"\nbare event path, one core: decode {events['mev_s_one_core']['decode_evt3']} Mev/s, accumulate "

@@ -76,6 +76,23 @@ def test_the_maximum_event_rate_is_the_highest_rate_up_to_which_every_shipped_ra
     assert len(result["notes"]) == 1 + len(rows)  # the lossy-rate note and one line per comparison row
 
 
+def test_only_the_10_hz_run_is_compared_with_the_bare_pipeline_paced_at_10_hz():
+    from bench.node_bench.image_runs import add_overheads
+
+    bare = {"segment_ms": {"total": {"p50": 2.5}}, "infer_ms": {"p50": 1.5}, "segment_paced_10hz_ms": {"total": {"p50": 4.0}}}
+    runs = {rate: {"rate_hz": rate, "input_qos": "SENSOR_DATA", "executor": "SingleThreadedExecutor",
+                   "latency_ms": {"p50": 9.0}, "node_timers_ms": {"segment_total": {"p50": 5.0}}}
+            for rate in ("10", "30", "max")}
+    for run in runs.values():
+        add_overheads(run, bare)
+    assert (runs["10"]["node_overhead_ms"], runs["10"]["node_overhead_vs_paced_bare_ms"]) == (6.5, 5.0)
+    assert runs["10"]["node_overhead_vs_inference_ms"] == 7.5 and runs["10"]["node_overhead_vs_in_node_segment_ms"] == 4.0
+    assert "node_overhead_vs_paced_bare_ms" not in runs["30"] and "node_overhead_vs_paced_bare_ms" not in runs["max"]
+    result = {"dds": {}, "image_runs": list(runs.values()), "event_runs": []}
+    summarise(result)
+    assert (result["node_overhead_ms"], result["node_overhead_vs_paced_bare_ms"]) == (6.5, 5.0)
+
+
 def test_the_dds_record_names_the_profile_in_effect_or_says_it_is_unset(monkeypatch):
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     unset = dds_info()
@@ -138,6 +155,8 @@ def test_a_micro_run_writes_every_key_with_sane_values(tmp_path, tiny_onnx_model
 
     bare = result["bare"]["depth"]
     assert bare["segment_ms"]["total"]["p50"] > 0 and bare["infer_ms"]["p50"] > 0
+    paced = bare["segment_paced_10hz_ms"]  # once per 100 ms, as the node runs it at 10 Hz
+    assert paced["total"]["n"] == 10 and paced["total"]["p50"] >= paced["inference"]["p50"] > 0
     (image,) = result["image_runs"]
     # as shipped: spin_nodes' own executor class, read back from the node, and the node's own best-effort input QoS
     from madm_ros.nodes import spin

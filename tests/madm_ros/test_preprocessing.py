@@ -11,6 +11,7 @@ from madm_ros.preprocessing import (
     depth_to_image,
     invalid_frame_reason,
     modality_image,
+    percentiles_u16,
     preprocess,
     thermal_to_image,
     to_network_input,
@@ -38,6 +39,19 @@ def test_millimetre_and_metre_encodings_agree():
     mm = rng.integers(0, 60000, size=(40, 50), dtype=np.uint16)
     metres = mm.astype(np.float32) / 1000
     np.testing.assert_array_equal(depth_to_image(mm, "16UC1", spec), depth_to_image(metres, "32FC1", spec))
+
+
+def test_histogram_percentiles_are_numpys_to_the_last_bit():
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 65536, (480, 640), dtype=np.uint16), np.zeros((1, 1), np.uint16),
+              np.array([[0, 65535]], np.uint16), np.full((3, 7), 1234, np.uint16)]
+    for trial in range(400):  # sizes that put the virtual index on, below and above .5 between neighbours
+        h, w = rng.integers(1, 50, 2)
+        spread = (1, 4, 3000, 65535)[trial % 4]
+        frames.append(np.clip(rng.normal(30000, spread, (h, w)), 0, 65535).astype(np.uint16))
+    for raw in frames:
+        assert percentiles_u16(raw, (1, 99)) == [float(v) for v in np.percentile(raw, (1, 99))], raw.shape
+    assert percentiles_u16(frames[0], (0, 50, 100)) == [float(v) for v in np.percentile(frames[0], (0, 50, 100))]
 
 
 @pytest.mark.parametrize("mapping", ["inverse", "linear", "log"])
