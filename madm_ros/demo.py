@@ -467,7 +467,7 @@ def _wait_until_idle(node: Any, recorder: DemoRecorder, messages_sent: int | Non
     """Let the last messages into the node, its last frames through it and to the recorder."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if messages_sent is not None and (node.source is None or node.source.stream.messages < messages_sent):
+        if messages_sent is not None and (node.source is None or node.source.messages < messages_sent):
             time.sleep(0.05)
             continue
         counters = node.counters()

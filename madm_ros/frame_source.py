@@ -28,9 +28,10 @@ from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 
 if TYPE_CHECKING:
+    from madm_ros.events.stream import EventFrameStream
     from madm_ros.node_params import EventParams
 
-__all__ = ["EventFrames", "Frame", "ImageFrames", "frame_source"]
+__all__ = ["Frame", "ImageFrames", "event_frames", "frame_source"]
 
 
 @dataclass(frozen=True)
@@ -86,38 +87,27 @@ class ImageFrames:
         return [Frame(array, str(message.encoding), stamp_to_ns(message.header.stamp), str(message.header.frame_id))]
 
     def counters(self) -> dict[str, int]:
-        """Nothing beyond the problems (kept for symmetry with :class:`EventFrames`)."""
+        """Nothing beyond the problems (kept for symmetry with ``EventFrameStream.counters``)."""
         return {}
 
 
-class EventFrames:
-    """Event messages → edge frames through :class:`~madm_ros.events.stream.EventFrameStream`.
+def event_frames(params: EventParams, problems: ProblemCounter) -> EventFrameStream:
+    """The frame source of an event topic, set up as the event node's parameters say.
 
-    Args:
-        params: The event node's parameters (message type, accumulation, restarts, gaps, size limits).
-        problems: Where the stream counts its problems.
+    An :class:`~madm_ros.events.stream.EventFrameStream` with their message type, accumulation,
+    restart, gap and sensor-size settings.
     """
+    from madm_ros.events.stream import EventFrameStream
+    from madm_ros.node_params import edge_fields
 
-    kind = "events"
-
-    def __init__(self, params: EventParams, problems: ProblemCounter) -> None:
-        from madm_ros.events.stream import EventFrameStream
-        from madm_ros.node_params import edge_fields
-
-        self.problems = problems
-        self.stream = EventFrameStream(params.message_type, edge_fields(params), problems,
-                                       restart_after_us=round(params.restart_after_ms * 1000), limits=params.limits)
-
-    def push(self, message: Any) -> list[Frame]:
-        """The edge frames the message completed, oldest first."""
-        return [Frame(f.image, "mono8", f.stamp_ns, f.frame_id) for f in self.stream.push(message)]
-
-    def counters(self) -> dict[str, int]:
-        """The stream's message, decode and accumulation counters."""
-        return self.stream.counters()
+    return EventFrameStream(params.message_type, edge_fields(params), problems,
+                            restart_after_us=round(params.restart_after_ms * 1000), limits=params.limits)
 
 
 def frame_source(kind: str, params: Any, problems: ProblemCounter,
-                 convert: Callable[[Any], np.ndarray] | None = None) -> ImageFrames | EventFrames:
-    """The source for an ``image`` or ``events`` topic with the node parameters ``params``."""
-    return EventFrames(params, problems) if kind == "events" else ImageFrames(problems, convert, params.limits)
+                 convert: Callable[[Any], np.ndarray] | None = None) -> ImageFrames | EventFrameStream:
+    """The source for an ``image`` or ``events`` topic with the node parameters ``params``.
+
+    Both have ``push(message) -> list[Frame]``, ``counters()``, ``problems`` and ``kind``.
+    """
+    return event_frames(params, problems) if kind == "events" else ImageFrames(problems, convert, params.limits)

@@ -25,34 +25,26 @@ already carry ROS time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from madm_ros.errors import ConfigError, MadmError
 from madm_ros.events.codecs import PacketDecoder, decode_packet, events_from_event_array, events_from_packed
 from madm_ros.events.edge_frames import AccumulatorStats, EdgeFrameAccumulator, EdgeFrameConfig, check_edge_frame_fields
 from madm_ros.events.types import EVENT_ARRAY_MESSAGES, MESSAGE_TYPES, DecodeStats, Events
+from madm_ros.frame_source import Frame
 from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_sensor_size
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import stamp_to_ns
 
-__all__ = ["MESSAGE_TYPES", "EventFrameStream", "StampedFrame"]
-
-@dataclass(frozen=True)
-class StampedFrame:
-    """An edge frame with its ROS stamp (ns) and the header ``frame_id`` of the message that completed it."""
-
-    image: np.ndarray
-    stamp_ns: int
-    frame_id: str
-    t_end_us: int
-    n_events: int
+__all__ = ["MESSAGE_TYPES", "EventFrameStream"]
 
 
 class EventFrameStream:
-    """Decode, accumulate and stamp the messages of one event topic.
+    """Decode, accumulate and stamp the messages of one event topic: the frame source of event topics.
+
+    Its frames are ``mono8`` :class:`~madm_ros.frame_source.Frame` objects, exactly the network's
+    input, as :class:`~madm_ros.frame_source.ImageFrames` gives for image topics; the node callback,
+    ``bag_eval`` and ``adapt --target-bag`` push messages straight into it.
 
     Args:
         message_type: A key of :data:`MESSAGE_TYPES`.
@@ -74,6 +66,7 @@ class EventFrameStream:
         EdgeFrameConfig(width=65535, height=65535, **edge_fields)  # validate now, not at the first message
         if restart_after_us <= 0:
             raise ConfigError(f"restart_after_us must be positive, got {restart_after_us}")
+        self.kind = "events"  # the frame-source kind: the prefix of its counters in node diagnostics
         self.message_type = message_type
         self.edge_fields = dict(edge_fields)
         self.restart_after_us = int(restart_after_us)
@@ -114,8 +107,12 @@ class EventFrameStream:
         return {"messages": self.messages, **{f"decode_{k}": v for k, v in decoded.items()},
                 **{f"accumulate_{k}": v for k, v in summed.items()}}
 
-    def push(self, message: Any) -> list[StampedFrame]:
-        """Add one message; return the frames it completed (oldest first). Never raises on bad input."""
+    def push(self, message: Any) -> list[Frame]:
+        """Add one message; return the edge frames it completed (oldest first). Never raises on bad input.
+
+        Each is stamped with the end of its slice in ROS time and carries the ``frame_id`` of the
+        message that completed it.
+        """
         self.messages += 1
         try:
             key = self._stream_key(message)
@@ -155,8 +152,7 @@ class EventFrameStream:
         self._last_t = int(events.t[-1])
         assert self._accumulator is not None
         frame_id = str(message.header.frame_id)
-        return [StampedFrame(f.image, self._offset_ns + f.t_end_us * 1000, frame_id, f.t_end_us, f.n_events)
-                for f in self._accumulator.push(events)]
+        return [Frame(f.image, "mono8", self._offset_ns + f.t_end_us * 1000, frame_id) for f in self._accumulator.push(events)]
 
     # ------------------------------------------------------------------ internals
     def _stream_key(self, message: Any) -> tuple[str, int, int]:

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -49,7 +49,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
 from madm_ros.errors import ConfigError, MadmError
-from madm_ros.frame_source import EventFrames, Frame, ImageFrames
+from madm_ros.frame_source import Frame, ImageFrames
 from madm_ros.metrics import latency_summary
 from madm_ros.node_params import ParameterInfo, SegmentationParams, parameter_table, params_from_values
 from madm_ros.nodes.image_messages import array_to_image_msg
@@ -57,6 +57,9 @@ from madm_ros.nodes.worker import LatestSlot
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import split_ns, stamp_to_ns
 from madm_ros.segmenter import UNLABELLED, Segmenter, load_segmenter, scale_camera_matrix
+
+if TYPE_CHECKING:
+    from madm_ros.events.stream import EventFrameStream
 
 __all__ = ["FrameJob", "SegmentationNode", "frame_header", "qos_profile"]
 
@@ -131,7 +134,7 @@ class SegmentationNode(LifecycleNode):
         self.segmenter: Segmenter | None = None
         self._lock = threading.Lock()
         self.problems = ProblemCounter(self._log_first_problem)
-        self.source: ImageFrames | EventFrames | None = None  # set on activate by the subclass
+        self.source: ImageFrames | EventFrameStream | None = None  # set on activate by the subclass
         self.timing: Callable[[str, float], None] | None = None
         """Called with (stage, milliseconds) per frame when set (bench/node_latency.py); None costs nothing."""
         self._failure = "not configured yet"
@@ -337,7 +340,7 @@ class SegmentationNode(LifecycleNode):
     def _subscribe(self) -> None:
         raise NotImplementedError
 
-    def _make_source(self) -> ImageFrames | EventFrames:
+    def _make_source(self) -> ImageFrames | EventFrameStream:
         """The frame source of the current parameters (a new one after an ``input`` parameter change)."""
         raise NotImplementedError
 

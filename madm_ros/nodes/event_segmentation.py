@@ -1,6 +1,6 @@
 """Event segmentation node: ``events`` in, edge frames accumulated in real time, masks out.
 
-The subscription callback decodes and accumulates (:class:`madm_ros.frame_source.EventFrames`),
+The subscription callback decodes and accumulates (:class:`madm_ros.events.stream.EventFrameStream`),
 publishes every completed edge frame on ``~/edge_frame`` (mono8: exactly the image the network
 sees) and hands the newest frame to the inference thread; it never waits for inference, so a slow
 model drops frames (counted) instead of events. Frames are stamped with the end of their slice
@@ -20,15 +20,18 @@ Run alone: ``ros2 run madm_ros event_segmentation --ros-args -r events:=/event_c
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from madm_ros.errors import ConfigError
 from madm_ros.events.stream import MESSAGE_TYPES
-from madm_ros.frame_source import EventFrames, Frame
+from madm_ros.frame_source import Frame, event_frames
 from madm_ros.node_params import EventParams
 from madm_ros.nodes.base import SegmentationNode, qos_profile
 from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.ros_messages import message_class_of
+
+if TYPE_CHECKING:
+    from madm_ros.events.stream import EventFrameStream
 
 __all__ = ["EventSegmentationNode", "main", "message_class"]
 
@@ -47,7 +50,6 @@ class EventSegmentationNode(SegmentationNode):
     MODALITY = "events"
 
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
-        self._received_any = False
         self._event_class: Any = None
         super().__init__(node_name, **kwargs)
 
@@ -72,25 +74,21 @@ class EventSegmentationNode(SegmentationNode):
 
     def _main_subscription(self) -> Any:
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        return self.create_subscription(self._event_class, "events", self._on_events, qos, callback_group=self._input_group)
+        return self.create_subscription(self._event_class, "events", self._on_input, qos, callback_group=self._input_group)
 
-    def _make_source(self) -> EventFrames:
-        return EventFrames(self.params, self.problems)
+    def _make_source(self) -> EventFrameStream:
+        return event_frames(self.params, self.problems)
 
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop
         return tuple(crop) if crop else super()._camera_window(info)  # type: ignore[return-value]
-
-    def _on_events(self, message: Any) -> None:
-        self._received_any = True
-        self._on_input(message)
 
     def _publish_input_frame(self, frame: Frame, header: Any) -> None:
         if self.wanted("edge_frame"):
             self._outputs["edge_frame"].publish(array_to_image_msg(frame.array, "mono8", header))
 
     def _publish_diagnostics(self) -> None:
-        if not self._received_any and self._main_input is not None:
+        if self._main_input is not None and self.source is not None and not self.source.messages:
             self._check_topic_type()
         super()._publish_diagnostics()
 

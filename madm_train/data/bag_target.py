@@ -147,7 +147,7 @@ class _Reading:
         """Why the folder cannot hold ``frame`` (of the frame source ``frames``) beside earlier ones (counted), or ``""``."""
         if not self.encoding:
             self.encoding, self.shape = frame.encoding, frame.array.shape
-            self.sensor_size = frames.stream.sensor_size if modality == "events" else None
+            self.sensor_size = frames.sensor_size if modality == "events" else None
             return ""
         if frame.encoding != self.encoding:
             self.problems.report("encoding_change", f"the topic changes encoding from {self.encoding} to {frame.encoding}; "
@@ -236,7 +236,7 @@ def _edge_meta(reading: _Reading, params: Any) -> dict[str, Any]:
 def _notes(modality: str, bag: Path, topic: str, params: Any, reading: _Reading, source: Any) -> dict[str, str]:
     text = f"extracted from {bag} topic {topic}"
     if modality == "events":
-        text += f" ({params.message_type}) by madm_ros.frame_source.EventFrames, as the event node"
+        text += f" ({params.message_type}) by madm_ros.events.stream.EventFrameStream, as the event node"
     if source.note:
         text += f"; the bag was read unusually: {source.note}"
     if source.problem:

@@ -98,7 +98,7 @@ def in_memory_miou(scenes, modality: str, model: Path) -> tuple[float, int]:
         near = [f for f in frames if abs(f.stamp_ns - label_ns) <= 25_000_000]
         if near:
             best = min(near, key=lambda f: abs(f.stamp_ns - label_ns))
-            matrix.update(segmenter.segment(best.image, "mono8").labels, scene_label(scene, modality))
+            matrix.update(segmenter.segment(best.array, "mono8").labels, scene_label(scene, modality))
     return matrix.miou(), len(frames)
 
 

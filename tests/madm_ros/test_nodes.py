@@ -345,7 +345,7 @@ def test_an_event_flood_drops_frames_not_memory(ros, tiny_onnx_models):
         assert wait_until(lambda: node.counters()["frames_in"] > 500, 60)
         time.sleep(1.0)
         counters = node.counters()
-        accumulator = node.source.stream._accumulator
+        accumulator = node.source._accumulator
         pending = sum(len(chunk) for _, chunk in accumulator._chunks)
     assert counters["total_dropped_frames"] > counters["frames_out"] > 0
     handled = counters["frames_out"] + counters["total_dropped_frames"] + counters["skipped_no_subscribers"]
@@ -405,7 +405,7 @@ def test_set_parameters_applies_live_changes_and_refuses_the_rest_with_the_reaso
         source = node.source
         (ok,) = node.set_parameters([Parameter("accumulation_time_ms", value=20.0)])
         assert ok.successful and node.source is not source  # input: a new frame source with the new window
-        assert node.source.stream.edge_fields["window_us"] == 20_000
+        assert node.source.edge_fields["window_us"] == 20_000
         (refused,) = node.set_parameters([Parameter("overlay_alpha", value=2.0)])
         assert not refused.successful and node.params.overlay_alpha == 0.2
         (refused,) = node.set_parameters([Parameter("model_file_path", value=str(tmp_path / "other.onnx"))])

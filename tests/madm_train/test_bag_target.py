@@ -159,7 +159,7 @@ def test_event_bag_frames_are_exactly_the_event_nodes_frames(tmp_path, shared_da
     for folder, folder_meta in ((tmp_path / "frames", meta), (target.target, target_meta)):
         assert folder_meta.stamps_us == tuple(f.stamp_ns // 1000 for f in node)
         for name, frame in zip(folder_meta.frames, node):
-            np.testing.assert_array_equal(read_image(folder, "events", name), frame.image)
+            np.testing.assert_array_equal(read_image(folder, "events", name), frame.array)
         assert folder_meta.edge_frame_config() == EdgeFrameConfig(width=640, height=480, **fields)
 
 
