@@ -127,6 +127,7 @@ class SegmentationNode(LifecycleNode):
 
     PARAMS: type[SegmentationParams] = SegmentationParams
     MODALITY: str | None = None  # the modality the node serves (``None``: taken from a parameter)
+    INPUT_FRAME_TOPIC: str | None = None  # ``~/<topic>`` publishing each network input frame (mono8), if any
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -358,15 +359,12 @@ class SegmentationNode(LifecycleNode):
         from madm_ros.msg import SegmentationInfo
 
         qos = qos_profile(self.params.output_qos, self.params.output_qos_depth)
-        for topic in (*OUTPUT_TOPICS, *self._extra_image_outputs()):
+        for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ())):
             self._outputs[topic] = self.create_publisher(Image, f"~/{topic}", qos)
         self._outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
         self._outputs["label_info"].publish(self._label_info())
-
-    def _extra_image_outputs(self) -> tuple[str, ...]:
-        return ()
 
     def _label_info(self) -> Any:
         import hashlib
@@ -393,12 +391,10 @@ class SegmentationNode(LifecycleNode):
         self._time("frame_source", (time.perf_counter() - received) * 1e3)
         for frame in frames:  # older frames completed by the same message replace each other (counted drops)
             header = frame_header(frame)
-            self._publish_input_frame(frame, header)
+            if self.INPUT_FRAME_TOPIC and self.wanted(self.INPUT_FRAME_TOPIC):
+                self._outputs[self.INPUT_FRAME_TOPIC].publish(array_to_image_msg(frame.array, frame.encoding, header))
             self.submit(FrameJob(frame.array, frame.encoding, header, received))
         self._time("callback", (time.perf_counter() - received) * 1e3)
-
-    def _publish_input_frame(self, frame: Frame, header: Any) -> None:
-        """Publish the frame itself where the node has an output for it (the event node's ``~/edge_frame``)."""
 
     def _time(self, stage: str, milliseconds: float) -> None:
         if self.timing is not None:

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from madm_ros.errors import ConfigError
 from madm_ros.events.stream import MESSAGE_TYPES
-from madm_ros.frame_source import Frame, event_frames
+from madm_ros.frame_source import event_frames
 from madm_ros.node_params import EventParams
 from madm_ros.nodes.base import SegmentationNode, qos_profile
-from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.ros_messages import message_class_of
 
 if TYPE_CHECKING:
@@ -48,13 +47,11 @@ class EventSegmentationNode(SegmentationNode):
 
     PARAMS = EventParams
     MODALITY = "events"
+    INPUT_FRAME_TOPIC = "edge_frame"  # exactly the image the network sees
 
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
         self._event_class: Any = None
         super().__init__(node_name, **kwargs)
-
-    def _extra_image_outputs(self) -> tuple[str, ...]:
-        return ("edge_frame",)
 
     def _subscribe(self) -> None:
         from sensor_msgs.msg import CameraInfo
@@ -82,10 +79,6 @@ class EventSegmentationNode(SegmentationNode):
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop
         return tuple(crop) if crop else super()._camera_window(info)  # type: ignore[return-value]
-
-    def _publish_input_frame(self, frame: Frame, header: Any) -> None:
-        if self.wanted("edge_frame"):
-            self._outputs["edge_frame"].publish(array_to_image_msg(frame.array, "mono8", header))
 
     def _publish_diagnostics(self) -> None:
         if self._main_input is not None and self.source is not None and not self.source.messages:

@@ -277,7 +277,7 @@ def test_rviz_config_shows_topics_the_nodes_publish():
     displays = [d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
     published = set()
     for spec in LAUNCHES.values():
-        extra = EventSegmentationNode._extra_image_outputs(None) if spec.node_name == "event_segmentation" else ()  # type: ignore[arg-type]
+        extra = (EventSegmentationNode.INPUT_FRAME_TOPIC,) if spec.node_name == "event_segmentation" else ()
         published |= {f"/{spec.node_name}/{topic}" for topic in (*OUTPUT_TOPICS, *extra)}
     topics = [d["Topic"]["Value"] for d in displays]
     assert set(topics) <= published, set(topics) - published

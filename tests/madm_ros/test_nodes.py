@@ -282,6 +282,58 @@ def random_events(n: int, t0: int, t1: int, seed: int, width: int = 128, height:
                   np.sort(rng.integers(t0, t1, n)).astype(np.int64), rng.integers(0, 2, n).astype(np.uint8))
 
 
+def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_published_mask(ros, tiny_onnx_models):
+    """The files with logic one evt3 packet passes, traced: each stage entered once, none bypassed or doubled.
+
+    Per packet: the node's callback, the stream, the decoder and the accumulator (with their numba
+    kernel files); per completed frame also the hand-over slot, the segmenter, preprocessing, the
+    backend and the output message. Small leaf helpers (stamps, event slicing, size limits, the
+    label set, batch checks, message fields) are listed apart.
+    """
+    import sys
+    from pathlib import Path
+
+    import madm_ros
+
+    root = Path(madm_ros.__file__).parent
+    node = event_node(tiny_onnx_models["events"], input_qos="DEFAULT")
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)
+    with spinning(ros):
+        assert wait_until(lambda: node.wanted("raw_segmentation_mask"))
+    jobs = []
+    node._slot.put = jobs.append  # the inference thread stays idle: the frame is processed below, traced
+    calls: list[tuple[str, str]] = []
+
+    def trace(frame, event, arg):
+        path = Path(frame.f_code.co_filename)
+        if event == "call" and path.is_relative_to(root):
+            calls.append((path.relative_to(root).as_posix(), frame.f_code.co_name))
+
+    packets = [evt3_packet(random_events(500, k * 10_000, (k + 1) * 10_000, seed=k), k, 10**9 + k * 10**7) for k in range(6)]
+    for packet in packets[:5]:  # slices of 50 ms: the sixth packet completes the first frame
+        node._on_input(packet)
+    sys.setprofile(trace)
+    try:
+        node._on_input(packets[5])
+        packet_calls = list(calls)
+        node._process(jobs[-1])
+    finally:
+        sys.setprofile(None)
+    assert len(jobs) == 1
+    helpers = {"ros_messages.py", "events/types.py", "limits.py", "palettes.py", "backends/__init__.py",
+               "image_conversion.py"}
+    packet_files = list(dict.fromkeys(f for f, _ in packet_calls if f not in helpers))
+    assert packet_files == ["nodes/base.py", "events/stream.py", "events/codecs.py", "events/_kernels_decode.py",
+                            "events/edge_frames.py", "events/_kernels_accumulate.py"]
+    assert packet_calls.count(("events/stream.py", "push")) == 1  # the stream is entered once per packet
+    frame_files = list(dict.fromkeys(f for f, _ in calls[len(packet_calls):] if f not in helpers))
+    assert frame_files == ["nodes/base.py", "segmenter.py", "preprocessing.py", "backends/ort.py",
+                           "nodes/image_messages.py"]
+    with spinning(node, ros):
+        assert masks.wait_for(1)
+    node.destroy_node()
+
+
 def test_bad_event_packets_are_counted_and_the_node_keeps_segmenting(ros, tiny_onnx_models):
     pytest.importorskip("event_camera_msgs")
     from event_camera_msgs.msg import EventPacket
