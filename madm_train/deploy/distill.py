@@ -115,10 +115,10 @@ def _teacher_pass(options: DistillOptions, frames: Sequence[Any], num_classes: i
     from tqdm import tqdm
 
     from madm_train.deploy.teacher_cache import TeacherCache
-    from madm_train.models.saved import load_saved
+    from madm_train.models.saved import LOGITS_METHOD, load_saved
 
     cache = TeacherCache(options.cache_dir or options.out_dir / "teacher_cache", options.teacher, num_classes,
-                         options.cache_stride)
+                         options.cache_stride, method=LOGITS_METHOD)
     outputs: list[np.ndarray | None] = [cache.get(frames[i].image) for i in range(len(frames))]
     missing = [i for i, o in enumerate(outputs) if o is None]
     print(f"distill: teacher logits for {len(frames)} frames: {len(frames) - len(missing)} cached, {len(missing)} to "

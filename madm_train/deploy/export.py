@@ -157,8 +157,13 @@ def _build_torch2trt(graph: Any, onnx_path: Path, engine: Path, precision: str, 
     return info
 
 
-def export(options: ExportOptions, *, log: Any = sys.stderr) -> dict[str, Any]:
-    """Run the export steps of ``options``; returns (and writes to ``export.json``) the report."""
+def export(options: ExportOptions, *, log: Any = None) -> dict[str, Any]:
+    """Run the export steps of ``options``; returns (and writes to ``export.json``) the report.
+
+    ``log`` receives the progress lines: the ``sys.stderr`` of the moment when None (a default
+    bound at import would keep writing to a stream replaced or closed since).
+    """
+    log = sys.stderr if log is None else log
     from madm_train.deploy.pytorch_backend import load_graph
 
     if options.tensorrt:  # say so before any work, not after minutes of export

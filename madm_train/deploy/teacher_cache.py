@@ -4,8 +4,10 @@ Layout: ``<cache>/<teacher key>/<frame key>.npy``, one FP16 K×⌈H/s⌉×⌈W/s
 (s = ``stride``; 11×128×128 FP16 ≈ 360 KB at 512², what reference/edge.md §7 recommends instead of
 full-resolution float maps).
 
-- The teacher key hashes the teacher's ``config.json`` and weights plus the stride: a retrained or
-  different teacher gets its own folder and can never be served another teacher's outputs.
+- The teacher key hashes the teacher's ``config.json`` and weights, and names the stride and how
+  the logits are computed (``method``, :data:`~madm_train.models.saved.LOGITS_METHOD`): a
+  retrained or different teacher, or the same teacher labelling frames another way, gets its own
+  folder and can never be served other logits.
 - The frame key hashes the network tensor itself (bytes, shape): a changed frame set, resolution
   or preprocessing misses the cache instead of reusing a wrong entry; identical frames share one.
 - Entries are written atomically; an unreadable or mis-shaped entry is recomputed, not trusted.
@@ -35,17 +37,22 @@ class TeacherCache:
         teacher: Saved teacher folder (hashed into the key; not loaded here).
         num_classes: K, checked on every read.
         stride: Logits are stored at 1/stride of the network size.
+        method: How the teacher's logits are computed (a name; another name is another folder).
     """
 
-    def __init__(self, root: str | Path, teacher: str | Path, num_classes: int, stride: int = 4) -> None:
+    def __init__(self, root: str | Path, teacher: str | Path, num_classes: int, stride: int = 4, *,
+                 method: str) -> None:
+        if not method or not all(c.isalnum() or c in "-_." for c in method):
+            raise ValueError(f"method must be a non-empty name of letters, digits, '-', '_' or '.', got {method!r}")
         self.teacher_sha256 = folder_sha256(teacher)
-        self.folder = Path(root) / f"{self.teacher_sha256[:16]}-s{stride}"
+        self.folder = Path(root) / f"{self.teacher_sha256[:16]}-s{stride}-{method}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.num_classes, self.stride = num_classes, stride
         manifest = self.folder / "teacher.json"
         if not manifest.exists():
-            atomic_write_bytes(manifest, json.dumps({"teacher": str(teacher), "teacher_sha256": self.teacher_sha256,
-                                                     "stride": stride, "num_classes": num_classes}, indent=1).encode())
+            record = {"teacher": str(teacher), "teacher_sha256": self.teacher_sha256, "stride": stride,
+                      "num_classes": num_classes, "method": method}
+            atomic_write_bytes(manifest, json.dumps(record, indent=1).encode())
 
     @staticmethod
     def frame_key(image: np.ndarray) -> str:

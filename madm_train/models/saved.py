@@ -23,9 +23,16 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["CONFIG_FILE", "SAVED_FORMATS", "WEIGHTS_FILE", "LoadedModel", "fill_weights", "load_saved", "read_format_config",
-           "read_model_folder", "saved_format", "windowed_logits", "write_model_folder"]
+__all__ = ["CONFIG_FILE", "LOGITS_METHOD", "SAVED_FORMATS", "WEIGHTS_FILE", "LoadedModel", "fill_weights", "load_saved",
+           "read_format_config", "read_model_folder", "saved_format", "windowed_logits", "write_model_folder"]
 
+LOGITS_METHOD = "windowed-1"
+"""How :func:`load_saved`'s ``logits`` label a frame, as a name: bump it whenever that changes.
+
+Cached teacher logits (:class:`~madm_train.deploy.teacher_cache.TeacherCache`) are keyed by it
+beside the teacher's weights: same weights labelled another way (sliding windows instead of
+padding, 2026-12) must not be served the old logits.
+"""
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 

@@ -91,19 +91,24 @@ def test_the_teacher_runs_once_per_frame(world, report, capsys):
 
 def test_the_cache_is_keyed_by_teacher_and_frame_content_and_recovers_from_corruption(world, tmp_path):
     frame = np.random.default_rng(0).random((3, 64, 128), dtype=np.float32)
-    cache = TeacherCache(tmp_path, world / "teacher", 11, stride=4)
+    cache = TeacherCache(tmp_path, world / "teacher", 11, stride=4, method="windowed-1")
     assert cache.get(frame) is None
     stored = cache.put(frame, torch.randn(11, 64, 128))
     assert stored.shape == (11, 16, 32) and stored.dtype == np.float16
     np.testing.assert_array_equal(cache.get(frame), stored)
     assert cache.get(frame[:, :, ::-1].copy()) is None  # another frame (or view) is another entry
-    assert TeacherCache(tmp_path, world / "teacher", 11, stride=8).folder != cache.folder
+    assert TeacherCache(tmp_path, world / "teacher", 11, stride=8, method="windowed-1").folder != cache.folder
+    # the same teacher labelling frames another way (padding, not windows) never sees the old logits
+    assert TeacherCache(tmp_path, world / "teacher", 11, stride=4, method="padded-0").get(frame) is None
+    with pytest.raises(ValueError, match="method"):
+        TeacherCache(tmp_path, world / "teacher", 11, method="../x")
     other = tmp_path / "other_teacher"
     other.mkdir()
     for name in ("config.json", "model.safetensors"):
         data = (world / "teacher" / name).read_bytes()
         (other / name).write_bytes(data + (b" " if name == "config.json" else b""))
-    assert TeacherCache(tmp_path, other, 11).get(frame) is None  # a changed teacher never sees the old logits
+    # a changed teacher never sees the old logits
+    assert TeacherCache(tmp_path, other, 11, method="windowed-1").get(frame) is None
     (cache.folder / f"{cache.frame_key(frame)}.npy").write_bytes(b"truncated")
     assert cache.get(frame) is None
 
