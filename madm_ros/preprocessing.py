@@ -155,7 +155,7 @@ def depth_to_image(depth: np.ndarray, encoding: str, spec: InputSpec) -> np.ndar
     return _metres_to_image(depth.astype(np.float32), spec.depth_min_m, spec.depth_max_m, spec.depth_mapping)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8, typed=True)
 def _millimetre_table(depth_min_m: float, depth_max_m: float, mapping: str) -> np.ndarray:
     """The uint8 image value of every ``16UC1`` millimetre value (read-only; cached per depth window)."""
     metres = np.arange(65536, dtype=np.uint16).astype(np.float32) * np.float32(0.001)
@@ -203,7 +203,14 @@ def percentiles_u16(raw: np.ndarray, percentiles: tuple[float, ...]) -> list[flo
     preprocessing), while 16-bit counts have only 65,536 values to count (0.6 ms). The order
     statistics next to each virtual index are read off the cumulative histogram and interpolated
     exactly as numpy does, so the result is the same to the last bit (tested against numpy).
+
+    Raises:
+        ValueError: ``raw`` is not a non-empty uint8/uint16 array, or a percentile lies outside 0…100.
     """
+    if raw.dtype not in (np.uint8, np.uint16) or raw.size == 0:
+        raise ValueError(f"percentiles_u16 needs a non-empty uint8 or uint16 array, got {raw.dtype} {raw.shape}")
+    if not all(0 <= q <= 100 for q in percentiles):
+        raise ValueError(f"percentiles must lie in 0…100, got {percentiles}")
     ends = np.cumsum(np.bincount(raw.ravel(), minlength=65536))  # ends[v] = how many values are <= v
     last = raw.size - 1
     values = []
@@ -212,7 +219,7 @@ def percentiles_u16(raw: np.ndarray, percentiles: tuple[float, ...]) -> list[flo
         below = min(int(np.floor(virtual)), last)
         gamma = virtual - np.floor(virtual)
         a, b = (float(v) for v in np.searchsorted(ends, (below, min(below + 1, last)), side="right"))
-        values.append(b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma)  # numpy's two-sided lerp
+        values.append(float(b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma))  # numpy's two-sided lerp
     return values
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bench.node_bench.image_runs import PACED_HZ
 from bench.node_bench.stats import fmt
 from bench.node_bench.summary import VARIANT_TAGS, labelled_runs
 
@@ -19,10 +20,11 @@ def print_tables(result: dict[str, Any]) -> None:
               f"{fmt(bare['segment_ms']['total']['p50'], 2)} ms = preprocess {fmt(bare['segment_ms']['preprocess']['p50'], 2)} "
               f"+ inference {fmt(bare['segment_ms']['inference']['p50'], 2)} + postprocess "
               f"{fmt(bare['segment_ms']['postprocess']['p50'], 2)}; backend.infer {fmt(bare['infer_ms']['p50'], 2)} ms; "
-              f"paced at 10 Hz {fmt(bare.get('segment_paced_10hz_ms', {}).get('total', {}).get('p50'), 2)} ms")
+              f"paced at {PACED_HZ} Hz "
+              f"{fmt(bare.get(f'segment_paced_{PACED_HZ}hz_ms', {}).get('total', {}).get('p50'), 2)} ms")
     print(f"{'image node':<20}{'in fps':>8}{'out fps':>9}{'masks':>9}{'drops':>7}{'lat p50':>9}{'lat p99':>9}"
           f"{'overhead':>10}{'vs node':>9}{'vs paced':>9}   (ms; overhead = lat p50 - bare segment; "
-          f"vs node = - in-node segment; vs paced = - bare segment paced at 10 Hz)")
+          f"vs node = - in-node segment; vs paced = - bare segment paced at {PACED_HZ} Hz)")
     for tag, run in labelled_runs(result, "image_runs"):
         label = f"{run['rate_hz'] + (' Hz' if run['rate_hz'] != 'max' else '')} {tag}"
         print(f"{label:<20}{fmt(run['input_fps']):>8}{fmt(run['output_fps']):>9}"

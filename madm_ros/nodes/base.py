@@ -127,7 +127,8 @@ class SegmentationNode(LifecycleNode):
 
     PARAMS: type[SegmentationParams] = SegmentationParams
     MODALITY: str | None = None  # the modality the node serves (``None``: taken from a parameter)
-    INPUT_FRAME_TOPIC: str | None = None  # ``~/<topic>`` publishing each network input frame (mono8), if any
+    INPUT_FRAME_TOPIC: str | None = None  # ``~/<topic>`` republishing each frame of the source as it is, if any
+    # (events: the mono8 edge frame, exactly the network's input)
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -277,7 +278,12 @@ class SegmentationNode(LifecycleNode):
         listened = any(publisher.get_subscription_count() > 0 for name, publisher in self._outputs.items()
                        if name != "label_info")
         if listened and self._main_input is None:
-            self._main_input = self._main_subscription()
+            try:
+                self._main_input = self._main_subscription()
+            except Exception as error:  # rclpy's RCLError: e.g. this process already has the topic with another type
+                self.report_problem("input_subscription_failed", f"could not subscribe to the input: {error}; "
+                                    f"retrying every {FOLLOW_PERIOD_S} s (check the topic's message type)")
+                return
             self._inputs.append(self._main_input)
         elif not listened and self._main_input is not None:
             self._inputs.remove(self._main_input)

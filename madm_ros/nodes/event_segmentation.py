@@ -7,8 +7,9 @@ model drops frames (counted) instead of events. Frames are stamped with the end 
 in ROS time and keep the packets' ``frame_id``.
 
 The message type is a parameter (``message_type``: event_packet, dvs, dv, packed). Until the first
-message arrives the node compares it with the type of the publishers on ``events`` and reports
-a mismatch, which would otherwise look like silence.
+message arrives (again after every restart of the frame source) the node compares it with the
+type of the publishers on ``events`` at each diagnostics tick and reports a mismatch, which would
+otherwise look like silence.
 
 Decoding is the node's largest cost at high event rates; like every node it takes its input only
 while an output has a subscriber (:mod:`madm_ros.nodes.base`), so with nobody listening it
@@ -86,12 +87,17 @@ class EventSegmentationNode(SegmentationNode):
         super()._publish_diagnostics()
 
     def _check_topic_type(self) -> None:
+        """Report publishers on the input topic none of which has the subscribed type.
+
+        Publishers only: the topic's type list also holds this node's own subscription, which
+        always has the wanted type.
+        """
         wanted = MESSAGE_TYPES[self.params.message_type]
         topic = self._main_input.topic_name
-        for name, types in self.get_topic_names_and_types():
-            if name == topic and wanted not in types:
-                self.report_problem("events_type_mismatch", f"{topic} carries {', '.join(types)} but message_type is "
-                                    f"{self.params.message_type} ({wanted}); set message_type to match")
+        types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
+        if types and wanted not in types:
+            self.report_problem("events_type_mismatch", f"{topic} carries {', '.join(types)} but message_type is "
+                                f"{self.params.message_type} ({wanted}); set message_type to match")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ full-resolution float maps).
 - The teacher key hashes the teacher's ``config.json`` and weights, and names the stride and how
   the logits are computed (``method``, :data:`~madm_train.models.saved.LOGITS_METHOD`): a
   retrained or different teacher, or the same teacher labelling frames another way, gets its own
-  folder and can never be served other logits.
+  folder and can never be served other logits. Folders of older keys are left as they are (delete
+  them to free the space; nothing reads them).
 - The frame key hashes the network tensor itself (bytes, shape): a changed frame set, resolution
   or preprocessing misses the cache instead of reusing a wrong entry; identical frames share one.
 - Entries are written atomically; an unreadable or mis-shaped entry is recomputed, not trusted.

@@ -283,7 +283,7 @@ def random_events(n: int, t0: int, t1: int, seed: int, width: int = 128, height:
 
 
 def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_published_mask(ros, tiny_onnx_models):
-    """The files with logic one evt3 packet passes, traced: each stage entered once, none bypassed or doubled.
+    """The files with logic one evt3 packet passes, traced, in order: stream, decoder and accumulator entered once each.
 
     Per packet: the node's callback, the stream, the decoder and the accumulator (with their numba
     kernel files); per completed frame also the hand-over slot, the segmenter, preprocessing, the
@@ -295,6 +295,7 @@ def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_publis
 
     import madm_ros
 
+    pytest.importorskip("event_camera_msgs")
     root = Path(madm_ros.__file__).parent
     node = event_node(tiny_onnx_models["events"], input_qos="DEFAULT")
     masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)
@@ -325,12 +326,46 @@ def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_publis
     packet_files = list(dict.fromkeys(f for f, _ in packet_calls if f not in helpers))
     assert packet_files == ["nodes/base.py", "events/stream.py", "events/codecs.py", "events/_kernels_decode.py",
                             "events/edge_frames.py", "events/_kernels_accumulate.py"]
-    assert packet_calls.count(("events/stream.py", "push")) == 1  # the stream is entered once per packet
+    for stage in (("events/stream.py", "push"), ("events/codecs.py", "decode_packet"), ("events/edge_frames.py", "push")):
+        assert packet_calls.count(stage) == 1, stage  # decoded once, accumulated once, through the stream once
     frame_files = list(dict.fromkeys(f for f, _ in calls[len(packet_calls):] if f not in helpers))
     assert frame_files == ["nodes/base.py", "segmenter.py", "preprocessing.py", "backends/ort.py",
                            "nodes/image_messages.py"]
     with spinning(node, ros):
         assert masks.wait_for(1)
+    node.destroy_node()
+
+
+def test_a_publisher_of_another_event_type_is_reported_until_a_message_arrives(ros, tiny_onnx_models):
+    from madm_ros.msg import PackedEvents
+
+    driver_context = rclpy.Context()  # another DDS participant, as a driver in its own process
+    rclpy.init(context=driver_context)
+    driver = rclpy.create_node("driver", context=driver_context)
+    driver.create_publisher(PackedEvents, "events", 10)  # the node expects event_packet
+    node = event_node(tiny_onnx_models["events"], diagnostics_period_s=0.2)
+    Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)  # someone listens: the node subscribes to events
+    try:
+        with spinning(node, ros):
+            assert wait_until(lambda: node.problems.counts.get("events_type_mismatch", 0) > 0)
+        assert "madm_ros/msg/PackedEvents" in node.problems.first_text["events_type_mismatch"]
+        assert "set message_type" in node.problems.first_text["events_type_mismatch"]
+    finally:
+        node.destroy_node()
+        driver.destroy_node()
+        rclpy.shutdown(context=driver_context)
+
+
+def test_an_input_that_cannot_be_subscribed_is_counted_and_the_node_keeps_running(ros, tiny_onnx_models):
+    from madm_ros.msg import PackedEvents
+
+    ros.create_publisher(PackedEvents, "events", 10)  # same process: DDS refuses a second type on the topic
+    node = event_node(tiny_onnx_models["events"])
+    Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)
+    with spinning(node, ros):
+        assert wait_until(lambda: node.problems.counts.get("input_subscription_failed", 0) >= 2)  # retried
+        assert node.failure == "" and node._main_input is None
+    assert "message type" in node.problems.first_text["input_subscription_failed"]
     node.destroy_node()
 
 

@@ -41,6 +41,30 @@ def test_millimetre_and_metre_encodings_agree():
     np.testing.assert_array_equal(depth_to_image(mm, "16UC1", spec), depth_to_image(metres, "32FC1", spec))
 
 
+@pytest.mark.parametrize(("mapping", "sha256"), [
+    ("inverse", "5150e2405b58a69db9c6b2f2f637b87a4b54418d84d8c58c36d01938e8a56933"),
+    ("linear", "7ef01778586328bcde38c71e82704cd669383068de2ac4e24a93afd5d62a9ab2"),
+])
+def test_every_millimetre_value_maps_to_the_bytes_the_shipped_models_were_trained_with(mapping, sha256):
+    # digests of the element-wise float32 arithmetic before the table existed (commit 0450933), default window
+    # (log is left out: np.log may round differently across numpy builds and CPUs)
+    import hashlib
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    image = depth_to_image(every, "16UC1", InputSpec("depth", depth_mapping=mapping))
+    assert hashlib.sha256(image.tobytes()).hexdigest() == sha256
+
+
+def test_histogram_percentiles_refuse_what_np_percentile_refuses():
+    with pytest.raises(ValueError, match="0…100"):
+        percentiles_u16(np.zeros((2, 2), np.uint16), (-1, 50))
+    with pytest.raises(ValueError, match="non-empty uint8 or uint16"):
+        percentiles_u16(np.zeros((0, 4), np.uint16), (1, 99))
+    with pytest.raises(ValueError, match="non-empty uint8 or uint16"):
+        percentiles_u16(np.zeros((2, 2), np.int32), (1, 99))
+    assert all(type(v) is float for v in percentiles_u16(np.arange(10, dtype=np.uint8).reshape(2, 5), (1, 99)))
+
+
 def test_histogram_percentiles_are_numpys_to_the_last_bit():
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 65536, (480, 640), dtype=np.uint16), np.zeros((1, 1), np.uint16),

@@ -136,6 +136,16 @@ def test_tensorrt_engine_builds_validates_and_agrees_with_onnx_runtime(exported,
     assert (trt_out.labels == ort_out.labels).mean() > (0.99 if precision == "fp32" else 0.9)
 
 
+def test_export_reports_to_the_stderr_of_the_moment(exported, tmp_path, monkeypatch):
+    import io
+
+    folder, _ = exported
+    stream = io.StringIO()  # as a caller (or pytest) that replaced sys.stderr after madm_train was imported
+    monkeypatch.setattr("sys.stderr", stream)
+    export(ExportOptions(student=folder / "student", out_dir=tmp_path, argmax_stride=4))
+    assert "export: wrote" in stream.getvalue()
+
+
 def test_an_export_at_another_size_describes_that_size_and_loads(exported, tmp_path):
     folder, _ = exported
     report = export(ExportOptions(student=folder / "student", out_dir=tmp_path, size=(240, 320), argmax_stride=4))
