@@ -70,9 +70,11 @@ class ImageFrames:
         self.convert = convert or image_to_array
         self.limits = limits
         self._size: tuple[int, ...] | None = None
+        self.messages = 0
 
     def push(self, message: Any) -> list[Frame]:
         """The frame of one image message (none for a message that cannot be converted)."""
+        self.messages += 1
         try:
             check_image_size(message.width, message.height, self.limits, what=f"{message.encoding} image")
             array = self.convert(message)

@@ -529,8 +529,30 @@ class SegmentationNode(LifecycleNode):
             values.update({f"{self.source.kind}_{k}": v for k, v in self.source.counters().items()})
         return values
 
+    def _input_type(self) -> tuple[str, str]:
+        """The ROS type the main input subscribes to, and what to do when its publishers carry another."""
+        raise NotImplementedError
+
+    def _check_input_type(self) -> None:
+        """Report publishers on the input topic none of which has the subscribed type (it would look like silence).
+
+        Publishers only: the topic's type list also holds this node's own subscription, which
+        always has the wanted type. Counted as ``<input>_type_mismatch`` (``image`` or ``events``).
+        """
+        assert self._main_input is not None
+        wanted, fix = self._input_type()
+        topic = self._main_input.topic_name
+        types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
+        if types and wanted not in types:
+            kind = "events" if self.MODALITY == "events" else "image"
+            self.report_problem(f"{kind}_type_mismatch", f"{topic} carries {', '.join(types)} but this node reads "
+                                f"{wanted}; {fix}")
+
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        if self._main_input is not None and self.source is not None and not self.source.messages:
+            self._check_input_type()  # until the first message (again after each restart of the source)
 
         values = self.counters()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation", hardware_id=self.get_name())

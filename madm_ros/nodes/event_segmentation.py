@@ -81,23 +81,8 @@ class EventSegmentationNode(SegmentationNode):
         crop = self.params.crop
         return tuple(crop) if crop else super()._camera_window(info)  # type: ignore[return-value]
 
-    def _publish_diagnostics(self) -> None:
-        if self._main_input is not None and self.source is not None and not self.source.messages:
-            self._check_topic_type()
-        super()._publish_diagnostics()
-
-    def _check_topic_type(self) -> None:
-        """Report publishers on the input topic none of which has the subscribed type.
-
-        Publishers only: the topic's type list also holds this node's own subscription, which
-        always has the wanted type.
-        """
-        wanted = MESSAGE_TYPES[self.params.message_type]
-        topic = self._main_input.topic_name
-        types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
-        if types and wanted not in types:
-            self.report_problem("events_type_mismatch", f"{topic} carries {', '.join(types)} but message_type is "
-                                f"{self.params.message_type} ({wanted}); set message_type to match")
+    def _input_type(self) -> tuple[str, str]:
+        return MESSAGE_TYPES[self.params.message_type], "set message_type to match"
 
 
 def main(args: list[str] | None = None) -> int:

@@ -47,6 +47,10 @@ class ImageSegmentationNode(SegmentationNode):
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
         return self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group)
 
+    def _input_type(self) -> tuple[str, str]:
+        return "sensor_msgs/msg/Image", ("remap image to a sensor_msgs/Image topic (a compressed one needs "
+                                         "`ros2 run image_transport republish` first)")
+
     def _make_source(self) -> ImageFrames:
         return ImageFrames(self.problems, convert=image_msg_to_array, limits=self.params.limits)
 

@@ -356,6 +356,26 @@ def test_a_publisher_of_another_event_type_is_reported_until_a_message_arrives(r
         rclpy.shutdown(context=driver_context)
 
 
+def test_a_compressed_topic_remapped_to_image_is_reported(ros, tiny_onnx_models):
+    from sensor_msgs.msg import CompressedImage
+
+    driver_context = rclpy.Context()
+    rclpy.init(context=driver_context)
+    driver = rclpy.create_node("camera_driver", context=driver_context)
+    driver.create_publisher(CompressedImage, "image", 10)
+    node = image_node(tiny_onnx_models["depth"], modality="depth", diagnostics_period_s=0.2)
+    Collector(ros, Image, "/seg/raw_segmentation_mask", 10)
+    try:
+        with spinning(node, ros):
+            assert wait_until(lambda: node.problems.counts.get("image_type_mismatch", 0) > 0)
+        text = node.problems.first_text["image_type_mismatch"]
+        assert "sensor_msgs/msg/CompressedImage" in text and "republish" in text
+    finally:
+        node.destroy_node()
+        driver.destroy_node()
+        rclpy.shutdown(context=driver_context)
+
+
 def test_an_input_that_cannot_be_subscribed_is_counted_and_the_node_keeps_running(ros, tiny_onnx_models):
     from madm_ros.msg import PackedEvents
 
