@@ -529,6 +529,23 @@ class SegmentationNode(LifecycleNode):
             values.update({f"{self.source.kind}_{k}": v for k, v in self.source.counters().items()})
         return values
 
+    def _input_events(self) -> Any:
+        """Event callbacks of the main input subscription: a publisher whose QoS cannot reach it is counted.
+
+        Why: a reliable ``input_qos`` never hears a best-effort camera driver, and without this
+        the node would only look idle.
+        """
+        from rclpy.event_handler import SubscriptionEventCallbacks
+
+        return SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input_qos)
+
+    def _on_incompatible_input_qos(self, info: Any) -> None:
+        policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
+        topic = self._main_input.topic_name if self._main_input is not None else "the input topic"
+        self.report_problem("input_qos_incompatible", f"a publisher on {topic} offers QoS that input_qos "
+                            f"{self.params.input_qos} cannot receive ({policy}), so its messages never arrive: set "
+                            "input_qos to SENSOR_DATA (best effort, receives from any publisher) or match the publisher")
+
     def _input_type(self) -> tuple[str, str]:
         """The ROS type the main input subscribes to, and what to do when its publishers carry another."""
         raise NotImplementedError

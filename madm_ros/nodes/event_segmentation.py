@@ -72,7 +72,8 @@ class EventSegmentationNode(SegmentationNode):
 
     def _main_subscription(self) -> Any:
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        return self.create_subscription(self._event_class, "events", self._on_input, qos, callback_group=self._input_group)
+        return self.create_subscription(self._event_class, "events", self._on_input, qos, callback_group=self._input_group,
+                                        event_callbacks=self._input_events())
 
     def _make_source(self) -> EventFrameStream:
         return event_frames(self.params, self.problems)

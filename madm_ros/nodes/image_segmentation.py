@@ -45,7 +45,8 @@ class ImageSegmentationNode(SegmentationNode):
         from sensor_msgs.msg import Image
 
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        return self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group)
+        return self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group,
+                                        event_callbacks=self._input_events())
 
     def _input_type(self) -> tuple[str, str]:
         return "sensor_msgs/msg/Image", ("remap image to a sensor_msgs/Image topic (a compressed one needs "

@@ -376,6 +376,27 @@ def test_a_compressed_topic_remapped_to_image_is_reported(ros, tiny_onnx_models)
         rclpy.shutdown(context=driver_context)
 
 
+def test_a_best_effort_camera_and_a_reliable_input_qos_are_reported_as_incompatible(ros, tiny_onnx_models):
+    from rclpy.qos import qos_profile_sensor_data
+
+    driver_context = rclpy.Context()
+    rclpy.init(context=driver_context)
+    driver = rclpy.create_node("camera_driver", context=driver_context)
+    driver.create_publisher(Image, "image", qos_profile_sensor_data)  # best effort, as most camera drivers
+    node = image_node(tiny_onnx_models["depth"], modality="depth", input_qos="DEFAULT")  # reliable
+    Collector(ros, Image, "/seg/raw_segmentation_mask", 10)
+    try:
+        with spinning(node, ros):
+            assert wait_until(lambda: node.problems.counts.get("input_qos_incompatible", 0) > 0)
+            assert node.counters()["problem_input_qos_incompatible"] >= 1  # in /diagnostics
+        text = node.problems.first_text["input_qos_incompatible"]
+        assert "RELIABILITY" in text and "SENSOR_DATA" in text
+    finally:
+        node.destroy_node()
+        driver.destroy_node()
+        rclpy.shutdown(context=driver_context)
+
+
 def test_an_input_that_cannot_be_subscribed_is_counted_and_the_node_keeps_running(ros, tiny_onnx_models):
     from madm_ros.msg import PackedEvents
 
