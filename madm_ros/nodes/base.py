@@ -366,8 +366,9 @@ class SegmentationNode(LifecycleNode):
 
         qos = qos_profile(self.params.output_qos, self.params.output_qos_depth)
         for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ())):
-            self._outputs[topic] = self.create_publisher(Image, f"~/{topic}", qos)
-        self._outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos)
+            self._outputs[topic] = self.create_publisher(Image, f"~/{topic}", qos, event_callbacks=self._output_events(topic))
+        self._outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos,
+                                                             event_callbacks=self._output_events("camera_info"))
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
         self._outputs["label_info"].publish(self._label_info())
@@ -545,6 +546,22 @@ class SegmentationNode(LifecycleNode):
         self.report_problem("input_qos_incompatible", f"a publisher on {topic} offers QoS that input_qos "
                             f"{self.params.input_qos} cannot receive ({policy}), so its messages never arrive: set "
                             "input_qos to SENSOR_DATA (best effort, receives from any publisher) or match the publisher")
+
+    def _output_events(self, topic: str) -> Any:
+        """Event callbacks of an output: a subscriber whose QoS it cannot serve is counted.
+
+        Why: such a subscriber (a reliable RViz display on ``output_qos: SENSOR_DATA``) never
+        matches, so it gets nothing, and the node, seeing no subscriber, does not even take its input.
+        """
+        from rclpy.event_handler import PublisherEventCallbacks
+
+        def incompatible(info: Any) -> None:
+            policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
+            self.report_problem("output_qos_incompatible", f"a subscriber of ~/{topic} requests QoS that output_qos "
+                                f"{self.params.output_qos} cannot offer ({policy}), so it receives nothing: set "
+                                "output_qos to DEFAULT (reliable, serves any subscriber) or match the subscriber")
+
+        return PublisherEventCallbacks(incompatible_qos=incompatible)
 
     def _input_type(self) -> tuple[str, str]:
         """The ROS type the main input subscribes to, and what to do when its publishers carry another."""

@@ -397,6 +397,16 @@ def test_a_best_effort_camera_and_a_reliable_input_qos_are_reported_as_incompati
         rclpy.shutdown(context=driver_context)
 
 
+def test_a_reliable_display_on_best_effort_outputs_is_reported_as_incompatible(ros, tiny_onnx_models):
+    node = image_node(tiny_onnx_models["depth"], modality="depth", output_qos="SENSOR_DATA")  # best effort
+    Collector(ros, Image, "/seg/colored_segmentation_mask", 10)  # reliable, as RViz's default
+    with spinning(node, ros):
+        assert wait_until(lambda: node.problems.counts.get("output_qos_incompatible", 0) > 0)
+    text = node.problems.first_text["output_qos_incompatible"]
+    assert "~/colored_segmentation_mask" in text and "RELIABILITY" in text and "DEFAULT" in text
+    node.destroy_node()
+
+
 def test_an_input_that_cannot_be_subscribed_is_counted_and_the_node_keeps_running(ros, tiny_onnx_models):
     from madm_ros.msg import PackedEvents
 
