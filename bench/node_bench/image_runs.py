@@ -46,19 +46,10 @@ def bare_image(model: str, threads: int, runs: int) -> dict[str, Any]:
 
     segmenter = Segmenter.load(model, "onnxruntime", threads=threads)
     frame = depth_frame()
-    split: dict[str, list[float]] = defaultdict(list)
-
-    def segment() -> None:
-        result = segmenter.segment(frame, "16UC1")
-        for key, value in result.timings_ms.items():
-            split[key].append(value)
-        split["total"].append(sum(result.timings_ms.values()))
-
     for _ in range(3):
         segmenter.segment(frame, "16UC1")
-    for _ in range(runs):
-        segment()
-    paced = paced_segment_ms(segmenter, frame, PACED_HZ, max(10, runs // 2))
+    back_to_back = segment_ms(segmenter, frame, runs)
+    paced = segment_ms(segmenter, frame, max(10, runs // 2), rate_hz=PACED_HZ)
     tensor = to_network_input(modality_image(frame, "16UC1", segmenter.spec), segmenter.spec)[None]
     message = Image(**array_to_image_fields(frame, "16UC1"))
     labels = segmenter.segment(frame, "16UC1").labels
@@ -66,7 +57,7 @@ def bare_image(model: str, threads: int, runs: int) -> dict[str, Any]:
     raw_in, raw_mask = serialize_message(message), serialize_message(mask)
     return {
         "network_input_hw": [segmenter.spec.height, segmenter.spec.width],
-        "segment_ms": {k: summary(v) for k, v in split.items()},
+        "segment_ms": back_to_back,
         f"segment_paced_{PACED_HZ}hz_ms": paced,
         "infer_ms": timed_median_ms(lambda: segmenter.backend.infer(tensor), runs),
         "image_msg_to_array_ms": timed_median_ms(lambda: image_msg_to_array(message), runs),
@@ -82,23 +73,25 @@ PACED_HZ = 10
 """The rate of the paced bare pipeline: the rate of the run the node overhead is read from."""
 
 
-def paced_segment_ms(segmenter: Any, frame: np.ndarray, rate_hz: float, runs: int) -> dict[str, Any]:
-    """``Segmenter.segment`` once per period at ``rate_hz``, idle in between, as the node runs it at that rate.
+def segment_ms(segmenter: Any, frame: np.ndarray, runs: int, rate_hz: float | None = None) -> dict[str, Any]:
+    """:func:`summary` of ``Segmenter.segment``'s steps and total over ``runs`` calls on ``frame``.
 
-    Why: at 10 Hz the CPU idles 95 % of each period, and the pipeline comes back to cold caches
-    and sleeping cores; on the 2-core VM of 2026-12 that alone doubled ``Segmenter.segment``
-    (2.4 → 4.5 ms) with no node in sight. Subtracting this instead of the back-to-back loop
-    leaves what the node itself adds (``node_overhead_vs_paced_bare_ms``).
+    Back to back when ``rate_hz`` is None; else once per period at ``rate_hz``, idle in between,
+    as the node runs it at that rate. Why both: at 10 Hz the CPU idles 95 % of each period, and
+    the pipeline comes back to cold caches and sleeping cores; on the 2-core VM of 2026-12 that
+    alone doubled ``Segmenter.segment`` (2.4 → 4.5 ms) with no node in sight. Subtracting the paced
+    figure instead of the back-to-back one leaves what the node itself adds
+    (``node_overhead_vs_paced_bare_ms``).
     """
     split: dict[str, list[float]] = defaultdict(list)
-    period = 1.0 / rate_hz
     for _ in range(runs):
         started = time.perf_counter()
         result = segmenter.segment(frame, "16UC1")
         for key, value in result.timings_ms.items():
             split[key].append(value)
         split["total"].append(sum(result.timings_ms.values()))
-        time.sleep(max(0.0, period - (time.perf_counter() - started)))
+        if rate_hz is not None:
+            time.sleep(max(0.0, 1.0 / rate_hz - (time.perf_counter() - started)))
     return {k: summary(v) for k, v in split.items()}
 
 

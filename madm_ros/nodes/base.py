@@ -541,11 +541,10 @@ class SegmentationNode(LifecycleNode):
         return SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input_qos)
 
     def _on_incompatible_input_qos(self, info: Any) -> None:
-        policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
         topic = self._main_input.topic_name if self._main_input is not None else "the input topic"
-        self.report_problem("input_qos_incompatible", f"a publisher on {topic} offers QoS that input_qos "
-                            f"{self.params.input_qos} cannot receive ({policy}), so its messages never arrive: set "
-                            "input_qos to SENSOR_DATA (best effort, receives from any publisher) or match the publisher")
+        self._report_incompatible_qos(info, f"a publisher on {topic} offers QoS", "input_qos", "cannot receive",
+                                      "so its messages never arrive: set input_qos to SENSOR_DATA (best effort, "
+                                      "receives from any publisher) or match the publisher")
 
     def _output_events(self, topic: str) -> Any:
         """Event callbacks of an output: a subscriber whose QoS it cannot serve is counted.
@@ -555,13 +554,15 @@ class SegmentationNode(LifecycleNode):
         """
         from rclpy.event_handler import PublisherEventCallbacks
 
-        def incompatible(info: Any) -> None:
-            policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
-            self.report_problem("output_qos_incompatible", f"a subscriber of ~/{topic} requests QoS that output_qos "
-                                f"{self.params.output_qos} cannot offer ({policy}), so it receives nothing: set "
-                                "output_qos to DEFAULT (reliable, serves any subscriber) or match the subscriber")
+        return PublisherEventCallbacks(incompatible_qos=lambda info: self._report_incompatible_qos(
+            info, f"a subscriber of ~/{topic} requests QoS", "output_qos", "cannot offer",
+            "so it receives nothing: set output_qos to DEFAULT (reliable, serves any subscriber) or match the subscriber"))
 
-        return PublisherEventCallbacks(incompatible_qos=incompatible)
+    def _report_incompatible_qos(self, info: Any, who: str, parameter: str, verb: str, fix: str) -> None:
+        """Count ``<parameter>_incompatible``: ``who`` and the node's ``parameter`` preset cannot be matched."""
+        policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
+        self.report_problem(f"{parameter}_incompatible", f"{who} that {parameter} {getattr(self.params, parameter)} "
+                            f"{verb} ({policy}), {fix}")
 
     def _input_type(self) -> tuple[str, str]:
         """The ROS type the main input subscribes to, and what to do when its publishers carry another."""
@@ -573,13 +574,12 @@ class SegmentationNode(LifecycleNode):
         Publishers only: the topic's type list also holds this node's own subscription, which
         always has the wanted type. Counted as ``<input>_type_mismatch`` (``image`` or ``events``).
         """
-        assert self._main_input is not None
+        assert self._main_input is not None and self.source is not None
         wanted, fix = self._input_type()
         topic = self._main_input.topic_name
         types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
         if types and wanted not in types:
-            kind = "events" if self.MODALITY == "events" else "image"
-            self.report_problem(f"{kind}_type_mismatch", f"{topic} carries {', '.join(types)} but this node reads "
+            self.report_problem(f"{self.source.kind}_type_mismatch", f"{topic} carries {', '.join(types)} but this node reads "
                                 f"{wanted}; {fix}")
 
     def _publish_diagnostics(self) -> None:

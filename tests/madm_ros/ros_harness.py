@@ -47,6 +47,25 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 
 @contextmanager
+def publisher_in_another_participant(msg_type: Any, topic: str, qos: Any = 10) -> Iterator[Any]:
+    """A publisher in a DDS participant of its own (its own rclpy context), as a driver in another process has.
+
+    Needed where the node must see a type or QoS it cannot match: within one participant DDS refuses
+    a second type on a topic outright.
+    """
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    driver = rclpy.create_node("driver", context=context)
+    try:
+        yield driver.create_publisher(msg_type, topic, qos)
+    finally:
+        driver.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+@contextmanager
 def spinning(*nodes: Any) -> Iterator[Any]:
     """Spin ``nodes`` on one executor thread, as ``spin_nodes`` does, for the ``with`` block."""
     from rclpy.executors import SingleThreadedExecutor

@@ -20,7 +20,14 @@ from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig  #
 from madm_ros.events.types import Events  # noqa: E402
 from madm_ros.image_conversion import array_to_image_fields, image_to_array  # noqa: E402
 from madm_ros.segmenter import Segmenter  # noqa: E402
-from tests.madm_ros.ros_harness import Collector, play_bag_into, publish_until_matched, spinning, wait_until  # noqa: E402
+from tests.madm_ros.ros_harness import (  # noqa: E402
+    Collector,
+    play_bag_into,
+    publish_until_matched,
+    publisher_in_another_participant,
+    spinning,
+    wait_until,
+)
 
 HEIGHT, WIDTH = 100, 150
 
@@ -339,62 +346,41 @@ def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_publis
 def test_a_publisher_of_another_event_type_is_reported_until_a_message_arrives(ros, tiny_onnx_models):
     from madm_ros.msg import PackedEvents
 
-    driver_context = rclpy.Context()  # another DDS participant, as a driver in its own process
-    rclpy.init(context=driver_context)
-    driver = rclpy.create_node("driver", context=driver_context)
-    driver.create_publisher(PackedEvents, "events", 10)  # the node expects event_packet
-    node = event_node(tiny_onnx_models["events"], diagnostics_period_s=0.2)
-    Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)  # someone listens: the node subscribes to events
-    try:
+    with publisher_in_another_participant(PackedEvents, "events"):  # the node expects event_packet
+        node = event_node(tiny_onnx_models["events"], diagnostics_period_s=0.2)
+        Collector(ros, Image, "/events_seg/raw_segmentation_mask", 10)  # someone listens: the node subscribes to events
         with spinning(node, ros):
             assert wait_until(lambda: node.problems.counts.get("events_type_mismatch", 0) > 0)
-        assert "madm_ros/msg/PackedEvents" in node.problems.first_text["events_type_mismatch"]
-        assert "set message_type" in node.problems.first_text["events_type_mismatch"]
-    finally:
         node.destroy_node()
-        driver.destroy_node()
-        rclpy.shutdown(context=driver_context)
+    assert "madm_ros/msg/PackedEvents" in node.problems.first_text["events_type_mismatch"]
+    assert "set message_type" in node.problems.first_text["events_type_mismatch"]
 
 
 def test_a_compressed_topic_remapped_to_image_is_reported(ros, tiny_onnx_models):
     from sensor_msgs.msg import CompressedImage
 
-    driver_context = rclpy.Context()
-    rclpy.init(context=driver_context)
-    driver = rclpy.create_node("camera_driver", context=driver_context)
-    driver.create_publisher(CompressedImage, "image", 10)
-    node = image_node(tiny_onnx_models["depth"], modality="depth", diagnostics_period_s=0.2)
-    Collector(ros, Image, "/seg/raw_segmentation_mask", 10)
-    try:
+    with publisher_in_another_participant(CompressedImage, "image"):
+        node = image_node(tiny_onnx_models["depth"], modality="depth", diagnostics_period_s=0.2)
+        Collector(ros, Image, "/seg/raw_segmentation_mask", 10)
         with spinning(node, ros):
             assert wait_until(lambda: node.problems.counts.get("image_type_mismatch", 0) > 0)
-        text = node.problems.first_text["image_type_mismatch"]
-        assert "sensor_msgs/msg/CompressedImage" in text and "republish" in text
-    finally:
         node.destroy_node()
-        driver.destroy_node()
-        rclpy.shutdown(context=driver_context)
+    text = node.problems.first_text["image_type_mismatch"]
+    assert "sensor_msgs/msg/CompressedImage" in text and "republish" in text
 
 
 def test_a_best_effort_camera_and_a_reliable_input_qos_are_reported_as_incompatible(ros, tiny_onnx_models):
     from rclpy.qos import qos_profile_sensor_data
 
-    driver_context = rclpy.Context()
-    rclpy.init(context=driver_context)
-    driver = rclpy.create_node("camera_driver", context=driver_context)
-    driver.create_publisher(Image, "image", qos_profile_sensor_data)  # best effort, as most camera drivers
-    node = image_node(tiny_onnx_models["depth"], modality="depth", input_qos="DEFAULT")  # reliable
-    Collector(ros, Image, "/seg/raw_segmentation_mask", 10)
-    try:
+    with publisher_in_another_participant(Image, "image", qos_profile_sensor_data):  # best effort, as most cameras
+        node = image_node(tiny_onnx_models["depth"], modality="depth", input_qos="DEFAULT")  # reliable
+        Collector(ros, Image, "/seg/raw_segmentation_mask", 10)
         with spinning(node, ros):
             assert wait_until(lambda: node.problems.counts.get("input_qos_incompatible", 0) > 0)
             assert node.counters()["problem_input_qos_incompatible"] >= 1  # in /diagnostics
-        text = node.problems.first_text["input_qos_incompatible"]
-        assert "RELIABILITY" in text and "SENSOR_DATA" in text
-    finally:
         node.destroy_node()
-        driver.destroy_node()
-        rclpy.shutdown(context=driver_context)
+    text = node.problems.first_text["input_qos_incompatible"]
+    assert "RELIABILITY" in text and "SENSOR_DATA" in text
 
 
 def test_a_reliable_display_on_best_effort_outputs_is_reported_as_incompatible(ros, tiny_onnx_models):
