@@ -5,9 +5,10 @@ The nodes declare one ROS parameter per field (same name, type and default), so 
 follows the Isaac ROS / Autoware names users know (``model_file_path``, ``engine_file_path``,
 ``input_qos`` ...). :func:`parameter_table` is the one table the nodes declare from: each
 parameter's default, its description (the dataclass docstring's), its range or choices and when a
-change takes effect (:data:`PARAMETER_RULES`): ``live`` (the next frame), ``input`` (the input is
-restarted, e.g. a new accumulation window), ``configure`` (a lifecycle reconfigure: the model,
-backend, QoS) or ``start`` (read-only after start). Depth and thermal ranges are deliberately not parameters: they travel inside
+change takes effect (:data:`PARAMETER_RULES`): ``live`` (at once), ``input`` (the input is
+restarted, e.g. a new accumulation window), ``reload`` (the node loads and checks the model the
+new values name, then swaps it in with new topics: model, backend, QoS) or ``start`` (read-only
+after start). Depth and thermal ranges are deliberately not parameters: they travel inside
 the model (:class:`madm_ros.preprocessing.InputSpec`), so a node cannot silently normalise
 differently from training.
 """
@@ -200,15 +201,17 @@ class ParameterRule:
     """When a change of a parameter takes effect, and the values it may take.
 
     Attributes:
-        apply: ``live`` (the next frame), ``input`` (the input is restarted: the frame source
-            is rebuilt, a partial event slice is dropped), ``configure`` (refused while the
-            node is configured: deactivate, clean up, set, configure) or ``start`` (read-only).
+        apply: ``live`` (at once), ``input`` (the input is restarted: the frame source is
+            rebuilt, a partial event slice is dropped), ``reload`` (a configured node loads and
+            warms up the model of the new values first, refusing the change with the reason if
+            that fails, then swaps it in and recreates its topics; unconfigured, the next
+            configure reads it) or ``start`` (read-only).
         low: Smallest value of a number (inclusive), or None.
         high: Largest value of a number (inclusive), or None.
         choices: The allowed values of a string, or empty.
     """
 
-    apply: Literal["live", "input", "configure", "start"]
+    apply: Literal["live", "input", "reload", "start"]
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
@@ -220,19 +223,19 @@ def _rules() -> dict[str, ParameterRule]:
     from madm_ros.preprocessing import IMAGE_MODALITIES
 
     return {
-        "model_file_path": ParameterRule("configure"), "engine_file_path": ParameterRule("configure"),
-        "backend": ParameterRule("configure", choices=BACKEND_CHOICES), "threads": ParameterRule("configure", 0, 1024),
-        "mask_width": ParameterRule("configure", 0, 65535), "mask_height": ParameterRule("configure", 0, 65535),
+        "model_file_path": ParameterRule("reload"), "engine_file_path": ParameterRule("reload"),
+        "backend": ParameterRule("reload", choices=BACKEND_CHOICES), "threads": ParameterRule("reload", 0, 1024),
+        "mask_width": ParameterRule("reload", 0, 65535), "mask_height": ParameterRule("reload", 0, 65535),
         "color_segmentation_mask_encoding": ParameterRule("live", choices=("rgb8", "bgr8")),
         "overlay_alpha": ParameterRule("live", 0.0, 1.0),
-        "input_qos": ParameterRule("configure", choices=QOS_PRESETS), "input_qos_depth": ParameterRule("configure", 1, 100_000),
-        "output_qos": ParameterRule("configure", choices=QOS_PRESETS),
-        "output_qos_depth": ParameterRule("configure", 1, 100_000),
-        "diagnostics_period_s": ParameterRule("configure", 0.05, 3600.0), "autostart": ParameterRule("start"),
-        # the segmenter checks its model against the limits when it loads: a change needs a configure
-        "max_input_width": ParameterRule("configure", 1, 65535), "max_input_height": ParameterRule("configure", 1, 65535),
-        "modality": ParameterRule("configure", choices=IMAGE_MODALITIES),
-        "message_type": ParameterRule("configure", choices=tuple(MESSAGE_TYPES)),
+        "input_qos": ParameterRule("reload", choices=QOS_PRESETS), "input_qos_depth": ParameterRule("reload", 1, 100_000),
+        "output_qos": ParameterRule("reload", choices=QOS_PRESETS),
+        "output_qos_depth": ParameterRule("reload", 1, 100_000),
+        "diagnostics_period_s": ParameterRule("live", 0.05, 3600.0), "autostart": ParameterRule("start"),
+        # the segmenter checks its model against the limits when it loads: a change reloads it
+        "max_input_width": ParameterRule("reload", 1, 65535), "max_input_height": ParameterRule("reload", 1, 65535),
+        "modality": ParameterRule("reload", choices=IMAGE_MODALITIES),
+        "message_type": ParameterRule("reload", choices=tuple(MESSAGE_TYPES)),
         "slice_method": ParameterRule("input", choices=("time", "count")),
         "accumulation_time_ms": ParameterRule("input", 0.001, 3_600_000.0),
         "accumulation_number": ParameterRule("input", 1, 1_000_000_000),

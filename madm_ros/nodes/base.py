@@ -13,9 +13,12 @@ collides with the ``camera_info`` input.
 
 Parameters are declared from :func:`madm_ros.node_params.parameter_table` with their
 descriptions, ranges and choices. ``ros2 param set`` applies a ``live`` parameter (overlay,
-colour encoding) from the next frame and an ``input`` one (accumulation, limits) by restarting the
-frame source; a ``configure`` one (model, backend, QoS) is refused while the node is configured,
-with the lifecycle commands that apply it; ``autostart`` is read-only.
+colour encoding, diagnostics period) at once and an ``input`` one (accumulation) by restarting
+the frame source. A ``reload`` one (model, backend, mask size, QoS, input kind) makes a configured
+node load and warm up the model the new values name before it accepts them: a model that fails
+is refused with the reason (``ros2 param set`` prints it) while the old one keeps running;
+otherwise the node swaps it in and recreates its topics, so swapping a model needs no restart and
+no lifecycle commands. ``autostart`` alone is read-only: only a new process can apply it.
 
 The main input (``image`` or ``events``) follows the outputs: while nobody subscribes to any
 output (masks, overlay, edge frame, camera info) the node unsubscribes from it, so nothing is
@@ -79,8 +82,9 @@ def qos_profile(preset: str, depth: int) -> QoSProfile:
     return profile
 
 
-_WHEN = {"live": "applies to the next frame", "input": "applies at once: the input restarts",
-         "configure": "applies on (re)configure", "start": "read-only after start"}
+_WHEN = {"live": "applies at once", "input": "applies at once: the input restarts",
+         "reload": "applies at once: the node loads and checks the model first and refuses the change if that fails",
+         "start": "read-only after start"}
 
 
 def _descriptor(info: ParameterInfo) -> ParameterDescriptor:
@@ -152,6 +156,7 @@ class SegmentationNode(LifecycleNode):
         self._out_times: deque[float] = deque(maxlen=200)
         self._last_camera_info: Any = None
         self._parameter_errors: list[str] = []
+        self._reloaded: tuple[Any, Segmenter] | None = None  # checked by the set-parameters callback, taken after
         self._declare_parameters()
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
@@ -189,28 +194,42 @@ class SegmentationNode(LifecycleNode):
                 self.declare_parameter(info.name, value, descriptor)
 
     def _check_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Refuse a change that cannot apply now, or whose value is invalid, with the reason (``ros2 param set`` prints it)."""
+        """Refuse an invalid change with the reason (``ros2 param set`` prints it); load the model a ``reload`` names.
+
+        Why here, before the values are stored: a model that does not load or run must leave the
+        node as it was, running the old one.
+        """
         rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
         changes = {p.name: p.value for p in parameters if p.name in rules}
-        later = sorted(name for name in changes if rules[name].apply == "configure")
-        if later and self.segmenter is not None:
-            node = self.get_fully_qualified_name()
-            return SetParametersResult(successful=False, reason=(
-                f"{', '.join(later)} take effect on configure and {node} is configured: run `ros2 lifecycle set {node} "
-                f"deactivate`, then `cleanup`, set the parameter, then `configure` and `activate`"))
         try:
-            params_from_values(self.PARAMS, {**self._parameter_values(), **changes}, "parameter")
+            params = params_from_values(self.PARAMS, {**self._parameter_values(), **changes}, "parameter")
         except MadmError as error:
             return SetParametersResult(successful=False, reason=str(error))
+        reloads = sorted(name for name in changes if rules[name].apply == "reload")
+        if reloads and self.segmenter is not None:
+            try:
+                segmenter = self._load_segmenter(params)
+                segmenter.warm_up()
+            except Exception as error:  # MadmError names the fix; anything else is still a model that cannot run
+                return SetParametersResult(successful=False, reason=(
+                    f"{', '.join(reloads)} not changed: {error}; the node keeps running its current model"))
+            self._reloaded = (params, segmenter)
         return SetParametersResult(successful=True)
 
     def _apply_parameter_change(self, parameters: list[Parameter]) -> None:
-        """Use accepted values: ``live`` ones from the next frame, ``input`` ones through a new frame source."""
+        """Use accepted values: a checked model through :meth:`_reload`, ``input`` ones through a new frame source."""
+        rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
+        changed = {p.name for p in parameters if p.name in rules}
+        if "diagnostics_period_s" in changed:
+            self._start_diagnostics_timer(float(self.get_parameter("diagnostics_period_s").value))
         if self.segmenter is None:  # not configured: configure reads them
             return
-        rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
+        reloaded, self._reloaded = self._reloaded, None
+        if reloaded is not None:
+            self._reload(*reloaded, sorted(changed))
+            return
         self.params = self.read_params()
-        if self.source is not None and any(rules.get(p.name) and rules[p.name].apply == "input" for p in parameters):
+        if self.source is not None and any(rules[name].apply == "input" for name in changed):
             self.source = self._make_source()
             self.get_logger().info("input settings changed: the frame source restarted (a partial slice is dropped)")
 
@@ -233,8 +252,8 @@ class SegmentationNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read parameters, load the model, create the publishers."""
         try:
-            self.params = self.read_params()
-            self.segmenter = self._load_segmenter()
+            params = self.read_params()
+            segmenter = self._load_segmenter(params)
         except MadmError as error:
             self._failure = str(error)
             self.problems.count("configure_failed")
@@ -245,14 +264,19 @@ class SegmentationNode(LifecycleNode):
             self.problems.count("configure_failed")
             self.get_logger().error(f"configure failed: {self._failure}")
             return TransitionCallbackReturn.FAILURE
-        self._create_publishers()
-        self._start_diagnostics_timer(self.params.diagnostics_period_s)
-        described = self.segmenter.backend.describe()
-        self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
-                               f"{self.segmenter.modality}, {self.segmenter.label_set.name}, "
-                               f"network {self.segmenter.spec.width}x{self.segmenter.spec.height}")
-        self._failure = ""
+        self._take(params, segmenter)
         return TransitionCallbackReturn.SUCCESS
+
+    def _take(self, params: Any, segmenter: Segmenter) -> None:
+        """Run with ``params`` and a loaded ``segmenter``: create the publishers, restart the diagnostics timer."""
+        self.params, self.segmenter = params, segmenter
+        self._create_publishers()
+        self._start_diagnostics_timer(params.diagnostics_period_s)
+        described = segmenter.backend.describe()
+        self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
+                               f"{segmenter.modality}, {segmenter.label_set.name}, "
+                               f"network {segmenter.spec.width}x{segmenter.spec.height}")
+        self._failure = ""
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Allocate the backend's buffers, start inference, subscribe."""
@@ -263,11 +287,30 @@ class SegmentationNode(LifecycleNode):
             self.get_logger().error(f"activate failed: the model does not run ({error})")
             self.problems.count("activate_failed")
             return TransitionCallbackReturn.FAILURE
+        self._start()
+        return super().on_activate(state)
+
+    def _start(self) -> None:
+        """Start the inference thread and subscribe (activate, and a reload of an active node)."""
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._inference_loop, name=f"{self.get_name()}-inference", daemon=True)
         self._worker.start()
         self._subscribe()
-        return super().on_activate(state)
+
+    def _reload(self, params: Any, segmenter: Segmenter, changed: list[str]) -> None:
+        """Swap in a loaded and warmed-up ``segmenter`` with ``params``: new publishers, input and frame source.
+
+        An active node stops its input and inference thread first (a frame in flight is
+        finished), so no frame meets half-old, half-new settings.
+        """
+        active = self._worker is not None
+        if active:
+            self._stop()
+        self._release()
+        self._take(params, segmenter)
+        if active:
+            self._start()
+        self.get_logger().info(f"{', '.join(changed)} changed: model and topics reloaded")
 
     def _main_subscription(self) -> Any:
         """Create the subscription to the main input (``image`` or ``events``)."""
@@ -304,6 +347,10 @@ class SegmentationNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and stop the inference thread (a frame in flight is finished first)."""
+        self._stop()
+        return super().on_deactivate(state)
+
+    def _stop(self) -> None:
         if self._follow_timer is not None:
             self.destroy_timer(self._follow_timer)
             self._follow_timer = None
@@ -315,16 +362,18 @@ class SegmentationNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=10)
             self._worker = None
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release the model and the publishers."""
-        for publisher in self._outputs.values():
-            self.destroy_publisher(publisher)
-        self._outputs = {}
-        self.segmenter = None
+        self._release()
         self._failure = "not configured (cleaned up)"
         return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        outputs, self._outputs = self._outputs, {}  # callbacks still running see no outputs, not destroyed ones
+        for publisher in outputs.values():
+            self.destroy_publisher(publisher)
+        self.segmenter = None
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop everything whatever the state."""
@@ -340,7 +389,8 @@ class SegmentationNode(LifecycleNode):
         super().destroy_node()
 
     # ------------------------------------------------------------------ subclass hooks
-    def _modality(self) -> str:
+    def _modality(self, params: Any) -> str:
+        """The modality the model of ``params`` must have."""
         assert self.MODALITY is not None
         return self.MODALITY
 
@@ -355,23 +405,26 @@ class SegmentationNode(LifecycleNode):
         """Keep the latest ``camera_info``; each frame's masks are published with it, scaled."""
         self._last_camera_info = message
 
-    def _load_segmenter(self) -> Segmenter:
-        return load_segmenter(self.params, self._modality())
+    def _load_segmenter(self, params: Any) -> Segmenter:
+        """The model ``params`` name, checked (``MadmError`` naming the fix); subclasses add their own checks."""
+        return load_segmenter(params, self._modality(params))
 
     # ------------------------------------------------------------------ publishing
     def _create_publishers(self) -> None:
+        """Create the outputs into a new dict, set at the end: a timer reading the old one never sees it half-built."""
         from sensor_msgs.msg import CameraInfo, Image
 
         from madm_ros.msg import SegmentationInfo
 
         qos = qos_profile(self.params.output_qos, self.params.output_qos_depth)
-        for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ())):
-            self._outputs[topic] = self.create_publisher(Image, f"~/{topic}", qos, event_callbacks=self._output_events(topic))
-        self._outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos,
-                                                             event_callbacks=self._output_events("camera_info"))
+        outputs = {topic: self.create_publisher(Image, f"~/{topic}", qos, event_callbacks=self._output_events(topic))
+                   for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ()))}
+        outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos,
+                                                       event_callbacks=self._output_events("camera_info"))
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
-        self._outputs["label_info"].publish(self._label_info())
+        outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
+        outputs["label_info"].publish(self._label_info())
+        self._outputs = outputs
 
     def _label_info(self) -> Any:
         import hashlib

@@ -32,6 +32,7 @@ from madm_ros.ros_messages import message_class_of
 
 if TYPE_CHECKING:
     from madm_ros.events.stream import EventFrameStream
+    from madm_ros.segmenter import Segmenter
 
 __all__ = ["EventSegmentationNode", "main", "message_class"]
 
@@ -58,17 +59,16 @@ class EventSegmentationNode(SegmentationNode):
         from sensor_msgs.msg import CameraInfo
 
         params = self.params
-        try:
-            cls = message_class(params.message_type)
-        except ConfigError as error:
-            self._failure = str(error)
-            self.get_logger().error(str(error))
-            return
-        self._event_class = cls
+        self._event_class = message_class(params.message_type)  # importable: checked with the model
         self.source = self._make_source()
         self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                                  qos_profile(params.input_qos, 5), callback_group=self._input_group)]
         self._start_following_outputs()
+
+    def _load_segmenter(self, params: Any) -> Segmenter:
+        """The model, once the message package of ``message_type`` is known to be installed (else ``ConfigError``)."""
+        message_class(params.message_type)
+        return super()._load_segmenter(params)
 
     def _main_subscription(self) -> Any:
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)

@@ -29,8 +29,8 @@ class ImageSegmentationNode(SegmentationNode):
     def __init__(self, node_name: str = "image_segmentation", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
 
-    def _modality(self) -> str:
-        return str(self.params.modality)
+    def _modality(self, params: Any) -> str:
+        return str(params.modality)
 
     def _subscribe(self) -> None:
         from sensor_msgs.msg import CameraInfo

@@ -14,6 +14,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from madm_ros.events.edge_frames import EdgeFrameAccumulator, EdgeFrameConfig  # noqa: E402
@@ -513,14 +514,15 @@ def test_parameters_are_declared_with_descriptions_ranges_choices_and_read_only(
             assert not rule.choices or info.default in rule.choices, info.name
     node = image_node(tiny_onnx_models["depth"])
     alpha = node.describe_parameter("overlay_alpha")
-    assert "colour mask" in alpha.description and "next frame" in alpha.description
+    assert "colour mask" in alpha.description and "applies at once" in alpha.description
+    assert "refuses the change if that fails" in node.describe_parameter("model_file_path").description
     assert (alpha.floating_point_range[0].from_value, alpha.floating_point_range[0].to_value) == (0.0, 1.0)
     assert "SENSOR_DATA" in node.describe_parameter("input_qos").additional_constraints
     assert node.describe_parameter("autostart").read_only
     node.destroy_node()
 
 
-def test_set_parameters_applies_live_changes_and_refuses_the_rest_with_the_reason(ros, tiny_onnx_models, tmp_path):
+def test_set_parameters_applies_live_changes_and_refuses_invalid_values_with_the_reason(ros, tiny_onnx_models):
     pytest.importorskip("event_camera_msgs")
     node = event_node(tiny_onnx_models["events"])
     with spinning(node, ros):
@@ -533,21 +535,67 @@ def test_set_parameters_applies_live_changes_and_refuses_the_rest_with_the_reaso
         assert node.source.edge_fields["window_us"] == 20_000
         (refused,) = node.set_parameters([Parameter("overlay_alpha", value=2.0)])
         assert not refused.successful and node.params.overlay_alpha == 0.2
-        (refused,) = node.set_parameters([Parameter("model_file_path", value=str(tmp_path / "other.onnx"))])
-        assert not refused.successful and "take effect on configure" in refused.reason
-        assert "ros2 lifecycle set /events_seg deactivate" in refused.reason
         (refused,) = node.set_parameters([Parameter("max_gap_ms", value=5.0)])  # below the 20 ms window
         assert not refused.successful and "max_gap_ms must be 0 (off) or ≥ accumulation_time_ms" in refused.reason
-        for name in ("max_input_width", "diagnostics_period_s"):  # the segmenter and the timer take them at configure
-            (refused,) = node.set_parameters([Parameter(name, value=2048 if name == "max_input_width" else 0.5)])
-            assert not refused.successful and "take effect on configure" in refused.reason, name
+        (ok,) = node.set_parameters([Parameter("diagnostics_period_s", value=0.5)])
+        assert ok.successful and node._diagnostics_timer.timer_period_ns == 500_000_000  # live: the timer restarted
+        from madm_ros.msg import PackedEvents
+
+        running = node.segmenter
+        (ok,) = node.set_parameters([Parameter("message_type", value="packed")])  # reload: a new input type
+        assert ok.successful and node._event_class is PackedEvents and node.segmenter is not running
+        assert node._worker is not None and node.params.accumulation_time_ms == 20.0  # still active, settings kept
         node.trigger_deactivate()
         node.trigger_cleanup()
         (ok,) = node.set_parameters([Parameter("model_file_path", value=str(tiny_onnx_models["events"]))])
-        assert ok.successful  # unconfigured: applied at the next configure
-        (ok,) = node.set_parameters([Parameter("diagnostics_period_s", value=0.5)])
-        assert ok.successful and node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node._diagnostics_timer.timer_period_ns == 500_000_000  # the timer follows the configured period
+        assert ok.successful and node.segmenter is None  # unconfigured: applied at the next configure
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.segmenter is not None
+    node.destroy_node()
+
+
+def test_a_new_model_is_checked_before_it_replaces_the_running_one(ros, tiny_onnx_models, tmp_path):
+    """``ros2 param set model_file_path``: a model that fails leaves the node as it was; a good one is swapped in."""
+    import shutil
+
+    from madm_ros.msg import SegmentationInfo
+
+    rng = np.random.default_rng(3)
+    depth = rng.integers(300, 60_000, (HEIGHT, WIDTH)).astype(np.uint16)
+    node = image_node(tiny_onnx_models["depth"], modality="depth")
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    infos = Collector(ros, SegmentationInfo, "/seg/label_info",
+                      QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    images = ros.create_publisher(Image, "image", 10)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model" * 100)
+    refusals = {str(tmp_path / "missing.onnx"): "does not exist", str(corrupt): "corrupt.onnx",
+                str(tiny_onnx_models["thermal"]): "trained for thermal input"}
+
+    def mask_after_publishing(count: int) -> Image:
+        assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1", sec=count)), len(masks.messages) >= count)[1])
+        return masks.messages[-1]
+
+    with spinning(node, ros):
+        publish_until_matched(images)
+        assert (mask_after_publishing(1).height, mask_after_publishing(1).width) == (HEIGHT, WIDTH)
+        running = node.segmenter
+        for path, reason in refusals.items():
+            (refused,) = node.set_parameters([Parameter("model_file_path", value=path)])
+            assert not refused.successful and reason in refused.reason, refused.reason
+            assert "keeps running its current model" in refused.reason
+        assert node.segmenter is running and node.get_parameter("model_file_path").value == str(tiny_onnx_models["depth"])
+        copy = tmp_path / "swapped.onnx"
+        shutil.copy(tiny_onnx_models["depth"], copy)
+        ok = node.set_parameters_atomically([Parameter("model_file_path", value=str(copy)),  # one reload for all three
+                                             Parameter("mask_width", value=40), Parameter("mask_height", value=30)])
+        assert ok.successful and node.segmenter is not running
+        assert node.segmenter.backend.describe()["path"] == str(copy) and node.failure == ""
+        count = len(masks.messages)
+        assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1", sec=9)),
+                                   any(m.width == 40 for m in masks.messages[count:]))[1])  # active, new size
+        assert wait_until(lambda: any(info.model_name == "swapped.onnx" for info in infos.messages))  # republished
+    assert node.counters()["frames_out"] >= 2
     node.destroy_node()
 
 
