@@ -139,6 +139,9 @@ class SegmentationNode(LifecycleNode):
         self.params: Any = None
         self.segmenter: Segmenter | None = None
         self._lock = threading.Lock()
+        # Held by the input callback, the follow-outputs timer and whatever stops, starts or reloads them: under a
+        # multi-threaded executor a reload must not destroy the publishers or subscriptions a callback is using.
+        self._input_lock = threading.RLock()
         self.problems = ProblemCounter(self._log_first_problem)
         self.source: ImageFrames | EventFrameStream | None = None  # set on activate by the subclass
         self.timing: Callable[[str, float], None] | None = None
@@ -156,7 +159,10 @@ class SegmentationNode(LifecycleNode):
         self._out_times: deque[float] = deque(maxlen=200)
         self._last_camera_info: Any = None
         self._parameter_errors: list[str] = []
-        self._reloaded: tuple[Any, Segmenter] | None = None  # checked by the set-parameters callback, taken after
+        # (the checked parameters as (name, value) pairs, their params, their loaded model): from the set-parameters
+        # callback to the post-set callback of the same change
+        self._reloaded: tuple[list[tuple[str, Any]], Any, Segmenter] | None = None
+        self._dropped_earlier = 0  # frames dropped by the inference threads of earlier activations and reloads
         self._declare_parameters()
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
@@ -213,20 +219,20 @@ class SegmentationNode(LifecycleNode):
             except Exception as error:  # MadmError names the fix; anything else is still a model that cannot run
                 return SetParametersResult(successful=False, reason=(
                     f"{', '.join(reloads)} not changed: {error}; the node keeps running its current model"))
-            self._reloaded = (params, segmenter)
+            self._reloaded = ([(p.name, p.value) for p in parameters], params, segmenter)
         return SetParametersResult(successful=True)
 
     def _apply_parameter_change(self, parameters: list[Parameter]) -> None:
         """Use accepted values: a checked model through :meth:`_reload`, ``input`` ones through a new frame source."""
         rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
         changed = {p.name for p in parameters if p.name in rules}
+        reloaded, self._reloaded = self._reloaded, None
         if "diagnostics_period_s" in changed:
             self._start_diagnostics_timer(float(self.get_parameter("diagnostics_period_s").value))
         if self.segmenter is None:  # not configured: configure reads them
             return
-        reloaded, self._reloaded = self._reloaded, None
-        if reloaded is not None:
-            self._reload(*reloaded, sorted(changed))
+        if reloaded is not None and reloaded[0] == [(p.name, p.value) for p in parameters]:  # checked for this change
+            self._reload(reloaded[1], reloaded[2], sorted(changed))
             return
         self.params = self.read_params()
         if self.source is not None and any(rules[name].apply == "input" for name in changed):
@@ -303,13 +309,14 @@ class SegmentationNode(LifecycleNode):
         An active node stops its input and inference thread first (a frame in flight is
         finished), so no frame meets half-old, half-new settings.
         """
-        active = self._worker is not None
-        if active:
-            self._stop()
-        self._release()
-        self._take(params, segmenter)
-        if active:
-            self._start()
+        with self._input_lock:
+            active = self._worker is not None
+            if active:
+                self._stop()
+            self._release()
+            self._take(params, segmenter)
+            if active:
+                self._start()
         self.get_logger().info(f"{', '.join(changed)} changed: model and topics reloaded")
 
     def _main_subscription(self) -> Any:
@@ -318,6 +325,11 @@ class SegmentationNode(LifecycleNode):
 
     def _follow_outputs(self) -> None:
         """Subscribe to the main input while any output has a subscriber; unsubscribe otherwise (module docstring)."""
+        with self._input_lock:
+            if self._follow_timer is not None:  # None: the input was stopped while this call waited
+                self._follow_outputs_now()
+
+    def _follow_outputs_now(self) -> None:
         listened = any(publisher.get_subscription_count() > 0 for name, publisher in self._outputs.items()
                        if name != "label_info")
         if listened and self._main_input is None:
@@ -341,9 +353,9 @@ class SegmentationNode(LifecycleNode):
         On the steady clock: under ``use_sim_time`` a ROS-clock timer would wait for ``/clock``, and a
         bag played with ``--clock`` starts only once someone listens.
         """
-        self._follow_outputs()
         self._follow_timer = self.create_timer(FOLLOW_PERIOD_S, self._follow_outputs, callback_group=self._input_group,
                                                clock=Clock(clock_type=ClockType.STEADY_TIME))  # also under use_sim_time
+        self._follow_outputs()
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and stop the inference thread (a frame in flight is finished first)."""
@@ -351,17 +363,20 @@ class SegmentationNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def _stop(self) -> None:
-        if self._follow_timer is not None:
-            self.destroy_timer(self._follow_timer)
-            self._follow_timer = None
-        for subscription in self._inputs:
-            self.destroy_subscription(subscription)
-        self._inputs = []
-        self._main_input = None
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=10)
-            self._worker = None
+        """Stop following the outputs, unsubscribe, and finish and stop the inference thread."""
+        with self._input_lock:
+            if self._follow_timer is not None:
+                self.destroy_timer(self._follow_timer)
+                self._follow_timer = None
+            for subscription in self._inputs:
+                self.destroy_subscription(subscription)
+            self._inputs = []
+            self._main_input = None
+            self._slot.close()
+            if self._worker is not None:
+                self._worker.join(timeout=10)
+                self._worker = None
+                self._dropped_earlier += self._slot.dropped
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release the model and the publishers."""
@@ -370,10 +385,11 @@ class SegmentationNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        outputs, self._outputs = self._outputs, {}  # callbacks still running see no outputs, not destroyed ones
-        for publisher in outputs.values():
-            self.destroy_publisher(publisher)
-        self.segmenter = None
+        with self._input_lock:
+            outputs, self._outputs = self._outputs, {}
+            for publisher in outputs.values():
+                self.destroy_publisher(publisher)
+            self.segmenter = None
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop everything whatever the state."""
@@ -446,14 +462,17 @@ class SegmentationNode(LifecycleNode):
     def _on_input(self, message: Any) -> None:
         """The input subscription's callback: the source's frames, each handed to the inference thread."""
         received = time.perf_counter()
-        assert self.source is not None
-        frames = self.source.push(message)
-        self._time("frame_source", (time.perf_counter() - received) * 1e3)
-        for frame in frames:  # older frames completed by the same message replace each other (counted drops)
-            header = frame_header(frame)
-            if self.INPUT_FRAME_TOPIC and self.wanted(self.INPUT_FRAME_TOPIC):
-                self._outputs[self.INPUT_FRAME_TOPIC].publish(array_to_image_msg(frame.array, frame.encoding, header))
-            self.submit(FrameJob(frame.array, frame.encoding, header, received))
+        with self._input_lock:
+            if self._worker is None:  # taken before the input stopped: nobody would process its frames
+                return
+            assert self.source is not None
+            frames = self.source.push(message)
+            self._time("frame_source", (time.perf_counter() - received) * 1e3)
+            for frame in frames:  # older frames completed by the same message replace each other (counted drops)
+                header = frame_header(frame)
+                if self.INPUT_FRAME_TOPIC and self.wanted(self.INPUT_FRAME_TOPIC):
+                    self._outputs[self.INPUT_FRAME_TOPIC].publish(array_to_image_msg(frame.array, frame.encoding, header))
+                self.submit(FrameJob(frame.array, frame.encoding, header, received))
         self._time("callback", (time.perf_counter() - received) * 1e3)
 
     def _time(self, stage: str, milliseconds: float) -> None:
@@ -565,7 +584,7 @@ class SegmentationNode(LifecycleNode):
             times = list(self._out_times)
             values: dict[str, Any] = {
                 "frames_in": self.frames_in, "frames_out": self.frames_out,
-                "total_dropped_frames": self._slot.dropped, "skipped_no_subscribers": self.skipped,
+                "total_dropped_frames": self._dropped_earlier + self._slot.dropped, "skipped_no_subscribers": self.skipped,
                 "input_subscribed": int(self._main_input is not None),
                 **self.problems.as_dict("problem_"),
             }
@@ -621,15 +640,15 @@ class SegmentationNode(LifecycleNode):
         """The ROS type the main input subscribes to, and what to do when its publishers carry another."""
         raise NotImplementedError
 
-    def _check_input_type(self) -> None:
+    def _check_input_type(self, subscription: Any) -> None:
         """Report publishers on the input topic none of which has the subscribed type (it would look like silence).
 
         Publishers only: the topic's type list also holds this node's own subscription, which
         always has the wanted type. Counted as ``<input>_type_mismatch`` (``image`` or ``events``).
         """
-        assert self._main_input is not None and self.source is not None
+        assert self.source is not None
         wanted, fix = self._input_type()
-        topic = self._main_input.topic_name
+        topic = subscription.topic_name
         types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(topic)})
         if types and wanted not in types:
             self.report_problem(f"{self.source.kind}_type_mismatch", f"{topic} carries {', '.join(types)} but this node reads "
@@ -638,8 +657,9 @@ class SegmentationNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-        if self._main_input is not None and self.source is not None and not self.source.messages:
-            self._check_input_type()  # until the first message (again after each restart of the source)
+        subscription, source = self._main_input, self.source  # read once: a reload may replace them meanwhile
+        if subscription is not None and source is not None and not source.messages:
+            self._check_input_type(subscription)  # until the first message (again after each restart of the source)
 
         values = self.counters()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation", hardware_id=self.get_name())

@@ -599,6 +599,81 @@ def test_a_new_model_is_checked_before_it_replaces_the_running_one(ros, tiny_onn
     node.destroy_node()
 
 
+def test_a_reload_waits_for_an_input_callback_in_flight_and_keeps_the_drop_count(ros, tiny_onnx_models, monkeypatch):
+    """Under a multi-threaded executor the input callback runs beside the parameter service: the reload must wait."""
+    import threading
+
+    import madm_ros.nodes.base as base
+
+    pytest.importorskip("event_camera_msgs")
+    node = event_node(tiny_onnx_models["events"], input_qos="DEFAULT")
+    Collector(ros, Image, "/events_seg/edge_frame", 10)
+    assert wait_until(lambda: node.wanted("edge_frame"))
+    inside, convert = threading.Event(), base.array_to_image_msg
+
+    def slow_convert(*args):  # the callback holds its publisher for a while, as a large frame would
+        inside.set()
+        time.sleep(0.5)
+        return convert(*args)
+
+    packets = [evt3_packet(random_events(500, k * 10_000, (k + 1) * 10_000, seed=k), k, 10**9 + k * 10**7) for k in range(6)]
+    for packet in packets[:5]:
+        node._on_input(packet)
+    node._slot.dropped = 3  # as if inference had fallen behind three times
+    monkeypatch.setattr(base, "array_to_image_msg", slow_convert)
+    errors: list[str] = []
+
+    def callback():
+        try:
+            node._on_input(packets[5])  # completes a frame: publishes it on edge_frame
+        except Exception as error:  # any error here would end an executor's spin
+            errors.append(repr(error))
+
+    thread = threading.Thread(target=callback)
+    thread.start()
+    assert inside.wait(10)
+    (ok,) = node.set_parameters([Parameter("output_qos_depth", value=7)])  # a reload while the callback publishes
+    thread.join()
+    assert ok.successful and errors == [] and node.params.output_qos_depth == 7
+    assert node.counters()["total_dropped_frames"] >= 3  # not reset by the new inference thread
+    node.destroy_node()
+
+
+def test_a_reload_racing_the_follow_outputs_timer_leaves_no_orphan_subscription(ros, tiny_onnx_models):
+    import threading
+
+    node = image_node(tiny_onnx_models["depth"], modality="depth")
+    masks = Collector(ros, Image, "/seg/raw_segmentation_mask")
+    assert wait_until(lambda: node.wanted("raw_segmentation_mask")) and node._main_input is None  # timer not run yet
+    subscribing, proceed = threading.Event(), threading.Event()
+    subscribe = node._main_subscription
+
+    def slow_subscription():
+        subscribing.set()
+        proceed.wait(10)
+        return subscribe()
+
+    node._main_subscription = slow_subscription
+    follow = threading.Thread(target=node._follow_outputs)  # the timer, on another executor thread
+    follow.start()
+    assert subscribing.wait(10)
+    results = []
+    reload = threading.Thread(target=lambda: results.extend(node.set_parameters([Parameter("input_qos_depth", value=9)])))
+    reload.start()
+    time.sleep(0.3)
+    proceed.set()
+    follow.join()
+    reload.join()
+    assert results[0].successful and node._main_input in node._inputs  # the new input, owned by the node
+    node._main_subscription = subscribe
+    ros.destroy_subscription(masks.subscription)
+    assert wait_until(lambda: not node.wanted("raw_segmentation_mask"))
+    node._follow_outputs()  # nobody listens: unsubscribes (raised ValueError on an orphan before)
+    assert node._main_input is None
+    assert not [s for s in node.subscriptions if s.topic_name.endswith("/image")]
+    node.destroy_node()
+
+
 def test_the_event_node_decodes_only_while_someone_listens(ros, tiny_onnx_models):
     pytest.importorskip("event_camera_msgs")
     from event_camera_msgs.msg import EventPacket
