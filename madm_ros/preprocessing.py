@@ -35,6 +35,7 @@ from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size
 
 __all__ = [
     "ENCODINGS",
+    "ENCODING_ALIASES",
     "IMAGE_MODALITIES",
     "MODALITIES",
     "NODE_MODALITIES",
@@ -46,6 +47,7 @@ __all__ = [
     "percentiles_u16",
     "preprocess",
     "resize_image",
+    "sensor_encoding",
     "thermal_to_image",
     "to_network_input",
 ]
@@ -64,15 +66,43 @@ the benchmark's targets."""
 
 ENCODINGS: dict[str, tuple[str, ...]] = {
     "rgb": ("rgb8", "bgr8"),
-    "depth": ("16UC1", "32FC1", "mono8", "rgb8"),
-    "thermal": ("mono8", "mono16", "rgb8"),
+    "depth": ("16UC1", "32FC1", "mono8", "rgb8", "bgr8"),
+    "thermal": ("mono8", "mono16", "rgb8", "bgr8"),
     "events": ("mono8",),
 }
 """Image encodings (sensor_msgs/Image names) each modality accepts.
 
-For depth, ``mono8``/``rgb8`` (and ``rgb8`` for thermal) are images already rendered to 8 bits,
-such as DELIVER's depth PNGs and FMB's infrared PNGs; they are used as they are, as MADM does.
+For depth, ``mono8``/``rgb8``/``bgr8`` (and ``rgb8``/``bgr8`` for thermal) are images already
+rendered to 8 bits, such as DELIVER's depth PNGs and FMB's infrared PNGs; they are used as they
+are, as MADM does.
 """
+
+ENCODING_ALIASES: dict[str, dict[str, str]] = {
+    "rgb": {},
+    "depth": {"mono16": "16UC1", "8UC1": "mono8"},
+    "thermal": {"16UC1": "mono16", "8UC1": "mono8"},
+    "events": {"8UC1": "mono8"},
+}
+"""Encodings that hold the same bytes as one of :data:`ENCODINGS` under another name, per modality.
+
+Why: drivers differ in the name they give one layout (a thermal camera publishing its counts as
+``16UC1``, a depth driver its millimetres as ``mono16``); cv_bridge treats these pairs alike.
+"""
+
+
+def sensor_encoding(encoding: str, modality: str) -> str:
+    """The :data:`ENCODINGS` name ``modality`` reads an image of ``encoding`` as (aliases resolved).
+
+    Raises:
+        InputError: ``modality`` does not take ``encoding``, naming what it takes.
+    """
+    if encoding in ENCODINGS[modality]:
+        return encoding
+    alias = ENCODING_ALIASES[modality].get(encoding)
+    if alias is None:
+        taken = (*ENCODINGS[modality], *ENCODING_ALIASES[modality])
+        raise InputError(f"{modality} input must have encoding {' or '.join(taken)}, got {encoding!r}")
+    return alias
 
 
 @dataclass(frozen=True)
@@ -234,11 +264,7 @@ def modality_image(array: np.ndarray, encoding: str, spec: InputSpec, limits: In
         InputError: the encoding does not suit ``spec.modality``, the array is malformed, or it is
             larger than ``limits``.
     """
-    accepted = ENCODINGS[spec.modality]
-    if encoding not in accepted:
-        raise InputError(
-            f"{spec.modality} input must have encoding {' or '.join(accepted)}, got {encoding!r}"
-        )
+    encoding = sensor_encoding(encoding, spec.modality)
     if isinstance(array, np.ndarray) and array.ndim >= 2:
         check_image_size(array.shape[1], array.shape[0], limits, what=f"{spec.modality} {encoding} array")
     if encoding in ("rgb8", "bgr8"):
@@ -294,6 +320,7 @@ def invalid_frame_reason(array: np.ndarray, encoding: str, spec: InputSpec) -> s
     Partially valid frames return ``None`` and are segmented as usual. The array must already have
     passed :func:`modality_image` (encoding and shape checked); this costs one pass over it.
     """
+    encoding = sensor_encoding(encoding, spec.modality)
     if spec.modality == "depth":
         if encoding in ("16UC1", "32FC1"):
             # millimetres are finite and never negative; for metres NaN compares False and +inf

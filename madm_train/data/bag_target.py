@@ -166,14 +166,15 @@ def _frames(source: Any, topic: str, modality: str, params: Any, reading: _Readi
     """``(frame, why it is not stored)`` for every frame the node would segment; ``""`` for a frame to store.
 
     Frames come from :func:`madm_ros.frame_source.frame_source` as in the node and ``bag_eval``;
-    ``32FC1`` depth comes in the layout's ``16UC1`` millimetres (invalid pixels 0). Messages that
+    ``32FC1`` depth comes in the layout's ``16UC1`` millimetres (invalid pixels 0), other names of
+    an encoding under their :data:`~madm_ros.preprocessing.ENCODINGS` name, ``bgr8`` as ``rgb8``. Messages that
     cannot be deserialized and images of an encoding the modality does not take are counted and
     not yielded (the node does not segment them either); frames without a valid pixel are
     yielded as ``invalid_frame`` (the node answers them with an empty mask), so label matching
     sees the frames ``bag_eval`` sees.
     """
     from madm_ros.frame_source import frame_source
-    from madm_ros.preprocessing import ENCODINGS, InputSpec, invalid_frame_reason
+    from madm_ros.preprocessing import InputSpec, invalid_frame_reason, sensor_encoding
 
     frames = frame_source("events" if modality == "events" else "image", params, reading.problems)
     reading.counters = frames.counters
@@ -187,11 +188,16 @@ def _frames(source: Any, topic: str, modality: str, params: Any, reading: _Readi
                                     f"deserialized: {error}")
             continue
         for frame in frames.push(message):
-            if frame.encoding not in ENCODINGS[modality]:
+            try:
+                encoding = sensor_encoding(frame.encoding, modality)
+            except InputError as error:
                 reading.problems.report(f"wrong_encoding:{frame.encoding}", (
-                    f"{frame.encoding} image at {frame.stamp_ns} ns skipped: {modality} frames are "
-                    f"{' or '.join(ENCODINGS[modality])}"))
+                    f"{frame.encoding} image at {frame.stamp_ns} ns skipped: {error}"))
                 continue
+            if encoding == "bgr8":  # the folder layout keeps colour as rgb8
+                frame = dataclasses.replace(frame, array=np.ascontiguousarray(frame.array[:, :, ::-1]), encoding="rgb8")
+            elif encoding != frame.encoding:  # another name of the same layout (thermal 16UC1 is mono16)
+                frame = dataclasses.replace(frame, encoding=encoding)
             reading.frames += 1
             if reading.first_stamp_ns is None:
                 reading.first_stamp_ns = frame.stamp_ns

@@ -118,7 +118,8 @@ def test_bad_images_are_logged_counted_and_survived(ros, tiny_onnx_models):
     unknown = image_msg(depth.view(np.uint8).reshape(HEIGHT, WIDTH * 2), "mono8")
     unknown.encoding = "yuv422_yuy2"
     # each with the counter it must move (one at a time: a frame waiting for inference may be replaced by the next)
-    bad = [(image_msg(depth, "mono16"), "problem_bad_input:InputError"), (truncated, "problem_bad_image:16UC1"),
+    colour = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    bad = [(image_msg(colour, "8UC3"), "problem_bad_input:InputError"), (truncated, "problem_bad_image:16UC1"),
            (unknown, "problem_bad_image:yuv422_yuy2"), (image_msg(depth[:50, :60], "16UC1"), "problem_size_change")]
     with spinning(node, ros):
         publish_until_matched(images)
@@ -130,7 +131,7 @@ def test_bad_images_are_logged_counted_and_survived(ros, tiny_onnx_models):
         assert wait_until(lambda: any(s.level == DiagnosticStatus.WARN for d in diagnostics.messages for s in d.status), 5)
     counters = node.counters()
     assert counters["problem_bad_image:16UC1"] == 1 and counters["problem_bad_image:yuv422_yuy2"] == 1
-    assert counters["problem_bad_input:InputError"] == 1  # mono16 into a depth model
+    assert counters["problem_bad_input:InputError"] == 1  # 8UC3 into a depth model
     assert counters["problem_size_change"] >= 1
     keys = {kv.key for s in diagnostics.messages[-1].status for kv in s.values}
     assert {"frame_rate_node", "total_dropped_frames", "processing_time_ms", "current_delay_from_realtime_ms"} <= keys

@@ -13,6 +13,7 @@ from madm_ros.preprocessing import (
     modality_image,
     percentiles_u16,
     preprocess,
+    sensor_encoding,
     thermal_to_image,
     to_network_input,
 )
@@ -160,10 +161,34 @@ def test_bgr8_and_rgb8_give_the_same_tensor():
     np.testing.assert_array_equal(preprocess(rgb, "rgb8", spec), preprocess(rgb[:, :, ::-1].copy(), "bgr8", spec))
 
 
+@pytest.mark.parametrize(("modality", "alias", "same", "dtype"), [
+    ("depth", "mono16", "16UC1", np.uint16), ("depth", "8UC1", "mono8", np.uint8),
+    ("thermal", "16UC1", "mono16", np.uint16), ("thermal", "8UC1", "mono8", np.uint8), ("events", "8UC1", "mono8", np.uint8),
+])
+def test_another_name_of_the_same_layout_gives_the_same_image_and_validity(modality, alias, same, dtype):
+    spec = InputSpec(modality)
+    array = np.random.default_rng(4).integers(0, np.iinfo(dtype).max, size=(24, 32), dtype=dtype)
+    array[:4] = 0
+    assert sensor_encoding(alias, modality) == same
+    np.testing.assert_array_equal(modality_image(array, alias, spec), modality_image(array, same, spec))
+    blank = np.zeros_like(array)
+    assert invalid_frame_reason(blank, alias, spec) == invalid_frame_reason(blank, same, spec) is not None
+
+
+@pytest.mark.parametrize("modality", ["depth", "thermal"])
+def test_rendered_bgr8_depth_and_thermal_are_read_as_their_rgb8_twins(modality):
+    spec = InputSpec(modality)
+    rgb = np.random.default_rng(5).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess(rgb, "rgb8", spec), preprocess(rgb[:, :, ::-1].copy(), "bgr8", spec))
+
+
 def test_wrong_encoding_dtype_and_shape_are_clear_errors():
     depth = InputSpec("depth")
-    with pytest.raises(InputError, match="depth input must have encoding 16UC1 or 32FC1 or mono8 or rgb8, got 'mono16'"):
-        modality_image(np.zeros((2, 2), np.uint16), "mono16", depth)
+    with pytest.raises(InputError, match="depth input must have encoding 16UC1 or 32FC1 or mono8 or rgb8 or bgr8 or "
+                                         "mono16 or 8UC1, got 'rgba8'"):
+        modality_image(np.zeros((2, 2, 4), np.uint8), "rgba8", depth)
+    with pytest.raises(InputError, match="thermal input must have encoding .* or 16UC1 or 8UC1, got '32FC1'"):
+        modality_image(np.zeros((2, 2), np.float32), "32FC1", InputSpec("thermal"))
     with pytest.raises(InputError, match="16UC1 image must be a non-empty H×W uint16 array, got float32"):
         modality_image(np.zeros((2, 2), np.float32), "16UC1", depth)
     with pytest.raises(InputError, match="rgb8 image must be a non-empty H×W×3 uint8 array, got uint8 with shape \\(2, 2\\)"):

@@ -35,8 +35,8 @@ def test_mask_size_overrides_the_camera_resolution(tiny_onnx_models):
 
 
 def test_wrong_encodings_and_arrays_are_input_errors(depth_segmenter):
-    with pytest.raises(InputError, match="mono16"):
-        depth_segmenter.segment(np.zeros((10, 10), np.uint16), "mono16")
+    with pytest.raises(InputError, match="depth input must have encoding .*, got 'rgba8'"):
+        depth_segmenter.segment(np.zeros((10, 10, 4), np.uint8), "rgba8")
     with pytest.raises(InputError):
         depth_segmenter.segment(np.zeros((0, 10), np.uint16), "16UC1")
 

@@ -141,6 +141,20 @@ def test_mono8_thermal_bag_keeps_its_encoding(tmp_path):
     np.testing.assert_array_equal(FolderDataset(tmp_path / "out", spec)[1].image, preprocess(thermal[1], "mono8", spec))
 
 
+@pytest.mark.parametrize(("modality", "encoding", "stored"), [("thermal", "16UC1", "mono16"), ("depth", "mono16", "16UC1"),
+                                                           ("depth", "bgr8", "rgb8"), ("thermal", "8UC1", "mono8")])
+def test_other_names_of_an_encoding_are_stored_under_the_layouts_name(tmp_path, modality, encoding, stored):
+    rng = np.random.default_rng(1)
+    shape = (6, 8, 3) if encoding == "bgr8" else (6, 8)
+    dtype = np.uint16 if "16" in encoding else np.uint8
+    images = [rng.integers(1, np.iinfo(dtype).max, shape, dtype=dtype) for _ in range(2)]
+    write_image_bag(tmp_path / "bag", "/camera/image", images, encoding)
+    meta = extract_bag_frames(tmp_path / "bag", "/camera/image", tmp_path / "out", modality=modality)
+    assert meta.modalities == {modality: stored} and len(meta.frames) == 2
+    spec = InputSpec(modality, height=6, width=8)
+    np.testing.assert_array_equal(FolderDataset(tmp_path / "out", spec)[1].image, preprocess(images[1], encoding, spec))
+
+
 def test_event_bag_frames_are_exactly_the_event_nodes_frames(tmp_path, shared_data):
     """bag_target runs the event node's pipeline (EventFrameStream with the node's edge_fields), stamps included."""
     from madm_ros.events.stream import EventFrameStream
@@ -344,16 +358,16 @@ def test_bad_messages_and_frames_are_counted_and_left_out_as_bag_eval_counts_the
     metres = np.where(depth[2] % 7 == 0, np.nan, depth[2] / 1000).astype(np.float32)  # partly invalid: stays
     frames = [(FRAME_STAMPS_US[0], depth[0], "16UC1"), (FRAME_STAMPS_US[1], nan, "32FC1"),
               (FRAME_STAMPS_US[2], metres, "32FC1"), (FRAME_STAMPS_US[3], depth[3], "corrupt"),
-              (FRAME_STAMPS_US[4], depth[4], "mono16"), (FRAME_STAMPS_US[5], depth[5], "16UC1")]
+              (FRAME_STAMPS_US[4], np.zeros((8, 12, 3), np.uint8), "8UC3"), (FRAME_STAMPS_US[5], depth[5], "16UC1")]
     labels = labels_for([1, 5])
     write_bag(tmp_path / "bag", {"/depth": frames, "/labels": [labels[1], labels[5]]})
     result = extract_bag_target(tmp_path / "bag", "/depth", tmp_path / "out", modality="depth", label_topic="/labels")
     assert (result.frames, result.labelled, result.labels, result.unmatched_labels, result.bag_frames) == (2, 1, 2, 1, 4)
     counts = {w["kind"]: w["count"] for w in result.warnings}
-    assert counts == {"invalid_frame": 1, "undecodable_message": 1, "wrong_encoding:mono16": 1, "label_on_unusable_frame": 1}
+    assert counts == {"invalid_frame": 1, "undecodable_message": 1, "wrong_encoding:8UC3": 1, "label_on_unusable_frame": 1}
     texts = {w["kind"]: w["message"] for w in result.warnings}
     assert "depth frame has no valid pixel" in texts["invalid_frame"]
-    assert "depth frames are 16UC1 or 32FC1 or mono8 or rgb8" in texts["wrong_encoding:mono16"]
+    assert "depth input must have encoding 16UC1 or 32FC1 or mono8" in texts["wrong_encoding:8UC3"]
     target, test = FolderMeta.read(result.target), FolderMeta.read(result.test)
     assert target.stamps_us == (FRAME_STAMPS_US[0], FRAME_STAMPS_US[2]) and test.stamps_us == (FRAME_STAMPS_US[5],)
     millimetres = read_image(result.target, "depth", target.frames[1])  # 32FC1 stored as 16UC1 mm, NaN as 0
@@ -364,20 +378,20 @@ def test_bad_messages_and_frames_are_counted_and_left_out_as_bag_eval_counts_the
     assert "'invalid_frame': 1" in target.notes["depth"] and "'undecodable_message': 1" in target.notes["depth"]
     frames_only = extract_bag_frames(tmp_path / "bag", "/depth", tmp_path / "frames", modality="depth")
     assert frames_only.stamps_us == tuple(FRAME_STAMPS_US[i] for i in (0, 2, 5))
-    assert "'wrong_encoding:mono16': 1" in frames_only.notes["depth"]
+    assert "'wrong_encoding:8UC3': 1" in frames_only.notes["depth"]
 
 
 def test_a_topic_without_a_usable_frame_is_an_error_naming_why_and_an_old_cache_stays(tmp_path):
     write_bag(tmp_path / "good", {"/depth": [(s, d, "16UC1") for s, d in zip(FRAME_STAMPS_US, depth_frames())]})
     write_bag(tmp_path / "bad", {"/depth": [(FRAME_STAMPS_US[0], np.full((8, 12), np.nan, np.float32), "32FC1"),
-                                            (FRAME_STAMPS_US[1], np.zeros((8, 12, 3), np.uint8), "bgr8")]})
+                                            (FRAME_STAMPS_US[1], np.zeros((8, 12, 3), np.uint8), "8UC3")]})
     for extract in (extract_bag_frames, extract_bag_target):
         out = tmp_path / extract.__name__
         extract(tmp_path / "good", "/depth", out, modality="depth")
         before = sorted(p.relative_to(out) for p in out.rglob("*"))
         with pytest.raises(InputError, match=r"topic '/depth' of .*bad gave no usable depth frame \(2 messages read\): "
                                              r"frame at 100000000000 ns left out: depth frame has no valid pixel .*; "
-                                             r"bgr8 image at 100100000000 ns skipped: depth frames are .*\. Record the "
+                                             r"8UC3 image at 100100000000 ns skipped: depth input must have .*\. Record the "
                                              r"depth camera's own 16UC1"):
             extract(tmp_path / "bad", "/depth", out, modality="depth")
         assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing was deleted
