@@ -43,8 +43,10 @@ class SegmentationParams:
         engine_file_path: TensorRT engine; used by ``backend`` ``auto``/``tensorrt`` when present.
         backend: ``auto`` (fastest installed: TensorRT > ONNX Runtime), ``tensorrt`` or ``onnxruntime``.
         threads: CPU threads of ONNX Runtime (0 = one per core).
-        mask_width: Width of the published masks; 0 = the input's width (camera resolution).
-        mask_height: Height of the published masks; 0 = the input's height.
+        mask_width: Width of the published masks; 0 = the input's width (camera resolution), or,
+            with ``mask_height`` set, the width that keeps the input's aspect ratio.
+        mask_height: Height of the published masks; 0 = the input's height, or, with
+            ``mask_width`` set, the height that keeps the input's aspect ratio.
         color_segmentation_mask_encoding: ``rgb8`` (Isaac default) or ``bgr8``.
         overlay_alpha: Weight of the colour mask in ``segmentation_overlay``.
         input_qos: QoS preset of the input subscriptions (``SENSOR_DATA``: best effort, receives
@@ -84,8 +86,8 @@ class SegmentationParams:
             raise ConfigError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be ≥ 0 (0 = one per core), got {self.threads}")
-        if self.mask_width < 0 or self.mask_height < 0 or (self.mask_width == 0) != (self.mask_height == 0):
-            raise ConfigError(f"set mask_width and mask_height both (> 0) or both 0 (camera resolution), "
+        if self.mask_width < 0 or self.mask_height < 0:
+            raise ConfigError(f"mask_width and mask_height must be ≥ 0 (0: from the input), "
                               f"got {self.mask_width}×{self.mask_height}")
         if self.color_segmentation_mask_encoding not in ("rgb8", "bgr8"):
             raise ConfigError(f"color_segmentation_mask_encoding must be rgb8 or bgr8, "
@@ -108,8 +110,8 @@ class SegmentationParams:
 
     @property
     def mask_size(self) -> tuple[int, int] | None:
-        """``(height, width)`` of the masks, ``None`` for the camera resolution."""
-        return (self.mask_height, self.mask_width) if self.mask_width else None
+        """``(height, width)`` of the masks (a 0 follows the input's aspect), ``None`` for the camera resolution."""
+        return (self.mask_height, self.mask_width) if self.mask_width or self.mask_height else None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Any:

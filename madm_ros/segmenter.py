@@ -131,7 +131,9 @@ class Segmenter:
 
     Args:
         backend: A loaded backend (see :func:`madm_ros.backends.load_backend`).
-        mask_size: ``(height, width)`` of the masks; ``None`` = the input's own resolution.
+        mask_size: ``(height, width)`` of the masks; ``None`` = the input's own resolution; one of
+            the two 0 = that side follows the input's aspect ratio (so a node can take
+            ``mask_width`` alone from ``ros2 param set``).
         limits: Largest input (and mask) width and height accepted; larger arrays are refused
             before preprocessing allocates anything.
 
@@ -142,8 +144,8 @@ class Segmenter:
 
     def __init__(self, backend: Backend, mask_size: tuple[int, int] | None = None, *,
                  limits: InputLimits = DEFAULT_LIMITS) -> None:
-        if mask_size is not None and (len(mask_size) != 2 or min(mask_size) <= 0):
-            raise ConfigError(f"mask size must be two positive integers (height, width), got {mask_size}")
+        if mask_size is not None and (len(mask_size) != 2 or min(mask_size) < 0 or max(mask_size) == 0):
+            raise ConfigError(f"mask size must be (height, width), at least one positive and neither negative, got {mask_size}")
         if mask_size is not None and (mask_size[0] > limits.max_height or mask_size[1] > limits.max_width):
             raise ConfigError(f"mask size {mask_size[1]}×{mask_size[0]} (width×height) exceeds the input limit of "
                               f"{limits.max_width}×{limits.max_height}; choose a smaller mask_size or raise the limits")
@@ -160,6 +162,17 @@ class Segmenter:
             raise BackendError(f"the model's network input {self.spec.width}×{self.spec.height} (its metadata's "
                                f"input_spec) exceeds the input limit of {limits.max_width}×{limits.max_height}; "
                                "a madm model runs at a few hundred pixels (MADM: 512×512)")
+
+    def mask_shape(self, input_hw: tuple[int, ...]) -> tuple[int, int]:
+        """``(height, width)`` of the masks of an input of ``input_hw``: ``mask_size``, completed from the input's aspect."""
+        if self.mask_size is None:
+            return int(input_hw[0]), int(input_hw[1])
+        height, width = self.mask_size
+        if height and width:
+            return height, width
+        if height:
+            return height, max(1, round(input_hw[1] * height / input_hw[0]))
+        return max(1, round(input_hw[0] * width / input_hw[1])), width
 
     @classmethod
     def load(cls, model: str | Path, kind: str = "auto", *, engine: str | Path | None = None,
@@ -211,7 +224,7 @@ class Segmenter:
             raise InputError(f"segment expects a non-empty H×W or H×W×C array, got {getattr(array, 'shape', type(array))}")
         start = time.perf_counter()
         image = modality_image(array, encoding, self.spec, self.limits)
-        size = self.mask_size or array.shape[:2]
+        size = self.mask_shape(array.shape[:2])
         reason = invalid_frame_reason(array, encoding, self.spec)
         if reason is not None:
             labels = np.full(size, UNLABELLED, np.uint8)

@@ -595,6 +595,16 @@ def test_a_new_model_is_checked_before_it_replaces_the_running_one(ros, tiny_onn
         count = len(masks.messages)
         assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1", sec=9)),
                                    any(m.width == 40 for m in masks.messages[count:]))[1])  # active, new size
+        for name in ("mask_height", "mask_width"):  # one at a time, as `ros2 param set` does: each state is valid
+            (ok,) = node.set_parameters([Parameter(name, value=0)])
+            assert ok.successful
+        (ok,) = node.set_parameters([Parameter("mask_width", value=75)])  # the height follows the camera's aspect
+        count = len(masks.messages)
+        assert ok.successful and wait_until(lambda: (images.publish(image_msg(depth, "16UC1", sec=10)), any(
+            (m.width, m.height) == (75, 50) for m in masks.messages[count:]))[1])
+        thermal = [Parameter("modality", value="thermal"), Parameter("model_file_path", value=str(tiny_onnx_models["thermal"]))]
+        assert not any(result.successful for result in node.set_parameters(thermal))  # each alone: a mismatch
+        assert node.set_parameters_atomically(thermal).successful and node.segmenter.modality == "thermal"
         assert wait_until(lambda: any(info.model_name == "swapped.onnx" for info in infos.messages))  # republished
     assert node.counters()["frames_out"] >= 2
     node.destroy_node()

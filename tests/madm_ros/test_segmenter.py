@@ -30,8 +30,12 @@ def test_segment_is_preprocess_then_backend_then_nearest_resize(depth_segmenter)
 def test_mask_size_overrides_the_camera_resolution(tiny_onnx_models):
     segmenter = Segmenter.load(tiny_onnx_models["depth"], threads=1, mask_size=(30, 40))
     assert segmenter.segment(np.ones((90, 170), np.float32), "32FC1").labels.shape == (30, 40)
-    with pytest.raises(ConfigError):
-        Segmenter.load(tiny_onnx_models["depth"], mask_size=(0, 40))
+    width_only = Segmenter.load(tiny_onnx_models["depth"], threads=1, mask_size=(0, 40))  # height keeps the aspect
+    assert width_only.segment(np.ones((90, 170), np.float32), "32FC1").labels.shape == (21, 40)
+    assert Segmenter.load(tiny_onnx_models["depth"], threads=1, mask_size=(45, 0)).mask_shape((90, 170)) == (45, 85)
+    for bad in ((0, 0), (-1, 40)):
+        with pytest.raises(ConfigError, match="at least one positive and neither negative"):
+            Segmenter.load(tiny_onnx_models["depth"], mask_size=bad)
 
 
 def test_wrong_encodings_and_arrays_are_input_errors(depth_segmenter):
