@@ -610,6 +610,29 @@ def test_a_new_model_is_checked_before_it_replaces_the_running_one(ros, tiny_onn
     node.destroy_node()
 
 
+def test_ros2_param_set_through_the_parameter_service_swaps_a_model_or_prints_why_not(ros, tiny_onnx_models, tmp_path):
+    """What ``ros2 param set /seg model_file_path X`` does: a SetParameters request over DDS, one result per parameter."""
+    from rclpy.parameter_client import AsyncParameterClient
+
+    node = image_node(tiny_onnx_models["depth"], modality="depth")
+    client = AsyncParameterClient(ros, "/seg")
+    with spinning(node, ros):
+        assert client.wait_for_services(10)
+
+        def set_remotely(name: str, value: object):
+            future = client.set_parameters([Parameter(name, value=value)])
+            assert wait_until(future.done, 30)
+            return future.result().results[0]
+
+        refused = set_remotely("model_file_path", str(tmp_path / "typo.onnx"))
+        assert not refused.successful and "typo.onnx does not exist" in refused.reason
+        running = node.segmenter
+        assert set_remotely("model_file_path", str(tiny_onnx_models["depth"])).successful  # the same file, reloaded
+        assert node.segmenter is not running and node.failure == ""
+        assert set_remotely("overlay_alpha", 0.7).successful and node.params.overlay_alpha == 0.7
+    node.destroy_node()
+
+
 def test_a_reload_waits_for_an_input_callback_in_flight_and_keeps_the_drop_count(ros, tiny_onnx_models, monkeypatch):
     """Under a multi-threaded executor the input callback runs beside the parameter service: the reload must wait."""
     import threading
