@@ -253,15 +253,15 @@ def write_image(root: Path | str, modality: str, name: str, image: np.ndarray, *
 
 
 def read_image(root: Path | str, modality: str, name: str) -> np.ndarray:
-    """Read ``root/<modality>/<name>.png`` unchanged (RGB comes back in RGB order)."""
+    """Read ``root/<modality>/<name>.png`` unchanged; three channels come back in RGB order (PNG files hold BGR)."""
     import cv2
 
     path = Path(root) / _folder(modality) / f"{name}.png"
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"cannot read {path} (missing or not an image)")
-    if modality == "rgb":
-        if image.ndim != 3:
-            raise InputError(f"{path} must be a 3-channel image, got shape {image.shape}")
+    if modality == "rgb" and image.ndim != 3:
+        raise InputError(f"{path} must be a 3-channel image, got shape {image.shape}")
+    if image.ndim == 3:  # rgb, and depth or thermal rendered to rgb8
         image = np.ascontiguousarray(image[:, :, ::-1])
     return image

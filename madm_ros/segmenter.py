@@ -28,7 +28,7 @@ import numpy as np
 
 from madm_ros.backends import Backend, ModelMetadata, load_backend
 from madm_ros.errors import BackendError, ConfigError, InputError
-from madm_ros.limits import DEFAULT_LIMITS, InputLimits
+from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size
 from madm_ros.palettes import LabelSet, colorize, get_label_set
 from madm_ros.preprocessing import InputSpec, invalid_frame_reason, modality_image, to_network_input
 
@@ -164,15 +164,22 @@ class Segmenter:
                                "a madm model runs at a few hundred pixels (MADM: 512×512)")
 
     def mask_shape(self, input_hw: tuple[int, ...]) -> tuple[int, int]:
-        """``(height, width)`` of the masks of an input of ``input_hw``: ``mask_size``, completed from the input's aspect."""
+        """``(height, width)`` of the masks of an input of ``input_hw``: ``mask_size``, completed from the input's aspect.
+
+        Raises:
+            InputError: a side completed from an unusual input's aspect (a 4096×1 frame) exceeds ``limits``.
+        """
         if self.mask_size is None:
             return int(input_hw[0]), int(input_hw[1])
         height, width = self.mask_size
         if height and width:
             return height, width
         if height:
-            return height, max(1, round(input_hw[1] * height / input_hw[0]))
-        return max(1, round(input_hw[0] * width / input_hw[1])), width
+            width = max(1, round(input_hw[1] * height / input_hw[0]))
+        else:
+            height = max(1, round(input_hw[0] * width / input_hw[1]))
+        check_image_size(width, height, self.limits, what=f"mask of a {input_hw[1]}×{input_hw[0]} input")
+        return height, width
 
     @classmethod
     def load(cls, model: str | Path, kind: str = "auto", *, engine: str | Path | None = None,

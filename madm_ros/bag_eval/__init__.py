@@ -20,7 +20,8 @@ ids named by their stamp, ``<stamp_ns>.png`` or ``<sec>_<nanosec>.png``), paired
 
 Outputs in ``--out``: ``report.json`` (``miou``, ``per_class_iou``, ``frames``, ``dropped``,
 ``invalid_frames``, ``latency_ms_p50``, ``latency_ms_p99``, ``warnings`` and more; ``model_caveat``
-when the model is a built-in synthetic-only default), ``report.md``, ``iou.png``,
+when the model is a built-in synthetic-only default, ``modality_note`` when the modality was
+guessed from a 16-bit encoding), ``report.md``, ``iou.png``,
 ``confusion.png``, ``latency.png``, ``overlays/<stamp_ns>.png`` for ``--overlays`` evenly spaced
 frames with their contact sheet ``overlays.png``, and ``output_bag/`` (raw masks, colour masks,
 overlays and, for events, edge frames, stamped and logged at the input stamps).

@@ -34,6 +34,7 @@ class Setup:
     kind: str
     params: Any
     segmenter: Any
+    modality_note: str | None = None  # set when the modality was guessed from the encoding
 
 
 def check_bag_path(path: Path) -> None:
@@ -120,14 +121,19 @@ def setup(options: EvalOptions, source: Any) -> Setup:
             raise ConfigError(f"model {params.model_file_path} is for {segmenter.modality}, but topic {topic} carries images; "
                               "use a depth or thermal model")
         return Setup(topic, kind, dataclasses.replace(params, modality=segmenter.modality), segmenter)
-    if "modality" not in values:  # no model either: the encoding tells depth from thermal
+    note = None
+    if "modality" not in values:  # no model either: the encoding tells depth from thermal, as REP 118 names them
         encoding = _peek_encoding(source, topic)
         values["modality"] = {"16UC1": "depth", "32FC1": "depth", "mono16": "thermal"}.get(encoding)
         if values["modality"] is None:
             raise ConfigError(f"cannot tell whether {encoding} images on {topic} are depth or thermal; "
                               "give --config (config/depth.yaml or config/thermal.yaml) or --model")
+        if encoding != "32FC1":  # some drivers name 16-bit depth mono16 and thermal counts 16UC1
+            note = (f"{topic} taken for {values['modality']} from its {encoding} encoding (the usual name for "
+                    f"{values['modality']}, but some drivers use the other 16-bit name); if it is not, give --config "
+                    f"config/{'thermal' if values['modality'] == 'depth' else 'depth'}.yaml or --model")
     params = params_from_values(ImageParams, values, source_name)
-    return Setup(topic, kind, params, load_segmenter(params, params.modality))
+    return Setup(topic, kind, params, load_segmenter(params, params.modality), note)
 
 
 def model_caveat(segmenter: Any) -> str | None:

@@ -215,7 +215,8 @@ def _plan(options: EvalOptions, source: Any, run: RunState, report: dict[str, An
     prefix = (options.output_prefix or f"/{node}").rstrip("/")
     report.update(topic=chosen.topic, msgtype=source.topics[chosen.topic], modality=segmenter.modality,
                   tolerance_ms=tolerance_ns / 1e6, params=params.to_dict(), model=segmenter.backend.describe(),
-                  model_caveat=model_caveat(segmenter), label_set=segmenter.label_set.name, output_prefix=prefix)
+                  model_caveat=model_caveat(segmenter), modality_note=chosen.modality_note,
+                  label_set=segmenter.label_set.name, output_prefix=prefix)
     segmenter.warm_up()  # as the node does on activate: the first frame must not pay for buffer allocation
     run.kind = kind
     return _Plan(chosen, labels, tolerance_ns, prefix)

@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["BagTarget", "extract_bag_frames", "extract_bag_target", "load_event_params", "prepare_bag_target"]
 
 GENERATOR_NAME = "madm_train.data.bag_target"
-GENERATOR_VERSION = 2
-"""Bumped when the same settings would extract other frames (2: the shared frame source, ns label matching)."""
+GENERATOR_VERSION = 3
+"""Bumped when the same settings would extract other frames (2: the shared frame source, ns label matching;
+3: other names of an encoding, e.g. depth ``mono16``, and ``bgr8`` are stored instead of left out)."""
 MARKER_FILE = "bag_target.json"
 """Written first into an ``extract_bag_target`` folder (marks it as ours) and rewritten last (complete)."""
 _ADVICE = {

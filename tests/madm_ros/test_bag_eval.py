@@ -790,9 +790,13 @@ def test_a_built_in_model_carries_the_synthetic_only_caveat(tmp_path, scenes, ti
     assert "synthetic scenes only" in report["model_caveat"] and "python -m madm_train adapt" in report["model_caveat"]
     assert json.loads((tmp_path / "default" / "report.json").read_text())["model_caveat"] == report["model_caveat"]
     assert "synthetic-only model" in (tmp_path / "default" / "report.md").read_text()
+    # no --config or --model: the modality comes from the 16UC1 encoding, and the report says it was a guess
+    assert "taken for depth from its 16UC1 encoding" in report["modality_note"] and "config/thermal.yaml" in report[
+        "modality_note"] and "Modality guessed" in (tmp_path / "default" / "report.md").read_text()
     own = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "own", model=str(tiny_onnx_models["depth"]), threads=1,
                                    output_bag_format="none"))
     assert own["model_caveat"] is None and "synthetic-only" not in (tmp_path / "own" / "report.md").read_text()
+    assert own["modality_note"] is None  # the model said which
 
 
 @pytest.mark.parametrize(("name", "kind"), [("x.raw", "Prophesee RAW"), ("x.aedat4", "AEDAT4"), ("events.h5", "HDF5")])

@@ -32,7 +32,10 @@ def test_mask_size_overrides_the_camera_resolution(tiny_onnx_models):
     assert segmenter.segment(np.ones((90, 170), np.float32), "32FC1").labels.shape == (30, 40)
     width_only = Segmenter.load(tiny_onnx_models["depth"], threads=1, mask_size=(0, 40))  # height keeps the aspect
     assert width_only.segment(np.ones((90, 170), np.float32), "32FC1").labels.shape == (21, 40)
-    assert Segmenter.load(tiny_onnx_models["depth"], threads=1, mask_size=(45, 0)).mask_shape((90, 170)) == (45, 85)
+    height_only = Segmenter.load(tiny_onnx_models["depth"], threads=1, mask_size=(45, 0))
+    assert height_only.mask_shape((90, 170)) == (45, 85)
+    with pytest.raises(InputError, match="mask of a 4096×2 input of 92160×45 pixels exceeds the input limit"):
+        height_only.segment(np.full((2, 4096), 1.5, np.float32), "32FC1")  # refused before a 4 MB mask is made
     for bad in ((0, 0), (-1, 40)):
         with pytest.raises(ConfigError, match="at least one positive and neither negative"):
             Segmenter.load(tiny_onnx_models["depth"], mask_size=bad)

@@ -153,6 +153,8 @@ def test_other_names_of_an_encoding_are_stored_under_the_layouts_name(tmp_path, 
     assert meta.modalities == {modality: stored} and len(meta.frames) == 2
     spec = InputSpec(modality, height=6, width=8)
     np.testing.assert_array_equal(FolderDataset(tmp_path / "out", spec)[1].image, preprocess(images[1], encoding, spec))
+    stored_pixels = read_image(tmp_path / "out", modality, meta.frames[1])  # RGB order, whatever the bag's
+    np.testing.assert_array_equal(stored_pixels, images[1][:, :, ::-1] if encoding == "bgr8" else images[1])
 
 
 def test_event_bag_frames_are_exactly_the_event_nodes_frames(tmp_path, shared_data):
