@@ -7,7 +7,8 @@ follows the Isaac ROS / Autoware names users know (``model_file_path``, ``engine
 parameter's default, its description (the dataclass docstring's), its range or choices and when a
 change takes effect (:data:`PARAMETER_RULES`): ``live`` (at once), ``input`` (the input is
 restarted, e.g. a new accumulation window), ``reload`` (the node loads and checks the model the
-new values name, then swaps it in with new topics: model, backend, QoS) or ``start`` (read-only
+new values name, then swaps it in, with new topics where their QoS or type changed: model,
+backend, QoS) or ``start`` (read-only
 after start). Depth and thermal ranges are deliberately not parameters: they travel inside
 the model (:class:`madm_ros.preprocessing.InputSpec`), so a node cannot silently normalise
 differently from training.
@@ -206,7 +207,7 @@ class ParameterRule:
         apply: ``live`` (at once), ``input`` (the input is restarted: the frame source is
             rebuilt, a partial event slice is dropped), ``reload`` (a configured node loads and
             warms up the model of the new values first, refusing the change with the reason if
-            that fails, then swaps it in and recreates its topics; unconfigured, the next
+            that fails, then swaps it in, recreating topics whose QoS or type changed; unconfigured, the next
             configure reads it) or ``start`` (read-only).
         low: Smallest value of a number (inclusive), or None.
         high: Largest value of a number (inclusive), or None.

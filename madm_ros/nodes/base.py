@@ -17,8 +17,8 @@ colour encoding, diagnostics period) at once and an ``input`` one (accumulation)
 the frame source. A ``reload`` one (model, backend, mask size, QoS, input kind) makes a configured
 node load and warm up the model the new values name before it accepts them: a model that fails
 is refused with the reason (``ros2 param set`` prints it) while the old one keeps running;
-otherwise the node swaps it in and recreates its topics, so swapping a model needs no restart and
-no lifecycle commands. ``autostart`` alone is read-only: only a new process can apply it.
+otherwise the node swaps it in (recreating only topics whose QoS or type changed), so swapping a
+model needs no restart and no lifecycle commands. ``autostart`` alone is read-only: only a new process can apply it.
 
 The main input (``image`` or ``events``) follows the outputs: while nobody subscribes to any
 output (masks, overlay, edge frame, camera info) the node unsubscribes from it, so nothing is
@@ -274,9 +274,12 @@ class SegmentationNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _take(self, params: Any, segmenter: Segmenter) -> None:
-        """Run with ``params`` and a loaded ``segmenter``: create the publishers, restart the diagnostics timer."""
+        """Run with ``params`` and a loaded ``segmenter``: publishers (created, or told the new model), diagnostics timer."""
         self.params, self.segmenter = params, segmenter
-        self._create_publishers()
+        if self._outputs:
+            self._outputs["label_info"].publish(self._label_info())
+        else:
+            self._create_publishers()
         self._start_diagnostics_timer(params.diagnostics_period_s)
         described = segmenter.backend.describe()
         self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
@@ -304,20 +307,36 @@ class SegmentationNode(LifecycleNode):
         self._subscribe()
 
     def _reload(self, params: Any, segmenter: Segmenter, changed: list[str]) -> None:
-        """Swap in a loaded and warmed-up ``segmenter`` with ``params``: new publishers, input and frame source.
+        """Swap in a loaded and warmed-up ``segmenter`` with ``params``, recreating only the topics whose QoS or type changed.
 
-        An active node stops its input and inference thread first (a frame in flight is
-        finished), so no frame meets half-old, half-new settings.
+        A model swap keeps every publisher and subscription: each frame reads the model and
+        parameters once, so a frame in flight finishes with the old ones and the next takes the
+        new. Why not recreate them anyway: subscribers would lose their match for a moment, and
+        rclpy's executors can fail on an entity destroyed while they build their wait set.
+        A new input QoS or message type restarts the input and inference thread, a new output
+        QoS the publishers (with the inference thread stopped, so no frame publishes on them).
         """
+        old = self.params
+        new_outputs = (params.output_qos, params.output_qos_depth) != (old.output_qos, old.output_qos_depth)
+        new_input = self._input_settings(params) != self._input_settings(old)
         with self._input_lock:
-            active = self._worker is not None
-            if active:
+            restart = self._worker is not None and (new_input or new_outputs)
+            if restart:
                 self._stop()
-            self._release()
+            if new_outputs:
+                self._release()
             self._take(params, segmenter)
-            if active:
+            if restart:
                 self._start()
-        self.get_logger().info(f"{', '.join(changed)} changed: model and topics reloaded")
+            elif self.source is not None and params.limits != old.limits:
+                self.source = self._make_source()
+        self.get_logger().info(f"{', '.join(changed)} changed: model reloaded"
+                               + (", input restarted" if restart else "") + (", outputs recreated" if new_outputs else ""))
+
+    @staticmethod
+    def _input_settings(params: Any) -> tuple[Any, ...]:
+        """What the input subscription is made from: a change means a new subscription."""
+        return params.input_qos, params.input_qos_depth, getattr(params, "message_type", None)
 
     def _main_subscription(self) -> Any:
         """Create the subscription to the main input (``image`` or ``events``)."""

@@ -588,10 +588,12 @@ def test_a_new_model_is_checked_before_it_replaces_the_running_one(ros, tiny_onn
         assert node.segmenter is running and node.get_parameter("model_file_path").value == str(tiny_onnx_models["depth"])
         copy = tmp_path / "swapped.onnx"
         shutil.copy(tiny_onnx_models["depth"], copy)
+        publisher, subscription = node._outputs["raw_segmentation_mask"], node._main_input
         ok = node.set_parameters_atomically([Parameter("model_file_path", value=str(copy)),  # one reload for all three
                                              Parameter("mask_width", value=40), Parameter("mask_height", value=30)])
         assert ok.successful and node.segmenter is not running
         assert node.segmenter.backend.describe()["path"] == str(copy) and node.failure == ""
+        assert node._outputs["raw_segmentation_mask"] is publisher and node._main_input is subscription  # kept
         count = len(masks.messages)
         assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1", sec=9)),
                                    any(m.width == 40 for m in masks.messages[count:]))[1])  # active, new size
@@ -630,6 +632,65 @@ def test_ros2_param_set_through_the_parameter_service_swaps_a_model_or_prints_wh
         assert set_remotely("model_file_path", str(tiny_onnx_models["depth"])).successful  # the same file, reloaded
         assert node.segmenter is not running and node.failure == ""
         assert set_remotely("overlay_alpha", 0.7).successful and node.params.overlay_alpha == 0.7
+    node.destroy_node()
+
+
+def test_repeated_reloads_under_a_multi_threaded_executor_while_frames_flow_raise_nothing(ros, tiny_onnx_models, tmp_path):
+    """Input callbacks, the follow-outputs timer, diagnostics and parameter services on four threads, models swapped meanwhile."""
+    import shutil
+    import threading
+
+    from rclpy.executors import MultiThreadedExecutor
+
+    pytest.importorskip("event_camera_msgs")
+    from event_camera_msgs.msg import EventPacket
+
+    copies = [tmp_path / f"model_{index}.onnx" for index in range(2)]
+    for copy in copies:
+        shutil.copy(tiny_onnx_models["events"], copy)
+    node = event_node(copies[0], input_qos="DEFAULT", diagnostics_period_s=0.05)
+    masks = Collector(ros, Image, "/events_seg/raw_segmentation_mask", 100)
+    publisher = ros.create_publisher(EventPacket, "events", 100)
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    executor.add_node(ros)
+    errors: list[BaseException] = []
+
+    def spin():
+        try:
+            executor.spin()
+        except BaseException as error:  # an exception out of any callback ends spin: the test must see it
+            errors.append(error)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        publish_until_matched(publisher)
+        stop = threading.Event()
+
+        def publish():
+            k = 0
+            while not stop.is_set():
+                publisher.publish(evt3_packet(random_events(300, k * 10_000, (k + 1) * 10_000, seed=k), k, 10**9 + k * 10**7))
+                k += 1
+                time.sleep(0.002)
+
+        feeder = threading.Thread(target=publish, daemon=True)
+        feeder.start()
+        for swap in range(12):
+            (ok,) = node.set_parameters([Parameter("model_file_path", value=str(copies[swap % 2]))])
+            assert ok.successful, ok.reason
+            time.sleep(0.05)
+        count = len(masks.messages)
+        assert wait_until(lambda: len(masks.messages) > count, 20)  # still segmenting after the last swap
+        stop.set()
+        feeder.join()
+    finally:
+        executor.shutdown(timeout_sec=5)
+        thread.join(timeout=5)
+    assert errors == [] and node.failure == ""
+    assert not any(kind.startswith("internal") for kind in node.problems.counts), node.problems.counts
+    assert node._main_input in node._inputs and node.segmenter.backend.describe()["path"] == str(copies[1])
     node.destroy_node()
 
 
