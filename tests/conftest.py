@@ -11,6 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Intel MKL (PyTorch's CPU BLAS) picks kernels by data alignment and, with MKL_DYNAMIC, its thread count by
+# machine load, so two identical CPU training runs can differ in the last bits on a busy machine (up to ~2e-5
+# after 4 tiny iterations, measured). Its conditional numerical reproducibility mode makes them bit-identical,
+# which the resume tests rely on; set here, before anything loads torch (and inherited by subprocesses).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

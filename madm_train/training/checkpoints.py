@@ -23,8 +23,9 @@ no ``checkpoint-*`` folder at all. Older checkpoints beyond ``total_limit`` are 
 new one is in place (``diffusers`` prunes first).
 
 Resuming restores every RNG state and generator, so the draws after a resume are the ones an
-uninterrupted run makes; with run-to-run deterministic kernels (the CPU runs here and in CI) the
-weights are identical bit for bit (``tests/madm_train/test_self_training.py`` says what it promises).
+uninterrupted run makes; with run-to-run deterministic kernels (on a CPU: Intel MKL's
+``MKL_CBWR=AUTO,STRICT`` and ``MKL_DYNAMIC=FALSE``, as the tests set) the weights are identical bit
+for bit (``tests/madm_train/test_self_training.py`` says what it promises).
 """
 
 from __future__ import annotations

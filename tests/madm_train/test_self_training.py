@@ -74,10 +74,12 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(synth_folder,
     """What is promised: a resume restores every state and random stream (weights, AdamW, schedule, EMA
     teacher, Python/NumPy/torch RNGs, the data, rare-class, ClassMix and k₀ generators), so the resumed
     run repeats the uninterrupted run's draws and its weights bit for bit wherever the platform's kernels
-    are run-to-run deterministic. Where they are not (a second uninterrupted run in this process already
-    differs), bit equality is not a property of the resume, and the test asks instead that the resumed
-    weights be as close to the uninterrupted ones as a second uninterrupted run's are, and that every
-    draw (DPLG timestep, learning rate) repeat exactly."""
+    are run-to-run deterministic (on a CPU with MKL: tests/conftest.py sets its reproducible mode, without
+    which two uninterrupted runs on a busy machine differed by up to 2e-5, and a resumed one by as much).
+    Where they are not (a second uninterrupted run in this process already differs), bit equality is not
+    a property of the resume, and the test asks instead that the resumed weights be as close to the
+    uninterrupted ones as a second uninterrupted run's are, and that every draw (DPLG timestep, learning
+    rate) repeat exactly."""
     real_step = MadmMethod.step
 
     def killed(self, context, source, target):
