@@ -54,7 +54,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from madm_ros.errors import ConfigError, MadmError
 from madm_ros.frame_source import Frame, ImageFrames
 from madm_ros.metrics import latency_summary
-from madm_ros.node_params import ParameterInfo, SegmentationParams, parameter_table, params_from_values
+from madm_ros.node_params import (
+    PARAMETER_RULES,
+    ParameterInfo,
+    SegmentationParams,
+    parameter_table,
+    params_from_values,
+)
 from madm_ros.nodes.image_messages import array_to_image_msg
 from madm_ros.nodes.worker import LatestSlot
 from madm_ros.problems import ProblemCounter
@@ -205,13 +211,13 @@ class SegmentationNode(LifecycleNode):
         Why here, before the values are stored: a model that does not load or run must leave the
         node as it was, running the old one.
         """
-        rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
-        changes = {p.name: p.value for p in parameters if p.name in rules}
+        # the node declares exactly its class's fields (and ROS's use_sim_time, which has no rule)
+        changes = {p.name: p.value for p in parameters if p.name in PARAMETER_RULES}
         try:
             params = params_from_values(self.PARAMS, {**self._parameter_values(), **changes}, "parameter")
         except MadmError as error:
             return SetParametersResult(successful=False, reason=str(error))
-        reloads = sorted(name for name in changes if rules[name].apply == "reload")
+        reloads = sorted(name for name in changes if PARAMETER_RULES[name].apply == "reload")
         if reloads and self.segmenter is not None:
             try:
                 segmenter = self._load_segmenter(params)
@@ -224,8 +230,7 @@ class SegmentationNode(LifecycleNode):
 
     def _apply_parameter_change(self, parameters: list[Parameter]) -> None:
         """Use accepted values: a checked model through :meth:`_reload`, ``input`` ones through a new frame source."""
-        rules = {info.name: info.rule for info in parameter_table(self.PARAMS)}
-        changed = {p.name for p in parameters if p.name in rules}
+        changed = {p.name for p in parameters if p.name in PARAMETER_RULES}
         reloaded, self._reloaded = self._reloaded, None
         if "diagnostics_period_s" in changed:
             self._start_diagnostics_timer(float(self.get_parameter("diagnostics_period_s").value))
@@ -235,7 +240,7 @@ class SegmentationNode(LifecycleNode):
             self._reload(reloaded[1], reloaded[2], sorted(changed))
             return
         self.params = self.read_params()
-        if self.source is not None and any(rules[name].apply == "input" for name in changed):
+        if self.source is not None and any(PARAMETER_RULES[name].apply == "input" for name in changed):
             self.source = self._make_source()
             self.get_logger().info("input settings changed: the frame source restarted (a partial slice is dropped)")
 
@@ -276,10 +281,9 @@ class SegmentationNode(LifecycleNode):
     def _take(self, params: Any, segmenter: Segmenter) -> None:
         """Run with ``params`` and a loaded ``segmenter``: publishers (created, or told the new model), diagnostics timer."""
         self.params, self.segmenter = params, segmenter
-        if self._outputs:
-            self._outputs["label_info"].publish(self._label_info())
-        else:
+        if not self._outputs:
             self._create_publishers()
+        self._outputs["label_info"].publish(self._label_info())  # latched: late subscribers get the model's labels
         self._start_diagnostics_timer(params.diagnostics_period_s)
         described = segmenter.backend.describe()
         self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
@@ -458,7 +462,6 @@ class SegmentationNode(LifecycleNode):
                                                        event_callbacks=self._output_events("camera_info"))
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
-        outputs["label_info"].publish(self._label_info())
         self._outputs = outputs
 
     def _label_info(self) -> Any:

@@ -3,8 +3,9 @@
 Accepted encodings follow the model's modality (:data:`madm_ros.preprocessing.ENCODINGS`):
 depth ``16UC1`` (mm), ``32FC1`` (m) or rendered ``mono8``/``rgb8``/``bgr8``; thermal ``mono16``,
 ``mono8``, ``rgb8`` or ``bgr8``; other names of the same layouts (depth ``mono16``, thermal
-``16UC1``, ``8UC1``) through ``ENCODING_ALIASES``. NaN, inf and zero depth become "no measurement" in preprocessing; images of
-any size are accepted frame by frame (masks follow the input size).
+``16UC1``, ``8UC1``) through ``ENCODING_ALIASES``. NaN, inf and zero depth become "no
+measurement" in preprocessing; images of any size are accepted frame by frame (masks follow the
+input size).
 
 Run alone: ``ros2 run madm_ros image_segmentation --ros-args -p modality:=depth -r image:=/camera/depth/image_raw``.
 """
