@@ -29,9 +29,8 @@ from madm_ros.ros_messages import stamp_to_ns
 
 if TYPE_CHECKING:
     from madm_ros.events.stream import EventFrameStream
-    from madm_ros.node_params import EventParams
 
-__all__ = ["Frame", "ImageFrames", "event_frames", "frame_source"]
+__all__ = ["Frame", "ImageFrames", "frame_source"]
 
 
 @dataclass(frozen=True)
@@ -93,23 +92,19 @@ class ImageFrames:
         return {}
 
 
-def event_frames(params: EventParams, problems: ProblemCounter) -> EventFrameStream:
-    """The frame source of an event topic, set up as the event node's parameters say.
+def frame_source(kind: str, params: Any, problems: ProblemCounter,
+                 convert: Callable[[Any], np.ndarray] | None = None) -> ImageFrames | EventFrameStream:
+    """The source for an ``image`` or ``events`` topic with the node parameters ``params``.
 
-    An :class:`~madm_ros.events.stream.EventFrameStream` with their message type, accumulation,
-    restart, gap and sensor-size settings.
+    Both have ``push(message) -> list[Frame]``, ``counters()``, ``problems``, ``kind`` and
+    ``messages``. An event topic gets an :class:`~madm_ros.events.stream.EventFrameStream` with the
+    parameters' message type, accumulation, restart, gap and sensor-size settings (``convert`` is
+    for images only).
     """
+    if kind != "events":
+        return ImageFrames(problems, convert, params.limits)
     from madm_ros.events.stream import EventFrameStream
     from madm_ros.node_params import edge_fields
 
     return EventFrameStream(params.message_type, edge_fields(params), problems,
                             restart_after_us=round(params.restart_after_ms * 1000), limits=params.limits)
-
-
-def frame_source(kind: str, params: Any, problems: ProblemCounter,
-                 convert: Callable[[Any], np.ndarray] | None = None) -> ImageFrames | EventFrameStream:
-    """The source for an ``image`` or ``events`` topic with the node parameters ``params``.
-
-    Both have ``push(message) -> list[Frame]``, ``counters()``, ``problems`` and ``kind``.
-    """
-    return event_frames(params, problems) if kind == "events" else ImageFrames(problems, convert, params.limits)

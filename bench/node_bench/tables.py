@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bench.node_bench.image_runs import PACED_HZ
+from bench.node_bench.image_runs import PACED_HZ, PACED_KEY
 from bench.node_bench.stats import fmt
 from bench.node_bench.summary import VARIANT_TAGS, labelled_runs
 
@@ -21,7 +21,7 @@ def print_tables(result: dict[str, Any]) -> None:
               f"+ inference {fmt(bare['segment_ms']['inference']['p50'], 2)} + postprocess "
               f"{fmt(bare['segment_ms']['postprocess']['p50'], 2)}; backend.infer {fmt(bare['infer_ms']['p50'], 2)} ms; "
               f"paced at {PACED_HZ} Hz "
-              f"{fmt(bare.get(f'segment_paced_{PACED_HZ}hz_ms', {}).get('total', {}).get('p50'), 2)} ms")
+              f"{fmt(bare.get(PACED_KEY, {}).get('total', {}).get('p50'), 2)} ms")
     print(f"{'image node':<20}{'in fps':>8}{'out fps':>9}{'masks':>9}{'drops':>7}{'lat p50':>9}{'lat p99':>9}"
           f"{'overhead':>10}{'vs node':>9}{'vs paced':>9}   (ms; overhead = lat p50 - bare segment; "
           f"vs node = - in-node segment; vs paced = - bare segment paced at {PACED_HZ} Hz)")

@@ -56,6 +56,9 @@ class EventFrameStream:
         limits: A message claiming a larger sensor is refused (``decode_error``) before anything is allocated.
     """
 
+    kind = "events"
+    """The frame-source kind: the prefix of its counters in node diagnostics."""
+
     def __init__(self, message_type: str, edge_fields: dict[str, Any], problems: ProblemCounter | None = None,
                  restart_after_us: int = 1_000_000, limits: InputLimits = DEFAULT_LIMITS) -> None:
         if message_type not in MESSAGE_TYPES:
@@ -66,7 +69,6 @@ class EventFrameStream:
         EdgeFrameConfig(width=65535, height=65535, **edge_fields)  # validate now, not at the first message
         if restart_after_us <= 0:
             raise ConfigError(f"restart_after_us must be positive, got {restart_after_us}")
-        self.kind = "events"  # the frame-source kind: the prefix of its counters in node diagnostics
         self.message_type = message_type
         self.edge_fields = dict(edge_fields)
         self.restart_after_us = int(restart_after_us)

@@ -52,7 +52,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
 from madm_ros.errors import ConfigError, MadmError
-from madm_ros.frame_source import Frame, ImageFrames
+from madm_ros.frame_source import Frame, ImageFrames, frame_source
 from madm_ros.metrics import latency_summary
 from madm_ros.node_params import (
     PARAMETER_RULES,
@@ -61,10 +61,10 @@ from madm_ros.node_params import (
     parameter_table,
     params_from_values,
 )
-from madm_ros.nodes.image_messages import array_to_image_msg
+from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array
 from madm_ros.nodes.worker import LatestSlot
 from madm_ros.problems import ProblemCounter
-from madm_ros.ros_messages import split_ns, stamp_to_ns
+from madm_ros.ros_messages import message_class_of, split_ns, stamp_to_ns
 from madm_ros.segmenter import UNLABELLED, Segmenter, load_segmenter, scale_camera_matrix
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ class SegmentationNode(LifecycleNode):
 
     PARAMS: type[SegmentationParams] = SegmentationParams
     MODALITY: str | None = None  # the modality the node serves (``None``: taken from a parameter)
+    INPUT: str = "image"  # the main input: its topic name and its frame-source kind (``image`` or ``events``)
     INPUT_FRAME_TOPIC: str | None = None  # ``~/<topic>`` republishing each frame of the source as it is, if any
     # (events: the mono8 edge frame, exactly the network's input)
 
@@ -343,8 +344,10 @@ class SegmentationNode(LifecycleNode):
         return params.input_qos, params.input_qos_depth, getattr(params, "message_type", None)
 
     def _main_subscription(self) -> Any:
-        """Create the subscription to the main input (``image`` or ``events``)."""
-        raise NotImplementedError
+        """Create the subscription to the main input (topic :attr:`INPUT`, of the type :meth:`_input_type` names)."""
+        qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
+        return self.create_subscription(message_class_of(self._input_type()[0]), self.INPUT, self._on_input, qos,
+                                        callback_group=self._input_group, event_callbacks=self._input_events())
 
     def _follow_outputs(self) -> None:
         """Subscribe to the main input while any output has a subscriber; unsubscribe otherwise (module docstring)."""
@@ -438,7 +441,7 @@ class SegmentationNode(LifecycleNode):
 
     def _make_source(self) -> ImageFrames | EventFrameStream:
         """The frame source of the current parameters (a new one after an ``input`` parameter change)."""
-        raise NotImplementedError
+        return frame_source(self.INPUT, self.params, self.problems, convert=image_msg_to_array)
 
     def _on_camera_info(self, message: Any) -> None:
         """Keep the latest ``camera_info``; each frame's masks are published with it, scaled."""

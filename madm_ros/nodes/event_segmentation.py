@@ -25,13 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from madm_ros.errors import ConfigError
 from madm_ros.events.stream import MESSAGE_TYPES
-from madm_ros.frame_source import event_frames
 from madm_ros.node_params import EventParams
 from madm_ros.nodes.base import SegmentationNode, qos_profile
 from madm_ros.ros_messages import message_class_of
 
 if TYPE_CHECKING:
-    from madm_ros.events.stream import EventFrameStream
     from madm_ros.segmenter import Segmenter
 
 __all__ = ["EventSegmentationNode", "main", "message_class"]
@@ -49,17 +47,16 @@ class EventSegmentationNode(SegmentationNode):
 
     PARAMS = EventParams
     MODALITY = "events"
+    INPUT = "events"
     INPUT_FRAME_TOPIC = "edge_frame"  # exactly the image the network sees
 
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
-        self._event_class: Any = None
         super().__init__(node_name, **kwargs)
 
     def _subscribe(self) -> None:
         from sensor_msgs.msg import CameraInfo
 
         params = self.params
-        self._event_class = message_class(params.message_type)  # importable: checked with the model
         self.source = self._make_source()
         self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                                  qos_profile(params.input_qos, 5), callback_group=self._input_group)]
@@ -69,14 +66,6 @@ class EventSegmentationNode(SegmentationNode):
         """The model, once the message package of ``message_type`` is known to be installed (else ``ConfigError``)."""
         message_class(params.message_type)
         return super()._load_segmenter(params)
-
-    def _main_subscription(self) -> Any:
-        qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        return self.create_subscription(self._event_class, "events", self._on_input, qos, callback_group=self._input_group,
-                                        event_callbacks=self._input_events())
-
-    def _make_source(self) -> EventFrameStream:
-        return event_frames(self.params, self.problems)
 
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop

@@ -15,10 +15,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from madm_ros.frame_source import ImageFrames
+from madm_ros.bag_source import IMAGE_TYPE
 from madm_ros.node_params import ImageParams
 from madm_ros.nodes.base import SegmentationNode, qos_profile
-from madm_ros.nodes.image_messages import image_msg_to_array
 
 __all__ = ["ImageSegmentationNode", "main"]
 
@@ -43,19 +42,9 @@ class ImageSegmentationNode(SegmentationNode):
                                                  callback_group=self._input_group)]
         self._start_following_outputs()
 
-    def _main_subscription(self) -> Any:
-        from sensor_msgs.msg import Image
-
-        qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        return self.create_subscription(Image, "image", self._on_input, qos, callback_group=self._input_group,
-                                        event_callbacks=self._input_events())
-
     def _input_type(self) -> tuple[str, str]:
-        return "sensor_msgs/msg/Image", ("remap image to a sensor_msgs/Image topic (a compressed one needs "
+        return IMAGE_TYPE, ("remap image to a sensor_msgs/Image topic (a compressed one needs "
                                          "`ros2 run image_transport republish` first)")
-
-    def _make_source(self) -> ImageFrames:
-        return ImageFrames(self.problems, convert=image_msg_to_array, limits=self.params.limits)
 
 
 def main(args: list[str] | None = None) -> int:

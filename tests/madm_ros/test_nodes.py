@@ -542,9 +542,12 @@ def test_set_parameters_applies_live_changes_and_refuses_invalid_values_with_the
         assert ok.successful and node._diagnostics_timer.timer_period_ns == 500_000_000  # live: the timer restarted
         from madm_ros.msg import PackedEvents
 
+        from madm_ros.ros_messages import message_class_of
+
         running = node.segmenter
         (ok,) = node.set_parameters([Parameter("message_type", value="packed")])  # reload: a new input type
-        assert ok.successful and node._event_class is PackedEvents and node.segmenter is not running
+        subscribed_type = message_class_of(node._input_type()[0])  # what the main subscription is created with
+        assert ok.successful and subscribed_type is PackedEvents and node.segmenter is not running
         assert node._worker is not None and node.params.accumulation_time_ms == 20.0  # still active, settings kept
         node.trigger_deactivate()
         node.trigger_cleanup()
