@@ -32,8 +32,7 @@ from madm_ros.limits import DEFAULT_LIMITS, InputLimits, check_image_size
 from madm_ros.palettes import LabelSet, colorize, get_label_set
 from madm_ros.preprocessing import InputSpec, invalid_frame_reason, modality_image, to_network_input
 
-__all__ = ["UNLABELLED", "FrameOutputs", "Segmentation", "Segmenter", "load_segmenter", "resize_labels",
-           "scale_camera_matrix"]
+__all__ = ["UNLABELLED", "FrameOutputs", "Segmentation", "Segmenter", "load_segmenter", "resize_labels"]
 
 UNLABELLED = 255
 """Id of pixels without a class in ``raw_segmentation_mask``."""
@@ -48,19 +47,6 @@ def resize_labels(labels: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if labels.shape[:2] == tuple(size_hw):
         return labels
     return cv2.resize(labels, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def scale_camera_matrix(values: Any, sx: float, sy: float, columns: int) -> list[float]:
-    """Scale a row-major camera matrix (``K``: 3 columns, ``P``: 4) to an image resized by ``sx``, ``sy``.
-
-    Rows 0 and 1 (focal lengths, principal point, and for ``P`` the baseline term) scale with x
-    and y; row 2 is unchanged, as image_proc's resize does.
-    """
-    out = [float(v) for v in values]
-    for c in range(columns):
-        out[c] *= sx
-        out[columns + c] *= sy
-    return out
 
 
 @dataclass

@@ -40,7 +40,7 @@ def bare_image(model: str, threads: int, runs: int) -> dict[str, Any]:
     from std_msgs.msg import Header
 
     from madm_ros.image_conversion import array_to_image_fields
-    from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array
+    from madm_ros.nodes.messages import array_to_image_msg, image_msg_to_array
     from madm_ros.preprocessing import modality_image, to_network_input
     from madm_ros.segmenter import Segmenter
 

@@ -1,4 +1,9 @@
-"""What the image and event segmentation nodes share: parameters, lifecycle, inference thread, outputs, diagnostics.
+"""What the image and event segmentation nodes share: lifecycle, live parameter changes, input, inference, outputs.
+
+Its parts live beside it: :mod:`~madm_ros.nodes.ros_parameters` (declaring the parameters),
+:mod:`~madm_ros.nodes.qos` (presets and mismatch reports), :mod:`~madm_ros.nodes.messages` (what
+is published), :mod:`~madm_ros.nodes.diagnostics` (counters and status), :mod:`~madm_ros.nodes.worker`
+(the hand-over to the inference thread).
 
 Lifecycle: ``configure`` reads the parameters and loads the model (a missing or corrupt model
 fails the transition with a message naming the fix, and the node stays up reporting ERROR in
@@ -34,92 +39,49 @@ and ``adapt --target-bag`` share; :attr:`SegmentationNode.timing` is the public 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
 
 from madm_ros.errors import ConfigError, MadmError
-from madm_ros.frame_source import Frame, ImageFrames, frame_source
-from madm_ros.metrics import latency_summary
-from madm_ros.node_params import (
-    PARAMETER_RULES,
-    ParameterInfo,
-    SegmentationParams,
-    parameter_table,
-    params_from_values,
+from madm_ros.frame_source import ImageFrames, frame_source
+from madm_ros.node_params import PARAMETER_RULES, SegmentationParams, params_from_values
+from madm_ros.nodes.diagnostics import FrameStats, diagnostic_status
+from madm_ros.nodes.messages import (
+    array_to_image_msg,
+    frame_header,
+    image_msg_to_array,
+    label_info_message,
+    scaled_camera_info,
 )
-from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array
+from madm_ros.nodes.qos import LATCHED, input_qos_events, output_qos_events, qos_profile
+from madm_ros.nodes.ros_parameters import declare_parameters, parameter_values
 from madm_ros.nodes.worker import LatestSlot
 from madm_ros.problems import ProblemCounter
-from madm_ros.ros_messages import message_class_of, split_ns, stamp_to_ns
-from madm_ros.segmenter import UNLABELLED, Segmenter, load_segmenter, scale_camera_matrix
+from madm_ros.ros_messages import message_class_of, stamp_to_ns
+from madm_ros.segmenter import Segmenter, load_segmenter
 
 if TYPE_CHECKING:
     from madm_ros.events.stream import EventFrameStream
 
-__all__ = ["FrameJob", "SegmentationNode", "frame_header", "qos_profile"]
+__all__ = ["FrameJob", "SegmentationNode"]
 
 OUTPUT_TOPICS = ("raw_segmentation_mask", "colored_segmentation_mask", "segmentation_overlay")
-
-
-def qos_profile(preset: str, depth: int) -> QoSProfile:
-    """``SENSOR_DATA`` (best effort), ``DEFAULT`` (reliable, volatile) or ``SYSTEM_DEFAULT``, with ``depth``."""
-    if preset == "SENSOR_DATA":
-        profile = QoSProfile(depth=depth, reliability=qos_profile_sensor_data.reliability,
-                             durability=qos_profile_sensor_data.durability)
-    elif preset == "SYSTEM_DEFAULT":
-        profile = QoSProfile(depth=depth, reliability=qos_profile_system_default.reliability,
-                             durability=qos_profile_system_default.durability)
-    else:
-        profile = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-    return profile
-
-
-_WHEN = {"live": "applies at once", "input": "applies at once: the input restarts",
-         "reload": "applies at once: the node loads and checks the model first and refuses the change if that fails",
-         "start": "read-only after start"}
-
-
-def _descriptor(info: ParameterInfo) -> ParameterDescriptor:
-    """The ROS descriptor of a parameter: description, when a change applies, range or choices."""
-    rule = info.rule
-    descriptor = ParameterDescriptor(
-        description=f"{info.description} ({_WHEN[rule.apply]})", read_only=rule.apply == "start",
-        # Dynamic typing: YAML files write 50 for 50.0; read_params converts to the field's type.
-        dynamic_typing=not isinstance(info.default, tuple),
-        additional_constraints=f"one of: {', '.join(rule.choices)}" if rule.choices else "")
-    if rule.low is not None and rule.high is not None:
-        if isinstance(info.default, float):
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(rule.low), to_value=float(rule.high))]
-        elif isinstance(info.default, int) and not isinstance(info.default, bool):
-            descriptor.integer_range = [IntegerRange(from_value=int(rule.low), to_value=int(rule.high), step=1)]
-    return descriptor
-
-
-def frame_header(frame: Frame) -> Any:
-    """The ``std_msgs/Header`` every output of ``frame`` carries: its stamp and frame id."""
-    from builtin_interfaces.msg import Time
-    from std_msgs.msg import Header
-
-    sec, nanosec = split_ns(frame.stamp_ns)
-    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame.frame_id)
-
+CAMERA_INFO_DEPTH = 5
+"""History depth of the ``camera_info`` subscription: only the newest is used."""
 
 FOLLOW_PERIOD_S = 0.2
 """How often a node checks whether its outputs have subscribers (and so whether to take its input)."""
+
 
 @dataclass
 class FrameJob:
@@ -129,11 +91,11 @@ class FrameJob:
     encoding: str
     header: Any  # std_msgs/Header copied to every output
     received: float  # time.perf_counter() when the input arrived
-    camera_info: Any = None
+    camera_info: Any  # the newest camera_info when the input arrived (None: none yet)
 
 
 class SegmentationNode(LifecycleNode):
-    """Base of the segmentation nodes; subclasses add inputs (``_subscribe``) and their parameter class."""
+    """Base of the segmentation nodes; subclasses name their input, modality and parameter class."""
 
     PARAMS: type[SegmentationParams] = SegmentationParams
     MODALITY: str | None = None  # the modality the node serves (``None``: taken from a parameter)
@@ -145,7 +107,6 @@ class SegmentationNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self.params: Any = None
         self.segmenter: Segmenter | None = None
-        self._lock = threading.Lock()
         # Held by the input callback, the follow-outputs timer and whatever stops, starts or reloads them: under a
         # multi-threaded executor a reload must not destroy the publishers or subscriptions a callback is using.
         self._input_lock = threading.RLock()
@@ -161,16 +122,13 @@ class SegmentationNode(LifecycleNode):
         self._main_input: Any = None  # the image/events subscription while any output has a subscriber
         self._follow_timer: Any = None
         self._input_group = MutuallyExclusiveCallbackGroup()
-        self.frames_in = self.frames_out = self.skipped = 0
-        self._recent: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("processing", "inference", "pipeline")}
-        self._out_times: deque[float] = deque(maxlen=200)
+        self.stats = FrameStats()
         self._last_camera_info: Any = None
-        self._parameter_errors: list[str] = []
         # (the checked parameters as (name, value) pairs, their params, their loaded model): from the set-parameters
         # callback to the post-set callback of the same change
         self._reloaded: tuple[list[tuple[str, Any]], Any, Segmenter] | None = None
         self._dropped_earlier = 0  # frames dropped by the inference threads of earlier activations and reloads
-        self._declare_parameters()
+        self._parameter_errors = declare_parameters(self, self.PARAMS)  # out of range: configure refuses them
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
         from diagnostic_msgs.msg import DiagnosticArray
@@ -195,17 +153,6 @@ class SegmentationNode(LifecycleNode):
         return self._failure
 
     # ------------------------------------------------------------------ parameters
-    def _declare_parameters(self) -> None:
-        for info in parameter_table(self.PARAMS):
-            descriptor = _descriptor(info)
-            value: Any = Parameter.Type.INTEGER_ARRAY if isinstance(info.default, tuple) else info.default
-            try:
-                self.declare_parameter(info.name, value, descriptor)
-            except InvalidParameterValueException as error:  # an override out of range: configure will refuse it
-                self._parameter_errors.append(f"{info.name}: {error}")
-                descriptor.floating_point_range, descriptor.integer_range = [], []
-                self.declare_parameter(info.name, value, descriptor)
-
     def _check_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
         """Refuse an invalid change with the reason (``ros2 param set`` prints it); load the model a ``reload`` names.
 
@@ -215,7 +162,7 @@ class SegmentationNode(LifecycleNode):
         # the node declares exactly its class's fields (and ROS's use_sim_time, which has no rule)
         changes = {p.name: p.value for p in parameters if p.name in PARAMETER_RULES}
         try:
-            params = params_from_values(self.PARAMS, {**self._parameter_values(), **changes}, "parameter")
+            params = params_from_values(self.PARAMS, {**parameter_values(self, self.PARAMS), **changes}, "parameter")
         except MadmError as error:
             return SetParametersResult(successful=False, reason=str(error))
         reloads = sorted(name for name in changes if PARAMETER_RULES[name].apply == "reload")
@@ -245,20 +192,11 @@ class SegmentationNode(LifecycleNode):
             self.source = self._make_source()
             self.get_logger().info("input settings changed: the frame source restarted (a partial slice is dropped)")
 
-    def _parameter_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(self.PARAMS):
-            try:
-                values[field.name] = self.get_parameter(field.name).value
-            except ParameterUninitializedException:  # an array parameter nobody set: keep the default
-                continue
-        return values
-
     def read_params(self) -> Any:
         """The current parameters as the node's dataclass (``ConfigError`` on a bad value)."""
         if self._parameter_errors:
             raise ConfigError(f"parameter out of range: {'; '.join(self._parameter_errors)}")
-        return params_from_values(self.PARAMS, self._parameter_values(), "parameter")
+        return params_from_values(self.PARAMS, parameter_values(self, self.PARAMS), "parameter")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -284,7 +222,8 @@ class SegmentationNode(LifecycleNode):
         self.params, self.segmenter = params, segmenter
         if not self._outputs:
             self._create_publishers()
-        self._outputs["label_info"].publish(self._label_info())  # latched: late subscribers get the model's labels
+        # latched: late subscribers get the model's labels
+        self._outputs["label_info"].publish(label_info_message(segmenter, self.get_clock().now().to_msg()))
         self._start_diagnostics_timer(params.diagnostics_period_s)
         described = segmenter.backend.describe()
         self.get_logger().info(f"model {described.get('path', '?')} on {described.get('backend', '?')}: "
@@ -346,8 +285,12 @@ class SegmentationNode(LifecycleNode):
     def _main_subscription(self) -> Any:
         """Create the subscription to the main input (topic :attr:`INPUT`, of the type :meth:`_input_type` names)."""
         qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        return self.create_subscription(message_class_of(self._input_type()[0]), self.INPUT, self._on_input, qos,
-                                        callback_group=self._input_group, event_callbacks=self._input_events())
+        return self.create_subscription(
+            message_class_of(self._input_type()[0]), self.INPUT, self._on_input, qos, callback_group=self._input_group,
+            event_callbacks=input_qos_events(self.report_problem, lambda: self.params.input_qos, self._input_topic))
+
+    def _input_topic(self) -> str:
+        return self._main_input.topic_name if self._main_input is not None else "the input topic"
 
     def _follow_outputs(self) -> None:
         """Subscribe to the main input while any output has a subscriber; unsubscribe otherwise (module docstring)."""
@@ -373,12 +316,18 @@ class SegmentationNode(LifecycleNode):
             self.source = self._make_source()  # the next subscriber gets a fresh stream, not a stale slice
             self.get_logger().info("no subscriber on any output: unsubscribed from the input until one subscribes")
 
-    def _start_following_outputs(self) -> None:
-        """Follow the outputs now and every ``FOLLOW_PERIOD_S`` of wall time (called by the nodes' ``_subscribe``).
+    def _subscribe(self) -> None:
+        """A fresh frame source, ``camera_info``, and the main input following the outputs now and every ``FOLLOW_PERIOD_S``.
 
         On the steady clock: under ``use_sim_time`` a ROS-clock timer would wait for ``/clock``, and a
         bag played with ``--clock`` starts only once someone listens.
         """
+        from sensor_msgs.msg import CameraInfo
+
+        self.source = self._make_source()
+        self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                                 qos_profile(self.params.input_qos, CAMERA_INFO_DEPTH),
+                                                 callback_group=self._input_group)]
         self._follow_timer = self.create_timer(FOLLOW_PERIOD_S, self._follow_outputs, callback_group=self._input_group,
                                                clock=Clock(clock_type=ClockType.STEADY_TIME))  # also under use_sim_time
         self._follow_outputs()
@@ -436,15 +385,12 @@ class SegmentationNode(LifecycleNode):
         assert self.MODALITY is not None
         return self.MODALITY
 
-    def _subscribe(self) -> None:
-        raise NotImplementedError
-
     def _make_source(self) -> ImageFrames | EventFrameStream:
         """The frame source of the current parameters (a new one after an ``input`` parameter change)."""
         return frame_source(self.INPUT, self.params, self.problems, convert=image_msg_to_array)
 
     def _on_camera_info(self, message: Any) -> None:
-        """Keep the latest ``camera_info``; each frame's masks are published with it, scaled."""
+        """Keep the latest ``camera_info``: a frame takes the one current when it arrives; its masks go out with it, scaled."""
         self._last_camera_info = message
 
     def _load_segmenter(self, params: Any) -> Segmenter:
@@ -459,30 +405,12 @@ class SegmentationNode(LifecycleNode):
         from madm_ros.msg import SegmentationInfo
 
         qos = qos_profile(self.params.output_qos, self.params.output_qos_depth)
-        outputs = {topic: self.create_publisher(Image, f"~/{topic}", qos, event_callbacks=self._output_events(topic))
-                   for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ()))}
-        outputs["camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", qos,
-                                                       event_callbacks=self._output_events("camera_info"))
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", latched)
+        types = {topic: Image for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ()))}
+        outputs = {topic: self.create_publisher(kind, f"~/{topic}", qos, event_callbacks=output_qos_events(
+                       self.report_problem, lambda: self.params.output_qos, topic))
+                   for topic, kind in {**types, "camera_info": CameraInfo}.items()}
+        outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", LATCHED)
         self._outputs = outputs
-
-    def _label_info(self) -> Any:
-        import hashlib
-        from pathlib import Path
-
-        from madm_ros.msg import SegmentationInfo
-
-        assert self.segmenter is not None
-        described = self.segmenter.backend.describe()
-        path = Path(str(described.get("path", "")))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-        labels = self.segmenter.label_set
-        info = SegmentationInfo(class_names=list(labels.class_names), palette=labels.palette().reshape(-1).tolist(),
-                                unlabelled_id=UNLABELLED, modality=self.segmenter.modality, model_name=path.name,
-                                model_sha256=digest)
-        info.header.stamp = self.get_clock().now().to_msg()
-        return info
 
     def _on_input(self, message: Any) -> None:
         """The input subscription's callback: the source's frames, each handed to the inference thread."""
@@ -497,7 +425,7 @@ class SegmentationNode(LifecycleNode):
                 header = frame_header(frame)
                 if self.INPUT_FRAME_TOPIC and self.wanted(self.INPUT_FRAME_TOPIC):
                     self._outputs[self.INPUT_FRAME_TOPIC].publish(array_to_image_msg(frame.array, frame.encoding, header))
-                self.submit(FrameJob(frame.array, frame.encoding, header, received))
+                self.submit(FrameJob(frame.array, frame.encoding, header, received, self._last_camera_info))
         self._time("callback", (time.perf_counter() - received) * 1e3)
 
     def _time(self, stage: str, milliseconds: float) -> None:
@@ -511,8 +439,7 @@ class SegmentationNode(LifecycleNode):
 
     def submit(self, job: FrameJob) -> None:
         """Hand a frame to the inference thread (never blocks; a frame still waiting is dropped)."""
-        with self._lock:
-            self.frames_in += 1
+        self.stats.count_in()
         self._time("stamp_to_handover", (time.time_ns() - stamp_to_ns(job.header.stamp)) / 1e6)
         self._slot.put(job)
 
@@ -534,8 +461,7 @@ class SegmentationNode(LifecycleNode):
 
     def _process(self, job: FrameJob) -> None:
         if not any(self.wanted(topic) for topic in (*OUTPUT_TOPICS, "camera_info")):
-            with self._lock:
-                self.skipped += 1
+            self.stats.count_skipped()
             return
         assert self.segmenter is not None
         params = self.params
@@ -555,40 +481,15 @@ class SegmentationNode(LifecycleNode):
             self._outputs["colored_segmentation_mask"].publish(array_to_image_msg(outputs.colored, color, header))
         if outputs.overlay is not None:
             self._outputs["segmentation_overlay"].publish(array_to_image_msg(outputs.overlay, color, header))
-        camera_info = job.camera_info if job.camera_info is not None else self._last_camera_info
-        if camera_info is not None:
-            self._outputs["camera_info"].publish(self._scaled_camera_info(camera_info, segmentation.labels.shape, header))
+        if job.camera_info is not None:
+            self._outputs["camera_info"].publish(scaled_camera_info(
+                job.camera_info, self._camera_window(job.camera_info), segmentation.labels.shape, header))
         done = time.perf_counter()
         latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
         self._time("stamp_to_mask_published", (time.time_ns() - stamp_to_ns(header.stamp)) / 1e6)
-        with self._lock:
-            self.frames_out += 1
-            self._recent["processing"].append((done - job.received) * 1e3)
-            if segmentation.valid:  # an invalid frame skipped the network: no inference time to report
-                self._recent["inference"].append(segmentation.timings_ms["inference"])
-            self._recent["pipeline"].append(latency_ms)
-            self._out_times.append(done)
-
-    def _scaled_camera_info(self, info: Any, mask_hw: tuple[int, ...], header: Any) -> Any:
-        """``info`` cropped (event crop) and scaled to the mask resolution, with the frame's header."""
-        import copy
-
-        out = copy.deepcopy(info)
-        out.header = header
-        x0, y0, width, height = self._camera_window(info)
-        sx, sy = mask_hw[1] / width, mask_hw[0] / height
-        k, p = list(out.k), list(out.p)
-        k[2] -= x0
-        k[5] -= y0
-        p[2] -= x0
-        p[6] -= y0
-        out.k = scale_camera_matrix(k, sx, sy, 3)
-        out.p = scale_camera_matrix(p, sx, sy, 4)
-        out.width, out.height = int(mask_hw[1]), int(mask_hw[0])
-        out.binning_x = out.binning_y = 0
-        out.roi.x_offset = out.roi.y_offset = out.roi.width = out.roi.height = 0
-        out.roi.do_rectify = False
-        return out
+        # an invalid frame skipped the network: no inference time to report
+        self.stats.count_out(done, (done - job.received) * 1e3,
+                             segmentation.timings_ms["inference"] if segmentation.valid else None, latency_ms)
 
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         """``(x0, y0, width, height)`` of the camera image the masks cover."""
@@ -604,62 +505,12 @@ class SegmentationNode(LifecycleNode):
 
     def counters(self) -> dict[str, Any]:
         """Everything diagnostics report, as a flat dict (also used by the demo's summary)."""
-        with self._lock:
-            recent = {k: list(v) for k, v in self._recent.items()}
-            times = list(self._out_times)
-            values: dict[str, Any] = {
-                "frames_in": self.frames_in, "frames_out": self.frames_out,
-                "total_dropped_frames": self._dropped_earlier + self._slot.dropped, "skipped_no_subscribers": self.skipped,
-                "input_subscribed": int(self._main_input is not None),
-                **self.problems.as_dict("problem_"),
-            }
-        intervals = np.diff(times) if len(times) > 2 else np.empty(0)
-        processing = latency_summary(recent["processing"])
-        values.update({
-            "frame_rate_node": float(1 / np.mean(intervals)) if intervals.size else 0.0,
-            "jitter_ms": float(np.std(intervals) * 1e3) if intervals.size else 0.0,
-            "processing_time_ms": processing["p50"],
-            "processing_time_p99_ms": processing["p99"],
-            "inference_time_ms": latency_summary(recent["inference"])["p50"],
-            "current_delay_from_realtime_ms": recent["pipeline"][-1] if recent["pipeline"] else float("nan"),
-        })
+        values: dict[str, Any] = {
+            **self.stats.as_dict(), "total_dropped_frames": self._dropped_earlier + self._slot.dropped,
+            "input_subscribed": int(self._main_input is not None), **self.problems.as_dict("problem_")}
         if self.source is not None:
             values.update({f"{self.source.kind}_{k}": v for k, v in self.source.counters().items()})
         return values
-
-    def _input_events(self) -> Any:
-        """Event callbacks of the main input subscription: a publisher whose QoS cannot reach it is counted.
-
-        Why: a reliable ``input_qos`` never hears a best-effort camera driver, and without this
-        the node would only look idle.
-        """
-        from rclpy.event_handler import SubscriptionEventCallbacks
-
-        return SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_input_qos)
-
-    def _on_incompatible_input_qos(self, info: Any) -> None:
-        topic = self._main_input.topic_name if self._main_input is not None else "the input topic"
-        self._report_incompatible_qos(info, f"a publisher on {topic} offers QoS", "input_qos", "cannot receive",
-                                      "so its messages never arrive: set input_qos to SENSOR_DATA (best effort, "
-                                      "receives from any publisher) or match the publisher")
-
-    def _output_events(self, topic: str) -> Any:
-        """Event callbacks of an output: a subscriber whose QoS it cannot serve is counted.
-
-        Why: such a subscriber (a reliable RViz display on ``output_qos: SENSOR_DATA``) never
-        matches, so it gets nothing, and the node, seeing no subscriber, does not even take its input.
-        """
-        from rclpy.event_handler import PublisherEventCallbacks
-
-        return PublisherEventCallbacks(incompatible_qos=lambda info: self._report_incompatible_qos(
-            info, f"a subscriber of ~/{topic} requests QoS", "output_qos", "cannot offer",
-            "so it receives nothing: set output_qos to DEFAULT (reliable, serves any subscriber) or match the subscriber"))
-
-    def _report_incompatible_qos(self, info: Any, who: str, parameter: str, verb: str, fix: str) -> None:
-        """Count ``<parameter>_incompatible``: ``who`` and the node's ``parameter`` preset cannot be matched."""
-        policy = getattr(info.last_policy_kind, "name", info.last_policy_kind)
-        self.report_problem(f"{parameter}_incompatible", f"{who} that {parameter} {getattr(self.params, parameter)} "
-                            f"{verb} ({policy}), {fix}")
 
     def _input_type(self) -> tuple[str, str]:
         """The ROS type the main input subscribes to, and what to do when its publishers carry another."""
@@ -680,21 +531,14 @@ class SegmentationNode(LifecycleNode):
                                 f"{wanted}; {fix}")
 
     def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+        from diagnostic_msgs.msg import DiagnosticArray
 
         subscription, source = self._main_input, self.source  # read once: a reload may replace them meanwhile
         if subscription is not None and source is not None and not source.messages:
             self._check_input_type(subscription)  # until the first message (again after each restart of the source)
 
-        values = self.counters()
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation", hardware_id=self.get_name())
-        if self._failure:
-            status.level, status.message = DiagnosticStatus.ERROR, self._failure
-        elif any(k.startswith("problem_") for k in values) or values["total_dropped_frames"]:
-            status.level, status.message = DiagnosticStatus.WARN, "running; see counters for dropped or bad input"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
-        status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        status = diagnostic_status(f"{self.get_fully_qualified_name()}: segmentation", self.get_name(), self._failure,
+                                   self.counters())
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from madm_ros.errors import ConfigError
 from madm_ros.events.stream import MESSAGE_TYPES
 from madm_ros.node_params import EventParams
-from madm_ros.nodes.base import SegmentationNode, qos_profile
+from madm_ros.nodes.base import SegmentationNode
 from madm_ros.ros_messages import message_class_of
 
 if TYPE_CHECKING:
@@ -52,15 +52,6 @@ class EventSegmentationNode(SegmentationNode):
 
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-
-    def _subscribe(self) -> None:
-        from sensor_msgs.msg import CameraInfo
-
-        params = self.params
-        self.source = self._make_source()
-        self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                                 qos_profile(params.input_qos, 5), callback_group=self._input_group)]
-        self._start_following_outputs()
 
     def _load_segmenter(self, params: Any) -> Segmenter:
         """The model, once the message package of ``message_type`` is known to be installed (else ``ConfigError``)."""

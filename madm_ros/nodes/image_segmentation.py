@@ -17,7 +17,7 @@ from typing import Any
 
 from madm_ros.bag_source import IMAGE_TYPE
 from madm_ros.node_params import ImageParams
-from madm_ros.nodes.base import SegmentationNode, qos_profile
+from madm_ros.nodes.base import SegmentationNode
 
 __all__ = ["ImageSegmentationNode", "main"]
 
@@ -32,15 +32,6 @@ class ImageSegmentationNode(SegmentationNode):
 
     def _modality(self, params: Any) -> str:
         return str(params.modality)
-
-    def _subscribe(self) -> None:
-        from sensor_msgs.msg import CameraInfo
-
-        self.source = self._make_source()
-        qos = qos_profile(self.params.input_qos, self.params.input_qos_depth)
-        self._inputs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
-                                                 callback_group=self._input_group)]
-        self._start_following_outputs()
 
     def _input_type(self) -> tuple[str, str]:
         return IMAGE_TYPE, ("remap image to a sensor_msgs/Image topic (a compressed one needs "

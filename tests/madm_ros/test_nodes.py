@@ -296,9 +296,10 @@ def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_publis
     """The files with logic one evt3 packet passes, traced, in order: stream, decoder and accumulator entered once each.
 
     Per packet: the node's callback, the stream, the decoder and the accumulator (with their numba
-    kernel files); per completed frame also the hand-over slot, the segmenter, preprocessing, the
-    backend and the output message. Small leaf helpers (stamps, event slicing, size limits, the
-    label set, batch checks, message fields) are listed apart.
+    kernel files), and the header of a completed frame; per completed frame also the hand-over
+    slot, the segmenter, preprocessing, the backend and the output messages. Small leaf helpers
+    (stamps, event slicing, size limits, the label set, batch checks, message fields, frame
+    counters) are listed apart.
     """
     import sys
     from pathlib import Path
@@ -332,15 +333,15 @@ def test_an_event_packet_takes_one_straight_path_from_the_callback_to_the_publis
         sys.setprofile(None)
     assert len(jobs) == 1
     helpers = {"ros_messages.py", "events/types.py", "limits.py", "palettes.py", "backends/__init__.py",
-               "image_conversion.py"}
+               "image_conversion.py", "nodes/diagnostics.py"}
     packet_files = list(dict.fromkeys(f for f, _ in packet_calls if f not in helpers))
     assert packet_files == ["nodes/base.py", "events/stream.py", "events/codecs.py", "events/_kernels_decode.py",
-                            "events/edge_frames.py", "events/_kernels_accumulate.py"]
+                            "events/edge_frames.py", "events/_kernels_accumulate.py", "nodes/messages.py"]
     for stage in (("events/stream.py", "push"), ("events/codecs.py", "decode_packet"), ("events/edge_frames.py", "push")):
         assert packet_calls.count(stage) == 1, stage  # decoded once, accumulated once, through the stream once
     frame_files = list(dict.fromkeys(f for f, _ in calls[len(packet_calls):] if f not in helpers))
     assert frame_files == ["nodes/base.py", "segmenter.py", "preprocessing.py", "backends/ort.py",
-                           "nodes/image_messages.py"]
+                           "nodes/messages.py"]
     with spinning(node, ros):
         assert masks.wait_for(1)
     node.destroy_node()

@@ -9,7 +9,7 @@ from madm_ros.errors import BackendError, ConfigError, InputError
 from madm_ros.limits import InputLimits
 from madm_ros.palettes import colorize
 from madm_ros.preprocessing import preprocess
-from madm_ros.segmenter import UNLABELLED, Segmentation, Segmenter, resize_labels, scale_camera_matrix
+from madm_ros.segmenter import UNLABELLED, Segmentation, Segmenter, resize_labels
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +79,6 @@ def test_segment_frame_is_the_node_and_bag_eval_step_segment_then_the_images_ask
     skipped = depth_segmenter.segment_frame(depth, "16UC1", params, colored=False, overlay=False)
     assert skipped.colored is None and skipped.overlay is None  # what nobody subscribes to is not computed
     assert np.array_equal(skipped.segmentation.labels, alone.labels)
-
-
-def test_camera_matrices_scale_rows_zero_and_one_only():
-    k = [500.0, 0, 320, 0, 500, 240, 0, 0, 1]
-    assert scale_camera_matrix(k, 0.5, 0.25, 3) == [250.0, 0, 160, 0, 125, 60, 0, 0, 1]
-    p = [500.0, 0, 320, -50, 0, 500, 240, 0, 0, 0, 1, 0]
-    assert scale_camera_matrix(p, 0.5, 0.5, 4) == [250.0, 0, 160, -25, 0, 250, 120, 0, 0, 0, 1, 0]
 
 
 class CountingBackend:

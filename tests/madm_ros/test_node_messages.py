@@ -1,4 +1,4 @@
-"""Node-side image conversion: real rclpy messages through the numpy path, and cv_bridge parity where installed."""
+"""Node messages: real rclpy images through the numpy path (cv_bridge parity where installed), camera matrices."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from std_msgs.msg import Header
 from madm_ros.errors import InputError
 from madm_ros.image_conversion import IMAGE_ENCODINGS, image_to_array
 from madm_ros.limits import InputLimits
-from madm_ros.nodes import image_messages
-from madm_ros.nodes.image_messages import array_to_image_msg, image_msg_to_array
+from madm_ros.nodes import messages
+from madm_ros.nodes.messages import array_to_image_msg, image_msg_to_array, scale_camera_matrix
 
 
 def hand_built(array: np.ndarray, encoding: str, *, pad: int = 0, big_endian: bool = False) -> Image:
@@ -41,7 +41,7 @@ def sample(encoding: str) -> np.ndarray:
 
 @pytest.fixture
 def numpy_path(monkeypatch):
-    monkeypatch.setattr(image_messages, "cv_bridge_or_none", lambda: None)
+    monkeypatch.setattr(messages, "cv_bridge_or_none", lambda: None)
 
 
 @pytest.mark.parametrize("encoding", sorted(IMAGE_ENCODINGS))
@@ -78,7 +78,7 @@ def test_cv_bridge_and_the_numpy_path_give_the_same_arrays(monkeypatch, encoding
     pytest.importorskip("cv_bridge", reason="cv_bridge comes with real ROS installs only")
     message = hand_built(sample(encoding), encoding, pad=pad, big_endian=big_endian)
     with_bridge = image_msg_to_array(message)
-    monkeypatch.setattr(image_messages, "cv_bridge_or_none", lambda: None)
+    monkeypatch.setattr(messages, "cv_bridge_or_none", lambda: None)
     np.testing.assert_array_equal(with_bridge, image_msg_to_array(message))
 
 
@@ -105,3 +105,10 @@ def test_oversize_images_are_refused_from_their_header_before_the_data_is_read(n
         image_to_array(UntouchableData(0, 480))
     at_limit = hand_built(sample("16UC1"), "16UC1")
     np.testing.assert_array_equal(image_to_array(at_limit, InputLimits(max_width=9, max_height=6)), sample("16UC1"))
+
+
+def test_camera_matrices_scale_rows_zero_and_one_only():
+    k = [500.0, 0, 320, 0, 500, 240, 0, 0, 1]
+    assert scale_camera_matrix(k, 0.5, 0.25, 3) == [250.0, 0, 160, 0, 125, 60, 0, 0, 1]
+    p = [500.0, 0, 320, -50, 0, 500, 240, 0, 0, 0, 1, 0]
+    assert scale_camera_matrix(p, 0.5, 0.5, 4) == [250.0, 0, 160, -25, 0, 250, 120, 0, 0, 0, 1, 0]
