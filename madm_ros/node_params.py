@@ -52,7 +52,7 @@ class SegmentationParams:
         overlay_alpha: Weight of the colour mask in ``segmentation_overlay``.
         input_qos: QoS preset of the input subscriptions (``SENSOR_DATA``: best effort, receives
             from reliable and best-effort publishers alike).
-        input_qos_depth: History depth of the input subscriptions.
+        input_qos_depth: History depth of the main input subscription (``camera_info`` keeps the newest 5).
         output_qos: QoS preset of the outputs (``DEFAULT``: reliable, what RViz expects).
         output_qos_depth: History depth of the outputs.
         diagnostics_period_s: Seconds between two ``diagnostics`` messages.

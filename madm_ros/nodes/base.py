@@ -111,7 +111,7 @@ class SegmentationNode(LifecycleNode):
         # multi-threaded executor a reload must not destroy the publishers or subscriptions a callback is using.
         self._input_lock = threading.RLock()
         self.problems = ProblemCounter(self._log_first_problem)
-        self.source: ImageFrames | EventFrameStream | None = None  # set on activate by the subclass
+        self.source: ImageFrames | EventFrameStream | None = None  # set on activate (_subscribe)
         self.timing: Callable[[str, float], None] | None = None
         """Called with (stage, milliseconds) per frame when set (bench/node_latency.py); None costs nothing."""
         self._failure = "not configured yet"
@@ -405,10 +405,10 @@ class SegmentationNode(LifecycleNode):
         from madm_ros.msg import SegmentationInfo
 
         qos = qos_profile(self.params.output_qos, self.params.output_qos_depth)
-        types = {topic: Image for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ()))}
+        images = {topic: Image for topic in (*OUTPUT_TOPICS, *((self.INPUT_FRAME_TOPIC,) if self.INPUT_FRAME_TOPIC else ()))}
         outputs = {topic: self.create_publisher(kind, f"~/{topic}", qos, event_callbacks=output_qos_events(
                        self.report_problem, lambda: self.params.output_qos, topic))
-                   for topic, kind in {**types, "camera_info": CameraInfo}.items()}
+                   for topic, kind in {**images, "camera_info": CameraInfo}.items()}
         outputs["label_info"] = self.create_publisher(SegmentationInfo, "~/label_info", LATCHED)
         self._outputs = outputs
 
@@ -505,9 +505,12 @@ class SegmentationNode(LifecycleNode):
 
     def counters(self) -> dict[str, Any]:
         """Everything diagnostics report, as a flat dict (also used by the demo's summary)."""
+        dropped = self._dropped_earlier + self._slot.dropped  # before frames_in: their sum never passes it early
+        stats = self.stats.as_dict()
         values: dict[str, Any] = {
-            **self.stats.as_dict(), "total_dropped_frames": self._dropped_earlier + self._slot.dropped,
-            "input_subscribed": int(self._main_input is not None), **self.problems.as_dict("problem_")}
+            "frames_in": stats.pop("frames_in"), "frames_out": stats.pop("frames_out"), "total_dropped_frames": dropped,
+            "skipped_no_subscribers": stats.pop("skipped_no_subscribers"),
+            "input_subscribed": int(self._main_input is not None), **self.problems.as_dict("problem_"), **stats}
         if self.source is not None:
             values.update({f"{self.source.kind}_{k}": v for k, v in self.source.counters().items()})
         return values

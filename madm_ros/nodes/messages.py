@@ -19,6 +19,7 @@ import numpy as np
 from madm_ros.errors import InputError
 from madm_ros.image_conversion import IMAGE_ENCODINGS, array_to_image_fields, image_to_array
 from madm_ros.ros_messages import split_ns
+from madm_ros.segmenter import UNLABELLED
 
 if TYPE_CHECKING:
     from madm_ros.frame_source import Frame
@@ -118,7 +119,6 @@ def scaled_camera_info(info: Any, window: tuple[int, int, int, int], mask_hw: tu
 def label_info_message(segmenter: Segmenter, stamp: Any) -> Any:
     """``madm_ros/SegmentationInfo`` of a loaded model: class names, palette, modality, file name and SHA-256."""
     from madm_ros.msg import SegmentationInfo
-    from madm_ros.segmenter import UNLABELLED
 
     path = Path(str(segmenter.backend.describe().get("path", "")))
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""

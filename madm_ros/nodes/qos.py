@@ -2,8 +2,8 @@
 
 A QoS mismatch is silent in ROS 2: a reliable subscription never hears a best-effort camera
 driver, a best-effort output never reaches a reliable RViz display, and a node that sees no
-subscriber does not even take its input. So every input and output of a node carries event
-callbacks that count the mismatch (``input_qos_incompatible``, ``output_qos_incompatible``) and
+subscriber does not even take its input. So the main input and every output but the latched
+``~/label_info`` carry event callbacks that count the mismatch (``input_qos_incompatible``, ``output_qos_incompatible``) and
 say which parameter to change.
 """
 

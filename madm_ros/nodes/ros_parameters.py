@@ -18,14 +18,14 @@ from rclpy.parameter import Parameter
 
 from madm_ros.node_params import ParameterInfo, SegmentationParams, parameter_table
 
-__all__ = ["declare_parameters", "descriptor", "parameter_values"]
+__all__ = ["declare_parameters", "parameter_values"]
 
 _WHEN = {"live": "applies at once", "input": "applies at once: the input restarts",
          "reload": "applies at once: the node loads and checks the model first and refuses the change if that fails",
          "start": "read-only after start"}
 
 
-def descriptor(info: ParameterInfo) -> ParameterDescriptor:
+def _descriptor(info: ParameterInfo) -> ParameterDescriptor:
     """The ROS descriptor of a parameter: description, when a change applies, range or choices."""
     rule = info.rule
     described = ParameterDescriptor(
@@ -45,7 +45,7 @@ def declare_parameters(node: Any, params_class: type[SegmentationParams]) -> lis
     """Declare every field of ``params_class`` on ``node``; returns the overrides that were out of range, as messages."""
     errors = []
     for info in parameter_table(params_class):
-        described = descriptor(info)
+        described = _descriptor(info)
         value: Any = Parameter.Type.INTEGER_ARRAY if isinstance(info.default, tuple) else info.default
         try:
             node.declare_parameter(info.name, value, described)
