@@ -107,6 +107,29 @@ def test_masks_and_camera_info_follow_mask_size(ros, tiny_onnx_models):
     node.destroy_node()
 
 
+def test_a_frame_is_published_with_the_camera_info_current_when_it_arrived(ros, tiny_onnx_models):
+    """A calibration that arrives while a frame waits for inference belongs to later frames, not to that one."""
+    _, array = sensor_arrays()["16UC1"]
+    node = image_node(tiny_onnx_models["depth"])
+    infos = Collector(ros, CameraInfo, "/seg/camera_info")
+    with spinning(ros):
+        assert wait_until(lambda: node.wanted("camera_info"))
+    jobs = []
+    node._slot.put = jobs.append  # the inference thread stays idle: the frames are processed below, in order
+    before = CameraInfo(width=WIDTH, height=HEIGHT, k=[100.0, 0, 75, 0, 100, 50, 0, 0, 1])
+    after = CameraInfo(width=WIDTH, height=HEIGHT, k=[200.0, 0, 70, 0, 200, 40, 0, 0, 1])
+    node._on_camera_info(before)
+    node._on_input(image_msg(array, "16UC1", sec=1))
+    node._on_camera_info(after)  # while the first frame waits
+    node._on_input(image_msg(array, "16UC1", sec=2))
+    for job in jobs:
+        node._process(job)
+    with spinning(node, ros):
+        published = infos.wait_for(2)
+    assert [(m.header.stamp.sec, list(m.k)) for m in published[:2]] == [(1, list(before.k)), (2, list(after.k))]
+    node.destroy_node()
+
+
 def test_bad_images_are_logged_counted_and_survived(ros, tiny_onnx_models):
     _, depth = sensor_arrays()["16UC1"]
     node = image_node(tiny_onnx_models["depth"])
