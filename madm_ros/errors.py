@@ -39,7 +39,11 @@ def check_known_keys(values: Mapping[str, Any], cls: type, what: str) -> None:
     Configuration read from files is checked this way so that a misspelt key is an error instead
     of a silently ignored setting.
     """
+    import difflib
+
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
+        guesses = [f"{close[0]} for {key}" for key in unknown if (close := difflib.get_close_matches(key, known, 1, 0.8))]
+        hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+        raise ConfigError(f"unknown {what} keys {unknown}{hint}; known: {sorted(known)}")

@@ -7,13 +7,14 @@ from it with :func:`ros2_launch_description`::
     python -m madm_ros.launch event_seg events_topic:=/event_camera/events
     python -m madm_ros.launch depth_seg image_topic:=/camera/depth/image_rect_raw model_file_path:=student.onnx
     python -m madm_ros.launch thermal_seg --params-file my_thermal.yaml use_sim_time:=true
-    python -m madm_ros.launch depth_seg --dry-run        # check the files, print the nodes and their ROS arguments as JSON
+    python -m madm_ros.launch depth_seg --dry-run        # rehearse the configure, print the nodes and ROS arguments as JSON
     python -m madm_ros.launch --help                     # every launch, its arguments and their defaults
 
 Like the launch files, every node reads ``config/<modality>.yaml`` (or ``params_file``); launch
 arguments left empty keep the file's value, others override it. Before anything starts, the
-params file, the model and the engine are checked (:func:`launch_problems`); a missing one ends
-the runner with exit code 2 and one line per problem. The nodes run in this one process until
+node's configure is rehearsed (:func:`launch_problems`: the files exist, every parameter is known
+and valid, the model loads and suits the launch); any problem ends the runner with exit code 2
+and one line per problem. The nodes run in this one process until
 Ctrl-C (exit code 0). ROS arguments after ``--ros-args`` are passed to every node as well
 (``--ros-args -p overlay_alpha:=0.3``).
 

@@ -1,9 +1,10 @@
 """The in-process runner's command line: ``python -m madm_ros.launch NAME [name:=value ...] [--dry-run]``.
 
 For machines where ``ros2 launch`` is not installed: the launch's nodes are created in this one
-process and spun until Ctrl-C. The files the nodes would open are checked first
-(:func:`madm_ros.launch.launch_problems`), so a missing model fails here with one line, with the
-same words for ``--dry-run`` and a real start, instead of a node that waits unconfigured.
+process and spun until Ctrl-C. The node's configure is rehearsed first
+(:func:`madm_ros.launch.launch_problems`: files, parameters, model), so a missing model or a
+misspelt parameter fails here with one line, with the same words for ``--dry-run`` and a real
+start, instead of a node that waits unconfigured or silently drops the parameter.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ def _usage() -> str:
              "",
              "Starts the nodes of launch/NAME.launch.py in this process (for machines without `ros2 launch`).",
              "Empty string arguments keep the params file's value. Ctrl-C stops the nodes (exit code 0).",
-             "The params file, model and engine are checked first; a missing one exits with code 2.",
+             "The node's configure is rehearsed first (files exist, every parameter is known and in range, the",
+             "model loads and suits the launch); any problem exits with code 2, one line each.",
              "",
              "options:",
              "  --params-file FILE  same as params_file:=FILE",
-             "  --dry-run           check the files, print the nodes and their ROS arguments as JSON, start nothing",
+             "  --dry-run           rehearse, print the nodes and their ROS arguments as JSON, start nothing",
              "  --ros-args ...      further ROS arguments for every node (e.g. -p overlay_alpha:=0.3)",
              "  -h, --help          this text",
              ""]

@@ -39,10 +39,8 @@ def ros2_launch_description(name: str) -> Any:
 
     def nodes(context: Any) -> list[Any]:
         value = {a.name: LaunchConfiguration(a.name).perform(context) for a in spec.arguments}
-        strings = dict(spec.fixed_parameters, **{a.parameter: value[a.name] for a in spec.arguments
-                                                 if a.parameter and value[a.name]})
         overrides: dict[str, Any] = {key: ParameterValue(text, value_type=str)  # "123" stays a str
-                                     for key, text in strings.items()}
+                                     for key, text in spec.parameters(value).items()}
         overrides["use_sim_time"] = value["use_sim_time"].strip().lower() in TRUE_WORDS
         started = [Node(
             package=PACKAGE, executable=spec.executable, name=spec.node_name, namespace=value["namespace"],

@@ -178,11 +178,8 @@ def node_specs(launch_name: str, arguments: dict[str, str] | None = None) -> lis
     spec, values = launch_values(launch_name, arguments or {})
     params_file = params_file_path(spec, values)
     cli = ["--ros-args", "--params-file", str(params_file.resolve()), "-p", f"use_sim_time:={values['use_sim_time']}"]
-    for name, value in spec.fixed_parameters:
+    for name, value in spec.parameters(values).items():
         cli += ["-p", _string_parameter(name, value)]
-    for argument in spec.arguments:
-        if argument.parameter and values[argument.name]:
-            cli += ["-p", _string_parameter(argument.parameter, values[argument.name])]
     for argument in spec.arguments:
         if argument.remap:
             cli += ["-r", f"{argument.remap}:={values[argument.name]}"]

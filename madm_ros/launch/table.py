@@ -78,6 +78,11 @@ class LaunchSpec:
         """Argument name → default value."""
         return {a.name: a.default for a in self.arguments}
 
+    def parameters(self, values: dict[str, str]) -> dict[str, str]:
+        """The node parameters the launch sets over its params file, as strings: the fixed ones and each non-empty argument's."""
+        return dict(self.fixed_parameters, **{a.parameter: values[a.name] for a in self.arguments
+                                              if a.parameter and values[a.name]})
+
 
 def _one_of(names: tuple[str, ...]) -> str:
     """``a, b or c``: the values of a choice argument, for its description."""

@@ -64,7 +64,7 @@ from madm_ros.nodes.messages import (
     scaled_camera_info,
 )
 from madm_ros.nodes.qos import LATCHED, input_qos_events, output_qos_events, qos_profile
-from madm_ros.nodes.ros_parameters import declare_parameters, parameter_values
+from madm_ros.nodes.ros_parameters import declare_parameters, parameter_values, unknown_overrides
 from madm_ros.nodes.worker import LatestSlot
 from madm_ros.problems import ProblemCounter
 from madm_ros.ros_messages import message_class_of, stamp_to_ns
@@ -129,6 +129,9 @@ class SegmentationNode(LifecycleNode):
         self._reloaded: tuple[list[tuple[str, Any]], Any, Segmenter] | None = None
         self._dropped_earlier = 0  # frames dropped by the inference threads of earlier activations and reloads
         self._parameter_errors = declare_parameters(self, self.PARAMS)  # out of range: configure refuses them
+        for unknown in unknown_overrides(self):  # a warning, not a refusal: shared /** files hold other nodes' too
+            self.report_problem(f"unknown_parameter:{unknown.split()[0]}", f"parameter {unknown} is not one of this "
+                                "node's, so it has no effect; `ros2 param list` shows the node's parameters")
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
         from diagnostic_msgs.msg import DiagnosticArray

@@ -18,7 +18,7 @@ from rclpy.parameter import Parameter
 
 from madm_ros.node_params import ParameterInfo, SegmentationParams, parameter_table
 
-__all__ = ["declare_parameters", "parameter_values"]
+__all__ = ["declare_parameters", "parameter_values", "unknown_overrides"]
 
 _WHEN = {"live": "applies at once", "input": "applies at once: the input restarts",
          "reload": "applies at once: the node loads and checks the model first and refuses the change if that fails",
@@ -54,6 +54,23 @@ def declare_parameters(node: Any, params_class: type[SegmentationParams]) -> lis
             described.floating_point_range, described.integer_range = [], []
             node.declare_parameter(info.name, value, described)
     return errors
+
+
+def unknown_overrides(node: Any) -> list[str]:
+    """The parameters given to ``node`` (params files, ``-p``) that it does not declare, each with a close known name if any.
+
+    Why: ROS drops them without a word, so a misspelt ``overlay_alphaa: 0.3`` would leave the
+    default in force unnoticed. Read from rclpy's record of the overrides, which has no public
+    accessor; without it (another rclpy) nothing is reported.
+    """
+    import difflib
+
+    declared = set(node._parameters)
+    found = []
+    for name in sorted(set(getattr(node, "_parameter_overrides", {})) - declared):
+        close = difflib.get_close_matches(name, declared, 1, 0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
 
 
 def parameter_values(node: Any, params_class: type[SegmentationParams]) -> dict[str, Any]:

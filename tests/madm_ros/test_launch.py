@@ -290,9 +290,8 @@ def test_rviz_config_shows_topics_the_nodes_publish():
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def test_dry_run_prints_each_launchs_node_and_ros_arguments(tmp_path):
-    model = tmp_path / "depth.onnx"
-    model.write_bytes(b"")  # --dry-run checks that the file exists, not what is in it
+def test_dry_run_prints_each_launchs_node_and_ros_arguments(tiny_onnx_models):
+    model = tiny_onnx_models["depth"]
     result = run_launch("depth_seg", f"model_file_path:={model}", "image_topic:=/cam/depth", "namespace:=front",
                         "use_sim_time:=True", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -387,16 +386,15 @@ def test_every_missing_file_is_reported_at_once():
     assert [line.split()[1] for line in lines] == ["params_file", "model_file_path", "engine_file_path"], lines
 
 
-def test_existing_model_and_engine_pass_the_check(tmp_path):
-    model, engine = tmp_path / "student.onnx", tmp_path / "student.engine"
-    model.write_bytes(b"")
-    engine.write_bytes(b"")
+def test_existing_model_and_engine_pass_the_check(tmp_path, tiny_onnx_models):
+    model, engine = tiny_onnx_models["thermal"], tmp_path / "student.engine"
+    engine.write_bytes(b"")  # without TensorRT (as here) backend auto runs the ONNX model, as the node would
     result = run_launch("thermal_seg", f"model_file_path:={model}", f"engine_file_path:={engine}", "--dry-run")
     assert result.returncode == 0, result.stderr
     cli_args = json.loads(result.stdout)["nodes"][0]["cli_args"]
     assert f"model_file_path:={model}" in cli_args
     assert f"engine_file_path:={engine}" in cli_args
-    assert launch_problems("event_seg", {"model_file_path": str(model)}) == []
+    assert launch_problems("event_seg", {"model_file_path": str(tiny_onnx_models["events"])}) == []
     assert launch_problems("depth_seg") == []  # the built-in model
 
 
@@ -405,14 +403,13 @@ def _params_file(path: Path, key: str, **parameters: str) -> Path:
     return path
 
 
-def test_files_named_in_the_params_file_are_checked_as_the_node_would_see_them(tmp_path):
+def test_files_named_in_the_params_file_are_checked_as_the_node_would_see_them(tmp_path, tiny_onnx_models):
     params = _params_file(tmp_path / "p.yaml", "/**/depth_segmentation", model_file_path="gone.onnx",
                           engine_file_path="gone.engine")
     (model, engine) = launch_problems("depth_seg", {"params_file": str(params)})
     assert model.startswith(f"model_file_path gone.onnx (set in {params}) does not exist;")
     assert engine.startswith(f"engine_file_path gone.engine (set in {params}) does not exist;")
-    existing = tmp_path / "m.onnx"
-    existing.write_bytes(b"")
+    existing = tiny_onnx_models["depth"]
     # the launch argument wins over the file, and -p after --ros-args over both (rcl's order)
     assert launch_problems("depth_seg", {"params_file": str(params), "model_file_path": str(existing),
                                          "engine_file_path": str(existing)}) == []
@@ -435,6 +432,28 @@ def test_params_file_keys_select_the_node_as_in_rcl(tmp_path, key, namespace, re
     params = _params_file(tmp_path / "p.yaml", key, model_file_path="gone.onnx")
     problems = launch_problems("depth_seg", {"params_file": str(params), "namespace": namespace})
     assert len(problems) == int(read), problems
+
+
+def test_the_node_configure_is_rehearsed_unknown_or_bad_parameters_and_unsuitable_models_refused(
+        tmp_path, tiny_onnx_models):
+    """What the node would refuse (or, for an unknown name, silently drop) is refused before it starts, as bag_eval does."""
+    typo = _params_file(tmp_path / "typo.yaml", "/**/event_segmentation", overlay_alphaa=0.3)
+    (problem,) = launch_problems("event_seg", {"params_file": str(typo)})
+    assert "unknown EventParams keys ['overlay_alphaa'] (did you mean overlay_alpha for overlay_alphaa?)" in problem
+    (problem,) = launch_problems("event_seg", {}, ["-p", "overlay_alpha:=5"])
+    assert "overlay_alpha must be in [0, 1], got 5.0" in problem
+    (problem,) = launch_problems("event_seg", {}, ["--params-file", str(typo)])  # extra files after --ros-args too
+    assert "overlay_alphaa" in problem
+    assert launch_problems("event_seg", {}, ["-p", "event_segmentation:overlay_alpha:=0.2",
+                                             "-p", "another_node:overlay_alpha:=7"]) == []  # only this node's count
+    (problem,) = launch_problems("depth_seg", {"model_file_path": str(tiny_onnx_models["events"])})
+    assert problem.startswith(f"model_file_path {tiny_onnx_models['events']}: ") and "trained for events input" in problem
+    garbage = tmp_path / "text.onnx"
+    garbage.write_text("not a model")
+    (problem,) = launch_problems("event_seg", {"model_file_path": str(garbage)})
+    assert problem.startswith(f"model_file_path {garbage}: cannot load ONNX model")
+    result = run_launch("event_seg", f"params_file:={typo}", "--dry-run")
+    assert result.returncode == 2 and "overlay_alphaa" in result.stderr and not result.stdout
 
 
 def test_an_unreadable_params_file_is_one_line(tmp_path):

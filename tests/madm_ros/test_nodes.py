@@ -547,6 +547,23 @@ def test_parameters_are_declared_with_descriptions_ranges_choices_and_read_only(
     node.destroy_node()
 
 
+def test_a_parameter_the_node_does_not_have_is_reported_not_silently_dropped(ros, tiny_onnx_models, tmp_path):
+    """ROS drops what a node does not declare: a misspelt name in a params file or -p is counted and told, once each."""
+    from madm_ros.nodes.image_segmentation import ImageSegmentationNode
+
+    params = tmp_path / "typo.yaml"
+    params.write_text("/**/seg:\n  ros__parameters:\n    overlay_alphaa: 0.3\n")
+    node = ImageSegmentationNode("seg", cli_args=["--ros-args", "--params-file", str(params), "-p", "zz_unknown:=1",
+                                                  "-p", f"model_file_path:={tiny_onnx_models['depth']}"])
+    counts, texts = node.problems.counts, node.problems.first_text
+    assert counts["unknown_parameter:overlay_alphaa"] == 1 and counts["unknown_parameter:zz_unknown"] == 1
+    assert "did you mean overlay_alpha?" in texts["unknown_parameter:overlay_alphaa"]
+    assert "did you mean" not in texts["unknown_parameter:zz_unknown"]
+    assert node.failure == ""  # a warning, not a refusal: shared /** files hold other nodes' parameters too
+    assert node.counters()["problem_unknown_parameter:zz_unknown"] == 1
+    node.destroy_node()
+
+
 def test_set_parameters_applies_live_changes_and_refuses_invalid_values_with_the_reason(ros, tiny_onnx_models):
     pytest.importorskip("event_camera_msgs")
     node = event_node(tiny_onnx_models["events"])
