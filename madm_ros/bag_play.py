@@ -15,7 +15,9 @@ and output jitter. An image mask is matched to its input by header stamp. An eve
 with the end of its slice, is timed from the message that completed the slice: the first one whose
 newest event lies at or past that end, found by decoding the bag's event messages with the node's
 own stream after playback (header stamps of event packets drift by milliseconds against their
-events' time, so matching by header stamp would understate the latency).
+events' time, so matching by header stamp would understate the latency). When nothing arrives on
+the monitored topic (a misspelt name, a node that is not running) it says so and exits with 1, so
+a script using it as a check fails; figures without data are ``null`` in the JSON, never ``NaN``.
 
 Message types must be importable (``event_camera_msgs`` etc.: on machines without ROS,
 ``scripts/setup-env`` builds them); a topic whose type is not is skipped with a message naming
@@ -38,6 +40,7 @@ from typing import Any
 from madm_ros.atomic_io import atomic_write_bytes
 from madm_ros.bag_source import BagSource, QosProfile
 from madm_ros.errors import ConfigError, DecodeError, MadmError
+from madm_ros.metrics import json_ready
 from madm_ros.ros_messages import message_class_of, split_ns, stamp_to_ns
 
 __all__ = ["BagPlayer", "Monitor", "event_ends", "header_stamp_ns", "main", "recorded_qos"]
@@ -285,11 +288,13 @@ class Monitor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point (exit code 2 on a bad bag or arguments)."""
+    """Command line entry point (exit code 2 on a bad bag or arguments, 1 when a monitored topic received nothing)."""
     parser = argparse.ArgumentParser(
         prog="python -m madm_ros.bag_play",
         description="Publish a rosbag2/rosbag1 into running ROS 2 nodes (like `ros2 bag play`, no ROS install needed). "
-                    "Each topic is offered with its recorded reliability; timing follows the bag's log times.")
+                    "Each topic is offered with its recorded reliability; timing follows the bag's log times.",
+        epilog="Exit codes: 0 played (and with --monitor, outputs arrived); 1 --monitor received nothing; "
+               "2 a bad bag or arguments.")
     parser.add_argument("bag", type=Path, help="bag folder or file (sqlite3 .db3, .mcap, rosbag1 .bag)")
     parser.add_argument("--topics", nargs="+", help="topics to play (default: all whose types are installed)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
@@ -337,11 +342,16 @@ def main(argv: list[str] | None = None) -> int:
             if player.event_topics:  # masks of the (first) event topic are timed from its own messages
                 topic = player.event_topics[0]
                 sent, ends = [s for s in player.sent if s[1] == topic], event_ends(args.bag, topic)
-            report = monitor.report(sent, input_is_image=player.plays_images, event_ends=ends)
+            report = json_ready(monitor.report(sent, input_is_image=player.plays_images, event_ends=ends))
             text = json.dumps(report, indent=2)
             print(text)
             if args.json:
                 atomic_write_bytes(args.json, (text + "\n").encode())
+            if sent and not report["outputs_received"]:
+                print(f"bag_play: nothing arrived on {args.monitor} while {len(sent)} messages were played: check the "
+                      "topic name (ros2 topic list), that the node runs and subscribes to the played topic, and its "
+                      "diagnostics", file=sys.stderr)
+                return 1
         return 0
     except MadmError as error:
         print(f"bag_play: {error}", file=sys.stderr)

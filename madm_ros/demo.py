@@ -21,6 +21,10 @@ The same command runs on recorded or live data: ``--bag BAG`` plays a bag into t
 ``python -m madm_ros.bag_play`` does) and ``--topic T`` listens to a live topic; neither has labels,
 so their summary has no mIoU and their panels show edge frame | coloured mask | overlay. Everything
 stays on the loopback in a private ROS domain.
+
+A second run into the same ``--out`` (``make demo`` twice) replaces the first: the PNGs and the
+animation an earlier demo wrote (stamp-named PNGs in its five folders, ``demo.gif``) are removed
+first, so the folders never mix runs; any other file there is left alone.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from madm_ros.backends import BACKEND_CHOICES
 from madm_ros.errors import MadmError
 from madm_ros.events.types import MESSAGE_TYPES
 from madm_ros.label_matching import default_tolerance_ns
+from madm_ros.metrics import json_ready
 from madm_ros.ros_messages import split_ns, stamp_to_ns
 
 if TYPE_CHECKING:
@@ -232,11 +237,24 @@ def _pixels(message: Any) -> np.ndarray:
     return image[:, :, ::-1] if message.encoding == "bgr8" else image
 
 
+IMAGE_FOLDERS = {"edge_frame": "edge_frames", "raw_segmentation_mask": "masks", "colored_segmentation_mask": "colored",
+                 "segmentation_overlay": "overlays"}
+"""Topic → the folder of ``--out`` its first messages are saved in (as ``<stamp>.png``)."""
+
+
+def _remove_earlier_results(out: Path) -> int:
+    """Remove what an earlier demo wrote into ``out`` (stamp-named PNGs in its folders, the animation); return how many."""
+    earlier = [path for folder in (*IMAGE_FOLDERS.values(), "panels") for path in (out / folder).glob("*.png")
+               if path.stem.isdigit()]
+    earlier += [path for path in (out / "demo.gif",) if path.is_file()]
+    for path in earlier:
+        path.unlink()
+    return len(earlier)
+
+
 def _save_images(out: Path, received: dict[str, list[tuple[float, Any]]], max_images: int) -> dict[str, int]:
-    folders = {"edge_frame": "edge_frames", "raw_segmentation_mask": "masks", "colored_segmentation_mask": "colored",
-               "segmentation_overlay": "overlays"}
     written = {}
-    for topic, folder in folders.items():
+    for topic, folder in IMAGE_FOLDERS.items():
         (out / folder).mkdir(parents=True, exist_ok=True)
         messages = received[topic][:max_images]
         for _, message in messages:
@@ -436,10 +454,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                      in _pair_by_stamp(masks, received["edge_frame"])]
         summary["latency_ms"] = latency_summary(latencies)  # edge frame seen → mask seen, both at the recorder
         summary["miou"] = None
+    _remove_earlier_results(config.out)
     summary["images"] = _save_images(config.out, received, config.max_images)
     if labels is not None:
         summary["panels"], summary["animation"] = _save_panels(config.out, received, labels, matched, config.max_images)
-    atomic_write_bytes(config.out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(config.out / "summary.json", (json.dumps(json_ready(summary), indent=2) + "\n").encode())
     return summary
 
 

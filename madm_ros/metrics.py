@@ -13,13 +13,14 @@ count as misses of their ground-truth class but as no class's false positive.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from madm_ros.errors import InputError
 from madm_ros.palettes import IGNORE_INDEX
 
-__all__ = ["ConfusionMatrix", "latency_summary"]
+__all__ = ["ConfusionMatrix", "json_ready", "latency_summary"]
 
 
 class ConfusionMatrix:
@@ -111,3 +112,16 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
     p50, p90, p99 = np.percentile(values, (50, 90, 99))
     return {"count": int(values.size), "mean": float(values.mean()), "p50": float(p50), "p90": float(p90),
             "p99": float(p99), "max": float(values.max())}
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN/inf → None and numpy scalars → Python (JSON has neither; ``json.dumps`` would write bare NaN)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    return value

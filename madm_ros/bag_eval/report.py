@@ -14,21 +14,9 @@ from typing import Any
 import numpy as np
 
 from madm_ros.bag_eval.state import RunState
+from madm_ros.metrics import json_ready
 
 __all__ = ["fmt", "markdown", "write_report"]
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN/inf → None and numpy scalars → Python (JSON has neither)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return json_ready(value.item())
-    return value
 
 
 def fmt(value: Any, digits: int = 2, scale: float = 1.0) -> str:

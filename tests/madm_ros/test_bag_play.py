@@ -57,3 +57,19 @@ def test_bad_bags_and_topics_exit_2_with_a_message(ros_domain, tmp_path, event_b
         result = subprocess.run([sys.executable, "-m", "madm_ros.bag_play", *args], capture_output=True, text=True,
                                 timeout=60, env=os.environ.copy())
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_monitored_topic_that_receives_nothing_fails_with_a_reason_and_strict_json(ros_domain, tmp_path, event_bag):
+    report_file = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "madm_ros.bag_play", str(event_bag), "--monitor", "/nope/raw_segmentation_mask",
+         "--json", str(report_file), "--settle", "0", "--rate", "4"],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert result.returncode == 1, result.stderr
+    assert "nothing arrived on /nope/raw_segmentation_mask while 517 messages were played" in result.stderr
+
+    def refuse(word):
+        raise ValueError(word)
+
+    report = json.loads(report_file.read_text(), parse_constant=refuse)  # no bare NaN: strict parsers read it
+    assert report["outputs_received"] == 0 and report["latency_ms"]["p50"] is None
