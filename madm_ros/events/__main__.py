@@ -1,9 +1,10 @@
-"""Command line: ``python -m madm_ros.events info PATH [--topic TOPIC] [--frame OUT.png] [--window-us N]``.
+"""Command line: ``python -m madm_ros.events info PATH [--topic T] [--sensor-size WxH] [--frame OUT.png] [--window-us N]``.
 
 Only argument parsing lives here; the work is done by :mod:`madm_ros.events.info`.
 Exit codes: 0 success, 2 unusable input (one line on stderr naming the file and the problem). A bag
 that can be read only in part (a truncated file) is described up to the cut: exit code 0, the
-reason in the report's ``problem`` and one warning line on stderr.
+reason in the report's ``problem`` and one warning line on stderr; so is a recording that lost
+more than it decoded (``warning``: most likely the wrong encoding).
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ Formats, recognised by content:
 
 Exit status 2 with a one-line message for a missing, unknown, empty or corrupt input. A bag
 that can be read only in part (a truncated file) is described up to the cut: exit status 0,
-the reason in "problem" and a warning line on stderr."""
+the reason in "problem" and a warning line on stderr. A recording that lost more words or
+events than it decoded (most likely data of another encoding than its header names) is
+described with the reason in "warning" and a warning line on stderr."""
+
+
+def _sensor_size(text: str) -> tuple[int, int]:
+    """``WxH`` → (width, height), both positive."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}")
+    return int(width), int(height)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="Prophesee .raw, .aedat4, DSEC events.h5, rosbag2 directory / .db3 / .mcap, or ROS 1 .bag")
     info.add_argument(
         "--topic", default=None, help="rosbag2 only: event topic to read (default: the only EventPacket topic)"
+    )
+    info.add_argument(
+        "--sensor-size", type=_sensor_size, default=None, metavar="WxH",
+        help="Prophesee RAW only: the sensor size, for files whose header does not say it (e.g. 1280x720)",
     )
     info.add_argument(
         "--frame",
@@ -74,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     from madm_ros.events.info import describe, first_edge_frame
 
     try:
-        report = describe(args.path, topic=args.topic)
+        report = describe(args.path, topic=args.topic, sensor_size=args.sensor_size)
         if args.frame is not None:
-            frame = first_edge_frame(args.path, topic=args.topic, window_us=args.window_us)
+            frame = first_edge_frame(args.path, topic=args.topic, sensor_size=args.sensor_size, window_us=args.window_us)
             report["frame"] = {"path": str(atomic_write_png(args.frame, frame)), "window_us": args.window_us}
     except (MadmError, OSError, ImportError) as error:
         message = " ".join(str(error).split())  # one line, whatever the library put in it
@@ -84,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if report.get("problem"):
         print(f"madm_ros.events info: warning: {args.path} was read only in part: {report['problem']}", file=sys.stderr)
+    if report["warning"]:
+        print(f"madm_ros.events info: warning: {args.path}: {report['warning']}", file=sys.stderr)
     print(json.dumps(report))
     return 0
 

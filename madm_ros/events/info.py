@@ -125,12 +125,19 @@ class _BagEvents:
 
 
 @contextmanager
-def open_event_source(path: str | Path, *, topic: str | None = None) -> Iterator[tuple[str, EventSource]]:
-    """Detect the format of ``path`` and open the matching reader; yields (format name, reader), then closes it."""
+def open_event_source(path: str | Path, *, topic: str | None = None,
+                      sensor_size: tuple[int, int] | None = None) -> Iterator[tuple[str, EventSource]]:
+    """Detect the format of ``path`` and open the matching reader; yields (format name, reader), then closes it.
+
+    ``sensor_size`` (width, height) is for Prophesee RAW files whose header does not say it; the
+    other formats carry their size.
+    """
     path = Path(path)
     kind = detect_format(path)
     if topic is not None and kind not in _BAG_FORMATS:
         raise InputError(f"{path}: --topic only applies to rosbag2 input, this is {FORMATS[kind]}")
+    if sensor_size is not None and kind != "prophesee_raw":
+        raise InputError(f"{path}: --sensor-size only applies to Prophesee RAW files; {FORMATS[kind]} carries its size")
     if kind == "aedat4":
         from madm_ros.events.aedat import AedatFile
 
@@ -143,7 +150,8 @@ def open_event_source(path: str | Path, *, topic: str | None = None) -> Iterator
     elif kind == "prophesee_raw":
         from madm_ros.events.raw_files import RawFile
 
-        yield kind, RawFile(path)
+        width, height = sensor_size if sensor_size is not None else (None, None)
+        yield kind, RawFile(path, width=width, height=height)
     else:
         yield kind, _BagEvents(path, topic)
 
@@ -161,7 +169,8 @@ def _extras(kind: str, source: Any) -> dict[str, Any]:
     return {}
 
 
-def describe(path: str | Path, topic: str | None = None, *, max_events: int = _CHUNK_EVENTS) -> dict[str, Any]:
+def describe(path: str | Path, topic: str | None = None, *, sensor_size: tuple[int, int] | None = None,
+             max_events: int = _CHUNK_EVENTS) -> dict[str, Any]:
     """Summarise an event recording in one JSON-serialisable dict, reading it ``max_events`` at a time.
 
     Keys: ``path``, ``format``, ``encoding``, ``width``, ``height``, ``events``, ``on_events``,
@@ -169,7 +178,9 @@ def describe(path: str | Path, topic: str | None = None, *, max_events: int = _C
     events), ``duration_us``, ``dropped`` (sum of :data:`LOSS_COUNTERS`), ``stats`` (all decoder
     counters) and format-specific extras (DSEC ``t_offset_us``, AEDAT4 ``stream``, RAW ``header`` and
     ``geometry_source``, bag ``topic``, ``msgtype``, ``messages``, ``problem`` (why the bag was read
-    only in part; empty when whole) and ``read_note`` (how it was read when not normally)).
+    only in part; empty when whole) and ``read_note`` (how it was read when not normally)), and
+    ``warning`` (empty unless more was lost than decoded: a sign of the wrong encoding or a corrupt
+    file, which would otherwise pass as a short recording).
 
     Raises:
         InputError, DecodeError: For a missing, unknown, corrupt or truncated input (message names it).
@@ -178,7 +189,7 @@ def describe(path: str | Path, topic: str | None = None, *, max_events: int = _C
     count = on = 0
     t_first: int | None = None
     t_last: int | None = None
-    with open_event_source(path, topic=topic) as (kind, source):
+    with open_event_source(path, topic=topic, sensor_size=sensor_size) as (kind, source):
         for chunk in source.chunks(max_events):
             if not len(chunk):
                 continue
@@ -189,6 +200,10 @@ def describe(path: str | Path, topic: str | None = None, *, max_events: int = _C
             on += int(np.count_nonzero(chunk.p))
         stats = source.stats.as_dict()
         extras = _extras(kind, source)
+    dropped = sum(int(stats.get(name, 0)) for name in LOSS_COUNTERS)
+    warning = "" if dropped <= count else (
+        f"more was lost ({dropped} words or events) than decoded ({count} events): the data may not be "
+        f"{source.encoding} (check the header's format) or the file is corrupt")
     return {
         "path": str(path),
         "format": kind,
@@ -200,14 +215,16 @@ def describe(path: str | Path, topic: str | None = None, *, max_events: int = _C
         "t_first_us": t_first,
         "t_last_us": t_last,
         "duration_us": None if t_first is None or t_last is None else t_last - t_first,
-        "dropped": sum(int(stats.get(name, 0)) for name in LOSS_COUNTERS),
+        "dropped": dropped,
         "stats": stats,
+        "warning": warning,
         **extras,
     }
 
 
 def first_edge_frame(
-    path: str | Path, *, topic: str | None = None, window_us: int = 50_000, max_events: int = _CHUNK_EVENTS
+    path: str | Path, *, topic: str | None = None, sensor_size: tuple[int, int] | None = None, window_us: int = 50_000,
+    max_events: int = _CHUNK_EVENTS
 ) -> np.ndarray:
     """Edge frame (uint8, height × width) of the events in ``[t_first, t_first + window_us)``.
 
@@ -220,7 +237,7 @@ def first_edge_frame(
         raise InputError(f"window_us must be positive, got {window_us}")
     parts: list[Events] = []
     t_end: int | None = None
-    with open_event_source(path, topic=topic) as (_, source):
+    with open_event_source(path, topic=topic, sensor_size=sensor_size) as (_, source):
         for chunk in source.chunks(max_events):
             if not len(chunk):
                 continue

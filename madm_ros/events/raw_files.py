@@ -124,7 +124,8 @@ class RawFile:
             return (*_GEN3_SIZE, f"default for Gen3 plugin {plugin}")
         raise DecodeError(
             f"{self.path}: RAW header has no sensor size (no '% format ...;width=;height=' or '% geometry' "
-            f"line) and plugin {plugin or '(none)'!r} is not a Gen3 one; pass width= and height="
+            f"line) and plugin {plugin or '(none)'!r} is not a Gen3 one; give the sensor size "
+            "(python -m madm_ros.events info FILE --sensor-size WxH; in Python RawFile(path, width=, height=))"
         )
 
     def chunks(self, max_events: int = 1_000_000) -> Iterator[Events]:

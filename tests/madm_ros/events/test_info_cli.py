@@ -240,6 +240,38 @@ def test_topic_option_is_refused_for_files_that_are_not_bags(tmp_path: Path) -> 
         describe(path, topic="/events")
 
 
+def test_a_raw_file_without_its_size_is_read_with_sensor_size_and_other_formats_refuse_it(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from madm_ros.events.raw_files import RawFile
+
+    body = (shared_data / RAW).read_bytes()[RawFile(shared_data / RAW)._body_offset:]
+    nosize = tmp_path / "nosize.raw"
+    nosize.write_bytes(b"% evt 2.0\n" + body)  # no size and no Gen3 plugin line
+    refused = run_cli("info", str(nosize))
+    assert refused.returncode == 2 and "--sensor-size WxH" in refused.stderr
+    read = run_cli("info", str(nosize), "--sensor-size", "640x480")
+    assert read.returncode == 0, read.stderr
+    report = json.loads(read.stdout)
+    assert (report["width"], report["height"], report["events"], report["geometry_source"]) == (640, 480, 521_252, "caller")
+    assert run_cli("info", str(nosize), "--sensor-size", "640").returncode == 2  # argparse: WIDTHxHEIGHT
+    with pytest.raises(InputError, match=r"--sensor-size only applies to Prophesee RAW files"):
+        describe(shared_data / BAG, sensor_size=(640, 480))
+
+
+def test_data_of_another_encoding_than_the_header_says_is_described_with_a_warning(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    mislabelled = tmp_path / "evt2_as_evt3.raw"
+    mislabelled.write_bytes((shared_data / RAW).read_bytes().replace(b"% evt 2.0\n", b"% evt 3.0\n", 1))
+    assert describe(shared_data / RAW)["warning"] == ""
+    result = run_cli("info", str(mislabelled))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["dropped"] > report["events"] and "may not be evt3" in report["warning"]
+    assert "warning" in result.stderr and "check the header's format" in result.stderr
+
+
 def test_png_writes_replace_the_target_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     out = tmp_path / "f.png"
     out.write_bytes(b"old")

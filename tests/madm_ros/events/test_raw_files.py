@@ -90,7 +90,7 @@ def test_unsupported_evt_version_raises_naming_the_file(tmp_path: Path) -> None:
 def test_unknown_sensor_size_without_gen3_plugin_raises(tmp_path: Path) -> None:
     path = tmp_path / "nosize.raw"
     path.write_bytes(b"% evt 3.0\n% plugin_name hal_plugin_imx636\n")
-    with pytest.raises(DecodeError, match=r"nosize\.raw: RAW header has no sensor size.*pass width= and height="):
+    with pytest.raises(DecodeError, match=r"nosize\.raw: RAW header has no sensor size.*--sensor-size WxH"):
         RawFile(path)
     assert RawFile(path, width=1280, height=720).width == 1280
 
