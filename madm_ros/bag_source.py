@@ -57,6 +57,9 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 
 _SUFFIXES = ((".db3", "sqlite3"), (".mcap", "mcap"), (".bag", "rosbag1"), (".db3.zstd", "sqlite3"),
              (".mcap.zstd", "mcap"))
+EVENT_FILE_KINDS = {".raw": "a Prophesee RAW event file", ".aedat4": "an AEDAT4 event file (iniVation DV)",
+                    ".h5": "an HDF5 event file (DSEC events.h5)", ".hdf5": "an HDF5 event file (DSEC events.h5)"}
+"""Event recordings people give bag tools by mistake: refused with the tool that reads them."""
 _MAGIC = ((b"SQLite format 3\x00", "sqlite3"), (b"\x89MCAP0\r\n", "mcap"), (b"#ROSBAG V2.0", "rosbag1"))
 _HELP = ("check that it is a complete rosbag2 folder, a .db3 or .mcap file or a ROS 1 .bag file; "
          "a cut-off recording can often be rescued with `mcap recover` (MCAP) or sqlite3's `.recover` (db3)")
@@ -318,6 +321,10 @@ class BagSource:
         self.path = Path(path)
         if not self.path.exists():
             raise DecodeError(f"cannot open {self.path} as a bag: it does not exist (check the path)")
+        recording = EVENT_FILE_KINDS.get(self.path.suffix.lower()) if self.path.is_file() else None
+        if recording is not None:
+            raise DecodeError(f"{self.path} is {recording}, not a bag; madm's bag tools read rosbag2 (folder, .mcap, "
+                              f".db3) and rosbag1 (.bag): inspect it with python -m madm_ros.events info {self.path}")
         self.problem = ""
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
         self._ros1 = False

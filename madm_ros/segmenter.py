@@ -277,5 +277,5 @@ def load_segmenter(params: Any, modality: str | None) -> Segmenter:
                                limits=params.limits, threads=params.threads)
     if modality is not None and segmenter.modality != modality:
         raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this input is {modality}; "
-                          f"use a {modality} model")
+                          f"use {'an' if modality[0] in 'aeiou' else 'a'} {modality} model")
     return segmenter

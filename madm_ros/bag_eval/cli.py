@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{report['frames']} frames, {miou}, processing p50 {fmt(report['latency_ms_p50'])} ms, "
           f"p99 {fmt(report['latency_ms_p99'])} ms; " + (f"report in {Path(written) / 'report.md'}" if written
                                                          else "nothing written"))
-    for key in ("modality_note", "model_caveat"):
+    for key in ("read_note", "modality_note", "model_caveat"):
         if report.get(key):
             print(f"note: {report[key]}", file=sys.stderr)
     error = report.get("error") or ""

@@ -20,10 +20,7 @@ from madm_ros.node_params import load_node_config, params_from_values
 from madm_ros.preprocessing import IMAGE_MODALITIES, NODE_MODALITIES
 from madm_ros.segmenter import load_segmenter
 
-__all__ = ["EVENT_FILE_KINDS", "Setup", "check_bag_path", "setup"]
-
-EVENT_FILE_KINDS = {".raw": "a Prophesee RAW event file", ".aedat4": "an AEDAT4 event file (iniVation DV)",
-                    ".h5": "an HDF5 event file (DSEC events.h5)", ".hdf5": "an HDF5 event file (DSEC events.h5)"}
+__all__ = ["Setup", "setup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,20 +32,6 @@ class Setup:
     params: Any
     segmenter: Any
     modality_note: str | None = None  # set when the modality was guessed from the encoding
-
-
-def check_bag_path(path: Path) -> None:
-    """Refuse an event recording given as the bag, naming its kind and the tool that reads it.
-
-    Other paths (folders, bag files, missing or unknown files) are the bag reader's to judge.
-
-    Raises:
-        ConfigError: a ``.raw``, ``.aedat4`` or ``.h5`` file.
-    """
-    kind = EVENT_FILE_KINDS.get(path.suffix.lower()) if path.is_file() else None
-    if kind is not None:
-        raise ConfigError(f"{path} is {kind}, not a bag; bag_eval reads rosbag2 (folder, .mcap, .db3) and rosbag1 (.bag): "
-                          f"inspect it with python -m madm_ros.events info {path}")
 
 
 def _kind_of(msgtype: str) -> str | None:

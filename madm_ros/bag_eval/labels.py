@@ -48,11 +48,15 @@ class Labels:
         """PNG files named ``<stamp_ns>.png`` or ``<sec>_<nanosec>.png``; other files are counted and ignored.
 
         Raises:
-            ConfigError: the folder does not exist.
+            ConfigError: the folder does not exist or holds no file named so (refused before the run,
+                which could otherwise evaluate the whole bag only to score nothing).
         """
         labels = cls(problems)
         if not folder.is_dir():
             raise ConfigError(f"label folder {folder} does not exist; give --label-dir an existing folder of <stamp_ns>.png")
+        if not any(LABEL_FILE.match(file.name) for file in folder.iterdir()):
+            raise ConfigError(f"label folder {folder} holds no label image named <stamp_ns>.png or <sec>_<nanosec>.png; "
+                              "give --label-dir the folder of the labels (or leave it out to run without scores)")
         for file in sorted(folder.iterdir()):
             match = LABEL_FILE.match(file.name)
             if not match:

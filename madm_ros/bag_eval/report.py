@@ -89,6 +89,8 @@ def markdown(report: dict[str, Any], matrix: Any, segmenter: Any, figures: list[
         lines += [f"> **Caveat — synthetic-only model.** {report['model_caveat']}.", ""]
     if report.get("modality_note"):
         lines += [f"> **Modality guessed.** {report['modality_note']}.", ""]
+    if report.get("read_note"):
+        lines += [f"> **Bag read with repairs.** {report['read_note']}", ""]
     model = report.get("model") or {}
     stopped = " (stopped at --max-frames)" if report.get("max_frames_reached") else ""
     lines += ["| | |", "| --- | --- |",

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from madm_ros.bag_eval.inputs import Setup, check_bag_path, model_caveat, setup
+from madm_ros.bag_eval.inputs import Setup, model_caveat, setup
 from madm_ros.bag_eval.labels import Labels
 from madm_ros.bag_eval.options import EvalOptions
 from madm_ros.bag_eval.outputs import FAILED, INTERRUPTED, OutputFolder, OutputWriteError
@@ -273,7 +273,6 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
     """
     from madm_ros.bag_source import BagSource, OutputBag
 
-    check_bag_path(Path(options.bag))
     folder = OutputFolder(Path(options.out), options.overwrite)
     run = RunState(ProblemCounter(), overlays=OverlaySample(options.overlays))
     report: dict[str, Any] = {"bag": str(options.bag), "error": None}

@@ -285,6 +285,11 @@ def test_bad_bags_give_one_line_messages_and_exit_2(tmp_path, scenes, tiny_onnx_
     assert code == 2 and "--topic" in err
     code, err = run("--topic", INPUTS["depth"][0], "--label-topic", "/missing_labels")
     assert code == 2 and "no label topic '/missing_labels'" in err
+    unlabelled = tmp_path / "no_labels"
+    unlabelled.mkdir()
+    (unlabelled / "README.txt").write_text("labels to come")
+    code, err = run("--topic", INPUTS["depth"][0], "--label-dir", str(unlabelled))
+    assert code == 2 and "holds no label image named <stamp_ns>.png" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()  # errors before evaluation starts write nothing
 
     far = tmp_path / "far_labels"

@@ -51,7 +51,11 @@ def test_a_real_bag_played_into_the_launched_event_node_is_monitored(ros_domain,
 
 
 def test_bad_bags_and_topics_exit_2_with_a_message(ros_domain, tmp_path, event_bag):
+    raw = tmp_path / "recording.raw"
+    raw.write_bytes(b"% evt 3.0\n")
     for args, message in ((["/nowhere"], "cannot open /nowhere as a bag"),
+                          ([str(raw)], f"is a Prophesee RAW event file, not a bag; madm's bag tools read rosbag2 (folder, "
+                                       f".mcap, .db3) and rosbag1 (.bag): inspect it with python -m madm_ros.events info {raw}"),
                           ([str(event_bag), "--topics", "/missing"], "has no topic /missing"),
                           ([str(event_bag), "--rate", "0"], "--rate must be positive")):
         result = subprocess.run([sys.executable, "-m", "madm_ros.bag_play", *args], capture_output=True, text=True,

@@ -478,12 +478,13 @@ def test_the_target_set_of_a_cut_bag_holds_the_frames_before_the_cut_and_says_so
 
 @pytest.fixture(scope="module")
 def evaluation(bags: dict[str, Path], tiny_onnx_models, tmp_path_factory) -> Callable[[str], dict[str, Any]]:
-    """Variant → ``bag_eval``'s report (events model, no labels, no output bag)."""
+    """Variant → ``bag_eval``'s report (events model, no labels, no output bag), with its ``--out`` as ``test_out``."""
     from madm_ros.bag_eval import EvalOptions, evaluate_bag
 
     root = tmp_path_factory.mktemp("evaluations")
-    return functools.cache(lambda name: evaluate_bag(EvalOptions(
-        bag=bags[name], out=root / name, model=str(tiny_onnx_models["events"]), threads=1, output_bag_format="none")))
+    return functools.cache(lambda name: {**evaluate_bag(EvalOptions(
+        bag=bags[name], out=root / name, model=str(tiny_onnx_models["events"]), threads=1, output_bag_format="none")),
+        "test_out": root / name})
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -492,6 +493,8 @@ def test_bag_eval_reads_every_variant(evaluation, variant):
     assert reference["exit_code"] == 0 and reference["messages"] == PACKETS and reference["frames"] >= 4
     assert report["msgtype"] == EVENT_PACKET and report["topic"] == TOPIC
     assert READ_BY[variant] in (report["read_note"] or "")
+    if report["read_note"] and report["exit_code"] == 0:  # the note is in the report people read, not only the JSON
+        assert report["read_note"] in (report["test_out"] / "report.md").read_text()
     if variant == "truncated_mcap":
         assert report["exit_code"] == 2 and "cut off" in report["stopped_early"]
         assert 0 < report["messages"] < PACKETS and report["frames"] <= reference["frames"]
