@@ -61,8 +61,8 @@ EVENT_FILE_KINDS = {".raw": "a Prophesee RAW event file", ".aedat4": "an AEDAT4 
                     ".h5": "an HDF5 event file (DSEC events.h5)", ".hdf5": "an HDF5 event file (DSEC events.h5)"}
 """Event recordings people give bag tools by mistake: refused with the tool that reads them."""
 _MAGIC = ((b"SQLite format 3\x00", "sqlite3"), (b"\x89MCAP0\r\n", "mcap"), (b"#ROSBAG V2.0", "rosbag1"))
-_HELP = ("check that it is a complete rosbag2 folder, a .db3 or .mcap file or a ROS 1 .bag file; "
-         "a cut-off recording can often be rescued with `mcap recover` (MCAP) or sqlite3's `.recover` (db3)")
+_HELP = ("check that it is a complete rosbag2 folder, a .db3 or .mcap file or a ROS 1 .bag file (a cut-off .db3 or "
+         ".mcap is read up to the cut, so one refused here is damaged before its first message, or no bag)")
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,9 @@ class _SqliteScan:
         try:
             for path in files:
                 self._tables.append(SqliteTables(path))
+                if self._tables[-1].stopped:
+                    self.stopped = self._tables[-1].stopped
+                    break  # later split files cannot follow a cut one in time order
         except BaseException:
             self.close()
             raise

@@ -9,11 +9,19 @@ has had (``topics``, ``messages`` and, from schema 4 on, ``message_definitions``
 
 The file is opened read-only and ``immutable`` (no lock, no journal, nothing written beside it).
 Used by :class:`madm_ros.bag_source.BagSource` after ``rosbags`` refused a ``.db3`` file.
+
+A file cut off part way (a copy interrupted, a disk filled) is shorter than its header says, and
+SQLite then refuses every query, even of tables whose pages are all there. Such a file is read
+through a temporary copy of its whole pages whose header gives the size it has: the tables open,
+and messages read in the order they were written (row id; the order rosbag2 writes them in)
+up to the first page that is missing (:attr:`SqliteTables.stopped` says so).
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +46,10 @@ class SqliteTables:
     """The topics, definitions and messages of one rosbag2 ``.db3`` file.
 
     Attributes:
-        topics: Rows of the ``topics`` table, in id order.
+        topics: Rows of the ``topics`` table, in id order (counts 0 where a cut-off file cannot tell).
         definitions: Message type → ``(encoding, definition text)`` from ``message_definitions``
             (empty for files older than rosbag2 schema 4).
+        stopped: Empty for a whole file; for a cut-off one, where it ends (read up to there).
 
     Raises:
         sqlite3.Error: The file is no SQLite database, or a damaged one.
@@ -49,11 +58,37 @@ class SqliteTables:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1&mode=ro", uri=True)
+        self.stopped = ""
+        self._copy: tempfile.TemporaryDirectory[str] | None = None
+        self._db = _connect(self.path)
         try:
             self._read_index()
+        except sqlite3.DatabaseError:
+            self.close()
+            sizes = _cut_off_sizes(self.path)
+            if sizes is None:
+                raise
+            self._read_whole_pages(*sizes)
         except BaseException:
-            self._db.close()
+            self.close()
+            raise
+
+    def _read_whole_pages(self, pages: int, page_size: int, expected: int) -> None:
+        """Open a temporary copy of the ``pages`` whole pages of the cut-off file, its header saying so."""
+        size = self.path.stat().st_size
+        self._copy = tempfile.TemporaryDirectory(prefix="madm-db3-")
+        copy = Path(self._copy.name) / self.path.name
+        try:
+            with self.path.open("rb") as source, copy.open("wb") as target:
+                shutil.copyfileobj(source, target)
+                target.truncate(pages * page_size)
+                target.seek(28)  # the in-header database size, in pages
+                target.write(pages.to_bytes(4, "big"))
+            self._db = _connect(copy)
+            self.stopped = f"{self.path.name} is cut off at {size} of its {expected} bytes; read up to the cut"
+            self._read_index()
+        except BaseException:
+            self.close()
             raise
 
     def _read_index(self) -> None:
@@ -63,7 +98,12 @@ class SqliteTables:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(topics)")}
         qos = "offered_qos_profiles" if "offered_qos_profiles" in columns else "''"
         digest = "type_description_hash" if "type_description_hash" in columns else "''"
-        counts = dict(self._db.execute("SELECT topic_id, COUNT(*) FROM messages GROUP BY topic_id"))
+        try:
+            counts = dict(self._db.execute("SELECT topic_id, COUNT(*) FROM messages GROUP BY topic_id"))
+        except sqlite3.DatabaseError:
+            if not self.stopped:
+                raise
+            counts = {}  # a count runs past the cut
         rows = self._db.execute(f"SELECT id, name, type, serialization_format, {qos}, {digest} FROM topics ORDER BY id")
         self.topics = [SqliteTopic(int(key), str(name), str(msgtype), str(fmt or "cdr"), str(profiles or ""),
                                    str(rihs or ""), int(counts.get(key, 0)))
@@ -75,15 +115,50 @@ class SqliteTables:
                 self.definitions.setdefault(str(msgtype), (str(encoding or ""), str(text or "")))
 
     def messages(self, topics: set[str]) -> Iterator[tuple[SqliteTopic, int, bytes]]:
-        """``(topic row, log time ns, CDR bytes)`` of ``topics`` in log-time order."""
+        """``(topic row, log time ns, CDR bytes)`` of ``topics`` in log-time order (cut off: written order, to the cut)."""
         chosen = {row.id: row for row in self.topics if row.topic in topics}
         if not chosen:
             return
         marks = ",".join("?" * len(chosen))
-        query = f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) ORDER BY timestamp, id"
-        for key, stamp, data in self._db.execute(query, list(chosen)):
+        order = "id" if self.stopped else "timestamp, id"  # sorting by time would read past the cut first
+        query = f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) ORDER BY {order}"
+        rows: Iterator[tuple[int, int, bytes]] | None = None
+        while True:
+            try:
+                rows = rows or self._db.execute(query, list(chosen))  # executing reads the first row already
+                row = next(rows, None)
+            except sqlite3.DatabaseError:
+                if not self.stopped:
+                    raise
+                return  # the first missing page: the cut
+            if row is None:
+                return
+            key, stamp, data = row
             yield chosen[key], int(stamp), bytes(data)
 
     def close(self) -> None:
-        """Release the file."""
+        """Release the file (and the temporary copy of a cut-off one)."""
         self._db.close()
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1&mode=ro", uri=True)
+
+
+def _cut_off_sizes(path: Path) -> tuple[int, int, int] | None:
+    """``(whole pages present, page size, bytes the header expects)`` when ``path`` is shorter than its SQLite header says."""
+    with path.open("rb") as file:
+        header = file.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_size_valid = header[24:28] == header[92:96]  # otherwise SQLite takes the file's size anyway
+    size = path.stat().st_size
+    if not (header_size_valid and page_size >= 512 and size < pages * page_size and size >= 2 * page_size):
+        return None
+    return size // page_size, page_size, pages * page_size

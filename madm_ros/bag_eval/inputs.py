@@ -69,7 +69,7 @@ def _peek_encoding(source: Any, topic: str) -> str:
             return str(source.deserialize(raw, msgtype).encoding)
         except Exception:  # an undecodable first message: try the next
             continue
-    raise DecodeError(f"topic {topic} has no readable message")
+    raise DecodeError(f"topic {topic} has no readable message" + (f" ({source.problem})" if source.problem else ""))
 
 
 def setup(options: EvalOptions, source: Any) -> Setup:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -352,9 +354,9 @@ def test_a_definition_that_needs_an_unknown_type_is_reported_with_that_type(tmp_
     (lambda tmp: tmp, r"cannot open .* as a bag \(the folder holds no .db3, .mcap or .bag file\); check that it is a "
                       r"complete rosbag2 folder"),
     (lambda tmp: (tmp / "x.mcap").write_bytes(b"\x89MCAP0\r\n\x01") and tmp / "x.mcap",
-     r"cannot open .*x\.mcap as a bag \(rosbags cannot read it: .*; cannot read x\.mcap directly: .*\); .*mcap recover"),
+     r"cannot open .*x\.mcap as a bag \(rosbags cannot read it: .*; cannot read x\.mcap directly: .*\); .*read up to the cut"),
     (lambda tmp: (tmp / "x.db3").write_bytes(b"not a database at all, really") and tmp / "x.db3",
-     r"cannot open .*x\.db3 as a bag \(.*cannot read x\.db3 directly: file is not a database\); .*\.recover"),
+     r"cannot open .*x\.db3 as a bag \(.*cannot read x\.db3 directly: file is not a database\); .*read up to the cut"),
 ])
 def test_unreadable_bags_are_refused_naming_the_bag_and_what_to_check(tmp_path, make, message):
     with pytest.raises(DecodeError, match=message):
@@ -541,3 +543,25 @@ def test_bag_play_sends_every_variant_with_its_recorded_qos(bags, expected, vari
     assert node.publishers[TOPIC].qos.reliability.name == PLAYED_RELIABILITY[variant]
     assert_same_or_cut([data for _, data in node.sent], [raw for _, raw in expected], variant)
     assert stats.messages == len(node.sent) and ("cut off" in stats.problem) == (variant == "truncated_mcap")
+
+
+def test_a_cut_off_db3_of_the_real_recording_is_read_up_to_the_cut(shared_data: Path, tmp_path: Path):
+    """A .db3 copy interrupted half way: SQLite refuses the whole file; madm reads its messages up to the cut."""
+    real = shared_data / "event_camera/ros2_bags/test_events_1"
+    bag = tmp_path / "cut"
+    bag.mkdir()
+    shutil.copy(real / "metadata.yaml", bag)
+    data = (real / "test_events_1.db3").read_bytes()
+    (bag / "test_events_1.db3").write_bytes(data[: len(data) // 2])
+    with BagSource(real) as whole:
+        stamps = [stamp for _, _, stamp, _ in whole.messages(set(whole.topics))]
+    copies_before = set(Path(tempfile.gettempdir()).glob("madm-db3-*"))
+    with BagSource(bag) as source:
+        assert source.topics == whole.topics
+        read = [(stamp, raw) for _, _, stamp, raw in source.messages(set(source.topics))]
+        problem = source.problem
+    assert 250 < len(read) < len(stamps) == 517  # 298 rows lie before the cut
+    assert [stamp for stamp, _ in read] == stamps[: len(read)]  # the first ones, in order
+    assert problem == f"the bag is truncated: test_events_1.db3 is cut off at {len(data) // 2} of its {len(data)} bytes; " \
+                      "read up to the cut"
+    assert set(Path(tempfile.gettempdir()).glob("madm-db3-*")) == copies_before  # its whole-page copy is gone
