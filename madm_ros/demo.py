@@ -123,7 +123,8 @@ def render_scenes(frames: int, seed: int, size_hw: tuple[int, int] = DEFAULT_SCE
                          frame_interval_us=50_000, event_window_us=50_000, modalities=("events",), scenes=scenes)
     scenes: list[SceneFrame] = []
     offset = 0
-    with tqdm(total=frames, desc="demo: rendering synthetic scenes", unit="frame", file=sys.stderr) as progress:
+    with tqdm(total=frames, desc="demo: rendering synthetic scenes", unit="frame", file=sys.stderr,
+              disable=None) as progress:  # None: no bar when stderr is no terminal (logs, CI)
         for seq in range((frames + per_sequence - 1) // per_sequence):
             for frame in render_sequence(config, seq):
                 events = frame.events

@@ -154,10 +154,11 @@ def latency_figure(latencies_ms: Sequence[float], title: str, bins: int = 30) ->
 
 
 def contact_sheet_figure(tiles: Sequence[Sequence[np.ndarray]], captions: Sequence[str], title: str,
-                         panel_height: int = 160, columns: int = 4) -> np.ndarray:
+                         panel_height: int = 160, columns: int = 4, label_set: LabelSet | None = None) -> np.ndarray:
     """A grid of tiles, each one or more RGB panels side by side (e.g. overlay | ground truth) over its caption, as RGB.
 
-    Panels are scaled to ``panel_height`` keeping their aspect (grey panels are drawn as RGB).
+    Panels are scaled to ``panel_height`` keeping their aspect (grey panels are drawn as RGB). With
+    ``label_set`` a strip below names every class with its colour, so the sheet reads on its own.
     """
     import cv2
 
@@ -184,12 +185,16 @@ def contact_sheet_figure(tiles: Sequence[Sequence[np.ndarray]], captions: Sequen
     cell_w = max(max(t.shape[1] for t in rows_of_panels), max(_text_width(c) for c in captions)) + gap
     cell_h = panel_height + caption_h + gap
     rows = -(-len(rows_of_panels) // columns)
-    image = np.full((top + rows * cell_h + gap, gap + columns * cell_w, 3), WHITE, np.uint8)
+    width = gap + columns * cell_w
+    legend = legend_height(label_set.class_names, width) if label_set is not None else 0
+    image = np.full((top + rows * cell_h + gap + legend, width, 3), WHITE, np.uint8)
     _text(image, title, (10, 24), scale=0.55)
     for i, (tile, caption) in enumerate(zip(rows_of_panels, captions)):
         x, y = gap + (i % columns) * cell_w, top + (i // columns) * cell_h
         image[y: y + panel_height, x: x + tile.shape[1]] = tile
         _text(image, caption, (x, y + panel_height + 16))
+    if label_set is not None:
+        _draw_legend(image, top + rows * cell_h + gap, range(label_set.num_classes), label_set)
     return image
 
 
@@ -227,8 +232,6 @@ def side_by_side_figure(images: Sequence[np.ndarray], titles: Sequence[str], leg
     figure can be compared with the PNGs it was made from; the strip shows each class of ``legend``
     (ids of ``label_set``) with its colour and is :func:`legend_height` high.
     """
-    import cv2
-
     if len(images) != len(titles):
         raise ValueError(f"{len(images)} images but {len(titles)} titles")
     rgb = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
@@ -242,13 +245,20 @@ def side_by_side_figure(images: Sequence[np.ndarray], titles: Sequence[str], leg
         figure[PANEL_TITLE_HEIGHT: PANEL_TITLE_HEIGHT + height, left: left + image.shape[1]] = image
         _text(figure, title, (left + 4, PANEL_TITLE_HEIGHT - 6))
         left += image.shape[1] + PANEL_GAP
-    names = [label_set.class_names[c] for c in legend]
-    for c, name, (x, line) in zip(legend, names, _flow([_legend_item_width(n) for n in names], width)):
-        y = PANEL_TITLE_HEIGHT + height + _LEGEND_PAD + line * _LEGEND_ROW
+    _draw_legend(figure, PANEL_TITLE_HEIGHT + height, legend, label_set)
+    return figure
+
+
+def _draw_legend(figure: np.ndarray, top: int, classes: Sequence[int], label_set: LabelSet) -> None:
+    """Swatch and name of each of ``classes`` (ids of ``label_set``), flowed across ``figure`` from row ``top`` down."""
+    import cv2
+
+    names = [label_set.class_names[c] for c in classes]
+    for c, name, (x, line) in zip(classes, names, _flow([_legend_item_width(n) for n in names], figure.shape[1])):
+        y = top + _LEGEND_PAD + line * _LEGEND_ROW
         color = tuple(int(v) for v in label_set.colors[c])
         cv2.rectangle(figure, (x, y + 1), (x + _SWATCH - 1, y + _SWATCH), color, -1)
         _text(figure, name, (x + _SWATCH + 4, y + _SWATCH))
-    return figure
 
 
 def write_animation(stem: Path, frames: Sequence[np.ndarray], fps: float) -> Path | None:

@@ -48,8 +48,8 @@ def _write_overlays(folder: Path, run: RunState, segmenter: Any, truths: dict[in
             tiles.append([overlay])
             captions.append(f"{stamp} ns (+{(stamp - first) / 1e9:.2f} s)")
     title = f"Segmentation overlays: {len(chosen)} of {run.frames} frames, evenly spaced"
-    atomic_io.atomic_write_png(folder / "overlays.png", contact_sheet_figure(tiles, captions, title,
-                                                                            columns=3 if truths else 4))
+    atomic_io.atomic_write_png(folder / "overlays.png", contact_sheet_figure(
+        tiles, captions, title, columns=3 if truths else 4, label_set=segmenter.label_set if segmenter else None))
     return names
 
 

@@ -749,6 +749,8 @@ def test_a_run_that_fails_part_way_keeps_the_earlier_report_and_sets_its_frames_
 def test_overlays_of_evenly_spaced_frames_and_a_contact_sheet(tmp_path, scenes, tiny_onnx_models):
     import cv2
 
+    from madm_ros.eval_plots import legend_height
+
     model = tiny_onnx_models["depth"]
     bag = scene_bag(tmp_path / "in", scenes, "depth", "sqlite3")
     report = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "out", model=str(model), threads=1, label_topic=LABELS,
@@ -761,6 +763,9 @@ def test_overlays_of_evenly_spaced_frames_and_a_contact_sheet(tmp_path, scenes, 
     written = cv2.imread(str(tmp_path / "out" / report["overlays"][1]))[:, :, ::-1]
     assert np.array_equal(written, expected)
     sheet = cv2.imread(str(tmp_path / "out" / "overlays.png"))
+    strip = sheet[-legend_height(segmenter.label_set.class_names, sheet.shape[1]):, :, ::-1].reshape(-1, 3)
+    swatches = {tuple(int(v) for v in color) for color in np.unique(strip, axis=0)}
+    assert {tuple(int(v) for v in color) for color in segmenter.label_set.colors} <= swatches  # every class named
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "![Overlays](overlays.png)" in markdown and all(f"]({name})" in markdown for name in report["overlays"])
 
