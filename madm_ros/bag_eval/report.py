@@ -101,7 +101,8 @@ def markdown(report: dict[str, Any], matrix: Any, segmenter: Any, figures: list[
               f"| frames without any valid pixel (mask all unlabelled) | {report.get('invalid_frames', 0)} |",
               f"| inputs dropped (unusable) | {report['dropped']} |",
               f"| drops at the recorded rate (estimate, one inference thread) | {report['dropped_realtime_estimate']} |",
-              f"| processing time p50 / p99 | {fmt(report['latency_ms_p50'])} / {fmt(report['latency_ms_p99'])} ms |",
+              f"| processing time p50 / p99 | {fmt(report['latency_ms_p50'])} / {fmt(report['latency_ms_p99'])} ms "
+              f"({report.get('processing_covers', '–')}) |",
               f"| inference p50 | {fmt(report['inference_ms_p50'])} ms |"]
     if report.get("labels"):
         lines += [f"| labels / scored / without frame / sharing a frame | {report['labels']} / {report['labels_scored']} / "

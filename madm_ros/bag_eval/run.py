@@ -275,7 +275,9 @@ def evaluate_bag(options: EvalOptions) -> dict[str, Any]:
 
     folder = OutputFolder(Path(options.out), options.overwrite)
     run = RunState(ProblemCounter(), overlays=OverlaySample(options.overlays))
-    report: dict[str, Any] = {"bag": str(options.bag), "error": None}
+    report: dict[str, Any] = {"bag": str(options.bag), "error": None, "processing_covers": (
+        "class ids only, and the overlays of the sampled frames (no output bag)" if options.output_bag_format == "none"
+        else "class ids, colour mask and overlay of every frame (for the output bag)")}
     with BagSource(options.bag) as source:
         report.update(storage=source.storage, read_note=source.note or None)
         plan = _plan(options, source, run, report)

@@ -134,6 +134,7 @@ def test_generated_bags_score_like_the_in_memory_pipeline(tmp_path, scenes, tiny
     for key in ("miou", "per_class_iou", "frames", "dropped", "latency_ms_p50", "latency_ms_p99"):
         assert key in on_disk
     assert on_disk["latency_ms_p50"] > 0 and set(on_disk["per_class_iou"]) == set(on_disk["class_names"])
+    assert on_disk["processing_covers"] == "class ids, colour mask and overlay of every frame (for the output bag)"
     for name in ("report.md", "iou.png", "confusion.png", "latency.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     if modality == "events":  # the last window is never closed (no later event), as in the node: its label has no frame
@@ -768,6 +769,7 @@ def test_overlays_of_evenly_spaced_frames_and_a_contact_sheet(tmp_path, scenes, 
     assert {tuple(int(v) for v in color) for color in segmenter.label_set.colors} <= swatches  # every class named
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "![Overlays](overlays.png)" in markdown and all(f"]({name})" in markdown for name in report["overlays"])
+    assert report["processing_covers"].startswith("class ids only") and report["processing_covers"] in markdown
 
     unlabelled = evaluate_bag(EvalOptions(bag=bag, out=tmp_path / "plain", model=str(model), threads=1,
                                           topic=INPUTS["depth"][0], overlays=3, output_bag_format="none"))
