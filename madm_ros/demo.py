@@ -22,9 +22,10 @@ The same command runs on recorded or live data: ``--bag BAG`` plays a bag into t
 so their summary has no mIoU and their panels show edge frame | coloured mask | overlay. Everything
 stays on the loopback in a private ROS domain.
 
-A second run into the same ``--out`` (``make demo`` twice) replaces the first: the PNGs and the
-animation an earlier demo wrote (stamp-named PNGs in its five folders, ``demo.gif``) are removed
-first, so the folders never mix runs; any other file there is left alone.
+A second run into the same ``--out`` (``make demo`` twice) replaces the first: where ``--out``
+holds a demo's ``summary.json``, the PNGs and the animation that demo wrote (stamp-named PNGs in
+its five folders, ``demo.gif``) are removed first, so the folders never mix runs; any other file is
+left alone, and a folder without a demo summary is not touched.
 """
 
 from __future__ import annotations
@@ -244,7 +245,17 @@ IMAGE_FOLDERS = {"edge_frame": "edge_frames", "raw_segmentation_mask": "masks", 
 
 
 def _remove_earlier_results(out: Path) -> int:
-    """Remove what an earlier demo wrote into ``out`` (stamp-named PNGs in its folders, the animation); return how many."""
+    """Remove what an earlier demo wrote into ``out`` (stamp-named PNGs in its folders, the animation); return how many.
+
+    Only where ``out/summary.json`` is a demo's: a folder of someone's data (``masks/000123.png``)
+    is never touched.
+    """
+    try:
+        earlier_summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    if not (isinstance(earlier_summary, dict) and {"edge_frames", "masks_out", "images"} <= set(earlier_summary)):
+        return 0
     earlier = [path for folder in (*IMAGE_FOLDERS.values(), "panels") for path in (out / folder).glob("*.png")
                if path.stem.isdigit()]
     earlier += [path for path in (out / "demo.gif",) if path.is_file()]
@@ -455,7 +466,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                      in _pair_by_stamp(masks, received["edge_frame"])]
         summary["latency_ms"] = latency_summary(latencies)  # edge frame seen → mask seen, both at the recorder
         summary["miou"] = None
-    _remove_earlier_results(config.out)
+    removed = _remove_earlier_results(config.out)
+    if removed:
+        print(f"demo: replaced the earlier demo's results in {config.out} ({removed} files)", file=sys.stderr)
     summary["images"] = _save_images(config.out, received, config.max_images)
     if labels is not None:
         summary["panels"], summary["animation"] = _save_panels(config.out, received, labels, matched, config.max_images)

@@ -31,9 +31,9 @@ __all__ = ["PARAMETER_RULES", "QOS_PRESETS", "EventParams", "ImageParams", "Para
            "params_from_values"]
 
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT")
+"""Accepted ``input_qos`` / ``output_qos`` values (Isaac ROS style)."""
 ROS_ONLY_PARAMETERS = ("use_sim_time", "start_type_description_service")
 """Parameters rclpy declares on every node: they may sit in a node's file, and mean nothing offline."""
-"""Accepted ``input_qos`` / ``output_qos`` values (Isaac ROS style)."""
 
 
 @dataclass(frozen=True)

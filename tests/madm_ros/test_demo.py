@@ -77,11 +77,19 @@ def test_the_synthetic_demo_leaves_masks_overlays_and_a_summary(ros_domain, tiny
     for name in ("masks/123.png", "panels/123.png", "edge_frames/123.png", "demo.gif", "masks/notes.txt", "mine.png"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"from before")  # an earlier demo's results, and the user's own files
+    (out / "summary.json").write_text(json.dumps({"edge_frames": 1, "masks_out": 1, "images": {}}))  # the earlier demo's
+    data = tmp_path / "dataset"  # a folder of someone's data, no demo summary: never touched
+    (data / "masks").mkdir(parents=True)
+    (data / "masks" / "000123.png").write_bytes(b"label")
     result = run_demo("--out", out, "--model", tiny_onnx_models["events"], "--seconds", 2.5, "--scene-frames", 4,
                       "--threads", 1, "--max-images", 100)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not any((out / name).exists() for name in ("masks/123.png", "panels/123.png", "edge_frames/123.png"))
     assert (out / "masks/notes.txt").read_bytes() == (out / "mine.png").read_bytes() == b"from before"
+    assert "replaced the earlier demo's results" in result.stderr
+    from madm_ros.demo import _remove_earlier_results
+
+    assert _remove_earlier_results(data) == 0 and (data / "masks" / "000123.png").read_bytes() == b"label"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"] == "synthetic varied scenes, 192x256 event camera"  # no card: DEFAULT_SCENES
     assert summary["message_type"] == "event_packet"
