@@ -256,12 +256,13 @@ class Segmenter:
                             segmentation.overlay(params.overlay_alpha, color) if overlay else None)
 
 
-def load_segmenter(params: Any, modality: str | None) -> Segmenter:
+def load_segmenter(params: Any, modality: str | None, **options: Any) -> Segmenter:
     """Load the model a node's parameters name (the built-in default when empty), checked against ``modality``.
 
     ``modality`` is the one the model must have (``None``: any; then ``params.model_file_path`` must be set).
     ``params.limits`` (``max_input_width`` / ``max_input_height``) bound the frames
-    :meth:`Segmenter.segment` accepts.
+    :meth:`Segmenter.segment` accepts. ``options`` go to the backend (``providers="cpu"`` for a
+    quick check that builds no GPU engine).
 
     Raises:
         ConfigError: the model file is missing or made for another modality.
@@ -274,7 +275,7 @@ def load_segmenter(params: Any, modality: str | None) -> Segmenter:
         raise ConfigError(f"model {model} does not exist; give an exported .onnx (python -m madm_train export) "
                           "or leave it out for the built-in default")
     segmenter = Segmenter.load(model, params.backend, engine=params.engine_file_path or None, mask_size=params.mask_size,
-                               limits=params.limits, threads=params.threads)
+                               limits=params.limits, threads=params.threads, **options)
     if modality is not None and segmenter.modality != modality:
         raise ConfigError(f"model {model} was trained for {segmenter.modality} input, but this input is {modality}; "
                           f"use {'an' if modality[0] in 'aeiou' else 'a'} {modality} model")

@@ -12,7 +12,7 @@ from it with :func:`ros2_launch_description`::
 
 Like the launch files, every node reads ``config/<modality>.yaml`` (or ``params_file``); launch
 arguments left empty keep the file's value, others override it. Before anything starts, the
-node's configure is rehearsed (:func:`launch_problems`: the files exist, every parameter is known
+node's configure is rehearsed (:func:`launch_problems`: the files exist, the parameters are its own
 and valid, the model loads and suits the launch); any problem ends the runner with exit code 2
 and one line per problem. The nodes run in this one process until
 Ctrl-C (exit code 0). ROS arguments after ``--ros-args`` are passed to every node as well

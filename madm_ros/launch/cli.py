@@ -29,7 +29,7 @@ def _usage() -> str:
              "",
              "Starts the nodes of launch/NAME.launch.py in this process (for machines without `ros2 launch`).",
              "Empty string arguments keep the params file's value. Ctrl-C stops the nodes (exit code 0).",
-             "The node's configure is rehearsed first (files exist, every parameter is known and in range, the",
+             "The node's configure is rehearsed first (files exist, parameters are its own and in range, the",
              "model loads and suits the launch); any problem exits with code 2, one line each.",
              "",
              "options:",

@@ -5,20 +5,22 @@ manager could still configure it later), which from a command line looks like a 
 a misspelt parameter it does not even notice (ROS drops parameters a node does not declare). So
 the runner rehearses the node's configure beforehand and refuses with one line per problem, each
 naming the argument and the fix: the files named exist; the parameters, gathered as rcl gathers
-them, are all known and valid (the check ``bag_eval --config`` makes); and the model they name
-loads and suits the launch's modality, through the node's own :func:`madm_ros.segmenter.load_segmenter`.
+them, are valid, and those given to this node by name are all its own (the check ``bag_eval
+--config`` makes); and the model they name loads and suits the launch, through the node class's
+own ``load_model``.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from madm_ros.default_models import default_model_path
-from madm_ros.errors import ConfigError, MadmError
+from madm_ros.errors import ConfigError, MadmError, close_name
 from madm_ros.launch.specs import launch_values, params_file_path
 from madm_ros.launch.table import LaunchSpec
 
@@ -28,67 +30,85 @@ CHECKED_PARAMETERS = ("model_file_path", "engine_file_path")
 """The node parameters naming files; the launch arguments that override them have the same names."""
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """One parameter value as the node would get it, and where it comes from."""
+
+    value: Any
+    origin: str  # for messages: " (set in FILE)", " (from --ros-args -p)", "" for a launch argument
+    own: bool  # given to this node by name (its own file section, a launch argument, -p); else a wildcard section
+
+
 def launch_problems(launch_name: str, arguments: dict[str, str] | None = None, ros_args: Sequence[str] = ()) -> list[str]:
     """Every problem with what the launch's node would read, one line each (empty: none found).
 
-    Checked: the params file exists; ``model_file_path`` and, when set, ``engine_file_path`` name
-    existing files; an empty ``model_file_path`` (the built-in model of the launch's modality) is
-    found by :func:`madm_ros.default_models.default_model_path`. Each value is the one the node will
-    get, taken as rcl takes it: a ``-p name:=value`` in ``ros_args`` (the ROS arguments after
-    ``--ros-args``) over the launch argument over a ``--params-file`` in ``ros_args`` over the
-    params file. When the files are there, the whole parameter set is checked and the model loaded
-    (:func:`_configure_problems`).
+    Checked: the params file exists and has a section for the node; ``model_file_path`` and, when
+    set, ``engine_file_path`` name existing files; an empty ``model_file_path`` (the built-in model
+    of the launch's modality) is found by :func:`madm_ros.default_models.default_model_path`. Each
+    value is the one the node will get, gathered as rcl gathers it: in command-line order, the
+    params file, the launch arguments, then ``ros_args`` (the ROS arguments after ``--ros-args``:
+    ``--params-file FILE`` and ``-p [node:]name:=value``), a later one winning. When the files are
+    there, the whole parameter set is checked and the model loaded (:func:`_configure_problems`).
 
     Raises:
         ConfigError: the launch or its arguments themselves are wrong (as :func:`madm_ros.launch.node_specs`).
     """
     spec, values = launch_values(launch_name, arguments or {})
     namespace = values["namespace"].strip("/")
+    node = f"/{namespace}/{spec.node_name}" if namespace else f"/{spec.node_name}"
     problems: list[str] = []
-    in_files: dict[str, Any] = {}
-    params_file: Path | None = None
+    settings: dict[str, _Setting] = {}
     try:
-        params_file = params_file_path(spec, values)
-        in_files = _file_parameters(params_file, spec, namespace)
-        for extra in _extra_params_files(ros_args):
-            in_files.update(_file_parameters(extra, spec, namespace))
+        settings.update(_file_settings(params_file_path(spec, values), spec, node, own_file=True))
     except ConfigError as error:
         problems.append(str(error))
-    launched, overrides = spec.parameters(values), _parameter_overrides(ros_args, spec.node_name)
+    settings.update({name: _Setting(value, "", True) for name, value in spec.parameters(values).items()})
+    try:
+        settings.update(_ros_arg_settings(ros_args, spec, node))
+    except ConfigError as error:
+        problems.append(str(error))
     for name in CHECKED_PARAMETERS:
-        if name in overrides:
-            value, origin = _text(overrides[name]), " (from --ros-args -p)"
-        elif name in launched:
-            value, origin = launched[name], ""
-        else:
-            value, origin = _text(in_files.get(name)), f" (set in {params_file})"
-        problem = _model_problem(spec, value, origin) if name == "model_file_path" else _engine_problem(value, origin)
+        setting = settings.get(name, _Setting("", "", True))
+        value = _text(setting.value)
+        problem = (_model_problem(spec, value, setting.origin) if name == "model_file_path"
+                   else _engine_problem(value, setting.origin))
         if problem:
             problems.append(problem)
     if not problems:
-        problems += _configure_problems(spec, {**in_files, **launched, **overrides}, params_file)
+        problems += _configure_problems(spec, node, settings)
     return problems
 
 
-def _configure_problems(spec: LaunchSpec, values: dict[str, Any], params_file: Path | None) -> list[str]:
+def _configure_problems(spec: LaunchSpec, node: str, settings: dict[str, _Setting]) -> list[str]:
     """What the node's configure would refuse: an unknown or invalid parameter, a model that does not load or suit.
 
-    The same functions as the node's (``params_from_values``, ``load_segmenter``), so the rehearsal
-    and the node cannot disagree; a model is loaded once more for this (a fraction of a second).
+    The node's own checks (``params_from_values``, the node class's ``load_model``), so the
+    rehearsal and the node cannot disagree. An unknown name given to this node by name is refused
+    (the node would drop it); one from a wildcard (``/**``) section is left to the node's warning,
+    since shared files hold other nodes' parameters. The model is loaded once more for this, on
+    ONNX Runtime's CPU provider, which builds no GPU engine (a fraction of a second).
     """
+    from madm_ros.launch.specs import NodeFactory
     from madm_ros.node_params import ROS_ONLY_PARAMETERS, params_class, params_from_values
-    from madm_ros.segmenter import load_segmenter
 
-    values = {name: value for name, value in values.items() if name not in ROS_ONLY_PARAMETERS}
+    known = {field.name for field in dataclasses.fields(params_class(spec.modality))}
+    problems = [f"unknown parameter {name}{setting.origin}" + (f" (did you mean {close}?)" if (close := close_name(name, known))
+                                                              else "") + f": {node} has no such parameter and would ignore it"
+                for name, setting in settings.items() if setting.own and name not in known and name not in ROS_ONLY_PARAMETERS]
+    values = {name: setting.value for name, setting in settings.items() if name in known}
     try:
-        params = params_from_values(params_class(spec.modality), values, f"parameters of {spec.node_name} "
-                                    f"(params file {params_file}, launch arguments, --ros-args -p)")
+        params = params_from_values(params_class(spec.modality), values, f"parameters of {node}")
     except ConfigError as error:
-        return [str(error)]
+        return [*problems, str(error)]
+    if problems:
+        return problems
+    rehearsal = dataclasses.replace(params, backend="onnxruntime", engine_file_path="")
     try:
-        load_segmenter(params, getattr(params, "modality", spec.modality))  # an image node serves its parameter's
+        NodeFactory(spec.factory).resolve().load_model(rehearsal, providers="cpu")
     except MadmError as error:
         return [f"model_file_path {params.model_file_path or '(built-in)'}: {error}"]
+    except Exception as error:  # the node would catch it too, and fail its configure
+        return [f"model_file_path {params.model_file_path or '(built-in)'}: unexpected {type(error).__name__}: {error}"]
     return []
 
 
@@ -122,22 +142,33 @@ def _engine_problem(value: str, origin: str) -> str | None:
     return None
 
 
-def _file_parameters(path: Path, spec: LaunchSpec, namespace: str) -> dict[str, Any]:
-    """The parameters a ROS params file gives the node (its node keys matched as rcl does, ``/**`` included)."""
+def _file_settings(path: Path, spec: LaunchSpec, node: str, *, own_file: bool = False) -> dict[str, _Setting]:
+    """The parameters a ROS params file gives the node ``node`` (``/ns/name``), its node keys matched as rcl does.
+
+    ``own_file``: the launch's params file, which must hold a section for the node (a file keyed
+    for another node name would otherwise be ignored without a word).
+    """
     import yaml
 
+    what = "params_file" if own_file else "--params-file"
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         reason = " ".join(str(error).split())  # YAML errors span lines
-        raise ConfigError(f"params_file {path} cannot be read as YAML ({reason}); fix it or start again from a copy of "
+        raise ConfigError(f"{what} {path} cannot be read as YAML ({reason}); fix it or start again from a copy of "
                           f"config/{spec.config}") from None
-    node = f"/{namespace}/{spec.node_name}" if namespace else f"/{spec.node_name}"
-    found: dict[str, Any] = {}
+    found: dict[str, _Setting] = {}
+    sections = []
     for key, section in (document.items() if isinstance(document, dict) else ()):
         parameters = section.get("ros__parameters") if isinstance(section, dict) else None
-        if isinstance(parameters, dict) and _node_key_matches(str(key), node):
-            found.update(parameters)
+        if isinstance(parameters, dict):
+            sections.append(str(key))
+            if _node_key_matches(str(key), node):
+                own = "*" not in str(key).rstrip("/").rsplit("/", 1)[-1]  # the key ends in the node's name
+                found.update({name: _Setting(value, f" (set in {path})", own) for name, value in parameters.items()})
+    if own_file and sections and not found:
+        raise ConfigError(f"params_file {path} has no section for the node {node} (its sections: {', '.join(sections)}); "
+                          f"key its parameters /**/{spec.node_name}: ros__parameters:")
     return found
 
 
@@ -148,28 +179,31 @@ def _node_key_matches(key: str, node: str) -> bool:
     return re.fullmatch(pattern, node) is not None
 
 
-def _extra_params_files(ros_args: Sequence[str]) -> list[Path]:
-    """The files of ``--params-file FILE`` in ROS arguments, in order (a missing one is a ``ConfigError``)."""
-    files = [Path(item) for flag, item in itertools.pairwise(ros_args) if flag == "--params-file"]
-    for path in files:
-        if not path.is_file():
-            raise ConfigError(f"--params-file {path} in the ROS arguments does not exist; give an existing YAML file")
-    return files
-
-
-def _parameter_overrides(ros_args: Sequence[str], node_name: str) -> dict[str, Any]:
-    """The parameters ``-p [node:]name:=value`` (or ``--param``) in ROS arguments set for the node; the last wins, as in rcl."""
+def _ros_arg_settings(ros_args: Sequence[str], spec: LaunchSpec, node: str) -> dict[str, _Setting]:
+    """What ``--params-file FILE`` and ``-p [node:]name:=value`` (or ``--param``) in ROS arguments give the node, in order."""
     import yaml
 
-    found: dict[str, Any] = {}
-    for flag, item in itertools.pairwise(ros_args):
+    found: dict[str, _Setting] = {}
+    items = list(ros_args)
+    for index, flag in enumerate(items):
+        if flag not in ("--params-file", "-p", "--param"):
+            continue
+        if index + 1 == len(items):
+            raise ConfigError(f"{flag} ends the ROS arguments without its value")
+        item = items[index + 1]
+        if flag == "--params-file":
+            if not Path(item).is_file():
+                raise ConfigError(f"--params-file {item} in the ROS arguments does not exist; give an existing YAML file")
+            found.update(_file_settings(Path(item), spec, node))
+            continue
         target, sep, text = item.partition(":=")
-        node, _, name = target.rpartition(":")
-        if flag in ("-p", "--param") and sep and node in ("", node_name):
+        prefix, _, name = target.rpartition(":")
+        if sep and (not prefix or _node_key_matches(prefix, node)):  # rcl: a node prefix selects as a file key does
             try:
-                found[name] = yaml.safe_load(text)  # rcl reads -p values as YAML
+                value = yaml.safe_load(text)  # rcl reads -p values as YAML
             except yaml.YAMLError:
-                found[name] = text
+                value = text
+            found[name] = _Setting(value, " (from --ros-args -p)", True)
     return found
 
 

@@ -129,9 +129,10 @@ class SegmentationNode(LifecycleNode):
         self._reloaded: tuple[list[tuple[str, Any]], Any, Segmenter] | None = None
         self._dropped_earlier = 0  # frames dropped by the inference threads of earlier activations and reloads
         self._parameter_errors = declare_parameters(self, self.PARAMS)  # out of range: configure refuses them
-        for unknown in unknown_overrides(self):  # a warning, not a refusal: shared /** files hold other nodes' too
-            self.report_problem(f"unknown_parameter:{unknown.split()[0]}", f"parameter {unknown} is not one of this "
-                                "node's, so it has no effect; `ros2 param list` shows the node's parameters")
+        unknown = unknown_overrides(self)  # a warning, not a refusal: shared /** files hold other nodes' too
+        if unknown:
+            self.problems.report("unknown_parameters", f"parameters this node does not have, so they have no effect: "
+                                 f"{', '.join(unknown)}; `ros2 param list` shows the node's parameters", len(unknown))
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
         from diagnostic_msgs.msg import DiagnosticArray
@@ -171,7 +172,7 @@ class SegmentationNode(LifecycleNode):
         reloads = sorted(name for name in changes if PARAMETER_RULES[name].apply == "reload")
         if reloads and self.segmenter is not None:
             try:
-                segmenter = self._load_segmenter(params)
+                segmenter = self.load_model(params)
                 segmenter.warm_up()
             except Exception as error:  # MadmError names the fix; anything else is still a model that cannot run
                 return SetParametersResult(successful=False, reason=(
@@ -206,7 +207,7 @@ class SegmentationNode(LifecycleNode):
         """Read parameters, load the model, create the publishers."""
         try:
             params = self.read_params()
-            segmenter = self._load_segmenter(params)
+            segmenter = self.load_model(params)
         except MadmError as error:
             self._failure = str(error)
             self.problems.count("configure_failed")
@@ -383,10 +384,11 @@ class SegmentationNode(LifecycleNode):
         super().destroy_node()
 
     # ------------------------------------------------------------------ subclass hooks
-    def _modality(self, params: Any) -> str:
+    @classmethod
+    def _modality(cls, params: Any) -> str:
         """The modality the model of ``params`` must have."""
-        assert self.MODALITY is not None
-        return self.MODALITY
+        assert cls.MODALITY is not None
+        return cls.MODALITY
 
     def _make_source(self) -> ImageFrames | EventFrameStream:
         """The frame source of the current parameters (a new one after an ``input`` parameter change)."""
@@ -396,9 +398,14 @@ class SegmentationNode(LifecycleNode):
         """Keep the latest ``camera_info``: a frame takes the one current when it arrives; its masks go out with it, scaled."""
         self._last_camera_info = message
 
-    def _load_segmenter(self, params: Any) -> Segmenter:
-        """The model ``params`` name, checked (``MadmError`` naming the fix); subclasses add their own checks."""
-        return load_segmenter(params, self._modality(params))
+    @classmethod
+    def load_model(cls, params: Any, **options: Any) -> Segmenter:
+        """The model ``params`` name, checked as configure checks it (``MadmError`` naming the fix).
+
+        A class method so that ``python -m madm_ros.launch`` rehearses configure with the very same
+        checks before any node exists; subclasses add their own. ``options`` go to the backend.
+        """
+        return load_segmenter(params, cls._modality(params), **options)
 
     # ------------------------------------------------------------------ publishing
     def _create_publishers(self) -> None:

@@ -53,10 +53,11 @@ class EventSegmentationNode(SegmentationNode):
     def __init__(self, node_name: str = "event_segmentation", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
 
-    def _load_segmenter(self, params: Any) -> Segmenter:
+    @classmethod
+    def load_model(cls, params: Any, **options: Any) -> Segmenter:
         """The model, once the message package of ``message_type`` is known to be installed (else ``ConfigError``)."""
         message_class(params.message_type)
-        return super()._load_segmenter(params)
+        return super().load_model(params, **options)
 
     def _camera_window(self, info: Any) -> tuple[int, int, int, int]:
         crop = self.params.crop

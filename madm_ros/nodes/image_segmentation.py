@@ -30,7 +30,8 @@ class ImageSegmentationNode(SegmentationNode):
     def __init__(self, node_name: str = "image_segmentation", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
 
-    def _modality(self, params: Any) -> str:
+    @classmethod
+    def _modality(cls, params: Any) -> str:
         return str(params.modality)
 
     def _input_type(self) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.parameter import Parameter
 
+from madm_ros.errors import close_name
 from madm_ros.node_params import ParameterInfo, SegmentationParams, parameter_table
 
 __all__ = ["declare_parameters", "parameter_values", "unknown_overrides"]
@@ -63,14 +64,9 @@ def unknown_overrides(node: Any) -> list[str]:
     default in force unnoticed. Read from rclpy's record of the overrides, which has no public
     accessor; without it (another rclpy) nothing is reported.
     """
-    import difflib
-
-    declared = set(node._parameters)
-    found = []
-    for name in sorted(set(getattr(node, "_parameter_overrides", {})) - declared):
-        close = difflib.get_close_matches(name, declared, 1, 0.8)
-        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    return found
+    given = sorted(name for name in getattr(node, "_parameter_overrides", {}) if not node.has_parameter(name))
+    declared = list(node.get_parameters_by_prefix("")) if given else []
+    return [f"{name} (did you mean {close}?)" if (close := close_name(name, declared)) else name for name in given]
 
 
 def parameter_values(node: Any, params_class: type[SegmentationParams]) -> dict[str, Any]:

@@ -430,8 +430,12 @@ def test_files_named_in_the_params_file_are_checked_as_the_node_would_see_them(t
 ])
 def test_params_file_keys_select_the_node_as_in_rcl(tmp_path, key, namespace, read):
     params = _params_file(tmp_path / "p.yaml", key, model_file_path="gone.onnx")
-    problems = launch_problems("depth_seg", {"params_file": str(params), "namespace": namespace})
-    assert len(problems) == int(read), problems
+    (problem,) = launch_problems("depth_seg", {"params_file": str(params), "namespace": namespace})
+    if read:  # the node gets the file's model
+        assert problem.startswith("model_file_path gone.onnx (set in"), problem
+    else:  # a file keyed for another node would be ignored without a word: refused, naming its sections
+        assert f"has no section for the node {f'/{namespace}' if namespace else ''}/depth_segmentation" in problem
+        assert f"(its sections: {key})" in problem
 
 
 def test_the_node_configure_is_rehearsed_unknown_or_bad_parameters_and_unsuitable_models_refused(
@@ -439,13 +443,25 @@ def test_the_node_configure_is_rehearsed_unknown_or_bad_parameters_and_unsuitabl
     """What the node would refuse (or, for an unknown name, silently drop) is refused before it starts, as bag_eval does."""
     typo = _params_file(tmp_path / "typo.yaml", "/**/event_segmentation", overlay_alphaa=0.3)
     (problem,) = launch_problems("event_seg", {"params_file": str(typo)})
-    assert "unknown EventParams keys ['overlay_alphaa'] (did you mean overlay_alpha for overlay_alphaa?)" in problem
+    assert problem == (f"unknown parameter overlay_alphaa (set in {typo}) (did you mean overlay_alpha?): "
+                       "/event_segmentation has no such parameter and would ignore it")
     (problem,) = launch_problems("event_seg", {}, ["-p", "overlay_alpha:=5"])
     assert "overlay_alpha must be in [0, 1], got 5.0" in problem
     (problem,) = launch_problems("event_seg", {}, ["--params-file", str(typo)])  # extra files after --ros-args too
-    assert "overlay_alphaa" in problem
+    assert f"overlay_alphaa (set in {typo})" in problem
+    shared = _params_file(tmp_path / "shared.yaml", "/**", publish_rate_hz=5, use_sim_time=True)
+    assert launch_problems("event_seg", {}, ["--params-file", str(shared)]) == []  # other nodes' keys: the node warns
     assert launch_problems("event_seg", {}, ["-p", "event_segmentation:overlay_alpha:=0.2",
                                              "-p", "another_node:overlay_alpha:=7"]) == []  # only this node's count
+    assert launch_problems("event_seg", {"namespace": "front"}, ["-p", "event_segmentation:overlay_alpha:=7"]) == []
+    (problem,) = launch_problems("event_seg", {"namespace": "front"}, ["-p", "/front/event_segmentation:overlay_alpha:=7"])
+    assert "overlay_alpha must be in [0, 1], got 7.0" in problem
+    # rcl's order: a later --params-file beats the launch argument, so the node would get the missing model
+    gone = _params_file(tmp_path / "gone.yaml", "/**/event_segmentation", model_file_path="gone.onnx")
+    (problem,) = launch_problems("event_seg", {"model_file_path": str(tiny_onnx_models["events"])},
+                                 ["--params-file", str(gone)])
+    assert problem.startswith(f"model_file_path gone.onnx (set in {gone}) does not exist")
+    assert launch_problems("event_seg", {}, ["--params-file"]) == ["--params-file ends the ROS arguments without its value"]
     (problem,) = launch_problems("depth_seg", {"model_file_path": str(tiny_onnx_models["events"])})
     assert problem.startswith(f"model_file_path {tiny_onnx_models['events']}: ") and "trained for events input" in problem
     garbage = tmp_path / "text.onnx"
