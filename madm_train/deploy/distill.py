@@ -33,7 +33,10 @@ from madm_ros.errors import ConfigError, InputError
 from madm_ros.palettes import IGNORE_INDEX, get_label_set
 from madm_ros.preprocessing import InputSpec
 
-__all__ = ["DistillOptions", "at_size", "distill"]
+__all__ = ["DISTILL_OUTPUTS", "DistillOptions", "at_size", "distill"]
+
+DISTILL_OUTPUTS = frozenset({"teacher_cache", "student", "eval", "log.jsonl", "distill.json"})
+"""What distill writes into ``--out``: a folder holding anything else is refused (it would be overwritten)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,12 @@ def distill(options: DistillOptions, frames: Sequence[Any], *, source: Sequence[
         raise ConfigError(f"device {options.device!r} requested but no CUDA device is available; use --device cpu")
     label_set = get_label_set(options.label_set)
     out = Path(options.out_dir)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DISTILL_OUTPUTS) if out.is_dir() else []
+    if foreign:
+        raise ConfigError(f"--out {out} holds files distill does not write ({', '.join(foreign[:5])}"
+                          f"{', …' if len(foreign) > 5 else ''}); give a new or empty folder, or an earlier distill's "
+                          "(its teacher cache is reused), so that nothing there is overwritten (an adapt run's "
+                          "log.jsonl would be)")
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(options.device)
     teacher_logits = _teacher_pass(options, frames, label_set.num_classes, progress)

@@ -249,8 +249,10 @@ def _instead(path: Path) -> str:
                int(p.name[len(CHECKPOINT_PREFIX):]) < int(path.name[len(CHECKPOINT_PREFIX):])] \
         if _NAME.fullmatch(path.name) else []
     if earlier:
-        return f"resume from the newest earlier one with --resume {earlier[-1].name}, or start fresh without --resume"
-    return "no earlier checkpoint exists: start fresh without --resume (or with another --set run.out_dir=DIR)"
+        return (f"resume from the newest earlier one with --resume {earlier[-1].name}, or start fresh in another folder "
+                "(--set run.out_dir=DIR)")
+    return ("no earlier checkpoint exists: start fresh in another folder (--set run.out_dir=DIR), or after deleting "
+            "this run's folder")
 
 
 def _check_safetensors(file: Path) -> str | None:
@@ -296,7 +298,7 @@ def validate_checkpoint(path: Path | str, *, processes: int = 1) -> CheckpointIn
     if state.get("processes", 1) != processes:
         raise CheckpointError(f"{path} was written by {state.get('processes')} process(es), this run has {processes}: "
                               "each process resumes its own random streams, so resume with the same number of "
-                              "processes, or start fresh without --resume")
+                              "processes, or start fresh in another folder (--set run.out_dir=DIR)")
     for name in files:
         file = path / name
         if not file.is_file():

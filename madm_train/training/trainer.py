@@ -101,6 +101,23 @@ def _image_grid(images: dict[str, Any], label_set: LabelSet) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
+def _refuse_earlier_run(run_dir: Path, resume: str | None) -> None:
+    """Refuse to start fresh in a folder that holds a run (checkpoints or a model), before anything is loaded.
+
+    Why: a fresh run there would overwrite the model and log of the earlier one and leave its
+    checkpoints beside the new ones, and keeping only the newest checkpoints would then delete
+    the new run's own.
+    """
+    from madm_train.training.checkpoints import list_checkpoints
+
+    if resume:
+        return
+    earlier = [p.name for p in list_checkpoints(run_dir / CHECKPOINTS)] + (["model"] if (run_dir / "model").is_dir() else [])
+    if earlier:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(earlier)}); continue it with --resume latest, or "
+                          "start fresh in another folder (--set run.out_dir=DIR) or after deleting this one")
+
+
 def _evaluate(predictor: Any, test: Any, label_set: LabelSet, out_dir: Path, device: Any, batch_size: int,
               eval_classes: str | Sequence[str]) -> dict[str, Any]:
     """The predictor (MADM: the student) on the target test split, in fp32."""
@@ -175,9 +192,10 @@ class Trainer:
         from madm_train.training.schedule import build_lr_scheduler, build_optimizer, parameter_groups
 
         self.config, self.progress = config, progress
+        self.run_dir = Path(config.run.out_dir)
+        _refuse_earlier_run(self.run_dir, config.run.resume)
         # -- accelerator, data, method ---------------------------------------------------------
         self.accelerator = accelerator = make_accelerator(config)
-        self.run_dir = Path(config.run.out_dir)
         rank, self.is_main = accelerator.process_index, accelerator.is_main_process
         set_seed(config.run.seed)  # identical initial weights in every process
         self.label_set = get_label_set(config.data.label_set)
@@ -213,6 +231,10 @@ class Trainer:
         if checkpoint is not None:
             info = validate_checkpoint(checkpoint, processes=accelerator.num_processes)
             self.start = load_checkpoint(accelerator, info, ema=self.teacher, generators=self.generators)
+            if self.start > config.optim.max_iter:
+                raise ConfigError(f"{checkpoint.name} is at iteration {self.start}, past optim.max_iter "
+                                  f"{config.optim.max_iter}: resuming would only write its weights again; raise "
+                                  "optim.max_iter to train on, or start in another run.out_dir")
         if self.is_main:
             save_config(config, self.run_dir)
             print(_summary(config, accelerator, sum(p.numel() for p in self.trainable), self.start), file=sys.stderr)

@@ -149,7 +149,7 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_checkpoint_to_u
 def test_the_only_checkpoint_damaged_says_to_start_fresh(tmp_path: Path):
     _save(_state(), tmp_path, 2)
     _truncate(tmp_path / "checkpoint-2" / "model.safetensors")
-    with pytest.raises(CheckpointError, match="no earlier checkpoint exists: start fresh without --resume"):
+    with pytest.raises(CheckpointError, match="no earlier checkpoint exists: start fresh in another folder"):
         validate_checkpoint(tmp_path / "checkpoint-2")
 
 

@@ -120,6 +120,12 @@ def test_bad_options_are_refused(world, tmp_path):
         options(world, tmp_path, kd_weight=0.0, ce_weight=0.0)
     with pytest.raises(ConfigError, match="source_weight > 0 needs labelled source frames"):
         distill(options(world, tmp_path, source_weight=1.0), FolderDataset(world / "synth", SPEC))
+    run = tmp_path / "adapt_run"  # an adaptation run's folder given as --out: its log.jsonl would be replaced
+    (run / "model").mkdir(parents=True)
+    (run / "log.jsonl").write_text('{"iteration": 1}\n')
+    with pytest.raises(ConfigError, match=r"holds files distill does not write \(model\); give a new or empty folder"):
+        distill(options(world, run), FolderDataset(world / "synth", SPEC))
+    assert (run / "log.jsonl").read_text() == '{"iteration": 1}\n'
 
 
 @pytest.mark.slow

@@ -111,6 +111,16 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(synth_folder,
     assert gap <= 10 * noise, f"resumed weights differ by up to {gap:g}, two uninterrupted runs by up to {noise:g}"
 
 
+def test_starting_fresh_over_a_run_or_resuming_past_max_iter_is_refused_and_changes_nothing(synth_folder, uninterrupted):
+    """A fresh run in a run folder would overwrite its model and log, and trimming checkpoints would delete its own."""
+    before = _snapshot(uninterrupted)
+    with pytest.raises(ConfigError, match=r"already holds a run \(checkpoint-\d+.*model\); continue it with --resume latest"):
+        train(tiny_config(synth_folder, uninterrupted), progress=False)
+    with pytest.raises(ConfigError, match=r"checkpoint-4 is at iteration 4, past optim.max_iter 2"):
+        train(tiny_config(synth_folder, uninterrupted, **{"run.resume": "latest", "optim.max_iter": 2}), progress=False)
+    assert _snapshot(uninterrupted) == before
+
+
 def test_the_cli_refuses_a_misspelt_key_with_one_line(synth_folder, tmp_path):
     result = subprocess.run([sys.executable, "-m", "madm_train", "adapt", "--config", str(YAML), "--set",
                              "optim.maxiter=3"], capture_output=True, text=True, timeout=120)
