@@ -203,7 +203,8 @@ def test_the_image_node_takes_images_only_while_someone_listens(ros, tiny_onnx_m
         assert images.get_subscription_count() == 0 and node.counters()["input_subscribed"] == 0  # nothing converted
         overlay = Collector(ros, Image, "/seg/segmentation_overlay", 10)
         publish_until_matched(images)
-        assert node.counters()["input_subscribed"] == 1
+        # DDS may match the publisher a moment before the executor thread has stored the new subscription
+        assert wait_until(lambda: node.counters()["input_subscribed"] == 1, 5)
         assert wait_until(lambda: (images.publish(image_msg(depth, "16UC1")), bool(overlay.messages))[1], 20)
         ros.destroy_subscription(overlay.subscription)
         assert wait_until(lambda: images.get_subscription_count() == 0, 5)  # the last listener left
