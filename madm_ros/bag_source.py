@@ -62,7 +62,7 @@ EVENT_FILE_KINDS = {".raw": "a Prophesee RAW event file", ".aedat4": "an AEDAT4 
 """Event recordings people give bag tools by mistake: refused with the tool that reads them."""
 _MAGIC = ((b"SQLite format 3\x00", "sqlite3"), (b"\x89MCAP0\r\n", "mcap"), (b"#ROSBAG V2.0", "rosbag1"))
 _HELP = ("check that it is a complete rosbag2 folder, a .db3 or .mcap file or a ROS 1 .bag file (a cut-off .db3 or "
-         ".mcap is read up to the cut, so one refused here is damaged before its first message, or no bag)")
+         ".mcap is read up to the cut where enough of it is left; the reasons above say what was not)")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,11 @@ class SqliteTables:
     def _read_whole_pages(self, pages: int, page_size: int, expected: int) -> None:
         """Open a temporary copy of the ``pages`` whole pages of the cut-off file, its header saying so."""
         size = self.path.stat().st_size
+        cut = f"{self.path.name} is cut off at {size} of its {expected} bytes"
+        free = shutil.disk_usage(tempfile.gettempdir()).free
+        if free < pages * page_size:
+            raise sqlite3.DatabaseError(f"{cut}; reading it up to the cut needs a temporary copy of {pages * page_size} "
+                                        f"bytes, but {tempfile.gettempdir()} has {free} free (set TMPDIR to a larger disk)")
         self._copy = tempfile.TemporaryDirectory(prefix="madm-db3-")
         copy = Path(self._copy.name) / self.path.name
         try:
@@ -85,8 +90,12 @@ class SqliteTables:
                 target.seek(28)  # the in-header database size, in pages
                 target.write(pages.to_bytes(4, "big"))
             self._db = _connect(copy)
-            self.stopped = f"{self.path.name} is cut off at {size} of its {expected} bytes; read up to the cut"
-            self._read_index()
+            self.stopped = f"{cut}; read up to the cut"
+            try:
+                self._read_index()
+            except sqlite3.DatabaseError as error:
+                raise sqlite3.DatabaseError(f"{cut}, before the end of its table index ({error}): "
+                                            "nothing can be read") from None
         except BaseException:
             self.close()
             raise

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument(
         "--sensor-size", type=_sensor_size, default=None, metavar="WxH",
-        help="Prophesee RAW only: the sensor size, for files whose header does not say it (e.g. 1280x720)",
+        help="Prophesee RAW only: the sensor size, for files whose header does not say it or says it wrong "
+        "(e.g. 1280x720; it overrides the header's)",
     )
     info.add_argument(
         "--frame",

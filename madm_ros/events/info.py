@@ -201,9 +201,13 @@ def describe(path: str | Path, topic: str | None = None, *, sensor_size: tuple[i
         stats = source.stats.as_dict()
         extras = _extras(kind, source)
     dropped = sum(int(stats.get(name, 0)) for name in LOSS_COUNTERS)
-    warning = "" if dropped <= count else (
-        f"more was lost ({dropped} words or events) than decoded ({count} events): the data may not be "
-        f"{source.encoding} (check the header's format) or the file is corrupt")
+    warning = ""
+    if dropped > count and int(stats.get("out_of_range", 0)) * 2 > dropped:
+        warning = (f"most events ({stats['out_of_range']}) lie outside the {source.width}x{source.height} sensor: "
+                   "is the sensor size right (--sensor-size, or the header's)?")
+    elif dropped > count:
+        warning = (f"more was lost ({dropped} words or events) than decoded ({count} events): the data may not be "
+                   f"{source.encoding} (check the header's format) or the file is corrupt")
     return {
         "path": str(path),
         "format": kind,

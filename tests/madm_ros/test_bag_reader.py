@@ -565,3 +565,8 @@ def test_a_cut_off_db3_of_the_real_recording_is_read_up_to_the_cut(shared_data: 
     assert problem == f"the bag is truncated: test_events_1.db3 is cut off at {len(data) // 2} of its {len(data)} bytes; " \
                       "read up to the cut"
     assert set(Path(tempfile.gettempdir()).glob("madm-db3-*")) == copies_before  # its whole-page copy is gone
+    (bag / "test_events_1.db3").write_bytes(data[:12_000])  # cut inside the schema pages: nothing to read, and why
+    with pytest.raises(DecodeError, match=r"test_events_1\.db3 is cut off at 12000 of its \d+ bytes, before the end of "
+                                          r"its table index .*: nothing can be read"):
+        BagSource(bag)
+    assert set(Path(tempfile.gettempdir()).glob("madm-db3-*")) == copies_before

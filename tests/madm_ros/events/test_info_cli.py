@@ -270,6 +270,8 @@ def test_data_of_another_encoding_than_the_header_says_is_described_with_a_warni
     report = json.loads(result.stdout)
     assert report["dropped"] > report["events"] and "may not be evt3" in report["warning"]
     assert "warning" in result.stderr and "check the header's format" in result.stderr
+    small = describe(shared_data / RAW, sensor_size=(100, 100))  # right encoding, wrong size: blamed on the size
+    assert small["warning"].startswith(f"most events ({small['stats']['out_of_range']}) lie outside the 100x100 sensor")
 
 
 def test_png_writes_replace_the_target_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> None:
