@@ -137,7 +137,16 @@ def _adapt(args: argparse.Namespace) -> int:
     config = _load_config(args.config, overrides, "adapt", wait=os.environ.get("LOCAL_RANK", "0") != "0")
     from madm_train.training.trainer import train  # torch: after the config and target set are known to be usable
 
-    run_dir = train(config, progress=True)
+    try:
+        run_dir = train(config, progress=True)
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what is kept and how to go on, not a traceback
+        from madm_train.training.checkpoints import list_checkpoints
+        from madm_train.training.trainer import CHECKPOINTS
+
+        kept = list_checkpoints(Path(config.run.out_dir) / CHECKPOINTS)
+        print("adapt: interrupted; " + (f"the newest checkpoint is {kept[-1]}: continue with --resume latest"
+                                         if kept else "no checkpoint was written yet"), file=sys.stderr)
+        return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the writing process reports
         print(f"adapt: finished; model, checkpoints and metrics.json in {run_dir}", file=sys.stderr)
     return 0

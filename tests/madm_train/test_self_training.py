@@ -121,6 +121,23 @@ def test_starting_fresh_over_a_run_or_resuming_past_max_iter_is_refused_and_chan
     assert _snapshot(uninterrupted) == before
 
 
+def test_ctrl_c_during_adapt_is_one_line_naming_the_checkpoint_to_resume_from(synth_folder, tmp_path, monkeypatch, capsys):
+    import madm_train.training.trainer as trainer
+    from madm_train.cli import main
+
+    def interrupted(config, progress):
+        (Path(config.run.out_dir) / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+        (Path(config.run.out_dir) / "checkpoints" / "checkpoint-2" / "state.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    code = main(["adapt", "--config", str(YAML), "--set", *tiny_overrides(synth_folder, tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1] == (f"adapt: interrupted; the newest checkpoint is {tmp_path / 'run/checkpoints/checkpoint-2'}"
+                                       ": continue with --resume latest")
+    assert not any("Traceback" in line for line in err)
+
+
 def test_the_cli_refuses_a_misspelt_key_with_one_line(synth_folder, tmp_path):
     result = subprocess.run([sys.executable, "-m", "madm_train", "adapt", "--config", str(YAML), "--set",
                              "optim.maxiter=3"], capture_output=True, text=True, timeout=120)
