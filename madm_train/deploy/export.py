@@ -171,6 +171,10 @@ def export(options: ExportOptions, *, log: Any = None) -> dict[str, Any]:
         if options.builder == "torch2trt":
             require("torch2trt", TORCH2TRT_HINT)
     graph, metadata = load_graph(options.student, argmax_stride=options.argmax_stride)
+    if metadata.label_set == "unknown":  # before minutes of tracing, and before anything is written
+        raise ConfigError(f"{options.student} is an adapted teacher (it records no label set or input spec), not a "
+                          f"distilled student: distil it first (python -m madm_train distill --teacher {options.student} "
+                          "...) and export the student/ folder distill writes")
     height, width = options.size or (metadata.input_spec.height, metadata.input_spec.width)
     # the files describe themselves: the arg-max stride the graph really uses (export_onnx sets the size)
     metadata = dataclasses.replace(metadata, argmax_stride=min(options.argmax_stride, metadata.logits_stride))

@@ -121,6 +121,14 @@ def test_starting_fresh_over_a_run_or_resuming_past_max_iter_is_refused_and_chan
     assert _snapshot(uninterrupted) == before
 
 
+def test_exporting_a_teacher_is_refused_before_any_tracing_or_writing(uninterrupted, tmp_path):
+    from madm_train.deploy.export import ExportOptions, export
+
+    with pytest.raises(ConfigError, match=r"is an adapted teacher .* not a distilled student: distil it first"):
+        export(ExportOptions(student=uninterrupted / "model", out_dir=tmp_path / "export"))
+    assert not (tmp_path / "export").exists()
+
+
 def test_ctrl_c_during_adapt_is_one_line_naming_the_checkpoint_to_resume_from(synth_folder, tmp_path, monkeypatch, capsys):
     import madm_train.training.trainer as trainer
     from madm_train.cli import main
