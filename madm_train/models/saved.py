@@ -224,7 +224,9 @@ def saved_format(path: str | Path) -> str:
         raise ConfigError(f"{path} is not a saved model folder (config.json: {error}); give a run's model/ folder or "
                           "a distilled student/ folder") from None
     if found not in SAVED_FORMATS:
-        raise ConfigError(f"{path}/config.json has format {found!r}; this version reads {', '.join(SAVED_FORMATS)}")
+        inside = next((f"; it looks like a run or distill folder: give {path / name}" for name in ("model", "student")
+                       if (path / name / "config.json").is_file()), "")
+        raise ConfigError(f"{path}/config.json has format {found!r}; this version reads {', '.join(SAVED_FORMATS)}{inside}")
     return str(found)
 
 

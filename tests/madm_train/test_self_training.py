@@ -127,6 +127,10 @@ def test_exporting_a_teacher_is_refused_before_any_tracing_or_writing(uninterrup
     with pytest.raises(ConfigError, match=r"is an adapted teacher .* not a distilled student: distil it first"):
         export(ExportOptions(student=uninterrupted / "model", out_dir=tmp_path / "export"))
     assert not (tmp_path / "export").exists()
+    from madm_ros.errors import MadmError
+
+    with pytest.raises(MadmError, match=rf"it looks like a run or distill folder: give {uninterrupted / 'model'}"):
+        export(ExportOptions(student=uninterrupted, out_dir=tmp_path / "export"))  # the run folder, not its model/
 
 
 def test_ctrl_c_during_adapt_is_one_line_naming_the_checkpoint_to_resume_from(synth_folder, tmp_path, monkeypatch, capsys):
