@@ -49,8 +49,9 @@ import numpy as np
 
 from madm_ros.bag_formats import QosProfile, missing_types, one_line, parse_qos_profiles, repair_metadata, resolve_types
 from madm_ros.errors import ConfigError, DecodeError
+from madm_ros.sqlite_recovery import SQLITE_MAGIC
 
-__all__ = ["IMAGE_TYPE", "BagSource", "OutputBag", "QosProfile", "TopicInfo"]
+__all__ = ["BAG_MAGIC", "IMAGE_TYPE", "BagSource", "OutputBag", "QosProfile", "TopicInfo"]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 """The message type of depth, thermal and label images, read and written."""
@@ -60,7 +61,8 @@ _SUFFIXES = ((".db3", "sqlite3"), (".mcap", "mcap"), (".bag", "rosbag1"), (".db3
 EVENT_FILE_KINDS = {".raw": "a Prophesee RAW event file", ".aedat4": "an AEDAT4 event file (iniVation DV)",
                     ".h5": "an HDF5 event file (DSEC events.h5)", ".hdf5": "an HDF5 event file (DSEC events.h5)"}
 """Event recordings people give bag tools by mistake: refused with the tool that reads them."""
-_MAGIC = ((b"SQLite format 3\x00", "sqlite3"), (b"\x89MCAP0\r\n", "mcap"), (b"#ROSBAG V2.0", "rosbag1"))
+BAG_MAGIC = ((SQLITE_MAGIC, "sqlite3"), (b"\x89MCAP0\r\n", "mcap"), (b"#ROSBAG V2.0", "rosbag1"))
+"""The first bytes of each storage file kind → its storage (how a bag file without its usual name is told)."""
 _HELP = ("check that it is a complete rosbag2 folder, a .db3 or .mcap file or a ROS 1 .bag file (a cut-off .db3 or "
          ".mcap is read up to the cut where enough of it is left; the reasons above say what was not)")
 
@@ -112,7 +114,7 @@ def _kind(path: Path) -> str:
             return kind
     with contextlib.suppress(OSError), open(path, "rb") as file:
         head = file.read(16)
-        return next((kind for magic, kind in _MAGIC if head.startswith(magic)), "")
+        return next((kind for magic, kind in BAG_MAGIC if head.startswith(magic)), "")
     return ""
 
 

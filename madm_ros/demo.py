@@ -242,6 +242,9 @@ def _pixels(message: Any) -> np.ndarray:
 IMAGE_FOLDERS = {"edge_frame": "edge_frames", "raw_segmentation_mask": "masks", "colored_segmentation_mask": "colored",
                  "segmentation_overlay": "overlays"}
 """Topic → the folder of ``--out`` its first messages are saved in (as ``<stamp>.png``)."""
+PANEL_FOLDER = "panels"
+ANIMATION_STEM = "demo"
+"""The animation is ``--out/demo.gif``."""
 
 
 def _remove_earlier_results(out: Path) -> int:
@@ -256,9 +259,9 @@ def _remove_earlier_results(out: Path) -> int:
         return 0
     if not (isinstance(earlier_summary, dict) and {"edge_frames", "masks_out", "images"} <= set(earlier_summary)):
         return 0
-    earlier = [path for folder in (*IMAGE_FOLDERS.values(), "panels") for path in (out / folder).glob("*.png")
+    earlier = [path for folder in (*IMAGE_FOLDERS.values(), PANEL_FOLDER) for path in (out / folder).glob("*.png")
                if path.stem.isdigit()]
-    earlier += [path for path in (out / "demo.gif",) if path.is_file()]
+    earlier += [path for path in (out / f"{ANIMATION_STEM}.gif",) if path.is_file()]
     for path in earlier:
         path.unlink()
     return len(earlier)
@@ -340,7 +343,7 @@ def _save_panels(out: Path, received: dict[str, list[tuple[float, Any]]], label_
     overlays = {stamp_to_ns(m.header.stamp): m for _, m in received["segmentation_overlay"]}
     needed = labels if labels is not None else overlays  # the masks whose third column exists
     masks = [(t, m) for t, m in received["raw_segmentation_mask"] if stamp_to_ns(m.header.stamp) in needed]
-    (out / "panels").mkdir(parents=True, exist_ok=True)
+    (out / PANEL_FOLDER).mkdir(parents=True, exist_ok=True)
     panels = []
     for (_, mask), (_, edge) in _pair_by_stamp(masks, received["edge_frame"])[:max_images]:
         stamp = stamp_to_ns(mask.header.stamp)
@@ -353,9 +356,9 @@ def _save_panels(out: Path, received: dict[str, list[tuple[float, Any]]], label_
             [_pixels(edge), colorize(prediction, label_set), right],
             [f"edge frame, t = {seconds:.2f} s", "prediction", "ground truth" if labels is not None else "overlay"],
             [int(c) for c in present if c != IGNORE_INDEX], label_set)
-        atomic_write_png(out / "panels" / f"{stamp}.png", panel)
+        atomic_write_png(out / PANEL_FOLDER / f"{stamp}.png", panel)
         panels.append(panel)
-    animation = write_animation(out / "demo", panels[:ANIMATION_MAX_FRAMES], ANIMATION_FPS)
+    animation = write_animation(out / ANIMATION_STEM, panels[:ANIMATION_MAX_FRAMES], ANIMATION_FPS)
     return len(panels), animation.name if animation else None
 
 
@@ -543,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({summary['dropped_frames']} dropped), latency p50 {summary['latency_ms']['p50']:.1f} ms"
           + (f", mIoU {100 * miou:.1f} % on {summary['frames_scored']} labelled frames" if miou is not None else ""))
     print(f"demo: wrote {config.out / 'summary.json'} and PNGs in {config.out}/"
-          + (f", side-by-side panels in {config.out / 'panels'}/" if summary.get("panels") else "")
+          + (f", side-by-side panels in {config.out / PANEL_FOLDER}/" if summary.get("panels") else "")
           + (f", the animation {config.out / summary['animation']}" if summary.get("animation") else ""))
     return 0
 

@@ -27,8 +27,7 @@ from madm_ros.errors import ConfigError, check_known_keys
 from madm_ros.limits import InputLimits
 
 __all__ = ["PARAMETER_RULES", "QOS_PRESETS", "EventParams", "ImageParams", "ParameterInfo", "ParameterRule",
-           "SegmentationParams", "edge_fields", "load_node_config", "parameter_table", "params_class",
-           "params_from_values"]
+           "SegmentationParams", "edge_fields", "load_node_config", "parameter_table", "params_from_values"]
 
 QOS_PRESETS = ("SENSOR_DATA", "DEFAULT", "SYSTEM_DEFAULT")
 """Accepted ``input_qos`` / ``output_qos`` values (Isaac ROS style)."""
@@ -298,11 +297,6 @@ def edge_fields(params: EventParams) -> dict[str, Any]:
     }
     EdgeFrameConfig(width=65535, height=65535, **fields)  # the real sensor size comes with the first message
     return fields
-
-
-def params_class(modality: str) -> type[SegmentationParams]:
-    """The parameters of the node that serves ``modality``: :class:`EventParams` for events, else :class:`ImageParams`."""
-    return EventParams if modality == "events" else ImageParams
 
 
 def params_from_values(cls: type, values: dict[str, Any], source: str) -> Any:

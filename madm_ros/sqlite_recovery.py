@@ -26,7 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SqliteTables", "SqliteTopic"]
+__all__ = ["SQLITE_MAGIC", "SqliteTables", "SqliteTopic"]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
 
 
 @dataclass(frozen=True)
@@ -131,19 +134,12 @@ class SqliteTables:
         marks = ",".join("?" * len(chosen))
         order = "id" if self.stopped else "timestamp, id"  # sorting by time would read past the cut first
         query = f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) ORDER BY {order}"
-        rows: Iterator[tuple[int, int, bytes]] | None = None
-        while True:
-            try:
-                rows = rows or self._db.execute(query, list(chosen))  # executing reads the first row already
-                row = next(rows, None)
-            except sqlite3.DatabaseError:
-                if not self.stopped:
-                    raise
-                return  # the first missing page: the cut
-            if row is None:
-                return
-            key, stamp, data = row
-            yield chosen[key], int(stamp), bytes(data)
+        try:
+            for key, stamp, data in self._db.execute(query, list(chosen)):
+                yield chosen[key], int(stamp), bytes(data)
+        except sqlite3.DatabaseError:
+            if not self.stopped:
+                raise  # else: the first missing page, the cut
 
     def close(self) -> None:
         """Release the file (and the temporary copy of a cut-off one)."""
@@ -161,7 +157,7 @@ def _cut_off_sizes(path: Path) -> tuple[int, int, int] | None:
     """``(whole pages present, page size, bytes the header expects)`` when ``path`` is shorter than its SQLite header says."""
     with path.open("rb") as file:
         header = file.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
         return None
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from madm_ros.bag_source import BAG_MAGIC
 from madm_ros.errors import DecodeError, InputError
 from madm_ros.events.aedat import AEDAT4_MAGIC
 from madm_ros.events.dsec import HDF5_MAGIC
@@ -47,9 +48,6 @@ LOSS_COUNTERS = ("out_of_range", "bad_words", "truncated_bytes", "time_backwards
 """DecodeStats counters that explain lost events or bytes; their sum is reported as ``dropped``."""
 
 _CHUNK_EVENTS = 1_000_000
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_MCAP_MAGIC = b"\x89MCAP"
-_ROSBAG1_MAGIC = b"#ROSBAG V2.0"
 _BAG_FORMATS = ("rosbag2", "rosbag1")
 
 
@@ -86,10 +84,9 @@ def detect_format(path: str | Path) -> str:
         return "aedat4"
     if head.startswith(HDF5_MAGIC):
         return "dsec"
-    if head.startswith((_SQLITE_MAGIC, _MCAP_MAGIC)):
-        return "rosbag2"
-    if head.startswith(_ROSBAG1_MAGIC):
-        return "rosbag1"
+    storage = next((kind for magic, kind in BAG_MAGIC if head.startswith(magic)), None)
+    if storage is not None:
+        return "rosbag1" if storage == "rosbag1" else "rosbag2"
     if head.startswith(b"%"):
         return "prophesee_raw"
     raise DecodeError(

@@ -89,22 +89,26 @@ def _configure_problems(spec: LaunchSpec, node: str, settings: dict[str, _Settin
     ONNX Runtime's CPU provider, which builds no GPU engine (a fraction of a second).
     """
     from madm_ros.launch.specs import NodeFactory
-    from madm_ros.node_params import ROS_ONLY_PARAMETERS, params_class, params_from_values
+    from madm_ros.node_params import ROS_ONLY_PARAMETERS, params_from_values
 
-    known = {field.name for field in dataclasses.fields(params_class(spec.modality))}
-    problems = [f"unknown parameter {name}{setting.origin}" + (f" (did you mean {close}?)" if (close := close_name(name, known))
-                                                              else "") + f": {node} has no such parameter and would ignore it"
-                for name, setting in settings.items() if setting.own and name not in known and name not in ROS_ONLY_PARAMETERS]
+    node_class = NodeFactory(spec.factory).resolve()
+    known = {field.name for field in dataclasses.fields(node_class.PARAMS)}
+    problems = []
+    for name, setting in settings.items():
+        if setting.own and name not in known and name not in ROS_ONLY_PARAMETERS:
+            close = close_name(name, known)
+            problems.append(f"unknown parameter {name}{setting.origin}" + (f" (did you mean {close}?)" if close else "")
+                            + f": {node} has no such parameter and would ignore it")
     values = {name: setting.value for name, setting in settings.items() if name in known}
     try:
-        params = params_from_values(params_class(spec.modality), values, f"parameters of {node}")
+        params = params_from_values(node_class.PARAMS, values, f"parameters of {node}")
     except ConfigError as error:
         return [*problems, str(error)]
     if problems:
         return problems
     rehearsal = dataclasses.replace(params, backend="onnxruntime", engine_file_path="")
     try:
-        NodeFactory(spec.factory).resolve().load_model(rehearsal, providers="cpu")
+        node_class.load_model(rehearsal, providers="cpu")
     except MadmError as error:
         return [f"model_file_path {params.model_file_path or '(built-in)'}: {error}"]
     except Exception as error:  # the node would catch it too, and fail its configure
